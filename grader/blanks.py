@@ -1,0 +1,226 @@
+"""Blanks: the holes of a starter, and which of them a submission still leaves open.
+
+A starter file is its reference with holes. A hole (a *blank*) is either a `None` where the
+reference has an expression or a statement, or a body `raise NotImplementedError(...)` where the
+reference has a whole body. `pair_blanks` walks the two syntax trees side by side: every other
+difference is a violation, so the pair can be checked in the kit's tests.
+
+Which blanks a submission still leaves open is found by aligning its tokens with the starter's:
+a blank whose token survives unchanged, inside an unchanged run, is still open.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import io
+import json
+import tokenize
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BLANKS_FILE = "blanks.json"  # written into a student bundle, which has no reference
+
+
+@dataclass(frozen=True)
+class Blank:
+    """One hole. `line`/`col` point at the `None` (or the `raise`) in the file it was found in."""
+
+    file: str
+    line: int
+    col: int
+    task: str
+    code: str
+    kind: str = "expression"  # "expression", "statement" or "body"
+
+    def describe(self) -> str:
+        return f"{self.file} line {self.line}: {self.code}"
+
+
+@dataclass(frozen=True)
+class Violation:
+    file: str
+    line: int
+    message: str
+
+    def describe(self) -> str:
+        return f"{self.file} line {self.line}: {self.message}"
+
+
+def _is_none(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
+
+
+def _raises_not_implemented(body: list[ast.stmt]) -> ast.Raise | None:
+    """The `raise NotImplementedError(...)` of a body that is only that (after a docstring)."""
+    stmts = body[1:] if body and _is_docstring(body[0]) else body
+    if len(stmts) != 1 or not isinstance(stmts[0], ast.Raise) or stmts[0].exc is None:
+        return None
+    exc = stmts[0].exc
+    target = exc.func if isinstance(exc, ast.Call) else exc
+    if isinstance(target, ast.Name) and target.id == "NotImplementedError":
+        return stmts[0]
+    return None
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+def _task_of(stmt: ast.stmt) -> str:
+    """The name a top-level statement defines: what tests call a task."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return stmt.name
+    if isinstance(stmt, ast.Assign):
+        target = stmt.targets[0]
+        if isinstance(target, ast.Name):
+            return target.id
+    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+        return stmt.target.id
+    return "module"
+
+
+class _PairWalker:
+    def __init__(self, file: str, starter_lines: list[str]):
+        self.file = file
+        self.lines = starter_lines
+        self.blanks: list[Blank] = []
+        self.violations: list[Violation] = []
+        self.task = "module"
+
+    def blank(self, node: ast.AST, kind: str) -> None:
+        code = self.lines[node.lineno - 1].strip()
+        self.blanks.append(Blank(self.file, node.lineno, node.col_offset, self.task, code, kind))
+
+    def differ(self, node: ast.AST, message: str) -> None:
+        line = getattr(node, "lineno", 0)
+        self.violations.append(Violation(self.file, line, message))
+
+    def module(self, starter: ast.Module, reference: ast.Module) -> None:
+        if len(starter.body) != len(reference.body):
+            self.differ(starter, "the starter and the reference have different top-level statements")
+            return
+        for s, r in zip(starter.body, reference.body, strict=False):
+            self.task = _task_of(r)
+            self.statement(s, r)
+
+    def statements(self, starter: list[ast.stmt], reference: list[ast.stmt], owner: ast.AST) -> None:
+        if len(starter) != len(reference):
+            self.differ(owner, "a block has a different number of statements than the reference's")
+            return
+        for s, r in zip(starter, reference, strict=False):
+            self.statement(s, r)
+
+    def statement(self, s: ast.stmt, r: ast.stmt) -> None:
+        if isinstance(s, ast.Expr) and _is_none(s.value) and not (isinstance(r, ast.Expr) and _is_none(r.value)):
+            self.blank(s.value, "statement")
+            return
+        self.node(s, r)
+
+    def node(self, s: ast.AST, r: ast.AST) -> None:
+        if _is_none(s) and not _is_none(r) and isinstance(r, ast.expr):
+            self.blank(s, "expression")
+            return
+        if type(s) is not type(r):
+            self.differ(s, f"the starter has {type(s).__name__} where the reference has {type(r).__name__}")
+            return
+        if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            hole = _raises_not_implemented(s.body)
+            if hole is not None and _raises_not_implemented(r.body) is None:
+                self.blank(hole, "body")
+                self.fields(s, r, skip=("body",))
+                return
+        self.fields(s, r)
+
+    def fields(self, s: ast.AST, r: ast.AST, skip: tuple[str, ...] = ()) -> None:
+        for name in s._fields:
+            if name in skip or name == "ctx":
+                continue
+            sv, rv = getattr(s, name), getattr(r, name)
+            if isinstance(sv, list):
+                if (sv and isinstance(sv[0], ast.stmt)) or (rv and isinstance(rv[0], ast.stmt)):
+                    self.statements(sv, rv, s)
+                elif len(sv) != len(rv):
+                    self.differ(s, f"'{name}' has {len(sv)} items in the starter, {len(rv)} in the reference")
+                else:
+                    for si, ri in zip(sv, rv, strict=False):
+                        self._value(s, name, si, ri)
+            else:
+                self._value(s, name, sv, rv)
+
+    def _value(self, owner: ast.AST, name: str, sv: object, rv: object) -> None:
+        if isinstance(sv, ast.AST) and isinstance(rv, ast.AST):
+            self.node(sv, rv)
+        elif sv != rv:
+            self.differ(owner, f"'{name}' differs: {sv!r} in the starter, {rv!r} in the reference")
+
+
+def pair_blanks(starter_src: str, reference_src: str, file: str) -> tuple[list[Blank], list[Violation]]:
+    """The blanks of a starter file, and every difference from its reference that is not one."""
+    walker = _PairWalker(file, starter_src.splitlines())
+    walker.module(ast.parse(starter_src, file), ast.parse(reference_src, file))
+    return walker.blanks, walker.violations
+
+
+def assignment_blanks(starter_dir: Path, reference_dir: Path, files: tuple[str, ...]) -> list[Blank]:
+    """All blanks of an assignment: from the starter/reference pair, or from a bundle's blanks.json."""
+    if not reference_dir.is_dir():
+        saved = starter_dir.parent.parent / "assignments" / starter_dir.name / BLANKS_FILE
+        return [Blank(**b) for b in json.loads(saved.read_text())] if saved.is_file() else []
+    blanks: list[Blank] = []
+    for file in files:
+        found, _ = pair_blanks((starter_dir / file).read_text(), (reference_dir / file).read_text(), file)
+        blanks += found
+    return blanks
+
+
+def save_blanks(blanks: list[Blank], path: Path) -> None:
+    path.write_text(json.dumps([asdict(b) for b in blanks], indent=1) + "\n")
+
+
+# --- which blanks a submission leaves open ------------------------------------------------
+
+_SKIPPED_TOKENS = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
+
+
+def _tokens(src: str) -> list[tokenize.TokenInfo]:
+    try:
+        return [t for t in tokenize.generate_tokens(io.StringIO(src).readline) if t.type not in _SKIPPED_TOKENS]
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return []
+
+
+def _key(tok: tokenize.TokenInfo) -> str:
+    return {tokenize.NEWLINE: "<nl>", tokenize.INDENT: "<in>", tokenize.DEDENT: "<de>"}.get(tok.type, tok.string)
+
+
+def open_blanks(starter_src: str, blanks: list[Blank], submission_src: str, file: str) -> list[Blank]:
+    """The blanks of `starter_src` that `submission_src` leaves as they were, at their new lines.
+
+    A blank stays open when its token is matched, unchanged, inside a run of at least two
+    matched tokens: a lone `None` elsewhere in the submission does not count.
+    """
+    starter_toks, sub_toks = _tokens(starter_src), _tokens(submission_src)
+    if not sub_toks:
+        return []
+    matcher = difflib.SequenceMatcher(
+        None, [_key(t) for t in starter_toks], [_key(t) for t in sub_toks], autojunk=False
+    )
+    matched: dict[int, int] = {}
+    for block in matcher.get_matching_blocks():
+        if block.size >= 2:
+            matched.update({block.a + k: block.b + k for k in range(block.size)})
+    by_position = {(t.start[0], t.start[1]): i for i, t in enumerate(starter_toks)}
+    sub_lines = submission_src.splitlines()
+    still_open = []
+    for blank in blanks:
+        index = by_position.get((blank.line, blank.col))
+        if index is None or index not in matched:
+            continue
+        if blank.kind == "body" and index + 1 not in matched:  # `raise` kept, but not the error
+            continue
+        line = sub_toks[matched[index]].start[0]
+        still_open.append(
+            Blank(file, line, sub_toks[matched[index]].start[1], blank.task, sub_lines[line - 1].strip(), blank.kind)
+        )
+    return still_open

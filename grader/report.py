@@ -1,0 +1,136 @@
+"""The report: one JSON document per graded submission, and how a run's records become one.
+
+The document is a superset of Gradescope's results.json (`score`, `max_score`, `tests[]` with
+`name`, `score`, `max_score`, `status`, `output`); every other format is rendered from it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grader import __version__
+from grader.runner import Run
+from grader.spec import Spec
+
+
+@dataclass
+class TestResult:
+    name: str
+    nodeid: str
+    score: float
+    max_score: float
+    status: str  # Gradescope's: "passed" or "failed"
+    outcome: str  # ours: "passed", "failed", "skipped" or "not run"
+    reason: str = ""
+    output: str = ""
+    tasks: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    hidden: bool = False
+    accuracy: bool = False
+    measured: dict[str, Any] = field(default_factory=dict)  # what the test measured (an accuracy...)
+
+
+@dataclass
+class Report:
+    assignment: str
+    title: str
+    submission: str
+    profile: str
+    device: str
+    dataset: str
+    score: float
+    max_score: float
+    duration_s: float
+    tests: list[TestResult]
+    blanks: dict[str, Any] = field(default_factory=dict)
+    isolation: str = ""
+    min_accuracy: float | None = None
+    calibrated: bool = True
+    problem: str = ""  # why the submission could not be graded at all, if it could not
+    grader_version: str = __version__
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.score / self.max_score if self.max_score else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["execution_time"] = round(self.duration_s, 3)  # Gradescope's name for it
+        doc["output"] = self.summary()
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Report:
+        known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        known["tests"] = [TestResult(**t) for t in doc["tests"]]
+        return cls(**known)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
+
+    def summary(self) -> str:
+        """One line for the top of every format."""
+        parts = [f"{self.assignment}: {self.score:g} / {self.max_score:g} points ({self.percent:.0f}%)"]
+        if self.blanks.get("total"):
+            filled = self.blanks["total"] - len(self.blanks.get("open", []))
+            parts.append(f"blanks filled {filled}/{self.blanks['total']}")
+        parts.append(f"profile {self.profile} ({self.device}, {self.dataset})")
+        if self.problem:
+            parts.append(self.problem)
+        return " · ".join(parts)
+
+
+def build_report(spec: Spec, run: Run, submission: str) -> Report:
+    """Score a run: a test earns its points only if it reported `passed`.
+
+    The list of tests comes from the collection, before any student code ran: a test that
+    never reported (the run crashed or ran out of time) is failed, with that as its reason.
+    """
+    stopped = (
+        f"the test run was stopped at its {spec.limits.total_timeout_s:.0f} s limit"
+        if run.timed_out
+        else f"the test run ended early (exit code {run.exit_code})"
+    )
+    tests = []
+    for entry in run.collected or []:
+        record = run.results.get(entry["nodeid"])
+        outcome = record["outcome"] if record else "not run"
+        passed = outcome == "passed"
+        reason = record["reason"] if record else f"never reported: {stopped}"
+        tests.append(
+            TestResult(
+                name=entry["name"],
+                nodeid=entry["nodeid"],
+                score=entry["points"] if passed else 0.0,
+                max_score=entry["points"],
+                status="passed" if passed else "failed",
+                outcome=outcome,
+                reason=reason,
+                output=record["output"] if record else reason,
+                tasks=entry["tasks"],
+                duration_s=record["duration_s"] if record else 0.0,
+                hidden=entry["hidden"],
+                accuracy=entry["accuracy"],
+                measured=record.get("measured", {}) if record else {},
+            )
+        )
+    session = run.session
+    return Report(
+        assignment=spec.name,
+        title=spec.title,
+        submission=submission,
+        profile=session.get("profile", "?"),
+        device=session.get("device", "?"),
+        dataset=session.get("dataset", "?"),
+        score=round(sum(t.score for t in tests), 4),
+        max_score=round(sum(t.max_score for t in tests), 4),
+        duration_s=round(run.duration_s, 3),
+        tests=tests,
+        blanks=session.get("blanks", {}),
+        isolation=session.get("isolation", ""),
+        min_accuracy=session.get("min_accuracy"),
+        calibrated=session.get("calibrated", True),
+    )

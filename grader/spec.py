@@ -1,0 +1,133 @@
+"""Assignment specs: `assignments/<name>/spec.toml`, read without importing torch or any test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grader.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ROOT_ENV = "GRADER_ROOT"
+PROFILES = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one submission may use while its tests run."""
+
+    test_timeout_s: float = 60.0
+    total_timeout_s: float = 900.0
+    memory_mb: int = 4096
+    output_kb: int = 256
+    file_mb: int = 64
+    processes: int = 64
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much training a profile allows and what it must reach.
+
+    `budget` holds the assignment's own knobs (steps, batch size, learning rate...);
+    `min_accuracy` is the calibrated threshold of the tests marked `accuracy`.
+    """
+
+    name: str
+    device: str
+    dataset: str
+    min_accuracy: float | None = None
+    timeout_s: float = 300.0
+    calibrated: bool = True
+    budget: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    title: str
+    title_vi: str
+    files: tuple[str, ...]
+    limits: Limits
+    profiles: dict[str, Profile]
+    root: Path
+    sandbox_preload: tuple[str, ...] = ()
+
+    @property
+    def folder(self) -> Path:
+        return self.root / "assignments" / self.name
+
+    @property
+    def tests_dir(self) -> Path:
+        return self.folder / "tests"
+
+    @property
+    def hidden_dir(self) -> Path:
+        return self.folder / "hidden"
+
+    @property
+    def starter_dir(self) -> Path:
+        return self.root / "starter" / self.name
+
+    @property
+    def reference_dir(self) -> Path:
+        return self.root / "reference" / self.name
+
+    @property
+    def module_names(self) -> tuple[str, ...]:
+        return tuple(Path(f).stem for f in self.files)
+
+    def profile(self, name: str) -> Profile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            known = ", ".join(self.profiles)
+            raise UserError(f"{self.name} has no profile '{name}' (known: {known})") from None
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The kit's root: $GRADER_ROOT, else the nearest folder above `start` with assignments/."""
+    if os.environ.get(ROOT_ENV):
+        root = Path(os.environ[ROOT_ENV]).resolve()
+        if not (root / "assignments").is_dir():
+            raise UserError(f"${ROOT_ENV} is {root}, which has no assignments/ folder")
+        return root
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if any((folder / "assignments").glob("*/spec.toml")):
+            return folder
+    raise UserError("no assignments/ folder here or above: run inside the kit, or set $GRADER_ROOT")
+
+
+def assignment_names(root: Path) -> list[str]:
+    return sorted(p.parent.name for p in (root / "assignments").glob("*/spec.toml"))
+
+
+def load_spec(name: str, root: Path | None = None) -> Spec:
+    root = root or find_root()
+    path = root / "assignments" / name / "spec.toml"
+    if not path.is_file():
+        known = ", ".join(assignment_names(root)) or "none"
+        raise UserError(f"unknown assignment '{name}' (known: {known})")
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    profiles = {pname: Profile(name=pname, **pdata) for pname, pdata in data.get("profiles", {}).items()}
+    missing = [p for p in PROFILES if p not in profiles]
+    if missing:
+        raise UserError(f"{path} defines no profile {', '.join(missing)}")
+    return Spec(
+        name=name,
+        title=data["title"],
+        title_vi=data.get("title_vi", data["title"]),
+        files=tuple(data["files"]),
+        limits=Limits(**data.get("limits", {})),
+        profiles=profiles,
+        root=root,
+        sandbox_preload=tuple(data.get("sandbox_preload", ())),
+    )

@@ -1,0 +1,130 @@
+"""Turn what a student hands in (a folder, a `.py`, a zip, a notebook) into a folder of modules."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from grader.errors import UserError
+
+MAX_FILE_BYTES = 2 * 1024 * 1024
+SINGLE_MODULE = "submission.py"
+
+
+class SubmissionProblem(UserError):
+    """The submission cannot be read as one (empty, unreadable, too large...)."""
+
+
+@dataclass(frozen=True)
+class Materialized:
+    """A clean copy of a submission: `modules` maps each assignment module to its file in `folder`."""
+
+    folder: Path
+    modules: dict[str, str]
+    kind: str
+    missing: tuple[str, ...] = ()
+
+    def source(self, file: str) -> str | None:
+        """The text of the submission's version of an assignment file, or None if it has none."""
+        name = self.modules.get(Path(file).stem)
+        if name is None:
+            return None
+        return (self.folder / name).read_bytes().decode("utf-8", errors="replace")
+
+
+def materialize(path: Path, files: tuple[str, ...], dest: Path) -> Materialized:
+    """Copy the assignment's files out of `path` into the empty folder `dest`."""
+    if not path.exists():
+        raise SubmissionProblem(f"submission not found: {path}")
+    dest.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        return _from_folder(path, files, dest)
+    suffix = path.suffix.lower()
+    if suffix == ".py":
+        return _single_module(_read_limited(path), files, dest, "file")
+    if suffix == ".zip":
+        return _from_zip(path, files, dest)
+    if suffix == ".ipynb":
+        from grader.notebook import notebook_to_module
+
+        return _single_module(notebook_to_module(path).encode(), files, dest, "notebook")
+    raise SubmissionProblem(f"cannot grade {path.name}: hand in a folder, a .py file, a .zip or a .ipynb notebook")
+
+
+def _read_limited(path: Path) -> bytes:
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise SubmissionProblem(f"{path.name} is larger than {MAX_FILE_BYTES // 2**20} MB")
+    return path.read_bytes()
+
+
+def _single_module(data: bytes, files: tuple[str, ...], dest: Path, kind: str) -> Materialized:
+    (dest / SINGLE_MODULE).write_bytes(data)
+    return Materialized(dest, {Path(f).stem: SINGLE_MODULE for f in files}, kind)
+
+
+def _collect(found: dict[str, bytes], files: tuple[str, ...], dest: Path, kind: str) -> Materialized:
+    if not found:
+        wanted = ", ".join(files)
+        raise SubmissionProblem(f"the submission has none of the assignment's files ({wanted})")
+    for name, data in found.items():
+        (dest / name).write_bytes(data)
+    missing = tuple(f for f in files if f not in found)
+    return Materialized(dest, {Path(f).stem: f for f in files if f in found}, kind, missing)
+
+
+def _from_folder(folder: Path, files: tuple[str, ...], dest: Path) -> Materialized:
+    found = {}
+    for name in files:
+        candidate = folder / name
+        # A link could point anywhere on the grading machine: only plain files count.
+        if candidate.is_file() and not candidate.is_symlink():
+            found[name] = _read_limited(candidate)
+    if not found:
+        singles = [p for p in folder.iterdir() if p.suffix in (".py", ".ipynb") and p.is_file()]
+        if len(singles) == 1:
+            return materialize(singles[0], files, dest)
+    return _collect(found, files, dest, "folder")
+
+
+def _from_zip(path: Path, files: tuple[str, ...], dest: Path) -> Materialized:
+    """Read only the members we need, by name; nothing is extracted, so no path can escape."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise SubmissionProblem(f"{path.name} is not a readable zip file") from None
+    with archive:
+        members = [
+            m
+            for m in archive.infolist()
+            if not m.is_dir()
+            and ".." not in PurePosixPath(m.filename).parts
+            and not m.filename.startswith("/")
+            and "__MACOSX" not in m.filename
+        ]
+        found: dict[str, bytes] = {}
+        # The shallowest copy of each file wins (a zip often wraps everything in one folder).
+        for member in sorted(members, key=lambda m: m.filename.count("/")):
+            name = PurePosixPath(member.filename).name
+            if name in files and name not in found:
+                if member.file_size > MAX_FILE_BYTES:
+                    raise SubmissionProblem(f"{member.filename} in {path.name} is too large")
+                found[name] = archive.read(member)
+        if not found:
+            singles = [m for m in members if m.filename.endswith((".py", ".ipynb"))]
+            if len(singles) == 1:
+                inner = dest.parent / f".{dest.name}-{PurePosixPath(singles[0].filename).name}"
+                inner.write_bytes(archive.read(singles[0]))
+                try:
+                    return materialize(inner, files, dest)
+                finally:
+                    inner.unlink()
+    return _collect(found, files, dest, "zip")
+
+
+def copy_modules(materialized: Materialized, dest: Path) -> None:
+    """A fresh copy of the submission's modules, for one sandboxed run."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in set(materialized.modules.values()):
+        shutil.copyfile(materialized.folder / name, dest / name)

@@ -1,0 +1,91 @@
+"""The `grade` command: reports, exit codes, and one clear line for every mistake."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.kit import ROOT
+
+GRADE = [sys.executable, "-c", "from grader.cli import run; run()"]
+
+
+def grade(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*GRADE, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+    )
+
+
+def test_grading_the_starter_gives_zero_a_reason_per_test_and_exit_0(tmp_path):
+    result = grade(
+        "assignment2",
+        "--json",
+        str(tmp_path / "r.json"),
+        "--junit",
+        str(tmp_path / "r.xml"),
+        "--markdown",
+        str(tmp_path / "r.md"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["score"] == 0 and report["max_score"] > 0
+    assert all(t["status"] == "failed" and t["output"] for t in report["tests"])
+    assert "not filled in yet" in result.stdout
+    assert (tmp_path / "r.xml").read_text().startswith("<?xml")
+    assert "### assignment2" in (tmp_path / "r.md").read_text()
+
+
+def test_fail_under_sets_the_exit_code():
+    result = grade("assignment2", "--fail-under", "50")
+    assert result.returncode == 1
+    assert "below --fail-under 50%" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["assignment9"], "error: unknown assignment 'assignment9' (known: "),
+        (["assignment2", "--submission", "no/such/folder"], "error: submission not found: no/such/folder"),
+        (["assignment2", "--profile", "fastest"], "error: Invalid value for '--profile'"),
+        (["assignment2", "--bogus"], "error: No such option '--bogus'"),
+        (["assignment2", "--fail-under", "150"], "error: Invalid value for '--fail-under'"),
+    ],
+    ids=["unknown assignment", "missing submission", "bad profile", "unknown flag", "bad percentage"],
+)
+def test_user_mistakes_are_one_line_and_exit_2(args, message):
+    result = grade(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_outside_the_kit_it_says_where_to_run(tmp_path):
+    result = grade("list", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: no assignments/ folder here or above")
+
+
+def test_list_shows_each_assignment_with_its_points():
+    result = grade("list")
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("assignment2"))
+    assert "LeNet and train_ch6" in line and "lenet.py, training.py" in line
+
+
+def test_a_broken_grader_is_exit_3(tmp_path):
+    kit = tmp_path / "kit"
+    shutil.copytree(ROOT / "assignments", kit / "assignments", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("starter", "reference"):
+        shutil.copytree(ROOT / folder / "assignment2", kit / folder / "assignment2")
+    (kit / "assignments" / "assignment2" / "tests" / "test_lenet.py").write_text("def broken(:\n")
+    result = grade("assignment2", cwd=kit)
+    assert result.returncode == 3
+    assert result.stderr.startswith("grader error: the tests of assignment2 did not start")

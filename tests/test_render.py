@@ -1,0 +1,144 @@
+"""Every report format is rendered from the one JSON document."""
+
+from __future__ import annotations
+
+import io
+import json
+import xml.etree.ElementTree as ET
+
+from rich.console import Console
+
+from grader import render
+from grader.report import Report, build_report
+from grader.runner import Run
+from tests.kit import spec_of
+
+
+def sample_report() -> Report:
+    run = Run(
+        session={
+            "profile": "quick",
+            "device": "cpu",
+            "dataset": "MNIST 5k",
+            "isolation": "nobody",
+            "blanks": {"total": 4, "open": ["lenet.py line 3: None"]},
+            "min_accuracy": 0.8,
+        },
+        collected=[
+            {
+                "nodeid": "a/tests/t.py::test_ok",
+                "name": "shapes",
+                "points": 3.0,
+                "tasks": ["net"],
+                "accuracy": False,
+                "hidden": False,
+            },
+            {
+                "nodeid": "a/tests/t.py::test_bad",
+                "name": "update | step",
+                "points": 2.0,
+                "tasks": ["train"],
+                "accuracy": False,
+                "hidden": False,
+            },
+            {
+                "nodeid": "a/hidden/t.py::test_secret",
+                "name": "secret check",
+                "points": 1.5,
+                "tasks": [],
+                "accuracy": False,
+                "hidden": True,
+            },
+            {
+                "nodeid": "a/tests/t.py::test_acc",
+                "name": "accuracy",
+                "points": 4.0,
+                "tasks": [],
+                "accuracy": True,
+                "hidden": False,
+            },
+        ],
+        results={
+            "a/tests/t.py::test_ok": {"outcome": "passed", "reason": "", "output": "", "duration_s": 0.5},
+            "a/tests/t.py::test_bad": {
+                "outcome": "failed",
+                "reason": "zero_grad() is never called",
+                "output": "zero_grad() is never called\ndetails",
+                "duration_s": 1.0,
+            },
+            "a/hidden/t.py::test_secret": {
+                "outcome": "failed",
+                "reason": "secret reason",
+                "output": "secret",
+                "duration_s": 0.1,
+            },
+        },
+        exit_code=-9,
+        duration_s=12.5,
+    )
+    return build_report(spec_of("assignment2"), run, "students/ada")
+
+
+def test_scores_come_from_the_collected_tests_and_unreported_ones_fail():
+    report = sample_report()
+    assert (report.score, report.max_score) == (3.0, 10.5)
+    never = report.tests[3]
+    assert (never.outcome, never.status, never.score) == ("not run", "failed", 0.0)
+    assert never.reason == "never reported: the test run ended early (exit code -9)"
+
+
+def test_json_is_a_gradescope_superset_and_round_trips():
+    doc = json.loads(json.dumps(sample_report().to_json()))
+    for key in (
+        "score",
+        "max_score",
+        "tests",
+        "assignment",
+        "submission",
+        "profile",
+        "device",
+        "dataset",
+        "duration_s",
+        "grader_version",
+        "execution_time",
+        "output",
+    ):
+        assert key in doc
+    assert set(doc["tests"][0]) >= {"name", "score", "max_score", "status", "output"}
+    assert Report.from_json(doc) == sample_report().__class__.from_json(doc)
+    assert Report.from_json(doc).score == 3.0
+
+
+def test_markdown_hides_hidden_details_unless_asked():
+    text = render.markdown(sample_report())
+    assert "3 / 10.5" in text and "update \\| step" in text
+    assert "secret reason" not in text and "hidden test 1" in text
+    assert "secret reason" in render.markdown(sample_report(), show_hidden=True)
+
+
+def test_junit_counts_failures_and_carries_points():
+    root = ET.fromstring(render.junit(sample_report()))
+    assert root.get("tests") == "4" and root.get("failures") == "3"
+    bad = root.find("testcase[@name='update | step']")
+    assert bad.find("failure").get("message") == "zero_grad() is never called"
+    assert bad.find("properties/property").get("value") == "0 / 2"
+
+
+def test_gradescope_marks_hidden_tests_after_published():
+    doc = render.gradescope(sample_report())
+    assert doc["score"] == 3.0
+    assert [t["visibility"] for t in doc["tests"]] == ["visible", "visible", "after_published", "visible"]
+
+
+def test_terminal_shows_each_reason_and_the_total():
+    out = io.StringIO()
+    render.terminal(sample_report(), Console(file=out, width=100))
+    text = out.getvalue()
+    assert "zero_grad() is never called" in text
+    assert "3 / 10.5 points" in text and "next blank to fill: lenet.py line 3" in text
+    assert "secret reason" not in text
+
+
+def test_csv_row_has_a_column_per_test():
+    row = render.csv_row(sample_report())
+    assert row["score"] == 3.0 and row["shapes"] == 3.0 and row["update | step"] == 0.0
