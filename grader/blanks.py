@@ -163,19 +163,36 @@ def pair_blanks(starter_src: str, reference_src: str, file: str) -> tuple[list[B
 
 
 def assignment_blanks(starter_dir: Path, reference_dir: Path, files: tuple[str, ...]) -> list[Blank]:
-    """All blanks of an assignment: from the starter/reference pair, or from a bundle's blanks.json."""
+    """The blanks the starter still has: from the starter/reference pair, or from a bundle's blanks.json.
+
+    Students fill the starter in place. A bundle has no reference, but its blanks.json keeps the
+    starter as released: the blanks it still leaves open are found where they are now.
+    """
     if not reference_dir.is_dir():
         saved = starter_dir.parent.parent / "assignments" / starter_dir.name / BLANKS_FILE
-        return [Blank(**b) for b in json.loads(saved.read_text())] if saved.is_file() else []
-    blanks: list[Blank] = []
+        if not saved.is_file():
+            return []
+        table = json.loads(saved.read_text())
+        blanks: list[Blank] = []
+        for file, released in table["starters"].items():
+            if (starter_dir / file).is_file():
+                mine = [Blank(**b) for b in table["blanks"] if b["file"] == file]
+                blanks += open_blanks(released, mine, (starter_dir / file).read_text(), file)
+        return blanks
+    blanks = []
     for file in files:
-        found, _ = pair_blanks((starter_dir / file).read_text(), (reference_dir / file).read_text(), file)
+        try:
+            found, _ = pair_blanks((starter_dir / file).read_text(), (reference_dir / file).read_text(), file)
+        except SyntaxError:  # a starter being filled in that does not parse yet: its tests will say so
+            continue
         blanks += found
     return blanks
 
 
-def save_blanks(blanks: list[Blank], path: Path) -> None:
-    path.write_text(json.dumps([asdict(b) for b in blanks], indent=1) + "\n")
+def save_blanks(blanks: list[Blank], starter_dir: Path, files: tuple[str, ...], path: Path) -> None:
+    """blanks.json for a bundle: the blanks, and the starter they are positions in."""
+    starters = {file: (starter_dir / file).read_text() for file in files}
+    path.write_text(json.dumps({"starters": starters, "blanks": [asdict(b) for b in blanks]}, indent=1) + "\n")
 
 
 # --- which blanks a submission leaves open ------------------------------------------------

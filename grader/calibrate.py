@@ -7,22 +7,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from grader.pipeline import grade
-from grader.plugin import SEED_ENV
 from grader.spec import Spec
+from grader.testing import SEED_ENV
 
 
 @dataclass(frozen=True)
 class SeedRun:
     seed: int
-    accuracies: dict[str, float]  # test name -> measured accuracy
+    accuracies: dict[str, float]  # test name (plus " · key" for other measurements) -> value
     duration_s: float
 
 
 def calibration_runs(spec: Spec, profile: str, seeds: range) -> Iterator[SeedRun]:
-    """One graded run of the reference's accuracy tests per seed."""
+    """One graded run of the reference's accuracy tests per seed, with everything they measured."""
     for seed in seeds:
         report = grade(spec, spec.reference_dir, profile, marks="accuracy", env={SEED_ENV: str(seed)})
-        measured = {t.name: t.measured["accuracy"] for t in report.tests if "accuracy" in t.measured}
+        measured = {
+            f"{t.name} · {key}" if key != "accuracy" else t.name: value
+            for t in report.tests
+            for key, value in t.measured.items()
+            if isinstance(value, (int, float))
+        }
         yield SeedRun(seed, measured, report.duration_s)
 
 

@@ -98,6 +98,46 @@ def calibrate_command(assignment: str, profile: str, seeds: int) -> None:
         )
 
 
+@cli.command("notebook")
+@click.argument("assignment")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: ./ASSIGNMENT.ipynb.")
+def notebook_command(assignment: str, out: Path | None) -> None:
+    """Write the starter as a Jupyter notebook, for students who work in Jupyter or Colab."""
+    from grader.notebook import write_notebook
+
+    click.echo(f"wrote {write_notebook(load_spec(assignment), out or Path(f'{assignment}.ipynb'))}")
+
+
+@cli.command("release")
+@click.argument("assignment")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="A new or empty folder.")
+def release_command(assignment: str, out: Path) -> None:
+    """Write the student bundle: starter, public tests, grader, README, CI (no reference, no hidden test)."""
+    from grader.release import release
+
+    files = release(load_spec(assignment), out)
+    click.echo(f"wrote {len(files)} files to {out}")
+
+
+@cli.command("batch")
+@click.argument("assignment")
+@click.argument("submissions", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="The gradebook's folder.")
+@click.option("--workers", type=click.IntRange(1, 512), help="Submissions graded at once (default: cores and memory).")
+@click.option("--timeout", type=click.FloatRange(1), help="Seconds per submission (default: the spec's).")
+@click.option("--limit", "limits", multiple=True, metavar="NAME=N", help="Override a spec limit: test_timeout_s=30.")
+@click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True)
+@click.option("--select", metavar="EXPR", help="Only the tests matching a pytest -k expression (names).")
+@click.option("--marks", metavar="EXPR", help="Only the tests matching a pytest -m expression: 'not accuracy'.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the datasets are.")
+@click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests in feedback.md and junit.xml.")
+def batch_command(**options: Any) -> int:
+    """Grade a folder of submissions (one per student); run it again to grade only what is left or changed."""
+    from grader.batch import command
+
+    return command(**options)
+
+
 def _grade_command(name: str) -> click.Command:
     @click.command(name=name, help=f"Grade a submission of {name}.")
     @click.option(
@@ -113,6 +153,7 @@ def _grade_command(name: str) -> click.Command:
     )
     @click.option("--download", is_flag=True, help="Allow downloading missing datasets.")
     @click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests.")
+    @click.option("--select", metavar="EXPR", help="Only the tests matching a pytest -k expression (e.g. 'lenet').")
     def command(
         submission: Path | None,
         profile: str,
@@ -123,6 +164,7 @@ def _grade_command(name: str) -> click.Command:
         data_dir: str | None,
         download: bool,
         show_hidden: bool,
+        select: str | None,
     ) -> int:
         from grader.pipeline import grade
         from grader.sandbox import make_undumpable
@@ -130,7 +172,12 @@ def _grade_command(name: str) -> click.Command:
         spec = load_spec(name)
         make_undumpable()
         report = grade(
-            spec, submission or spec.starter_dir, profile, data_dir, env={"GRADER_DOWNLOAD": "1"} if download else None
+            spec,
+            submission or spec.starter_dir,
+            profile,
+            data_dir,
+            select,
+            env={"GRADER_DOWNLOAD": "1"} if download else None,
         )
         render.terminal(report, Console(), show_hidden)
         _write(json_path, lambda: json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")

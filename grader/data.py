@@ -211,9 +211,13 @@ def available(name: str, root: str | Path | None = None) -> bool:
 
 
 def sample_photos() -> torch.Tensor:
-    """scikit-learn's two sample photos (china, flower) as uint8 (2, 3, 427, 640)."""
-    import numpy as np
-    from sklearn.datasets import load_sample_images
+    """scikit-learn's two sample photos (china, flower) as uint8 (2, 3, 427, 640).
 
-    images = load_sample_images().images
+    Read straight from scikit-learn's package folder: importing scikit-learn costs seconds.
+    """
+    import numpy as np
+    from PIL import Image
+
+    names = ("china.jpg", "flower.jpg")
+    images = [np.asarray(Image.open(_package_file("sklearn", "datasets", "images", n)).convert("RGB")) for n in names]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()

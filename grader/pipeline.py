@@ -27,7 +27,7 @@ def grade(
     one clear line before any test starts (a `SubmissionProblem`).
     """
     with tempfile.TemporaryDirectory(prefix="grader-submission-") as scratch:
-        copy = materialize(submission, spec.files, Path(scratch) / "submission")
+        copy = materialize(submission, spec.files, Path(scratch) / "submission", spec.starter_dir)
         run = run_tests(spec, copy.folder, profile, data_dir, select_expr, marks, env)
     if run.collected is None or run.collect_errors:
         detail = run.collect_errors[0]["text"] if run.collect_errors else run.log_tail

@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +32,29 @@ from grader import blanks as blanks_mod
 from grader import data
 from grader.errors import UserError
 from grader.sandbox import (
+    GPU_FRACTION_ENV,
+    HIDE_ENV,
+    LIMITS_ENV,
+    PARENT_ENV,
+    THREADS_ENV,
     Sandbox,
     SandboxLimits,
     SubmissionError,
+    can_hide_files,
+    dedicated_user,
+    die_with_parent,
     isolation_user,
     make_undumpable,
     start_server,
+    wait_for_server,
 )
 from grader.spec import Profile, Spec, load_spec
 from grader.submission import Materialized, materialize
+from grader.testing import grading_seed
 
 SUBMISSION_ENV = "GRADER_SUBMISSION"
 PROFILE_ENV = "GRADER_PROFILE"
-THREADS_ENV = "GRADER_THREADS"
-SEED_ENV = "GRADER_SEED"  # shifts every probe's seed: calibration runs the reference over many
+REDACTED = "[hidden test source removed]"
 NOT_FILLED = "not filled in yet"
 _TIMEOUT_MARGIN_S = 1.0
 
@@ -65,17 +74,45 @@ def pytest_configure(config: pytest.Config) -> None:
     fd = config.getoption("results_fd", None)
     if fd is not None:
         make_undumpable()  # the sandboxes run as our user: keep them out of this process
-    specs = [s for s in (_spec_for(Path(a.split("::")[0]).resolve()) for a in config.args) if s]
-    start_server(tuple(sorted({m for spec in specs for m in spec.sandbox_preload})))
-    config.pluginmanager.register(Grading(config, fd), "grader-session")
+        if os.environ.get(PARENT_ENV):
+            die_with_parent(int(os.environ[PARENT_ENV]))
+    hide = tuple(filter(None, os.environ.pop(HIDE_ENV, "").split(os.pathsep)))  # before the sandboxes see it
+    if not config.option.collectonly:  # start it now: its imports overlap with collection
+        specs = [s for s in (_spec_for(Path(a.split("::")[0]).resolve()) for a in config.args) if s]
+        start_server(tuple(sorted({m for spec in specs for m in spec.sandbox_preload})))
+    config.pluginmanager.register(Grading(config, fd, hide), "grader-session")
 
 
 def _spec_for(path: Path) -> Spec | None:
     """The spec of the assignment folder that holds `path`, if any."""
     for folder in (path, *path.parents):
         if (folder / "spec.toml").is_file() and folder.parent.name == "assignments":
-            return load_spec(folder.name, folder.parent.parent)
+            spec = load_spec(folder.name, folder.parent.parent)
+            overrides = json.loads(os.environ.get(LIMITS_ENV) or "{}")
+            return replace(spec, limits=replace(spec.limits, **overrides)) if overrides else spec
     return None
+
+
+def hidden_source_lines(spec: Spec) -> frozenset[str]:
+    """The lines of the hidden tests that students cannot know (not in the public tests or the starter)."""
+    if not spec.hidden_dir.is_dir():
+        return frozenset()
+    public = {
+        line.strip()
+        for folder in (spec.tests_dir, spec.starter_dir)
+        if folder.is_dir()
+        for path in folder.rglob("*.py")
+        for line in path.read_text().splitlines()
+    }
+    lines = (line.strip() for path in spec.hidden_dir.rglob("*.py") for line in path.read_text().splitlines())
+    return frozenset(line for line in lines if len(line) >= 12 and line not in public)
+
+
+def redact(text: str, secrets: frozenset[str]) -> str:
+    """`text` without any line that quotes a hidden test (the student's output goes into reports)."""
+    if not secrets or not text:
+        return text
+    return "\n".join(REDACTED if any(s in line for s in secrets) else line for line in text.split("\n"))
 
 
 def test_title(item: pytest.Item) -> str:
@@ -109,7 +146,7 @@ class Submission:
         """
         if timeout_s is None and self.deadline is not None:
             timeout_s = max(self.deadline - time.monotonic() - _TIMEOUT_MARGIN_S, 1.0)
-        seed += int(os.environ.get(SEED_ENV, "0"))
+        seed += grading_seed()
         return self.sandbox.run(probe, *args, seed=seed, timeout_s=timeout_s)
 
     def blanks_for(self, tasks: tuple[str, ...]) -> list[blanks_mod.Blank]:
@@ -129,14 +166,17 @@ class Assignment:
 class Grading:
     """The session: prepares each assignment once, explains failures, sends result records."""
 
-    def __init__(self, config: pytest.Config, results_fd: int | None):
+    def __init__(self, config: pytest.Config, results_fd: int | None, hide: tuple[str, ...] = ()):
         self.config = config
+        self.hide = hide
+        self.secrets: frozenset[str] = frozenset()
         self.stream = os.fdopen(results_fd, "w", buffering=1) if results_fd is not None else None
         self.scratch = Path(tempfile.mkdtemp(prefix="grader-"))
         self.assignments: dict[str, Assignment] = {}
         self.tests: dict[str, dict[str, Any]] = {}
         self.phases: dict[str, list[pytest.TestReport]] = {}
         self.earned = 0.0
+        self.deselected: list[pytest.Item] = []
 
     def send(self, kind: str, **payload: Any) -> None:
         if self.stream:
@@ -149,7 +189,10 @@ class Grading:
         if spec is None:
             raise UserError(f"{node.path} is not inside assignments/<name>/")
         if spec.name not in self.assignments:
-            self.assignments[spec.name] = self._prepare(spec)
+            try:
+                self.assignments[spec.name] = self._prepare(spec)
+            except UserError as mistake:  # plain pytest: one line, not an internal error
+                raise pytest.UsageError(str(mistake)) from None
         return self.assignments[spec.name]
 
     def _prepare(self, spec: Spec) -> Assignment:
@@ -158,7 +201,7 @@ class Grading:
         profile = spec.profile(_resolve_profile(spec, requested, option("data_dir")))
         source = Path(option("submission") or os.environ.get(SUBMISSION_ENV) or spec.starter_dir)
         folder = self.scratch / spec.name
-        materialized = materialize(source.expanduser().resolve(), spec.files, folder / "submission")
+        materialized = materialize(source.expanduser().resolve(), spec.files, folder / "submission", spec.starter_dir)
         all_blanks = blanks_mod.assignment_blanks(spec.starter_dir, spec.reference_dir, spec.files)
         open_blanks = []
         for file in spec.files:
@@ -168,6 +211,9 @@ class Grading:
                 mine = [b for b in all_blanks if b.file == file]
                 open_blanks += blanks_mod.open_blanks(starter, mine, text, file)
         user = isolation_user()
+        private = user is not None and can_hide_files()
+        hidden = (spec.root / "reference", *(spec.root / "assignments").glob("*/hidden"))
+        self.secrets |= hidden_source_lines(spec)
         sandbox = Sandbox(
             materialized,
             device=profile.device,
@@ -178,9 +224,13 @@ class Grading:
                 file_mb=spec.limits.file_mb,
                 processes=spec.limits.processes,
                 threads=int(os.environ.get(THREADS_ENV, "0")),
+                gpu_fraction=float(os.environ.get(GPU_FRACTION_ENV, "0")),
             ),
             scratch=folder / "runs",
             user=user,
+            private=private,
+            hide=tuple(str(p) for p in hidden) + self.hide if private else (),
+            reap=dedicated_user(),
         )
         sandbox.scratch.mkdir(parents=True)
         if user:
@@ -192,12 +242,12 @@ class Grading:
             title=spec.title,
             profile=profile.name,
             device=profile.device,
-            dataset=data.title(profile.dataset),
+            dataset=data.title(profile.dataset) if profile.dataset else "no dataset",
             submission=str(source),
             submission_kind=materialized.kind,
             missing_files=list(materialized.missing),
             blanks={"total": len(all_blanks), "open": [b.describe() for b in open_blanks]},
-            isolation="nobody" if user else "same-user",
+            isolation=_isolation(user, private),
             min_accuracy=profile.min_accuracy,
             calibrated=profile.calibrated,
         )
@@ -210,8 +260,15 @@ class Grading:
         if report.failed:  # a broken test file is the grader's problem, never the student's
             self.send("collect_error", nodeid=report.nodeid, text=report.longreprtext[-3000:])
 
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.deselected += items
+
+    @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the tests that run must report
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        cases = Counter((item.path, getattr(item, "originalname", item.name)) for item in items)
+        # a parametrized test's points are split over all its cases, deselected ones included
+        cases = Counter((item.path, getattr(item, "originalname", item.name)) for item in (*items, *self.deselected))
+        # the slow trained-accuracy tests last (hidden tests included): a run stopped at its time limit loses them only
+        items.sort(key=lambda item: item.get_closest_marker("accuracy") is not None)
         for item in items:
             assignment = self.assignment_of(item)
             points = item.get_closest_marker("points")
@@ -220,7 +277,8 @@ class Grading:
             accuracy = item.get_closest_marker("accuracy") is not None
             if item.get_closest_marker("timeout") is None:
                 limit = assignment.profile.timeout_s if accuracy else assignment.spec.limits.test_timeout_s
-                item.add_marker(pytest.mark.timeout(limit))
+                # func_only: the alarm can then fire in the test, never in a hook (which crashes the session)
+                item.add_marker(pytest.mark.timeout(limit, func_only=True))
             relative = Path(str(item.path)).relative_to(assignment.spec.folder)
             self.tests[item.nodeid] = {
                 "nodeid": item.nodeid,
@@ -231,6 +289,8 @@ class Grading:
                 "hidden": relative.parts[0] == "hidden",
             }
         self.send("collected", tests=list(self.tests.values()))
+        if items and not self.config.option.collectonly:
+            wait_for_server()  # not within the first test's time limit
 
     # -- running --
 
@@ -252,6 +312,7 @@ class Grading:
             reason, details = self.explain(item, exc)
             report.grader_reason = reason  # type: ignore[attr-defined]
             report.grader_output = "\n\n".join(filter(None, (reason, details)))  # type: ignore[attr-defined]
+            report.grader_limit = _limit_of(exc)  # type: ignore[attr-defined]
             if isinstance(exc, SubmissionError) or reason.startswith(NOT_FILLED):
                 report.longrepr = report.grader_output  # the grader's own traceback helps nobody
         elif report.skipped and isinstance(report.longrepr, tuple):
@@ -262,7 +323,8 @@ class Grading:
         """(one-line reason, details) for a failed test, naming an open blank when there is one."""
         submission = self.assignment_of(item).submission
         tasks = item_tasks(item)
-        open_blanks = submission.blanks_for(tasks)
+        # The blanks of the test's first task first: that is the one it is about.
+        open_blanks = sorted(submission.blanks_for(tasks), key=lambda blank: tasks.index(blank.task))
         details = ""
         if isinstance(exc, SubmissionError):
             details = _tail(exc.output)
@@ -278,9 +340,9 @@ class Grading:
             return exc.reason, details
         text = str(exc).strip()
         first = text.splitlines()[0] if text else ""
-        if type(exc).__name__ == "Failed" and first.startswith("Timeout"):
+        if isinstance(exc, pytest.fail.Exception) and first.startswith("Timeout"):
             return f"ran past its time limit ({first.removeprefix('Timeout').strip()})", ""
-        if isinstance(exc, AssertionError):
+        if isinstance(exc, (AssertionError, pytest.fail.Exception)):  # a test's own verdict
             return first or "assertion failed", details
         return f"{type(exc).__name__}: {first}" if first else type(exc).__name__, details
 
@@ -300,8 +362,9 @@ class Grading:
             "result",
             nodeid=nodeid,
             outcome=outcome,
-            reason=reason,
-            output=getattr(decisive, "grader_output", reason) if decisive else "",
+            reason=redact(reason, self.secrets),
+            output=redact(getattr(decisive, "grader_output", reason) if decisive else "", self.secrets),
+            limit=getattr(decisive, "grader_limit", "") if decisive else "",
             duration_s=round(sum(r.duration for r in reports), 3),
             measured=dict(p for r in reports for p in r.user_properties),
         )
@@ -331,7 +394,22 @@ def _resolve_profile(spec: Spec, requested: str, data_dir: str | None) -> str:
     full = spec.profile("full")
     if full.device.startswith("cuda") and not torch.cuda.is_available():
         return "quick"
-    return "full" if data.available(full.dataset, data_dir) else "quick"
+    return "full" if full.dataset is None or data.available(full.dataset, data_dir) else "quick"
+
+
+def _isolation(user: tuple[int, int] | None, private: bool) -> str:
+    if user is None:
+        return "same-user"
+    name = f"uid {user[0]}" if dedicated_user() else "nobody"
+    return f"{name}, private files" if private else name
+
+
+def _limit_of(exc: BaseException) -> str:
+    """Which limit a failure tripped ("timeout", "memory", "output", "files", "processes"...), or ""."""
+    if isinstance(exc, SubmissionError):
+        return exc.limit or ""
+    timed_out = isinstance(exc, pytest.fail.Exception) and str(exc).strip().startswith("Timeout")  # pytest-timeout
+    return "timeout" if timed_out else ""
 
 
 def _tail(output: str, lines: int = 30) -> str:
@@ -363,6 +441,8 @@ def dataset(request: pytest.FixtureRequest) -> data.Dataset:
     """The profile's dataset, loaded once per session. Its labels stay in this process."""
     assignment = _grading(request.config).assignment_of(request.node)
     name = assignment.profile.dataset
+    if name is None:
+        raise UserError(f"the {assignment.profile.name} profile of {assignment.spec.name} names no dataset")
     if name not in assignment.datasets:
         assignment.datasets[name] = data.load(name, request.config.getoption("data_dir"))
     return assignment.datasets[name]

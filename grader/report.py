@@ -31,6 +31,7 @@ class TestResult:
     hidden: bool = False
     accuracy: bool = False
     measured: dict[str, Any] = field(default_factory=dict)  # what the test measured (an accuracy...)
+    limit: str = ""  # the limit it tripped: "timeout", "total_timeout", "memory", "output", "files", "processes"
 
 
 @dataclass
@@ -83,23 +84,25 @@ class Report:
         return " · ".join(parts)
 
 
-def build_report(spec: Spec, run: Run, submission: str) -> Report:
+def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Report:
     """Score a run: a test earns its points only if it reported `passed`.
 
     The list of tests comes from the collection, before any student code ran: a test that
     never reported (the run crashed or ran out of time) is failed, with that as its reason.
+    `problem`: why the submission could not be graded at all (then no test ran).
     """
     stopped = (
         f"the test run was stopped at its {spec.limits.total_timeout_s:.0f} s limit"
         if run.timed_out
         else f"the test run ended early (exit code {run.exit_code})"
     )
+    unreported = problem or f"never reported: {stopped}"
     tests = []
     for entry in run.collected or []:
         record = run.results.get(entry["nodeid"])
         outcome = record["outcome"] if record else "not run"
         passed = outcome == "passed"
-        reason = record["reason"] if record else f"never reported: {stopped}"
+        reason = record["reason"] if record else unreported
         tests.append(
             TestResult(
                 name=entry["name"],
@@ -115,6 +118,7 @@ def build_report(spec: Spec, run: Run, submission: str) -> Report:
                 hidden=entry["hidden"],
                 accuracy=entry["accuracy"],
                 measured=record.get("measured", {}) if record else {},
+                limit=record.get("limit", "") if record else ("total_timeout" if run.timed_out else ""),
             )
         )
     session = run.session
@@ -133,4 +137,5 @@ def build_report(spec: Spec, run: Run, submission: str) -> Report:
         isolation=session.get("isolation", ""),
         min_accuracy=session.get("min_accuracy"),
         calibrated=session.get("calibrated", True),
+        problem=problem,
     )

@@ -14,11 +14,13 @@ import select
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grader.sandbox import PARENT_ENV
 from grader.spec import Spec
 
 _KEPT_ENV = (
@@ -33,6 +35,7 @@ _KEPT_ENV = (
     "GRADER_DATA_DIR",
     "GRADER_DOWNLOAD",
     "GRADER_THREADS",
+    "GRADER_ISOLATION",
 )
 
 
@@ -64,22 +67,37 @@ def run_tests(
     select_expr: str | None = None,
     marks: str | None = None,
     env: dict[str, str] | None = None,
+    cancel: threading.Event | None = None,
 ) -> Run:
-    """Grade `submission` (a folder) with the spec's tests in a fresh pytest process."""
+    """Grade `submission` (a folder) with the spec's tests in a fresh pytest process.
+
+    Setting `cancel` stops the run at once (a batch being interrupted): its results are partial.
+    """
     args = ["--submission", str(submission), "--profile", profile]
     args += ["--data-dir", data_dir] if data_dir else []
-    args += ["-k", select_expr] if select_expr else []
-    args += ["-m", marks] if marks else []
-    return _pytest(spec.root, test_paths(spec), args, spec.limits.total_timeout_s, env)
+    args += selection(select_expr, marks)
+    return _pytest(spec.root, test_paths(spec), args, spec.limits.total_timeout_s, env, cancel)
 
 
-def collect(root: Path, specs: list[Spec], timeout_s: float = 120) -> Run:
+def selection(select_expr: str | None = None, marks: str | None = None) -> list[str]:
+    """pytest's arguments for a -k expression and a -m expression."""
+    return (["-k", select_expr] if select_expr else []) + (["-m", marks] if marks else [])
+
+
+def collect(root: Path, specs: list[Spec], timeout_s: float = 120, args: tuple[str, ...] = ()) -> Run:
     """Collect the tests of several assignments (no test runs, no student code is read)."""
     paths = [p for spec in specs for p in test_paths(spec)]
-    return _pytest(root, paths, ["--collect-only"], timeout_s)
+    return _pytest(root, paths, ["--collect-only", *args], timeout_s)
 
 
-def _pytest(root: Path, paths: list[Path], args: list[str], timeout_s: float, env: dict[str, str] | None = None) -> Run:
+def _pytest(
+    root: Path,
+    paths: list[Path],
+    args: list[str],
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+    cancel: threading.Event | None = None,
+) -> Run:
     assignments = root / "assignments"
     read_fd, write_fd = os.pipe()
     command = [
@@ -102,10 +120,16 @@ def _pytest(root: Path, paths: list[Path], args: list[str], timeout_s: float, en
     ]
     child_env = {k: v for k, v in os.environ.items() if k in _KEPT_ENV}
     child_env.update(env or {})
-    child_env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    child_env.update(
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+        **{PARENT_ENV: str(os.getpid())},  # it dies with us
+    )
     run = Run()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="grader-run-") as workdir, open(Path(workdir, "log"), "w+b") as log:
+    # in the child's own TMPDIR when it has one (a batch worker's folder, removed with it)
+    scratch = tempfile.TemporaryDirectory(prefix="grader-run-", dir=(env or {}).get("TMPDIR"))
+    with scratch as workdir, open(Path(workdir, "log"), "w+b") as log:
         child = subprocess.Popen(
             command,
             cwd=workdir,
@@ -117,8 +141,8 @@ def _pytest(root: Path, paths: list[Path], args: list[str], timeout_s: float, en
             start_new_session=True,
         )
         os.close(write_fd)
-        run.timed_out = not _read_records(read_fd, run, started + timeout_s)
-        _stop(child)
+        run.timed_out = not _read_records(read_fd, run, started + timeout_s, cancel)
+        _stop(child, grace_s=0 if run.timed_out else 5)
         run.exit_code = child.returncode
         log.seek(0)
         run.log_tail = log.read().decode("utf-8", errors="replace")[-4000:]
@@ -126,13 +150,13 @@ def _pytest(root: Path, paths: list[Path], args: list[str], timeout_s: float, en
     return run
 
 
-def _read_records(fd: int, run: Run, deadline: float) -> bool:
-    """Read JSON lines until the child closes the pipe; False if the deadline came first."""
+def _read_records(fd: int, run: Run, deadline: float, cancel: threading.Event | None = None) -> bool:
+    """Read JSON lines until the child closes the pipe; False if the deadline (or `cancel`) came first."""
     pending = b""
     with os.fdopen(fd, "rb", buffering=0) as pipe:
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (cancel is not None and cancel.is_set()):
                 return False
             ready, _, _ = select.select([pipe], [], [], min(remaining, 1.0))
             if not ready:
@@ -160,10 +184,10 @@ def _take(record: dict[str, Any], run: Run) -> None:
         run.finished = True
 
 
-def _stop(child: subprocess.Popen) -> None:
-    """End the child and what it started in its group (its fork server)."""
+def _stop(child: subprocess.Popen, grace_s: float) -> None:
+    """End the child and what it started in its group (its fork server), after `grace_s` to finish."""
     with contextlib.suppress(subprocess.TimeoutExpired):
-        child.wait(timeout=5)
+        child.wait(timeout=grace_s)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, 9)
     child.wait()

@@ -7,6 +7,11 @@ sets its limits, imports the student's modules, calls `probe(sub, *args)` and se
 back as data (tensors, numbers, strings, lists, dicts). The tests load it with
 `torch.load(weights_only=True)`: no student object, and no student code, reaches them.
 
+As root, the child can also get a user of its own ($GRADER_SANDBOX_UID: a batch worker's), whose
+every process is ended after each probe, and a mount namespace of its own where the shared
+temporary folders are empty and private, and the kit's reference, hidden tests and any folder
+named in `Sandbox.hide` (other students' submissions, the gradebook) are empty.
+
 A probe is a module-level function of a test file; it runs in the child, so anything it
 returns is the submission's word, and the test checks it.
 """
@@ -27,7 +32,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing import forkserver
 from pathlib import Path
@@ -40,6 +45,15 @@ _BASE_PRELOAD = ["torch", "pytest", "grader.testing", "grader.d2l", "grader.data
 _MAX_RESULT_BYTES = 512 * 1024 * 1024
 _POLL_S = 0.1
 ISOLATION_ENV = "GRADER_ISOLATION"  # "same-user" turns the drop to `nobody` off
+SANDBOX_UID_ENV = "GRADER_SANDBOX_UID"  # a uid no one else uses, instead of `nobody` (batch workers)
+THREADS_ENV = "GRADER_THREADS"  # torch threads of each sandbox
+GPU_FRACTION_ENV = "GRADER_GPU_FRACTION"  # each sandbox's share of the GPU's memory
+HIDE_ENV = "GRADER_HIDE"  # more folders the sandboxes must not see (os.pathsep-separated)
+LIMITS_ENV = "GRADER_LIMITS"  # JSON overrides of the spec's [limits] (batch --timeout, the kit's tests)
+PARENT_ENV = "GRADER_PARENT_PID"  # the grading child dies with the process that started it
+# Where a sandbox could leave files for a later one (or another student's) to read: each probe
+# gets empty, private ones instead.
+_SHARED_TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,7 @@ class SandboxLimits:
     file_mb: int = 64
     processes: int = 64
     threads: int = 0  # torch threads in the child; 0: one per core
+    gpu_fraction: float = 0.0  # the share of the GPU's memory a probe may take (workers sharing one GPU)
 
 
 class SubmissionError(Exception):
@@ -100,6 +115,13 @@ def start_server(preload: tuple[str, ...] = ()) -> None:
     forkserver.ensure_running()
 
 
+def wait_for_server() -> None:
+    """Return once the fork server has imported its modules: else the first probe waits for them."""
+    proc = _CONTEXT.Process(target=int, name="grader-warm-up")
+    proc.start()
+    proc.join()
+
+
 def isolation_user() -> tuple[int, int] | None:
     """(uid, gid) of `nobody` when the grader runs as root, else None (same-user isolation).
 
@@ -109,6 +131,9 @@ def isolation_user() -> tuple[int, int] | None:
     """
     if os.geteuid() != 0 or os.environ.get(ISOLATION_ENV) == "same-user":
         return None
+    if os.environ.get(SANDBOX_UID_ENV):
+        uid = int(os.environ[SANDBOX_UID_ENV])
+        return uid, uid
     try:
         nobody = pwd.getpwnam("nobody")
     except KeyError:
@@ -116,15 +141,47 @@ def isolation_user() -> tuple[int, int] | None:
     return nobody.pw_uid, nobody.pw_gid
 
 
+def dedicated_user() -> bool:
+    """Whether the sandboxes run as a uid of this run's own: then all its processes may be killed."""
+    return isolation_user() is not None and bool(os.environ.get(SANDBOX_UID_ENV))
+
+
+def can_hide_files() -> bool:
+    """Whether this process may give each sandbox a mount namespace of its own (CAP_SYS_ADMIN)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> _CAP_SYS_ADMIN & 1)
+    return False
+
+
+def kill_user(uid: int) -> None:
+    """Kill every process of `uid`: only ever a uid of the grader's own, never a shared one."""
+    for _ in range(50):
+        alive = [pid for pid, owner, _threads, zombie in _processes() if owner == uid and not zombie]
+        if not alive:
+            return
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+
+
 @dataclass
 class Sandbox:
-    """Runs probes against one materialized submission."""
+    """Runs probes against one materialized submission.
+
+    `hide`: folders the probes must not see (as root, with `private` mounts); `reap`: kill every
+    process of `user` after each probe (a dedicated uid).
+    """
 
     submission: Materialized
     device: str = "cpu"
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="grader-sandbox-")))
     user: tuple[int, int] | None = None
+    private: bool = False
+    hide: tuple[str, ...] = ()
+    reap: bool = False
 
     def run(self, probe: Callable[..., Any], *args: Any, seed: int = 0, timeout_s: float | None = None) -> Any:
         """Call `probe(sub, *args)` in a fresh child and return what it returned, as data."""
@@ -149,10 +206,15 @@ class Sandbox:
             limits=self.limits,
             user=self.user,
             torch_home=torch.hub.get_dir().rsplit("/hub", 1)[0],
+            private=self.private,
+            hide=self.hide,
+            tempdir=tempfile.gettempdir(),
         )
         try:
             return _supervise(job, timeout_s or self.limits.timeout_s)
         finally:
+            if self.reap and self.user:  # what escaped the process group (a setsid'd fork) ends here
+                kill_user(self.user[0])
             shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -169,9 +231,13 @@ class _Job:
     limits: SandboxLimits
     user: tuple[int, int] | None
     torch_home: str
+    private: bool
+    hide: tuple[str, ...]
+    tempdir: str
 
 
 def _supervise(job: _Job, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s  # from now: the test's own time limit counts its start too
     out_r, out_w = _CONTEXT.Pipe(duplex=False)
     res_r, res_w = _CONTEXT.Pipe(duplex=False)
     proc = _CONTEXT.Process(target=_child_main, args=(job, out_w, res_w), name="grader-sandbox")
@@ -182,7 +248,6 @@ def _supervise(job: _Job, timeout_s: float) -> Any:
     output, result = buffers[out_r.fileno()], buffers[res_r.fileno()]
     open_fds = set(buffers)
     limit = None
-    deadline = time.monotonic() + timeout_s
     output_cap = job.limits.output_kb * 1024
     try:
         while True:
@@ -300,9 +365,13 @@ def _error_from(error: dict, output: str, limits: SandboxLimits) -> SubmissionEr
         return SubmissionError(
             f"the submission wrote a file larger than the {limits.file_mb} MB limit{where}", output, "files", frames
         )
-    limit = "memory" if kind == "MemoryError" or "can't allocate memory" in text else None
-    limit = "processes" if kind == "BlockingIOError" and "fork" in text.lower() else limit
-    return SubmissionError(f"{kind}{where}: {first}" if first else f"{kind}{where}", output, limit, frames)
+    reason = f"{kind}{where}: {first}" if first else f"{kind}{where}"
+    limit = None
+    if kind == "MemoryError" or "can't allocate memory" in text:
+        limit, reason = "memory", f"used more than its {limits.memory_mb} MB of memory: {reason}"
+    elif "Resource temporarily unavailable" in text or "can't start new thread" in text:  # EAGAIN at RLIMIT_NPROC
+        limit, reason = "processes", f"started more than its {limits.processes} processes or threads: {reason}"
+    return SubmissionError(reason, output, limit, frames)
 
 
 # --- the child ---------------------------------------------------------------------------
@@ -318,13 +387,24 @@ def _child_main(job: _Job, out_conn: Any, res_conn: Any) -> None:
     os.dup2(out_conn.fileno(), 1)
     os.dup2(out_conn.fileno(), 2)
     out_conn.close()
+    os.dup2(result_fd, 3)
+    result_fd = 3
+    for fd in map(int, os.listdir("/proc/self/fd")):  # the fork server's socket to the grader, the resource tracker...
+        if fd > 3:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    if job.private:
+        _private_mounts(job)
     os.chdir(job.workdir)
     os.environ.update(HOME=job.workdir, TMPDIR=job.workdir, TORCH_HOME=job.torch_home, MPLBACKEND="Agg")
     if job.user:
         _become(*job.user)
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after the uid change, which clears it
     _set_limits(job.limits, job.device)
+    me = os.getpid()
     message = _run_probe(job)
+    if os.getpid() != me:  # a copy forked by the student's code: only the child itself answers
+        os._exit(0)
     sys.stdout.flush()
     sys.stderr.flush()
     import torch
@@ -342,9 +422,14 @@ def _child_main(job: _Job, out_conn: Any, res_conn: Any) -> None:
     os._exit(0)
 
 
-_PR_SET_PDEATHSIG, _PR_SET_KEEPCAPS, _PR_SET_NO_NEW_PRIVS = 1, 8, 38
-_CAP_DAC_READ_SEARCH = 2
+_PR_SET_PDEATHSIG, _PR_SET_KEEPCAPS, _PR_SET_SECCOMP, _PR_SET_NO_NEW_PRIVS = 1, 8, 22, 38
+_CAP_DAC_READ_SEARCH, _CAP_SYS_ADMIN = 2, 21
 _SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
+# open_by_handle_at(2) opens any inode of a mounted file system by number, under the folders
+# mounted over: with CAP_DAC_READ_SEARCH it would undo the hiding. (audit arch, syscall number)
+_SYS_OPEN_BY_HANDLE = {"x86_64": (0xC000003E, 304), "aarch64": (0xC00000B7, 265)}
+_CLONE_NEWNS = 0x20000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
 
 
 def _prctl(option: int, value: int) -> None:
@@ -369,30 +454,96 @@ def _become(uid: int, gid: int) -> None:
     if number is None or libc.syscall(number, header, caps) != 0:
         raise OSError(ctypes.get_errno(), "capset failed: cannot keep read access as nobody")
     _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    _deny_open_by_handle(libc)
+
+
+def _deny_open_by_handle(libc: Any) -> None:
+    """A seccomp filter: open_by_handle_at (and, on x86_64, every x32 call) fails with EPERM."""
+    import ctypes
+
+    arch, number = _SYS_OPEN_BY_HANDLE[os.uname().machine]
+    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    program = [
+        (ld_abs, 0, 0, 4),  # the call's architecture
+        (jeq, 1, 0, arch),
+        (ret, 0, 0, deny),
+        (ld_abs, 0, 0, 0),  # the call's number
+        (jge, 2, 0, 0x40000000),  # x32 calls
+        (jeq, 1, 0, number),
+        (ret, 0, 0, allow),
+        (ret, 0, 0, deny),
+    ]
+
+    class Filter(ctypes.Structure):
+        _fields_ = (("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32))
+
+    class Program(ctypes.Structure):
+        _fields_ = (("len", ctypes.c_uint16), ("filter", ctypes.POINTER(Filter)))
+
+    filters = (Filter * len(program))(*program)
+    prog = Program(len(program), filters)
+    if libc.prctl(_PR_SET_SECCOMP, 2, ctypes.byref(prog), 0, 0) != 0:  # SECCOMP_MODE_FILTER
+        raise OSError(ctypes.get_errno(), "cannot install the seccomp filter")
+
+
+def _private_mounts(job: _Job) -> None:
+    """As root: a mount namespace where the shared temporary folders are new and empty (the
+    probe's own folder and the interpreter's stay where they were) and `job.hide` is empty."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def mount(source: str | None, target: str, fstype: str | None, flags: int, options: str | None = None) -> None:
+        args = [None if a is None else a.encode() for a in (source, target, fstype, options)]
+        if libc.mount(args[0], args[1], args[2], flags, args[3]) != 0:
+            raise OSError(ctypes.get_errno(), f"cannot mount {target}")
+
+    if libc.unshare(_CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "cannot make a mount namespace")
+    mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing done here reaches the grader's namespace
+    shared = sorted({os.path.realpath(d) for d in (*_SHARED_TEMP_DIRS, job.tempdir) if os.path.isdir(d)}, key=len)
+    # the interpreter's folders stay; not the grading child's working folder (its log), first on sys.path
+    needed = {p for p in (sys.prefix, sys.base_prefix, *sys.path) if p and os.path.isdir(p)} - {os.getcwd()}
+    needed.add(job.workdir)
+    kept = {p: os.open(p, os.O_PATH) for p in needed if any(_inside(p, d) for d in shared)}
+    for folder in shared:
+        if os.path.isdir(folder):  # a nested one is gone once its parent is replaced
+            mount("tmpfs", folder, "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=1777,size={job.limits.file_mb}m")
+    for path, fd in sorted(kept.items()):
+        os.makedirs(path, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+        os.close(fd)
+    for path in job.hide:
+        if os.path.isdir(path):
+            mount("tmpfs", path, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=4k,mode=755")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _set_limits(limits: SandboxLimits, device: str) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     file_bytes = limits.file_mb * 2**20
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
-    tasks = _user_tasks(os.getuid()) + limits.processes
+    tasks = sum(threads for _pid, owner, threads, _zombie in _processes() if owner == os.getuid()) + limits.processes
     resource.setrlimit(resource.RLIMIT_NPROC, (tasks, tasks))
     if device == "cpu":  # CUDA maps far more address space than it uses: it gets polled instead
         address_space = _vm_bytes() + limits.memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
 
 
-def _user_tasks(uid: int) -> int:
-    count = 0
+def _processes() -> Iterator[tuple[int, int, int, bool]]:
+    """(pid, real uid, threads, is a zombie) of every process."""
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             text = status.read_text()
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        if int(fields.get("Uid", "-1").split()[0]) == uid:
-            count += int(fields.get("Threads", "1"))
-    return count
+        uid, threads = int(fields.get("Uid", "-1").split()[0]), int(fields.get("Threads", "1"))
+        yield int(status.parent.name), uid, threads, fields.get("State", "").strip().startswith("Z")
 
 
 def _vm_bytes() -> int:
@@ -408,6 +559,8 @@ def _run_probe(job: _Job) -> dict:
 
     threads = job.limits.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
+    if job.device.startswith("cuda") and job.limits.gpu_fraction:
+        torch.cuda.set_per_process_memory_fraction(job.limits.gpu_fraction)
     random.seed(job.seed)
     np.random.seed(job.seed)
     torch.manual_seed(job.seed)
@@ -434,6 +587,13 @@ def _describe(exc: BaseException, workdir: str) -> dict:
         frames.append([Path(exc.filename).name, exc.lineno or 0])
     message = str(exc.code) if isinstance(exc, SystemExit) else str(exc)
     return {"type": type(exc).__name__, "message": message[:2000], "frames": frames}
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Be killed when the process that started this one ends (a batch killed mid-run)."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # it ended before we asked
+        os._exit(1)
 
 
 def make_undumpable() -> None:

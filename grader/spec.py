@@ -41,7 +41,7 @@ class Profile:
 
     name: str
     device: str
-    dataset: str
+    dataset: str | None = None
     min_accuracy: float | None = None
     timeout_s: float = 300.0
     calibrated: bool = True

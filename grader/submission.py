@@ -34,22 +34,29 @@ class Materialized:
         return (self.folder / name).read_bytes().decode("utf-8", errors="replace")
 
 
-def materialize(path: Path, files: tuple[str, ...], dest: Path) -> Materialized:
-    """Copy the assignment's files out of `path` into the empty folder `dest`."""
+def materialize(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Path | None = None) -> Materialized:
+    """Copy the assignment's files out of `path` into the empty folder `dest`.
+
+    A notebook is split into the assignment's modules by the names each starter module defines:
+    it needs `starter_dir`.
+    """
     if not path.exists():
         raise SubmissionProblem(f"submission not found: {path}")
     dest.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
-        return _from_folder(path, files, dest)
+        return _from_folder(path, files, dest, starter_dir)
     suffix = path.suffix.lower()
     if suffix == ".py":
         return _single_module(_read_limited(path), files, dest, "file")
     if suffix == ".zip":
-        return _from_zip(path, files, dest)
-    if suffix == ".ipynb":
-        from grader.notebook import notebook_to_module
+        return _from_zip(path, files, dest, starter_dir)
+    if suffix == ".ipynb":  # one module per assignment file, each with what its starter's names need
+        from grader.notebook import notebook_modules, starter_names
 
-        return _single_module(notebook_to_module(path).encode(), files, dest, "notebook")
+        if starter_dir is None:
+            raise SubmissionProblem(f"{path.name}: a notebook can only be graded for a given assignment")
+        modules = notebook_modules(path, starter_names(starter_dir, files))
+        return _collect({file: text.encode() for file, text in modules.items()}, files, dest, "notebook")
     raise SubmissionProblem(f"cannot grade {path.name}: hand in a folder, a .py file, a .zip or a .ipynb notebook")
 
 
@@ -74,7 +81,7 @@ def _collect(found: dict[str, bytes], files: tuple[str, ...], dest: Path, kind: 
     return Materialized(dest, {Path(f).stem: f for f in files if f in found}, kind, missing)
 
 
-def _from_folder(folder: Path, files: tuple[str, ...], dest: Path) -> Materialized:
+def _from_folder(folder: Path, files: tuple[str, ...], dest: Path, starter_dir: Path | None) -> Materialized:
     found = {}
     for name in files:
         candidate = folder / name
@@ -84,11 +91,11 @@ def _from_folder(folder: Path, files: tuple[str, ...], dest: Path) -> Materializ
     if not found:
         singles = [p for p in folder.iterdir() if p.suffix in (".py", ".ipynb") and p.is_file()]
         if len(singles) == 1:
-            return materialize(singles[0], files, dest)
+            return materialize(singles[0], files, dest, starter_dir)
     return _collect(found, files, dest, "folder")
 
 
-def _from_zip(path: Path, files: tuple[str, ...], dest: Path) -> Materialized:
+def _from_zip(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Path | None) -> Materialized:
     """Read only the members we need, by name; nothing is extracted, so no path can escape."""
     try:
         archive = zipfile.ZipFile(path)
@@ -117,7 +124,7 @@ def _from_zip(path: Path, files: tuple[str, ...], dest: Path) -> Materialized:
                 inner = dest.parent / f".{dest.name}-{PurePosixPath(singles[0].filename).name}"
                 inner.write_bytes(archive.read(singles[0]))
                 try:
-                    return materialize(inner, files, dest)
+                    return materialize(inner, files, dest, starter_dir)
                 finally:
                     inner.unlink()
     return _collect(found, files, dest, "zip")

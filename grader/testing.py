@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
+
+SEED_ENV = "GRADER_SEED"  # shifts every probe's seed: calibration grades the reference over many
 
 
 def layer_shapes(layers: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
@@ -95,3 +98,8 @@ def accuracy_of(predictions: Any, labels: torch.Tensor) -> float:
         f"got predictions of shape {list(predictions.shape)} for {len(labels)} test images"
     )
     return (predictions.long() == labels).float().mean().item()
+
+
+def grading_seed() -> int:
+    """The seed this grading run adds to every probe's own (0 unless calibrating)."""
+    return int(os.environ.get(SEED_ENV, "0"))
