@@ -38,7 +38,7 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
     """
 
     def init_weights(m):
-        if type(m) == nn.Linear or type(m) == nn.Conv2d:
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.xavier_uniform_(m.weight)
 
     net.apply(init_weights)
@@ -57,11 +57,11 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
             None  # zero the gradients
             X, y = None, None  # which device?
             y_hat = None
-            l = None  # the loss
+            batch_loss = None  # the loss
             None  # backward
             None  # update
             with torch.no_grad():
-                metric.add(l * X.shape[0], d2l.accuracy(y_hat, y), X.shape[0])
+                metric.add(batch_loss * X.shape[0], d2l.accuracy(y_hat, y), X.shape[0])
             timer.stop()
             train_l = metric[0] / metric[2]
             train_acc = metric[1] / metric[2]
