@@ -1,0 +1,106 @@
+"""Which torch functions the student's functions call, next to what they return.
+
+The functions written by hand must give the library's result without calling the library function
+they re-implement (nor the module that wraps it: nn.Conv2d calls F.conv2d). Each way of global
+average pooling must give the channel means with its own tool. A TorchFunctionMode sees every call
+of a torch function, tensor method or torch.nn.functional function made while it is active,
+whichever name it was reached by (F.conv2d, torch.conv2d, nn.Conv2d, torch.ops.aten.convolution...).
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+# function written by hand -> (module, the name fragments of the calls it may not make, what to name)
+BY_HAND = {
+    "conv2d": ("conv", ("conv",), "F.conv2d, torch.conv2d or nn.Conv2d"),
+    "relu": ("layers", ("relu", "threshold"), "torch.relu, F.relu or nn.ReLU"),
+    "linear": ("layers", ("linear",), "F.linear or nn.Linear"),
+    "max_pool2d": ("pooling", ("max_pool",), "F.max_pool2d or nn.MaxPool2d"),
+    "avg_pool2d": ("pooling", ("avg_pool", "conv"), "F.avg_pool2d, nn.AvgPool2d or a convolution"),
+}
+LIBRARY = {
+    "conv2d": F.conv2d,
+    "relu": F.relu,
+    "linear": F.linear,
+    "max_pool2d": F.max_pool2d,
+    "avg_pool2d": F.avg_pool2d,
+}
+GLOBAL_WAYS = ["global_avg_pool_mean", "global_avg_pool_adaptive", "global_avg_pool_kernel"]
+
+
+class CallLog(TorchFunctionMode):
+    """Records (name, kernel_size) for every torch function called while active; kernel_size only for pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", repr(func))
+        kernel = kwargs.get("kernel_size", args[1] if len(args) > 1 else None) if "pool" in name else None
+        self.calls.append((name, list(kernel) if isinstance(kernel, (tuple, list)) else kernel))
+        return func(*args, **kwargs)
+
+
+def calls_of(sub, module, function, *args):
+    """Probe: what sub.<module>.<function>(*args) returns, and the torch calls it makes, in order."""
+    with CallLog() as log:
+        out = getattr(getattr(sub, module), function)(*args)
+    return {"out": out.detach() if isinstance(out, torch.Tensor) else out, "calls": log.calls}
+
+
+def inputs_for(function):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 6, 6, generator=generator)
+    if function == "conv2d":
+        return x, torch.randn(3, 2, 3, 3, generator=generator), torch.randn(3, generator=generator), 1, 1
+    if function == "linear":
+        return torch.randn(3, 4, generator=generator), torch.randn(2, 4, generator=generator), torch.zeros(2)
+    if function == "relu":
+        return (x,)
+    return x, 2  # the pooling functions: 2x2 windows
+
+
+def check_result(function, out, expected):
+    """A by-hand or global-pooling check counts only for a function that gives the right result."""
+    shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    assert shape == list(expected.shape), f"{function} returned {shape}, expected {list(expected.shape)}"
+    error = (out.double() - expected.double()).abs().max().item()
+    assert error < 1e-4, f"{function} differs from the expected result by up to {error:.3g}"
+
+
+@pytest.mark.points(5)
+@pytest.mark.parametrize("function", [pytest.param(f, marks=pytest.mark.task(f)) for f in BY_HAND])
+def test_written_by_hand(submission, function):
+    """conv2d, relu, linear, max_pool2d, avg_pool2d: the library's result, without calling the library"""
+    module, fragments, library = BY_HAND[function]
+    args = inputs_for(function)
+    got = submission.run(calls_of, module, function, *args)
+    forbidden = [name for name, _ in got["calls"] if any(fragment in name for fragment in fragments)]
+    assert not forbidden, f"{function} calls {forbidden[0]}: write it by hand, without {library}"
+    check_result(function, got["out"], LIBRARY[function](*args))
+
+
+@pytest.mark.points(3)
+@pytest.mark.parametrize("way", [pytest.param(way, marks=pytest.mark.task(way)) for way in GLOBAL_WAYS])
+@pytest.mark.parametrize("shape", [(2, 3, 70, 120), (1, 4, 5, 7)], ids=["70x120", "5x7"])
+def test_global_average_pooling(submission, way, shape):
+    """global_avg_pool_*: the channel means, (N, C, 1, 1), each way with its own tool"""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(2))
+    got = submission.run(calls_of, "pooling", way, x)
+    check_result(way, got["out"], x.double().mean(dim=(2, 3), keepdim=True))
+    names = [name for name, _ in got["calls"]]
+    pools = [name for name in names if "pool" in name]
+    if way == "global_avg_pool_mean":
+        assert not pools, f"{way} calls {pools[0]}: this way is a plain mean over height and width"
+    elif way == "global_avg_pool_adaptive":
+        assert "adaptive_avg_pool2d" in names, f"{way} never calls adaptive_avg_pool2d: use nn.AdaptiveAvgPool2d(1)"
+    else:
+        kernels = [kernel for name, kernel in got["calls"] if name == "avg_pool2d"]
+        assert kernels, f"{way} never calls avg_pool2d: use nn.AvgPool2d with one window as large as x"
+        assert kernels[0] == list(shape[2:]), (
+            f"{way} pools with kernel_size {kernels[0]}, expected x's height and width {list(shape[2:])}"
+        )

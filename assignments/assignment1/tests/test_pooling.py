@@ -1,0 +1,143 @@
+"""Pooling (pooling.py): max and average pooling by hand, and depth-wise max pooling.
+
+Expected values come from F.max_pool2d and F.avg_pool2d, or from plain loops written here. Global
+average pooling is checked in test_library_calls.py, with the tool each way must use.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+# The walk-through's 4x4 feature map: 2x2 max pooling with stride 2 gives [[2, 1], [1, 2]].
+EXAMPLE = [[2, 1, 0, 0], [1, 2, 1, 0], [0, 1, 2, 1], [0, 0, 1, 2]]
+# x shape, kernel_size, stride (None: the default, kernel_size)
+POOL_CASES = {
+    "2x2": ((2, 3, 6, 8), 2, None),
+    "2x2, odd size": ((1, 2, 7, 9), 2, None),
+    "3x3, stride 1": ((2, 2, 6, 7), 3, 1),
+    "3x3, stride 2": ((1, 3, 9, 10), 3, 2),
+}
+# channels, kernel_size, stride, padding of DepthMaxPool2d
+DEPTH_CASES = {
+    "6 channels, kernel 3": (6, 3, None, 0),
+    "5 channels, kernel 2, stride 1": (5, 2, 1, 0),
+    "5 channels, kernel 3, stride 2, padding 1": (5, 3, 2, 1),
+    "7 channels, kernel 3 (one left over)": (7, 3, None, 0),
+}
+
+
+def pool(sub, function, x, *args):
+    """Probe: sub.pooling.<function>(x, *args)."""
+    out = getattr(sub.pooling, function)(x, *args)
+    return out.detach() if isinstance(out, torch.Tensor) else out
+
+
+def depth_pool(sub, x, kernel_size, stride, padding):
+    """Probe: DepthMaxPool2d(kernel_size, stride, padding) on x."""
+    out = sub.pooling.DepthMaxPool2d(kernel_size, stride, padding)(x)
+    return out.detach() if isinstance(out, torch.Tensor) else out
+
+
+def shape_of(out):
+    return list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+
+
+def random_batch(shape, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def check_pool(got, expected, name, where):
+    hint = ": the stride defaults to kernel_size" if "default stride" in where else ""
+    assert shape_of(got) == list(expected.shape), (
+        f"{name} output is {shape_of(got)}, expected {list(expected.shape)} ({where}){hint}"
+    )
+    error = (got - expected).abs().max().item()
+    assert error < 1e-5, f"{name} differs from F.{name} by up to {error:.3g} ({where})"
+
+
+@pytest.mark.points(1)
+@pytest.mark.task("max_pool2d", "windows")
+def test_max_pool_example(submission):
+    """max_pool2d: the walk-through's 4x4 map gives [[2, 1], [1, 2]]"""
+    x = torch.tensor(EXAMPLE, dtype=torch.float32)[None, None]
+    expected = F.max_pool2d(x, 2)
+    assert expected[0, 0].tolist() == [[2, 1], [1, 2]]
+    got = submission.run(pool, "max_pool2d", x, 2)
+    check_pool(got, expected, "max_pool2d", "the 4x4 example, 2x2 windows, default stride")
+
+
+@pytest.mark.points(1)
+@pytest.mark.task("avg_pool2d", "windows")
+def test_avg_pool_example(submission):
+    """avg_pool2d: the walk-through's 4x4 map gives [[1.5, 0.25], [0.25, 1.5]]"""
+    x = torch.tensor(EXAMPLE, dtype=torch.float32)[None, None]
+    expected = F.avg_pool2d(x, 2)
+    assert expected[0, 0].tolist() == [[1.5, 0.25], [0.25, 1.5]]
+    got = submission.run(pool, "avg_pool2d", x, 2)
+    check_pool(got, expected, "avg_pool2d", "the 4x4 example, 2x2 windows, default stride")
+
+
+@pytest.mark.points(2)
+@pytest.mark.task("max_pool2d", "windows")
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool_matches(submission, case):
+    """max_pool2d: equals F.max_pool2d on random inputs"""
+    shape, kernel_size, stride = POOL_CASES[case]
+    x = random_batch(shape)
+    got = submission.run(pool, "max_pool2d", x, kernel_size, stride)
+    where = f"x {list(shape)}, {case}" + (", default stride" if stride is None else "")
+    check_pool(got, F.max_pool2d(x, kernel_size, stride), "max_pool2d", where)
+
+
+@pytest.mark.points(2)
+@pytest.mark.task("avg_pool2d", "windows")
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_avg_pool_matches(submission, case):
+    """avg_pool2d: equals F.avg_pool2d on random inputs"""
+    shape, kernel_size, stride = POOL_CASES[case]
+    x = random_batch(shape)
+    got = submission.run(pool, "avg_pool2d", x, kernel_size, stride)
+    where = f"x {list(shape)}, {case}" + (", default stride" if stride is None else "")
+    check_pool(got, F.avg_pool2d(x, kernel_size, stride), "avg_pool2d", where)
+
+
+def depth_max_pool(x, kernel_size, stride, padding):
+    """Depth-wise max pooling by plain loops: output channel o is the max of input channels
+    o * stride - padding ... o * stride - padding + kernel_size - 1 that exist."""
+    stride = kernel_size if stride is None else stride
+    channels = x.shape[1]
+    count = (channels + 2 * padding - kernel_size) // stride + 1
+    outputs = []
+    for o in range(count):
+        start = o * stride - padding
+        kept = range(max(start, 0), min(start + kernel_size, channels))
+        outputs.append(torch.stack([x[:, c] for c in kept]).amax(0))
+    return torch.stack(outputs, dim=1)
+
+
+@pytest.mark.points(2)
+@pytest.mark.task("DepthMaxPool2d")
+@pytest.mark.parametrize("case", DEPTH_CASES)
+def test_depth_max_pool(submission, case):
+    """DepthMaxPool2d: the max over neighbouring channels, at every pixel"""
+    channels, kernel_size, stride, padding = DEPTH_CASES[case]
+    x = random_batch((2, channels, 5, 4))
+    got = submission.run(depth_pool, x, kernel_size, stride, padding)
+    expected = depth_max_pool(x, kernel_size, stride, padding)
+    assert shape_of(got) == list(expected.shape), (
+        f"DepthMaxPool2d output is {shape_of(got)}, expected {list(expected.shape)} (x [2, {channels}, 5, 4], {case})"
+    )
+    assert torch.equal(got, expected), f"DepthMaxPool2d differs from the max over each group of channels ({case})"
+
+
+@pytest.mark.points(1)
+@pytest.mark.task("DepthMaxPool2d")
+def test_depth_max_pool_on_a_permuted_crop(submission):
+    """DepthMaxPool2d: works on a non-contiguous crop of permuted images, as in the notebook"""
+    # The notebook's images are (N, H, W, C) permuted to (N, C, H, W), then cropped: not contiguous.
+    images = random_batch((2, 20, 30, 3)).permute(0, 3, 1, 2)[:, :, 5:15, 5:25]
+    assert not images.is_contiguous()
+    got = submission.run(depth_pool, images, 3, None, 0)
+    expected = images.amax(dim=1, keepdim=True)  # 3 channels, kernel 3: the max over R, G and B
+    assert shape_of(got) == [2, 1, 10, 20], f"DepthMaxPool2d output is {shape_of(got)}, expected [2, 1, 10, 20]"
+    assert torch.equal(got, expected), "DepthMaxPool2d differs from the max over R, G and B"
