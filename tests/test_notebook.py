@@ -1,0 +1,319 @@
+"""Notebook submissions: cells read as the assignment's modules, and the starter written as a notebook."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.cli import main
+from grader.notebook import GRADE_TAG, build_notebook, module_cells, notebook_modules, python_source
+from grader.pipeline import grade
+from grader.submission import SubmissionProblem, materialize
+from tests.kit import ASSIGNMENTS, ROOT, spec_of
+
+SPEC = spec_of("assignment2")
+
+
+def write_notebook(path: Path, *cells: str | tuple[str, str]) -> Path:
+    """A notebook of code cells (str), or (kind, text) with kind "markdown", "raw" or "tagged" (code)."""
+    notebook = nbformat.v4.new_notebook()
+    for cell in cells:
+        kind, text = ("code", cell) if isinstance(cell, str) else cell
+        if kind == "markdown":
+            notebook.cells.append(nbformat.v4.new_markdown_cell(text))
+        elif kind == "raw":
+            notebook.cells.append(nbformat.v4.new_raw_cell(text))
+        else:
+            notebook.cells.append(nbformat.v4.new_code_cell(text))
+            if kind == "tagged":
+                notebook.cells[-1].metadata["tags"] = [GRADE_TAG]
+    nbformat.write(notebook, str(path))
+    return path
+
+
+def load(source: str) -> types.ModuleType:
+    module = types.ModuleType("m")
+    exec(compile(source, "m.py", "exec"), module.__dict__)
+    return module
+
+
+def code_cells(notebook: nbformat.NotebookNode) -> list[str]:
+    return [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+
+
+# --- reading cells -------------------------------------------------------------------------------
+
+
+def test_python_source_skips_shell_and_magic_lines_and_non_python_cells():
+    cell = "!pip install d2l\n%matplotlib inline\nimport os\nfiles = !ls\nos.path?\nif True:\n    !nvidia-smi\n"
+    assert python_source(cell) == "pass\npass\nimport os\npass\npass\nif True:\n    pass"
+    assert python_source("%%time\nx = 1") == "\nx = 1"
+    assert python_source("%%bash\necho hi") is None
+    assert python_source("%%writefile lenet.py\nnet = 1") is None
+    modulo = "x = (10\n% 3)"  # valid Python: left as it is
+    assert python_source(modulo) == modulo
+
+
+def test_each_name_gets_its_last_definition_and_what_it_needs_and_nothing_else(tmp_path):
+    notebook = write_notebook(
+        tmp_path / "nb.ipynb",
+        ("markdown", "# My homework"),
+        "import math\nimport json\nimport package_that_does_not_exist",
+        "net = make_net(None)  # the first try: would fail if it ran",
+        "%matplotlib inline\n!pip install d2l\ndata = load_data(256)  # would fail: nothing needs it",
+        "SCALE = 2\n\ndef helper(x):\n    return x * SCALE",
+        "def make_net(width):\n    return [math.sqrt(width)] * 2",
+        "def train(net, data):\n    return [helper(v) for v in net]",
+        "net = make_net(16)\nnet = net + [0.0]",
+        "train(net, data)\nfor epoch in range(10**9):\n    pass\nassert False, 'top-level code ran'",
+        ("raw", "not code"),
+        "from __future__ import annotations  # must open the module: compile() says so otherwise\nSCALE = 3",
+    )
+    source = notebook_modules(notebook, {"m.py": ["net", "train"]})["m.py"]
+    module = load(source)
+    assert module.net == [4.0, 4.0, 0.0]
+    assert module.train(module.net, None) == [12.0, 12.0, 0.0]  # SCALE is read when train runs: the last one
+    for left_out in ("json", "package_that_does_not_exist", "make_net(None)", "load_data", "range(10**9)", "SCALE = 2"):
+        assert left_out not in source
+
+
+def test_a_module_imports_what_another_defines_and_defines_its_own_names(tmp_path, monkeypatch):
+    notebook = write_notebook(
+        tmp_path / "nb.ipynb",
+        "def box_iou(a, b):\n    return 'mine'",  # nb_boxes.py
+        "from nb_boxes import box_iou  # a .py habit\nfrom os.path import join as box_iou  # shadows it\n\n"
+        "def mean_iou(a, b):\n    return box_iou(a, b)",  # nb_metrics.py
+    )
+    modules = notebook_modules(notebook, {"nb_boxes.py": ["box_iou"], "nb_metrics.py": ["mean_iou"]})
+    assert "os.path" not in modules["nb_boxes.py"] + modules["nb_metrics.py"]
+    assert "\nfrom nb_boxes import box_iou\n" in modules["nb_metrics.py"]
+    folder = tmp_path / "modules"
+    folder.mkdir()
+    for file, text in modules.items():
+        (folder / file).write_text(text)
+    monkeypatch.syspath_prepend(str(folder))
+    try:
+        assert importlib.import_module("nb_metrics").mean_iou(1, 2) == "mine"
+    finally:
+        for name in ("nb_boxes", "nb_metrics"):
+            sys.modules.pop(name, None)
+
+
+def test_a_tagged_cell_runs_as_it_is_in_the_modules_it_touches(tmp_path):
+    notebook = write_notebook(
+        tmp_path / "nb.ipynb",
+        "net = [1]\nother = 0",
+        ("tagged", "net.append(2)\nfor i in range(2):\n    net.append(i)"),
+        ("tagged", "print('unrelated')"),
+        "net.append(99)  # untagged: left out",
+    )
+    modules = notebook_modules(notebook, {"a.py": ["net"], "b.py": ["other"]})
+    assert load(modules["a.py"]).net == [1, 2, 0, 1]
+    assert "net.append" not in modules["b.py"] and "unrelated" not in modules["a.py"] + modules["b.py"]
+
+
+def test_a_missing_name_is_reported_by_name_with_the_cells_that_were_skipped(tmp_path):
+    notebook = write_notebook(tmp_path / "nb.ipynb", "net = 1", "def train(net):\n    return net +\n")
+    module = load(notebook_modules(notebook, {"m.py": ["net", "train"]})["m.py"])
+    assert module.net == 1
+    with pytest.raises(AttributeError, match=r"^the notebook does not define `train` \(a name of m.py") as error:
+        module.train  # noqa: B018
+    assert "cell 2 is not Python (line 2: " in str(error.value) and "and was skipped" in str(error.value)
+    with pytest.raises(AttributeError, match="module 'm' has no attribute 'other'"):
+        module.other  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "hw.ipynb is not a notebook: it is not valid JSON"),
+        (
+            json.dumps({"nbformat": 5, "nbformat_minor": 0, "cells": [], "metadata": {}}),
+            "Unsupported nbformat version 5",
+        ),
+        (json.dumps([1, 2]), "hw.ipynb is not a notebook: "),
+        (nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("hi")])), "has no code cells"),
+        (nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])), "defines none of"),
+    ],
+    ids=["invalid JSON", "nbformat 5", "not an object", "no code cells", "none of the names"],
+)
+def test_a_malformed_notebook_is_one_clear_problem(tmp_path, content, message):
+    (tmp_path / "hw.ipynb").write_text(content)
+    with pytest.raises(SubmissionProblem, match=message):
+        materialize(tmp_path / "hw.ipynb", SPEC.files, tmp_path / "out", SPEC.starter_dir)
+
+
+def test_the_command_line_says_what_is_wrong_with_a_notebook_in_one_line(tmp_path):
+    (tmp_path / "hw.ipynb").write_text("{not json")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from grader.cli import run; run()",
+            "assignment2",
+            "--submission",
+            str(tmp_path / "hw.ipynb"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 2
+    assert result.stderr == "error: hw.ipynb is not a notebook: it is not valid JSON\n"
+
+
+# --- writing the starter as a notebook -----------------------------------------------------------
+
+
+def test_module_cells_cut_at_definitions_and_tag_top_level_runs():
+    source = (
+        "import torch\nX = 1\n\n\n# helper\ndef f():\n    pass\n\n\n"
+        "print(f())\nfor i in range(2):\n    pass\n\nclass A:\n    pass\n"
+    )
+    assert module_cells(source) == [
+        ("import torch\nX = 1", False),
+        ("# helper\ndef f():\n    pass", False),
+        ("print(f())\nfor i in range(2):\n    pass", True),
+        ("class A:\n    pass", False),
+    ]
+
+
+def test_a_starter_statement_that_runs_at_top_level_survives_the_round_trip(tmp_path):
+    source = "from torch import nn\n\nnet = nn.Linear(2, None)\nnet.requires_grad_(False)\n"
+    cells = [("tagged" if tagged else "code", text) for text, tagged in module_cells(source)]
+    module = notebook_modules(write_notebook(tmp_path / "nb.ipynb", *cells), {"m.py": ["net"]})["m.py"]
+    assert ast.dump(ast.parse(module)) == ast.dump(ast.parse(source))
+
+
+def test_the_starter_notebook_holds_the_starter_modules_after_a_title(tmp_path):
+    assert main(["notebook", "assignment2", "--out", str(tmp_path / "hw.ipynb")]) == 0
+    notebook = nbformat.read(str(tmp_path / "hw.ipynb"), as_version=4)
+    nbformat.validate(notebook)
+    title, *cells = notebook.cells
+    assert title.cell_type == "markdown" and [c.cell_type for c in cells] == ["code"] * len(cells)
+    assert (
+        title.source.startswith(f"# assignment2: {SPEC.title}") and "assignments/assignment2/README.md" in title.source
+    )
+    modules: dict[str, list[str]] = {}
+    for text in code_cells(notebook):  # each module starts a cell with its name
+        header = text.split("\n", 1)[0].removeprefix("# ")
+        modules.setdefault(header if header in SPEC.files else list(modules)[-1], []).append(text)
+    assert list(modules) == list(SPEC.files)
+    for file, texts in modules.items():
+        expected = (SPEC.starter_dir / file).read_text()
+        assert ast.dump(ast.parse("\n\n".join(texts))) == ast.dump(ast.parse(expected)), file
+    assert nbformat.writes(build_notebook(SPEC)) == nbformat.writes(notebook)  # the same every time
+    assert main(["notebook", "assignment2", "--out", str(tmp_path / "hw.ipynb")]) == 2  # never overwrites
+
+
+def reference_notebook_modules(name: str, folder: Path):
+    spec = spec_of(name)
+    path = folder / f"{name}.ipynb"
+    nbformat.write(build_notebook(spec, spec.reference_dir), str(path))
+    return materialize(path, spec.files, folder / name, spec.starter_dir)
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_each_reference_as_a_notebook_keeps_its_definitions(name, tmp_path):
+    spec, copy = spec_of(name), reference_notebook_modules(name, tmp_path)
+    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign, ast.AugAssign)
+    for file in spec.files:
+        kept = {ast.dump(node) for node in ast.parse(copy.source(file)).body}
+        for node in ast.parse((spec.reference_dir / file).read_text()).body:
+            if isinstance(node, definitions):
+                assert ast.dump(node) in kept, f"{file}: {ast.unparse(node).splitlines()[0]}"
+
+
+LOAD_EACH = """
+import importlib, sys
+for folder, *names in (arg.split(",") for arg in sys.argv[1:]):
+    sys.path.insert(0, folder)
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as error:
+            sys.exit(f"{folder}: {name}: {type(error).__name__}: {error}")
+    for name in names:
+        del sys.modules[name]
+    sys.path.remove(folder)
+"""
+
+
+def test_every_reference_as_a_notebook_loads_its_modules_together(tmp_path):
+    """As the sandbox does: each module imported from the folder of all, one assignment at a time."""
+    folders = [reference_notebook_modules(name, tmp_path) for name in ASSIGNMENTS]
+    args = [",".join([str(c.folder), *spec_of(n).module_names]) for n, c in zip(ASSIGNMENTS, folders, strict=True)]
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_EACH, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+# --- grading notebooks ---------------------------------------------------------------------------
+
+
+def test_a_notebook_of_the_reference_scores_full_marks(tmp_path):
+    path = tmp_path / "reference.ipynb"
+    nbformat.write(build_notebook(SPEC, SPEC.reference_dir), str(path))
+    report = grade(SPEC, path, profile="quick")
+    assert [(t.name, t.reason) for t in report.tests if t.status != "passed"] == []
+    assert report.score == report.max_score > 0
+    assert report.blanks["open"] == []
+
+
+def test_a_messy_notebook_of_the_reference_scores_the_same_without_running_its_top_level_code(tmp_path):
+    reference, starter = build_notebook(SPEC, SPEC.reference_dir), build_notebook(SPEC)
+    messy = [
+        ("markdown", "# My homework\nNotes."),
+        "!pip install d2l==0.16.5\n%matplotlib inline\nimport matplotlib_is_not_needed",
+        *code_cells(starter),  # the blanks, filled in again below: the last definition wins
+        ("raw", "raw text"),
+        *code_cells(reference),
+        "pip install automagic  # not Python, even without its magic",
+        "%%time\nfrom grader import d2l\ntrain_iter, test_iter = d2l.load_data_fashion_mnist(batch_size=256)\n"
+        "train_ch6(net, train_iter, test_iter, 1000, 0.9, torch.device('cpu'))",
+        "X = torch.rand(size=(1, 1, 28, 28))\nfor layer in net:\n    X = layer(X)\n    print(type(layer), X.shape)",
+        "net?",
+        "%%bash\nexit 1",
+        "assert False, 'top-level code ran'",
+    ]
+    report = grade(SPEC, write_notebook(tmp_path / "messy.ipynb", *messy), profile="quick", marks="not accuracy")
+    ran = [t for t in report.tests if t.outcome != "not run"]
+    assert [t.name for t in ran] == [t.name for t in report.tests if not t.accuracy]
+    assert [(t.name, t.reason) for t in ran if t.status != "passed"] == []
+    assert report.blanks["open"] == []
+
+
+def test_the_starter_as_a_notebook_scores_zero_and_every_failure_names_a_blank(tmp_path):
+    path = tmp_path / "starter.ipynb"
+    nbformat.write(build_notebook(SPEC), str(path))
+    report = grade(SPEC, path, profile="quick")
+    assert report.score == 0
+    for test in report.tests:
+        assert test.reason.startswith("not filled in yet: "), f"{test.name}: {test.reason}"
+    assert len(report.blanks["open"]) == report.blanks["total"] > 0
+
+
+def test_a_name_the_notebook_lacks_fails_its_tests_by_name(tmp_path):
+    cells = [text for text in code_cells(build_notebook(SPEC, SPEC.reference_dir)) if "net = nn.Sequential" not in text]
+    report = grade(SPEC, write_notebook(tmp_path / "no-net.ipynb", *cells), profile="quick", select_expr="lenet")
+    ran = [t for t in report.tests if t.outcome != "not run"]
+    assert ran and all(t.status == "failed" for t in ran)
+    for test in ran:
+        assert "the notebook does not define `net` (a name of lenet.py in the assignment)" in test.reason, test.reason
