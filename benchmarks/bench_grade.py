@@ -35,13 +35,32 @@ def main() -> None:
     parser.add_argument("--no-accuracy", action="store_true", help="leave out the trained-accuracy tests")
     args = parser.parse_args()
     reference = f"reference/{args.assignment}"
-    grade = [sys.executable, "-c", "from grader.cli import run; run()", args.assignment, "--submission", reference,
-             "--profile", "quick"]
-    bare = [sys.executable, "-m", "pytest", f"assignments/{args.assignment}", "--submission", reference,
-            "--profile", "quick", "-q", "-p", "no:cacheprovider"]
+    grade = [
+        sys.executable,
+        "-c",
+        "from grader.cli import run; run()",
+        args.assignment,
+        "--submission",
+        reference,
+        "--profile",
+        "quick",
+    ]
+    bare = [
+        sys.executable,
+        "-m",
+        "pytest",
+        f"assignments/{args.assignment}",
+        "--submission",
+        reference,
+        "--profile",
+        "quick",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
     if args.no_accuracy:
-        grade += ["--select", "not accuracy"]
-        bare += ["-k", "not accuracy"]
+        grade += ["--marks", "not accuracy"]
+        bare += ["-m", "not accuracy"]
     timings: dict[str, list[float]] = {"grade": [], "bare pytest": []}
     for _ in range(args.repeat):
         timings["grade"].append(timed(grade))

@@ -338,7 +338,7 @@ def _grade_one(
     count("running", 1)
     try:
         with tempfile.TemporaryDirectory(dir=slot.tmp, prefix="submission-") as scratch:
-            copy = materialize(snapshot.folder, spec.files, Path(scratch) / "submission")
+            copy = materialize(snapshot.folder, spec.files, Path(scratch) / "submission", spec.starter_dir)
             env = {**slot.env, LIMITS_ENV: json.dumps(options.limits), HIDE_ENV: os.pathsep.join(hide)}
             run = run_tests(
                 spec, copy.folder, options.profile, options.data_dir, options.select_expr, options.marks, env, cancel

@@ -5,8 +5,11 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
+from grader.executor import LocalExecutor, Slot
 from grader.pipeline import grade
+from grader.report import THRESHOLD
 from grader.spec import Spec
 from grader.testing import SEED_ENV
 
@@ -15,20 +18,30 @@ from grader.testing import SEED_ENV
 class SeedRun:
     seed: int
     accuracies: dict[str, float]  # test name (plus " · key" for other measurements) -> value
+    thresholds: dict[str, float]  # test name -> the accuracy it requires
     duration_s: float
 
 
-def calibration_runs(spec: Spec, profile: str, seeds: range) -> Iterator[SeedRun]:
-    """One graded run of the reference's accuracy tests per seed, with everything they measured."""
-    for seed in seeds:
-        report = grade(spec, spec.reference_dir, profile, marks="accuracy", env={SEED_ENV: str(seed)})
+def calibration_runs(spec: Spec, profile: str, seeds: range, workers: int = 1) -> Iterator[SeedRun]:
+    """One graded run of the reference's accuracy tests per seed, with everything they measured,
+    `workers` seeds at a time (each on its share of the cores), yielded in seed order."""
+
+    def run(seed: int, slot: Slot) -> SeedRun:
+        env = {**slot.env, SEED_ENV: str(seed)}
+        report = grade(spec, spec.reference_dir, profile, marks="accuracy", env=env)
         measured = {
             f"{t.name} · {key}" if key != "accuracy" else t.name: value
             for t in report.tests
             for key, value in t.measured.items()
-            if isinstance(value, (int, float))
+            if isinstance(value, (int, float)) and key != THRESHOLD
         }
-        yield SeedRun(seed, measured, report.duration_s)
+        thresholds = {t.name: t.measured[THRESHOLD] for t in report.tests if THRESHOLD in t.measured}
+        return SeedRun(seed, measured, thresholds, report.duration_s)
+
+    with LocalExecutor(workers) as executor:
+        futures = [executor.submit(partial(run, seed)) for seed in seeds]
+        for future in futures:
+            yield future.result()
 
 
 def summary(runs: list[SeedRun]) -> dict[str, dict[str, float]]:

@@ -2,7 +2,11 @@
 
     grade list
     grade <assignment> [--submission PATH] [--profile quick|full|auto] [--json F] [--markdown F]
-                       [--junit F] [--fail-under PCT]
+                       [--junit F] [--fail-under PCT] [--select EXPR] [--marks EXPR]
+    grade batch <assignment> <submissions> --out DIR [--workers N] [--timeout S]
+    grade release <assignment> --out DIR
+    grade notebook <assignment> [--out F]
+    grade calibrate <assignment> [--profile quick|full] [--seeds N] [--workers N]
 
 Exit codes: 0 graded, 1 below --fail-under, 2 a mistake in the command or the submission,
 3 the grader itself is broken.
@@ -79,22 +83,24 @@ def list_assignments() -> None:
 @click.argument("assignment")
 @click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
 @click.option("--seeds", type=click.IntRange(1, 1000), default=10, show_default=True, help="How many seeds (0..N-1).")
-def calibrate_command(assignment: str, profile: str, seeds: int) -> None:
+@click.option("--workers", type=click.IntRange(1, 512), default=1, show_default=True, help="Seeds run at once.")
+def calibrate_command(assignment: str, profile: str, seeds: int, workers: int) -> None:
     """Run the reference's accuracy tests over many seeds, to set a threshold."""
     from grader.calibrate import calibration_runs, summary
 
     spec = load_spec(assignment)
     console = Console()
     runs = []
-    for run in calibration_runs(spec, profile, range(seeds)):
+    for run in calibration_runs(spec, profile, range(seeds), workers):
         runs.append(run)
         values = ", ".join(f"{name}: {acc:.2%}" for name, acc in run.accuracies.items())
         console.print(f"seed {run.seed:3d}  {values}  ({run.duration_s:.1f} s)")
-    threshold = spec.profile(profile).min_accuracy
+    thresholds = {name: value for run in runs for name, value in run.thresholds.items()}
     for name, stats in summary(runs).items():
+        now = f"; threshold now {thresholds[name]:.0%}" if name in thresholds else ""
         console.print(
             f"[bold]{name}[/]: {stats['runs']} runs, min {stats['min']:.2%}, mean {stats['mean']:.2%}, "
-            f"max {stats['max']:.2%}, stdev {stats['stdev']:.2%}; threshold now {threshold}"
+            f"max {stats['max']:.2%}, stdev {stats['stdev']:.2%}{now}"
         )
 
 
@@ -154,6 +160,7 @@ def _grade_command(name: str) -> click.Command:
     @click.option("--download", is_flag=True, help="Allow downloading missing datasets.")
     @click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests.")
     @click.option("--select", metavar="EXPR", help="Only the tests matching a pytest -k expression (e.g. 'lenet').")
+    @click.option("--marks", metavar="EXPR", help="Only the tests matching a pytest -m expression: 'not accuracy'.")
     def command(
         submission: Path | None,
         profile: str,
@@ -165,6 +172,7 @@ def _grade_command(name: str) -> click.Command:
         download: bool,
         show_hidden: bool,
         select: str | None,
+        marks: str | None,
     ) -> int:
         from grader.pipeline import grade
         from grader.sandbox import make_undumpable
@@ -177,6 +185,7 @@ def _grade_command(name: str) -> click.Command:
             profile,
             data_dir,
             select,
+            marks,
             env={"GRADER_DOWNLOAD": "1"} if download else None,
         )
         render.terminal(report, Console(), show_hidden)

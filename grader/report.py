@@ -15,9 +15,13 @@ from grader import __version__
 from grader.runner import Run
 from grader.spec import Spec
 
+# What an accuracy test records (`record_property`) as the accuracy it requires, next to "accuracy".
+THRESHOLD = "min_accuracy"
+
 
 @dataclass
 class TestResult:
+    __test__ = False  # a result, not a test class for pytest to collect
     name: str
     nodeid: str
     score: float

@@ -52,7 +52,9 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
     """The largest absolute difference between two state dicts with the same keys and shapes."""
     if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
         return float("inf")
-    return max(((a[k].double() - b[k].double()).abs().max().item() for k in a), default=0.0)
+    # a NaN anywhere is as far as can be (and max() would drop it)
+    differences = ((a[k].double() - b[k].double()).abs().nan_to_num(nan=float("inf")) for k in a)
+    return max((d.max().item() for d in differences if d.numel()), default=0.0)
 
 
 def moves_to(args: tuple, kwargs: dict, device: torch.device) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -13,27 +14,62 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from grader.executor import LocalExecutor, Slot, cpu_count
 from grader.pipeline import grade
 from grader.report import Report
 from grader.spec import Spec, assignment_names, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENTS = assignment_names(ROOT)
-_REPORTS: dict[tuple, Report] = {}
+
+
+class Gradings:
+    """The kit's tests' gradings (quick profile), each done once per session on a pool of workers
+    with one torch thread each, as `grade batch` runs them: those submitted ahead run side by side."""
+
+    def __init__(self) -> None:
+        self._executor: LocalExecutor | None = None
+        self._futures: dict[tuple, Future[Report]] = {}
+
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._futures
+
+    def submit(
+        self, key: tuple, spec: Spec | None = None, folder: Path | None = None, **options: str | None
+    ) -> Future[Report]:
+        """The grading of `key`: started now with these arguments unless it already was."""
+        if key not in self._futures:
+            if self._executor is None:
+                self._executor = LocalExecutor(max(2, cpu_count()), threads=1)
+
+            def job(slot: Slot) -> Report:
+                return grade(spec, folder, profile="quick", env=slot.env, **options)
+
+            self._futures[key] = self._executor.submit(job)
+        return self._futures[key]
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel=True)
+
+
+GRADINGS = Gradings()
 
 
 def spec_of(name: str) -> Spec:
     return load_spec(name, ROOT)
 
 
+def submit_graded(name: str, which: str, again: bool = False) -> Future[Report]:
+    """The grading of an assignment's reference or starter (`again`: a second, separate one)."""
+    spec = spec_of(name)
+    folder = spec.reference_dir if which == "reference" else spec.starter_dir
+    return GRADINGS.submit((name, which, again), spec, folder)
+
+
 def graded(name: str, which: str) -> Report:
     """The quick-profile report of an assignment's reference or starter, graded once per session."""
-    key = (name, which)
-    if key not in _REPORTS:
-        spec = spec_of(name)
-        folder = spec.reference_dir if which == "reference" else spec.starter_dir
-        _REPORTS[key] = grade(spec, folder, profile="quick")
-    return _REPORTS[key]
+    return submit_graded(name, which).result()
 
 
 def variants() -> list:

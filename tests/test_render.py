@@ -142,3 +142,12 @@ def test_terminal_shows_each_reason_and_the_total():
 def test_csv_row_has_a_column_per_test():
     row = render.csv_row(sample_report())
     assert row["score"] == 3.0 and row["shapes"] == 3.0 and row["update | step"] == 0.0
+
+
+def test_a_passing_accuracy_test_shows_its_accuracy_and_threshold():
+    report = sample_report()
+    report.tests[0].measured = {"accuracy": 0.943, "min_accuracy": 0.9, "mean_iou": 0.71}
+    out = io.StringIO()
+    render.terminal(report, Console(file=out, width=100))
+    assert "accuracy 94.3% (min 90%), mean_iou 0.71" in out.getvalue()
+    assert "accuracy 94.3% (min 90%)" in render.markdown(report)

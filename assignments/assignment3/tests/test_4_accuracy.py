@@ -38,6 +38,7 @@ def check_accuracy(submission, dataset, record_property, class_name, budget, thr
     predictions = submission.run(train_and_predict, class_name, x, y, dataset.test.x, budget)
     accuracy = accuracy_of(predictions, dataset.test.y)
     record_property("accuracy", round(accuracy, 4))
+    record_property("min_accuracy", threshold)
     spent = f"{budget['steps']:,} steps" if "steps" in budget else f"{budget['epochs']} epochs"
     assert accuracy >= threshold, (
         f"test accuracy {accuracy:.1%} is below the {threshold:.0%} required"

@@ -347,6 +347,7 @@ def test_trained_accuracy(submission, profile, dataset, record_property):
     predictions = submission.run(train_and_predict, dataset.train.x, dataset.train.y, dataset.test.x, budget)
     accuracy = accuracy_of(predictions, dataset.test.y)
     record_property("accuracy", round(accuracy, 4))
+    record_property("min_accuracy", profile.min_accuracy)
     assert accuracy >= profile.min_accuracy, (
         f"{MODELS[budget['model']]} reached {accuracy:.1%} test accuracy, below the {profile.min_accuracy:.0%} "
         f"required ({budget['epochs']} epochs of batch {budget['batch_size']}, AdamW lr {budget['lr']}, "

@@ -432,6 +432,7 @@ def test_transfer_accuracy(submission, profile, request, record_property):
     predictions = submission.run(transfer_and_predict, state, train_x, train_y, dataset.test.x, budget)
     accuracy = accuracy_of(predictions, test_y)
     record_property("accuracy", round(accuracy, 4))
+    record_property("min_accuracy", profile.min_accuracy)
     task = f"{budget['variant']}, {budget['steps']} steps on {len(train_y):,} {dataset.name} images"
     assert accuracy >= profile.min_accuracy, (
         f"test accuracy {accuracy:.1%} is below the {profile.min_accuracy:.0%} required ({task})"

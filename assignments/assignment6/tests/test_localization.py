@@ -231,6 +231,7 @@ def test_trained_localization_accuracy(submission, profile, dataset, record_prop
     right_class = classes == dataset.test.y
     accuracy = (right_class & (iou >= 0.5)).float().mean().item()
     record_property("accuracy", round(accuracy, 4))
+    record_property("min_accuracy", profile.min_accuracy)
     record_property("class_accuracy", round(right_class.float().mean().item(), 4))
     record_property("mean_iou", round(iou.mean().item(), 4))
     assert accuracy >= profile.min_accuracy, (
