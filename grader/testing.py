@@ -68,6 +68,15 @@ def moves_to(args: tuple, kwargs: dict, device: torch.device) -> bool:
     return False
 
 
+# What a training loop calls that its tests check: `with recording(**TRAINING_CALLS) as calls:`.
+TRAINING_CALLS = {
+    "module_to": (nn.Module, "to"),
+    "tensor_to": (torch.Tensor, "to"),
+    "optimizer_zero_grad": (torch.optim.Optimizer, "zero_grad"),
+    "module_zero_grad": (nn.Module, "zero_grad"),
+}
+
+
 @contextmanager
 def recording(**targets: tuple[Any, str]) -> Iterator[list[tuple[str, Any, tuple, dict]]]:
     """Record calls of chosen methods while the block runs, then restore them.

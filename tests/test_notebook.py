@@ -18,7 +18,7 @@ from grader.cli import main
 from grader.notebook import GRADE_TAG, build_notebook, module_cells, notebook_modules, python_source
 from grader.pipeline import grade
 from grader.submission import SubmissionProblem, materialize
-from tests.kit import ASSIGNMENTS, ROOT, spec_of
+from tests.kit import ASSIGNMENTS, GRADINGS, ROOT, spec_of
 
 SPEC = spec_of("assignment2")
 
@@ -268,10 +268,14 @@ def test_every_reference_as_a_notebook_loads_its_modules_together(tmp_path):
 # --- grading notebooks ---------------------------------------------------------------------------
 
 
-def test_a_notebook_of_the_reference_scores_full_marks(tmp_path):
-    path = tmp_path / "reference.ipynb"
-    nbformat.write(build_notebook(SPEC, SPEC.reference_dir), str(path))
-    report = grade(SPEC, path, profile="quick")
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_each_reference_as_a_notebook_scores_full_marks(name, tmp_path):
+    """Without the training runs: the modules are the reference's, definition for definition (above),
+    and the reference's trained accuracy is checked in test_assignments.py."""
+    spec = spec_of(name)
+    path = tmp_path / f"{name}.ipynb"
+    nbformat.write(build_notebook(spec, spec.reference_dir), str(path))
+    report = GRADINGS.submit((name, "reference notebook"), spec, path, marks="not accuracy").result()
     assert [(t.name, t.reason) for t in report.tests if t.status != "passed"] == []
     assert report.score == report.max_score > 0
     assert report.blanks["open"] == []

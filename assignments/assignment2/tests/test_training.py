@@ -13,7 +13,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from grader.data import TensorBatches, to_float
-from grader.testing import accuracy_of, max_difference, moves_to, recording, state_of
+from grader.testing import TRAINING_CALLS, accuracy_of, max_difference, moves_to, recording, state_of
 
 LR, EPOCHS = 0.1, 1
 TRAIN_BATCH, TEST_BATCH = 4, 3  # different sizes tell training passes from evaluation passes
@@ -60,12 +60,7 @@ def train_tiny(sub):
     steps = []
     hook = register_optimizer_step_post_hook(lambda opt, args, kwargs: steps.append(1))
     device = torch.device(sub.device)
-    with recording(
-        module_to=(nn.Module, "to"),
-        tensor_to=(torch.Tensor, "to"),
-        optimizer_zero_grad=(torch.optim.Optimizer, "zero_grad"),
-        module_zero_grad=(nn.Module, "zero_grad"),
-    ) as calls:
+    with recording(**TRAINING_CALLS) as calls:
         try:
             sub.training.train_ch6(net, train, test, EPOCHS, LR, device)
         finally:

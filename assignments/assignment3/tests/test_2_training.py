@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from grader.testing import max_difference, moves_to, recording, state_of
+from grader.testing import TRAINING_CALLS, max_difference, moves_to, recording, state_of
 
 SGD_LR, ADAMW_LR, EPOCHS, BATCH = 0.05, 0.01, 2, 4
 BATCHES_PER_EPOCH = 3
@@ -78,12 +78,7 @@ def train_tiny(sub, optimizer):
     )
     device = torch.device("cpu")
     x_ids, y_ids = {id(x) for x, _ in batches}, {id(y) for _, y in batches}
-    with recording(
-        module_to=(nn.Module, "to"),
-        tensor_to=(torch.Tensor, "to"),
-        optimizer_zero_grad=(torch.optim.Optimizer, "zero_grad"),
-        module_zero_grad=(nn.Module, "zero_grad"),
-    ) as calls:
+    with recording(**TRAINING_CALLS) as calls:
         try:
             if optimizer == "sgd":  # the default
                 losses = sub.training.train(net, batches, EPOCHS, SGD_LR, device)
