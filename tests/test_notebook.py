@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import types
+from concurrent.futures import Future
 from pathlib import Path
 
 import nbformat
@@ -17,6 +18,7 @@ import pytest
 from grader.cli import main
 from grader.notebook import GRADE_TAG, build_notebook, module_cells, notebook_modules, python_source
 from grader.pipeline import grade
+from grader.report import Report
 from grader.submission import SubmissionProblem, materialize
 from tests.kit import ASSIGNMENTS, GRADINGS, ROOT, spec_of
 
@@ -268,14 +270,23 @@ def test_every_reference_as_a_notebook_loads_its_modules_together(tmp_path):
 # --- grading notebooks ---------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def reference_notebooks_graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Future[Report]]:
+    """Each reference as a notebook, all submitted at once to run side by side; without the training
+    runs: the modules are the reference's, definition for definition (above), and the reference's
+    trained accuracy is checked in test_assignments.py."""
+    futures = {}
+    for name in ASSIGNMENTS:
+        spec = spec_of(name)
+        path = tmp_path_factory.mktemp("notebook") / f"{name}.ipynb"
+        nbformat.write(build_notebook(spec, spec.reference_dir), str(path))
+        futures[name] = GRADINGS.submit((name, "reference notebook"), spec, path, marks="not accuracy")
+    return futures
+
+
 @pytest.mark.parametrize("name", ASSIGNMENTS)
-def test_each_reference_as_a_notebook_scores_full_marks(name, tmp_path):
-    """Without the training runs: the modules are the reference's, definition for definition (above),
-    and the reference's trained accuracy is checked in test_assignments.py."""
-    spec = spec_of(name)
-    path = tmp_path / f"{name}.ipynb"
-    nbformat.write(build_notebook(spec, spec.reference_dir), str(path))
-    report = GRADINGS.submit((name, "reference notebook"), spec, path, marks="not accuracy").result()
+def test_each_reference_as_a_notebook_scores_full_marks(reference_notebooks_graded, name):
+    report = reference_notebooks_graded[name].result()
     assert [(t.name, t.reason) for t in report.tests if t.status != "passed"] == []
     assert report.score == report.max_score > 0
     assert report.blanks["open"] == []

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -22,7 +23,7 @@ from grader.errors import UserError
 from grader.notebook import build_notebook
 from grader.release import WORKFLOW, release
 from grader.spec import load_spec
-from tests.kit import ROOT
+from tests.kit import ASSIGNMENTS, ROOT
 
 NAME = "assignment2"
 MARKER = "LEAK-CHECK-7f3a91"  # planted in the reference and in a hidden test: must reach no bundle file
@@ -190,3 +191,32 @@ def test_the_bundle_builds_a_package_with_the_grader_and_its_templates(bundle, t
     names = zipfile.ZipFile(wheel).namelist()
     assert "grader/cli.py" in names and "grader/templates/grade-workflow.yml" in names
     assert not [n for n in names if n.startswith(("assignments/", "starter/"))]
+
+
+@pytest.fixture(scope="module")
+def every_bundle_graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict]]:
+    """Each assignment's bundle, released from the kit, grading its own starter from inside (two at a time)."""
+
+    def release_and_grade(name: str) -> tuple[Path, dict]:
+        bundle = tmp_path_factory.mktemp("release") / name
+        release(load_spec(name, ROOT), bundle)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GRADER_ROOT")}
+        env.update(GRADER_THREADS="1", OMP_NUM_THREADS="1")
+        command = f"{GRADE} {name} --profile quick --json report.json"
+        done = subprocess.run(command, shell=True, cwd=bundle, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return bundle, json.loads((bundle / "report.json").read_text())
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(ASSIGNMENTS, pool.map(release_and_grade, ASSIGNMENTS), strict=True))
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_every_bundle_grades_its_starter_to_zero_from_inside_and_holds_no_solution(every_bundle_graded, name):
+    bundle, report = every_bundle_graded[name]
+    assert report["score"] == 0 and report["max_score"] > 0
+    for test in report["tests"]:
+        assert test["output"].startswith("not filled in yet: "), f"{test['name']}: {test['output']}"
+    assert not (bundle / "reference").exists() and not (bundle / "assignments" / name / "hidden").exists()
+    solutions = {p.read_bytes() for p in load_spec(name, ROOT).reference_dir.rglob("*.py")}
+    assert not [p for p in bundle_files(bundle) if p.read_bytes() in solutions]
