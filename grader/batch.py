@@ -218,7 +218,10 @@ def run_batch(
     if not entries:
         raise UserError(f"{submissions} holds no submission")
     spec = replace(spec, limits=replace(spec.limits, **options.limits))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as failure:
+        raise UserError(f"--out {out}: cannot create it ({failure.strerror})") from None
     with _exclusive(out / STATE):
         collected = _collect(spec, options)
         key = grader_key(spec, options)

@@ -178,6 +178,9 @@ def _grade_command(name: str) -> click.Command:
         from grader.sandbox import make_undumpable
 
         spec = load_spec(name)
+        outputs = {"--json": json_path, "--markdown": markdown, "--junit": junit}
+        for flag, path in outputs.items():
+            _check_writable(flag, path)  # before grading, so that a typo costs no grading time
         make_undumpable()
         report = grade(
             spec,
@@ -189,9 +192,9 @@ def _grade_command(name: str) -> click.Command:
             env={"GRADER_DOWNLOAD": "1"} if download else None,
         )
         render.terminal(report, Console(), show_hidden)
-        _write(json_path, lambda: json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
-        _write(markdown, lambda: render.markdown(report, show_hidden))
-        _write(junit, lambda: render.junit(report, show_hidden))
+        _write("--json", json_path, lambda: json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
+        _write("--markdown", markdown, lambda: render.markdown(report, show_hidden))
+        _write("--junit", junit, lambda: render.junit(report, show_hidden))
         if fail_under is not None and report.percent < fail_under:
             click.echo(f"score {report.percent:.1f}% is below --fail-under {fail_under:g}%", err=True)
             return EXIT_BELOW_THRESHOLD
@@ -200,9 +203,22 @@ def _grade_command(name: str) -> click.Command:
     return command
 
 
-def _write(path: Path | None, text: Any) -> None:
-    if path is not None:
+def _check_writable(flag: str, path: Path | None) -> None:
+    if path is None:
+        return
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder, give a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"{flag} {path}: the folder {path.parent} does not exist")
+
+
+def _write(flag: str, path: Path | None, text: Any) -> None:
+    if path is None:
+        return
+    try:
         path.write_text(text())
+    except OSError as failure:
+        raise UserError(f"{flag} {path}: cannot write it ({failure.strerror})") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,10 @@ def release(spec: Spec, out: Path) -> list[Path]:
         raise UserError(f"{spec.name} has no reference ({spec.reference_dir}): its blank table cannot be computed")
     blanks = assignment_blanks(spec.starter_dir, spec.reference_dir, spec.files)
     kit = _kit_project(spec.root)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as failure:
+        raise UserError(f"cannot create {out}: {failure.strerror}") from None
 
     shutil.copytree(Path(grader.__file__).resolve().parent, out / "grader", ignore=_SKIPPED)
     for name in ("conftest.py", "pytest.ini"):  # the plugin, and the tests' own pytest configuration

@@ -204,8 +204,9 @@ def test_the_gradebook_has_a_row_a_suite_and_a_line_per_student(tmp_path):
         (["no/such/folder", "--out", "x"], "error: Invalid value for 'SUBMISSIONS'"),
         (["assignments", "--out", "x", "--limit", "bogus=1"], "error: unknown limit bogus (known: test_timeout_s"),
         (["assignments", "--out", "x", "--limit", "processes"], "error: --limit processes: expected NAME=NUMBER"),
+        (["assignments", "--out", "pyproject.toml/x"], "error: --out pyproject.toml/x: cannot create it"),
     ],
-    ids=["missing folder", "unknown limit", "no value"],
+    ids=["missing folder", "unknown limit", "no value", "gradebook folder cannot be made"],
 )
 def test_mistakes_in_the_command_are_one_line(args, message, tmp_path):
     result = subprocess.run([*GRADE, "batch", "assignment2", *args], cwd=ROOT, capture_output=True, text=True)

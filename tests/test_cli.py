@@ -56,8 +56,18 @@ def test_fail_under_sets_the_exit_code():
         (["assignment2", "--profile", "fastest"], "error: Invalid value for '--profile'"),
         (["assignment2", "--bogus"], "error: No such option '--bogus'"),
         (["assignment2", "--fail-under", "150"], "error: Invalid value for '--fail-under'"),
+        (["assignment2", "--json", "no/such/folder/r.json"], "error: --json no/such/folder/r.json: the folder no/such"),
+        (["assignment2", "--junit", "tests"], "error: --junit tests: is a folder, give a file name"),
     ],
-    ids=["unknown assignment", "missing submission", "bad profile", "unknown flag", "bad percentage"],
+    ids=[
+        "unknown assignment",
+        "missing submission",
+        "bad profile",
+        "unknown flag",
+        "bad percentage",
+        "report in a missing folder",
+        "report onto a folder",
+    ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args, message):
     result = grade(*args)

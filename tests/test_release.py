@@ -119,6 +119,9 @@ def test_release_refuses_a_folder_in_use_and_a_kit_without_reference(kit, bundle
     with pytest.raises(UserError, match="has no reference"):
         release(load_spec(NAME, bundle), tmp_path / "again")
     assert main(["release", NAME, "--out", str(bundle)]) == 2
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(UserError, match="cannot create"):
+        release(load_spec(NAME, kit), tmp_path / "a-file" / "bundle")
 
 
 def workflow_steps(bundle: Path) -> tuple[dict, list[dict]]:
