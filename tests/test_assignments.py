@@ -23,6 +23,8 @@ def _grade_ahead(request, tmp_path_factory):
             variant_grading(params["name"], params["variant"], tmp_path_factory)
         elif item.originalname == "test_reference_scores_full_marks":
             submit_graded(params["name"], "reference")
+        elif item.originalname == "test_the_reference_graded_twice_gets_the_same_report":
+            submit_graded(params["name"], "reference", again=True)
         elif item.originalname == "test_starter_scores_zero_and_every_failure_names_a_blank":
             submit_graded(params["name"], "starter")
 
@@ -63,6 +65,15 @@ def test_reference_scores_full_marks(name):
     assert not failed, "\n".join(failed)
     assert report.score == report.max_score > 0
     assert report.blanks["open"] == []
+
+
+@pytest.mark.parametrize("name", ["assignment2"])  # its accuracy test trains the longest
+def test_the_reference_graded_twice_gets_the_same_report(name):
+    first, second = graded(name, "reference"), submit_graded(name, "reference", again=True).result()
+    assert [(t.nodeid, t.status, t.reason, t.measured) for t in first.tests] == [
+        (t.nodeid, t.status, t.reason, t.measured) for t in second.tests
+    ]
+    assert any("accuracy" in t.measured for t in first.tests)
 
 
 @pytest.mark.parametrize("name", ASSIGNMENTS)
