@@ -54,7 +54,7 @@ from tabulate import tabulate
 
 import grader
 from grader import render
-from grader.errors import GraderError, UserError
+from grader.errors import GraderError, UserError, make_folder
 from grader.executor import Executor, LocalExecutor, Slot, default_workers
 from grader.report import Report, build_report
 from grader.runner import Run, collect, run_tests, selection
@@ -218,10 +218,7 @@ def run_batch(
     if not entries:
         raise UserError(f"{submissions} holds no submission")
     spec = replace(spec, limits=replace(spec.limits, **options.limits))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as failure:
-        raise UserError(f"--out {out}: cannot create it ({failure.strerror})") from None
+    make_folder(out, f"--out {out}")
     with _exclusive(out / STATE):
         collected = _collect(spec, options)
         key = grader_key(spec, options)

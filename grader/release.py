@@ -26,7 +26,7 @@ from pathlib import Path
 
 import grader
 from grader.blanks import BLANKS_FILE, assignment_blanks, save_blanks
-from grader.errors import UserError
+from grader.errors import UserError, make_folder
 from grader.notebook import write_notebook
 from grader.spec import Spec
 
@@ -49,10 +49,7 @@ def release(spec: Spec, out: Path) -> list[Path]:
         raise UserError(f"{spec.name} has no reference ({spec.reference_dir}): its blank table cannot be computed")
     blanks = assignment_blanks(spec.starter_dir, spec.reference_dir, spec.files)
     kit = _kit_project(spec.root)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as failure:
-        raise UserError(f"cannot create {out}: {failure.strerror}") from None
+    make_folder(out, f"--out {out}")
 
     shutil.copytree(Path(grader.__file__).resolve().parent, out / "grader", ignore=_SKIPPED)
     for name in ("conftest.py", "pytest.ini"):  # the plugin, and the tests' own pytest configuration
