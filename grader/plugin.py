@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -50,7 +51,7 @@ from grader.sandbox import (
 )
 from grader.spec import Profile, Spec, load_spec
 from grader.submission import Materialized, materialize
-from grader.testing import grading_seed
+from grader.testing import derived_seed, grading_seed, use_seed
 
 SUBMISSION_ENV = "GRADER_SUBMISSION"
 PROFILE_ENV = "GRADER_PROFILE"
@@ -71,6 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "points(n): what the test is worth")
     config.addinivalue_line("markers", "task(*names): the starter definitions the test exercises")
     config.addinivalue_line("markers", "accuracy: a trained-accuracy check, under the profile's time limit")
+    use_seed(int(os.environ.get("GRADER_SEED") or secrets.randbits(62)))  # inputs no submission can know
     fd = config.getoption("results_fd", None)
     if fd is not None:
         make_undumpable()  # the sandboxes run as our user: keep them out of this process
@@ -146,7 +148,7 @@ class Submission:
         """
         if timeout_s is None and self.deadline is not None:
             timeout_s = max(self.deadline - time.monotonic() - _TIMEOUT_MARGIN_S, 1.0)
-        seed += grading_seed()
+        seed = derived_seed(f"sandbox:{probe.__name__}:{seed}")
         return self.sandbox.run(probe, *args, seed=seed, timeout_s=timeout_s)
 
     def blanks_for(self, tasks: tuple[str, ...]) -> list[blanks_mod.Blank]:
@@ -250,6 +252,7 @@ class Grading:
             isolation=_isolation(user, private),
             min_accuracy=profile.min_accuracy,
             calibrated=profile.calibrated,
+            seed=grading_seed(),
         )
         submission = Submission(spec, materialized, sandbox, open_blanks, len(all_blanks))
         return Assignment(spec, profile, submission)

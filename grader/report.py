@@ -55,6 +55,7 @@ class Report:
     min_accuracy: float | None = None
     calibrated: bool = True
     problem: str = ""  # why the submission could not be graded at all, if it could not
+    seed: int | None = None  # the grading's seed: the inputs it drew (a regrade with it draws the same)
     grader_version: str = __version__
 
     @property
@@ -142,4 +143,5 @@ def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Re
         min_accuracy=session.get("min_accuracy"),
         calibrated=session.get("calibrated", True),
         problem=problem,
+        seed=session.get("seed"),
     )

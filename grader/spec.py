@@ -27,8 +27,9 @@ class Limits:
     total_timeout_s: float = 900.0
     memory_mb: int = 4096
     output_kb: int = 256
-    file_mb: int = 64
+    file_mb: int = 64  # each file, and the scratch space in all
     processes: int = 64
+    result_mb: int = 256  # what one probe may hand back
 
 
 @dataclass(frozen=True)

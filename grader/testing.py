@@ -1,51 +1,62 @@
-"""Helpers for grading tests and their probes (a probe runs in the sandbox, next to student code)."""
+"""What grading tests use, on the grader's side: inputs the submission cannot know, and comparisons.
+
+A test draws its inputs with `generator(label)` (seeded per grading, so a submission cannot know
+them in advance), hands them to a probe (`probes_for(__file__)` gives the assignment's probes),
+and compares what comes back with its own computation. Nothing here runs student code.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
 
-SEED_ENV = "GRADER_SEED"  # shifts every probe's seed: calibration grades the reference over many
+_SEED = [0]
 
 
-def layer_shapes(layers: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
-    """Pass x (N, C, H, W) through each child of a sequential model, in order.
-
-    One entry per layer: {"layer": class name, "shape": output shape}; a layer that raises ends
-    the list with {"layer": ..., "shape": None, "error": message, "input": its input's shape}.
-    """
-    out = []
-    with torch.no_grad():
-        for layer in layers.children():
-            try:
-                y = layer(x)
-            except Exception as exc:
-                out.append(
-                    {
-                        "layer": type(layer).__name__,
-                        "shape": None,
-                        "error": str(exc).splitlines()[0],
-                        "input": list(x.shape),
-                    }
-                )
-                break
-            out.append({"layer": type(layer).__name__, "shape": list(y.shape)})
-            x = y
-    return out
+def use_seed(seed: int) -> None:
+    """Set this grading's seed (the plugin does, once per session)."""
+    _SEED[0] = seed
 
 
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+def grading_seed() -> int:
+    """This grading's seed: drawn at random per grading, or the one given (calibration, a regrade)."""
+    return _SEED[0]
 
 
-def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of a model's parameters and buffers."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+def derived_seed(label: str) -> int:
+    """A 63-bit seed of this grading's for one purpose: the same label, the same seed."""
+    digest = hashlib.sha256(f"{_SEED[0]}:{label}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def generator(label: str) -> torch.Generator:
+    """A torch generator for one set of inputs, seeded from this grading's seed and `label`."""
+    return torch.Generator().manual_seed(derived_seed(label))
+
+
+def probes_for(test_file: str) -> ModuleType:
+    """The probes of the assignment that holds `test_file`: `<assignment>/probes.py`, or
+    `<assignment>/hidden/probes.py` for a hidden test. They are what a test may hand a sandbox."""
+    folder = Path(test_file).resolve().parent
+    hidden = folder.name == "hidden"
+    assignment = folder.parent
+    path = folder / "probes.py" if hidden else assignment / "probes.py"
+    name = f"grader_probes.{assignment.name}{'.hidden' if hidden else ''}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: the probes of {assignment.name}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -57,49 +68,20 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
     return max((d.max().item() for d in differences if d.numel()), default=0.0)
 
 
-def moves_to(args: tuple, kwargs: dict, device: torch.device) -> bool:
-    """Whether the arguments of a `.to(...)` call name `device`."""
-    target = kwargs.get("device", args[0] if args else None)
-    if isinstance(target, (str, torch.device)):
-        try:
-            return torch.device(target).type == device.type
-        except RuntimeError:
-            return False
-    return False
-
-
-# What a training loop calls that its tests check: `with recording(**TRAINING_CALLS) as calls:`.
-TRAINING_CALLS = {
-    "module_to": (nn.Module, "to"),
-    "tensor_to": (torch.Tensor, "to"),
-    "optimizer_zero_grad": (torch.optim.Optimizer, "zero_grad"),
-    "module_zero_grad": (nn.Module, "zero_grad"),
-}
-
-
-@contextmanager
-def recording(**targets: tuple[Any, str]) -> Iterator[list[tuple[str, Any, tuple, dict]]]:
-    """Record calls of chosen methods while the block runs, then restore them.
-
-    `with recording(zero_grad=(torch.optim.Optimizer, "zero_grad")) as calls:` appends
-    ("zero_grad", self, args, kwargs) to `calls` each time any optimizer's zero_grad runs.
-    """
-    calls: list[tuple[str, Any, tuple, dict]] = []
-    originals = []
-    for label, (owner, name) in targets.items():
-        original = getattr(owner, name)
-
-        def wrapper(self: Any, *args: Any, _label: str = label, _original: Any = original, **kwargs: Any) -> Any:
-            calls.append((_label, self, args, kwargs))
-            return _original(self, *args, **kwargs)
-
-        originals.append((owner, name, original))
-        setattr(owner, name, wrapper)
-    try:
-        yield calls
-    finally:
-        for owner, name, original in reversed(originals):
-            setattr(owner, name, original)
+def load_in_order(model: nn.Module, state: Any) -> str:
+    """Load a returned state dict into the grader's own copy of an architecture, entry by entry in
+    order (the student's names may differ). Returns "" when it fits, else what does not."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return "the model's weights did not come back as a state dict"
+    mine = model.state_dict()
+    theirs = list(state.values())
+    if len(theirs) != len(mine):
+        return f"the model has {len(theirs)} weight and buffer tensors, expected {len(mine)}"
+    for (name, expected), got in zip(mine.items(), theirs, strict=True):
+        if got.shape != expected.shape:
+            return f"weights {name} are {list(got.shape)}, expected {list(expected.shape)}"
+    model.load_state_dict(dict(zip(mine, (t.to(mine[k].dtype) for k, t in zip(mine, theirs)), strict=True)))
+    return ""
 
 
 def accuracy_of(predictions: Any, labels: torch.Tensor) -> float:
@@ -111,6 +93,22 @@ def accuracy_of(predictions: Any, labels: torch.Tensor) -> float:
     return (predictions.long() == labels).float().mean().item()
 
 
-def grading_seed() -> int:
-    """The seed this grading run adds to every probe's own (0 unless calibrating)."""
-    return int(os.environ.get(SEED_ENV, "0"))
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """The grader's own test accuracy of `model` (already loaded) on float images x (N, C, H, W)."""
+    model.eval()
+    with torch.no_grad():
+        predictions = torch.cat([model(batch).argmax(1) for batch in x.split(batch_size)])
+    return accuracy_of(predictions, y)
+
+
+def perturbed(x: torch.Tensor, label: str, shift: int = 1, noise: float = 0.02) -> torch.Tensor:
+    """Float images x (N, C, H, W) in [0, 1], each shifted by up to `shift` pixels and with a little
+    noise, drawn for this grading: an image the submission memorized or hashed no longer matches."""
+    rng = generator(label)
+    shifts = torch.randint(-shift, shift + 1, (len(x), 2), generator=rng)
+    padded = nn.functional.pad(x, (shift, shift, shift, shift))
+    h, w = x.shape[-2:]
+    out = torch.stack(
+        [padded[i, :, shift + dy : shift + dy + h, shift + dx : shift + dx + w] for i, (dy, dx) in enumerate(shifts.tolist())]
+    )
+    return (out + noise * torch.randn(out.shape, generator=rng)).clamp_(0, 1)

@@ -72,13 +72,14 @@ def graded(name: str, which: str) -> Report:
     return submit_graded(name, which).result()
 
 
-def variants() -> list:
-    """Every known-wrong variant of every assignment: tests/<assignment>/variants.toml."""
+def variants(kind: str = "variant") -> list:
+    """Every known-wrong variant of every assignment (tests/<assignment>/variants.toml), or with
+    kind="alternative", every correct alternative to the reference that must keep full marks."""
     cases = []
     for name in ASSIGNMENTS:
         path = ROOT / "tests" / name / "variants.toml"
         if path.is_file():
-            for variant in tomllib.loads(path.read_text())["variant"]:
+            for variant in tomllib.loads(path.read_text()).get(kind, []):
                 cases.append(pytest.param(name, variant, id=f"{name}-{variant['name']}"))
     return cases
 

@@ -1,67 +1,124 @@
-"""LeNet (lenet.py): the layers of `net`, their output shapes and their parameters."""
+"""LeNet (lenet.py): the layers of `net`, their output shapes, their parameters, and the trained net.
+
+The probe passes random images, drawn for this grading, through each layer and returns every
+output with the weights. The grader loads those weights into its own LeNet and recomputes each
+output: a shape, a count or an output is only believed when the weights reproduce it.
+"""
 
 import pytest
 import torch
+from torch import nn
 
-from grader.testing import layer_shapes
+from grader.probing import to_float
+from grader.testing import evaluate, generator, load_in_order, probes_for
 
-pytestmark = pytest.mark.task("net")
+probes = probes_for(__file__)
 
 # The layers, their names in messages, and their output shapes for one 1x28x28 image.
 EXPECTED = [
-    ("conv1", "Conv2d", [1, 6, 28, 28]),
-    ("sigmoid", "Sigmoid", [1, 6, 28, 28]),
-    ("pool1", "AvgPool2d", [1, 6, 14, 14]),
-    ("conv2", "Conv2d", [1, 16, 10, 10]),
-    ("sigmoid", "Sigmoid", [1, 16, 10, 10]),
-    ("pool2", "AvgPool2d", [1, 16, 5, 5]),
-    ("flatten", "Flatten", [1, 400]),
-    ("fc1", "Linear", [1, 120]),
-    ("sigmoid", "Sigmoid", [1, 120]),
-    ("fc2", "Linear", [1, 84]),
-    ("sigmoid", "Sigmoid", [1, 84]),
-    ("fc3", "Linear", [1, 10]),
+    ("conv1", "Conv2d", [6, 28, 28]),
+    ("sigmoid", "Sigmoid", [6, 28, 28]),
+    ("pool1", "AvgPool2d", [6, 14, 14]),
+    ("conv2", "Conv2d", [16, 10, 10]),
+    ("sigmoid", "Sigmoid", [16, 10, 10]),
+    ("pool2", "AvgPool2d", [16, 5, 5]),
+    ("flatten", "Flatten", [400]),
+    ("fc1", "Linear", [120]),
+    ("sigmoid", "Sigmoid", [120]),
+    ("fc2", "Linear", [84]),
+    ("sigmoid", "Sigmoid", [84]),
+    ("fc3", "Linear", [10]),
 ]
 # Weights plus biases: conv1 6*1*5*5 + 6, conv2 16*6*5*5 + 16, fc1 400*120 + 120, ...
 LAYER_PARAMETERS = {"conv1": 156, "conv2": 2416, "fc1": 48120, "fc2": 10164, "fc3": 850}
 TOTAL_PARAMETERS = 61706
+IMAGES = 2
 
 
-def net_shapes(sub):
-    """Probe: each layer's output shape for one random 1x28x28 image."""
-    return layer_shapes(sub.lenet.net, torch.rand(1, 1, 28, 28))
+def lenet():
+    """The grader's own LeNet, into which the student's weights are loaded."""
+    return nn.Sequential(
+        nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(), nn.AvgPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10),
+    )  # fmt: skip
 
 
-def net_parameter_counts(sub):
-    """Probe: the number of parameters of each layer, in order."""
-    return [sum(p.numel() for p in layer.parameters()) for layer in sub.lenet.net.children()]
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(IMAGES, 1, 28, 28, generator=generator("lenet images"))
+
+
+@pytest.fixture(scope="module")
+def outputs(submission, images):
+    return submission.run(probes.lenet_outputs, images)
+
+
+def check_reproduced(outputs, images):
+    """The returned outputs must be what LeNet computes with the returned weights on these images."""
+    net = lenet()
+    problem = load_in_order(net, outputs["state"])
+    assert not problem, problem
+    x = images
+    with torch.no_grad():
+        for index, ((name, _, _), layer, got) in enumerate(zip(EXPECTED, net, outputs["layers"], strict=True)):
+            x = layer(x)
+            difference = (got["output"].double() - x.double()).abs().max().item()
+            assert difference < 1e-4, f"{name} (layer {index}) does not compute what LeNet's {name} does (off by {difference:.3g})"
 
 
 @pytest.mark.points(4)
-def test_layer_output_shapes(submission):
+@pytest.mark.task("net")
+def test_layer_output_shapes(outputs, images):
     """net: each layer's type and output shape"""
-    layers = submission.run(net_shapes)
+    layers = outputs["layers"]
     for index, ((name, kind, shape), got) in enumerate(zip(EXPECTED, layers, strict=False)):
         assert got["layer"] == kind, f"layer {index} is {got['layer']}, expected {kind} ({name})"
-        assert got["shape"] is not None, f"{name} (layer {index}) fails on its input {got['input']}: {got['error']}"
-        assert got["shape"] == shape, f"{name} output is {got['shape']}, expected {shape}"
+        assert got["output"] is not None, f"{name} (layer {index}) fails on its input {got.get('input')}: {got.get('error')}"
+        got_shape = [1, *got["output"].shape[1:]]
+        assert got_shape == [1, *shape], f"{name} output is {got_shape}, expected {[1, *shape]}"
+        assert len(got["output"]) == IMAGES, f"{name} returns {len(got['output'])} outputs for {IMAGES} images"
     assert len(layers) == len(EXPECTED), f"net has {len(layers)} layers, expected {len(EXPECTED)}"
+    check_reproduced(outputs, images)
 
 
 @pytest.mark.points(2)
-def test_parameter_count(submission):
+@pytest.mark.task("net")
+def test_parameter_count(outputs, images):
     """net: 61,706 parameters"""
-    total = sum(submission.run(net_parameter_counts))
+    total = sum(outputs["counts"])
     assert total == TOTAL_PARAMETERS, f"net has {total:,} parameters, expected {TOTAL_PARAMETERS:,}"
+    check_reproduced(outputs, images)
 
 
 @pytest.mark.points(2)
-def test_parameters_per_layer(submission):
+@pytest.mark.task("net")
+def test_parameters_per_layer(outputs, images):
     """net: parameters of each layer"""
-    counts = submission.run(net_parameter_counts)
+    counts = outputs["counts"]
     names = [name for name, _, _ in EXPECTED]
     assert len(counts) == len(names), f"net has {len(counts)} layers, expected {len(names)}"
     for name, count in zip(names, counts, strict=False):
         if name in LAYER_PARAMETERS:
             expected = LAYER_PARAMETERS[name]
             assert count == expected, f"{name} has {count:,} parameters, expected {expected:,}"
+    check_reproduced(outputs, images)
+
+
+@pytest.mark.points(10)
+@pytest.mark.accuracy
+@pytest.mark.task("net", "train_ch6", "evaluate_accuracy_gpu")
+def test_trained_accuracy(submission, profile, dataset, record_property):
+    """net + train_ch6: trained test accuracy"""
+    state = submission.run(probes.train_lenet, dataset.train.x, dataset.train.y, profile.budget)
+    net = lenet()  # the grader's own: the student's weights are evaluated here, on images no sandbox sees
+    problem = load_in_order(net, state)
+    assert not problem, problem
+    accuracy = evaluate(net, to_float(dataset.test.x), dataset.test.y)
+    record_property("accuracy", round(accuracy, 4))
+    record_property("min_accuracy", profile.min_accuracy)
+    budget = profile.budget
+    spent = f"{budget['steps']:,} steps" if "steps" in budget else f"{budget['epochs']} epochs"
+    assert accuracy >= profile.min_accuracy, (
+        f"test accuracy {accuracy:.1%} is below the {profile.min_accuracy:.0%} required ({spent} on {dataset.name})"
+    )

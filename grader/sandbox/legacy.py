@@ -42,7 +42,7 @@ from grader.submission import Materialized, copy_modules
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 # torch._dynamo: imported by the first optimizer (seconds), so once here instead of once per probe
-_BASE_PRELOAD = ["torch", "torch._dynamo", "pytest", "grader.testing", "grader.d2l", "grader.data"]
+_BASE_PRELOAD = ["torch", "torch._dynamo", "grader.probing", "grader.d2l", "grader.codec"]
 _MAX_RESULT_BYTES = 512 * 1024 * 1024
 _POLL_S = 0.1
 ISOLATION_ENV = "GRADER_ISOLATION"  # "same-user" turns the drop to `nobody` off
@@ -563,7 +563,7 @@ def _run_probe(job: _Job) -> dict:
     if job.device.startswith("cuda") and job.limits.gpu_fraction:
         torch.cuda.set_per_process_memory_fraction(job.limits.gpu_fraction)
     random.seed(job.seed)
-    np.random.seed(job.seed)
+    np.random.seed(job.seed % 2**32)
     torch.manual_seed(job.seed)
     sys.path.insert(0, job.workdir)
     sys.dont_write_bytecode = True

@@ -1,0 +1,92 @@
+"""The probes of assignment2: they run in the sandbox, on inputs the grader chose, and return data.
+
+No expected value lives here: the tests (tests/*.py) compare what comes back with their own
+computation. `sub.lenet` and `sub.training` are the student's modules, `sub.device` the device.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from grader.probing import TRAINING_CALLS, ModeSpy, TensorBatches, layer_outputs, moves_to, recording, state_of, to_float
+
+
+def lenet_outputs(sub, x):
+    """Each layer's output for the images x (N, 1, 28, 28), each layer's parameter count, and the weights."""
+    net = sub.lenet.net
+    return {
+        "layers": layer_outputs(net, x),
+        "counts": [sum(p.numel() for p in layer.parameters()) for layer in net.children()],
+        "state": state_of(net),
+    }
+
+
+def tiny_net():
+    """A LeNet in miniature for 1x8x8 inputs, with batch norm, whose running statistics change
+    only in training mode: x (N, 1, 8, 8) -> logits (N, 10). Its first layer records the modes."""
+    return nn.Sequential(
+        ModeSpy(), nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Sigmoid(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(27, 10)
+    )
+
+
+def train_tiny(sub, train, test, epochs, lr):
+    """train_ch6 on the tiny net: the weights it started from (after its own init) and ended with,
+    and what it called on the way (moves to the device, zero_grad, optimizer steps, modes)."""
+    net = tiny_net()
+    x_ids, y_ids = {id(x) for x, _ in train}, {id(y) for _, y in train}
+    initial = {}
+
+    def snapshot(module, args):  # the weights train_ch6 starts from, after its own init
+        if not initial:
+            initial.update(state_of(module))
+
+    net.register_forward_pre_hook(snapshot)
+    steps = []
+    hook = register_optimizer_step_post_hook(lambda opt, args, kwargs: steps.append(1))
+    device = torch.device(sub.device)
+    with recording(**TRAINING_CALLS) as calls:
+        try:
+            sub.training.train_ch6(net, train, test, epochs, lr, device)
+        finally:
+            hook.remove()
+
+    def moved(ids):
+        return sum(label == "tensor_to" and id(obj) in ids and moves_to(a, k, device) for label, obj, a, k in calls)
+
+    return {
+        "net_moved": any(label == "module_to" and obj is net and moves_to(a, k, device) for label, obj, a, k in calls),
+        "x_moved": moved(x_ids),
+        "y_moved": moved(y_ids),
+        "zero_grads": sum(label.endswith("zero_grad") for label, *_ in calls),
+        "steps": len(steps),
+        "modes": net[0].seen,
+        "initial": initial,
+        "final": state_of(net),
+    }
+
+
+def evaluate_tiny(sub, state, batches):
+    """evaluate_accuracy_gpu on the tiny net with the given weights, handed over in training mode."""
+    net = tiny_net()
+    net.load_state_dict(state)
+    net.train()
+    accuracy = sub.training.evaluate_accuracy_gpu(net, batches, torch.device(sub.device))
+    return {"accuracy": float(accuracy), "state": state_of(net), "modes": net[0].seen}
+
+
+def train_lenet(sub, train_x, train_y, budget):
+    """The student's LeNet trained by the student's train_ch6 on the grader's training images; its weights.
+
+    No test image comes here: the grader evaluates the weights itself.
+    """
+    device = torch.device(sub.device)
+    x, y = to_float(train_x).to(device), train_y.to(device)
+    train_iter = TensorBatches(x, y, budget["batch_size"], shuffle=True)
+    every = len(y) // budget["val_size"]  # a strided slice: the training images are sorted by class
+    validation = TensorBatches(x[::every][: budget["val_size"]], y[::every][: budget["val_size"]], 1000)
+    epochs = budget.get("epochs") or math.ceil(budget["steps"] / len(train_iter))
+    net = sub.lenet.net
+    sub.training.train_ch6(net, train_iter, validation, epochs, budget["lr"], device)
+    return state_of(net)

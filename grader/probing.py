@@ -1,0 +1,150 @@
+"""What probes use, in the sandbox, next to student code: calls, spies and snapshots, never a verdict.
+
+A probe (a function of an assignment's `probes.py`) runs the student's code on inputs the grader
+chose and returns what it saw, as data. Nothing here knows an expected value: the tests compare
+what comes back with their own computation, outside the sandbox. This module imports nothing of
+the grader but the codec's neighbours: the sandbox sees it, the student's code may read it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> float32 in [0, 1]."""
+    return x.float().div_(255)
+
+
+class TensorBatches:
+    """Mini-batches of (x, y) sliced from tensors already on their device.
+
+    x: (N, ...) float, y: (N,). Reshuffled every pass when `shuffle`, from its own generator
+    (seeded from torch's global one unless `seed` is given), so a seeded run is repeatable.
+    `len()` is the number of batches.
+    """
+
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int | None = None
+    ):
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        if seed is None:
+            seed = int(torch.randint(2**62, (1,)))
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.y)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.x.device)
+        for start in range(0, n, self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.x[index], self.y[index]
+
+
+def layer_outputs(layers: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
+    """Pass x (N, C, H, W) through each child of a sequential model, in order.
+
+    One entry per layer: {"layer": class name, "output": its output}; a layer that raises ends the
+    list with {"layer": ..., "output": None, "error": message, "input": its input's shape}.
+    """
+    out: list[dict[str, Any]] = []
+    with torch.no_grad():
+        for layer in layers.children():
+            try:
+                y = layer(x)
+            except Exception as exc:
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                out.append({"layer": type(layer).__name__, "output": None, "error": message, "input": list(x.shape)})
+                break
+            out.append({"layer": type(layer).__name__, "output": y if isinstance(y, torch.Tensor) else None})
+            x = y
+    return out
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a model's parameters and buffers."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def moves_to(args: tuple, kwargs: dict, device: torch.device) -> bool:
+    """Whether the arguments of a `.to(...)` call name `device`."""
+    target = kwargs.get("device", args[0] if args else None)
+    if isinstance(target, (str, torch.device)):
+        try:
+            return torch.device(target).type == device.type
+        except RuntimeError:
+            return False
+    return False
+
+
+# What a training loop calls that its tests check: `with recording(**TRAINING_CALLS) as calls:`.
+TRAINING_CALLS = {
+    "module_to": (nn.Module, "to"),
+    "tensor_to": (torch.Tensor, "to"),
+    "optimizer_zero_grad": (torch.optim.Optimizer, "zero_grad"),
+    "module_zero_grad": (nn.Module, "zero_grad"),
+}
+
+
+@contextmanager
+def recording(**targets: tuple[Any, str]) -> Iterator[list[tuple[str, Any, tuple, dict]]]:
+    """Record calls of chosen methods while the block runs, then restore them.
+
+    `with recording(zero_grad=(torch.optim.Optimizer, "zero_grad")) as calls:` appends
+    ("zero_grad", self, args, kwargs) to `calls` each time any optimizer's zero_grad runs.
+    """
+    calls: list[tuple[str, Any, tuple, dict]] = []
+    originals = []
+    for label, (owner, name) in targets.items():
+        original = getattr(owner, name)
+
+        def wrapper(self: Any, *args: Any, _label: str = label, _original: Any = original, **kwargs: Any) -> Any:
+            calls.append((_label, self, args, kwargs))
+            return _original(self, *args, **kwargs)
+
+        originals.append((owner, name, original))
+        setattr(owner, name, wrapper)
+    try:
+        yield calls
+    finally:
+        for owner, name, original in reversed(originals):
+            setattr(owner, name, original)
+
+
+class ModeSpy(nn.Module):
+    """An identity layer that remembers (training mode?, batch size) at every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bool, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((self.training, x.shape[0]))
+        return x
+
+
+def plain(value: Any) -> Any:
+    """A student's return value as data: numbers, tensors, and lists, tuples and dicts of them;
+    anything else becomes its type's name (a test then says what came back)."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    if type(value).__module__ == "numpy":
+        return value.item() if getattr(value, "ndim", 1) == 0 else torch.from_numpy(value.copy())
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value) if isinstance(value, list) else tuple(plain(v) for v in value)
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return f"<{type(value).__name__}>"

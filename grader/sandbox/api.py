@@ -1,0 +1,314 @@
+"""Running a probe next to student code: `Sandbox.run(probe, *args)` -> plain data, or a described failure.
+
+A `Zygote` is one warm sandbox process (grader.sandbox.zygote) started on the platform's sandbox
+(grader.sandbox.platform); it forks a fresh, isolated process tree for each probe. A `Sandbox`
+holds one submission's files and runs probes on a zygote: it sends the probe module's source
+(never a test file), the probe's name, the grader's inputs and the files, and gets back what the
+probe returned, checked and bounded (grader.codec), or a `SubmissionError` that says in one line
+what the student's code did (an exception at a line, a limit it crossed, an exit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grader import codec
+from grader.sandbox import platform
+from grader.sandbox.child import ERROR, IMPORTED, IMPORTING, RESULT
+from grader.sandbox.supervise import Finished, supervise
+from grader.spec import Limits
+
+_START_TIMEOUT_S = 300.0  # importing torch on a loaded machine
+
+
+class SubmissionError(Exception):
+    """The student's code failed in the sandbox. `str(error)` is the one-line reason.
+
+    `limit` names the limit that stopped it ("cpu", "memory", "output", "files", "processes",
+    "result", or "backstop": the machine, not the code, was too slow), `exited` is set when the
+    code ended its own process, `frames` are the (file, line) places in the student's files,
+    innermost last, and `importing` names the student's file whose import failed, if it was one.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        output: str = "",
+        limit: str | None = None,
+        frames: tuple[tuple[str, int], ...] = (),
+        exited: bool = False,
+        importing: str = "",
+    ):
+        super().__init__(reason)
+        self.reason = reason
+        self.output = output
+        self.limit = limit
+        self.frames = frames
+        self.exited = exited
+        self.importing = importing
+
+
+class SandboxBroken(RuntimeError):
+    """The sandbox itself failed (not the student's code): the grader's problem."""
+
+
+class Zygote:
+    """One warm sandbox process that forks a fresh, isolated process tree per probe."""
+
+    def __init__(self, threads: int = 1, preload: tuple[str, ...] = (), gpu: bool = False):
+        self.threads, self.preload, self.gpu = threads, preload, gpu
+        self._process: subprocess.Popen | None = None
+        self._socket: socket.socket | None = None
+        self.isolated = False
+        self.mechanism = platform.NONE
+        self.start()
+
+    def start(self) -> None:
+        """Start the process; it imports torch in the background until `ready()` is first needed."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        launch = platform.zygote_launch(theirs.fileno(), self.threads, self.preload, self.gpu)
+        self._process = subprocess.Popen(
+            launch.command,
+            env=launch.env,
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        theirs.close()
+        self._socket, self.mechanism, self._ready = ours, launch.mechanism, False
+
+    def ready(self) -> None:
+        """Wait until the zygote has imported what probes need, and know whether it isolates."""
+        if self._ready:
+            return
+        assert self._socket is not None and self._process is not None
+        self._socket.settimeout(_START_TIMEOUT_S)
+        try:
+            head = _read_exactly(self._socket, 8)
+            hello = json.loads(_read_exactly(self._socket, struct.unpack("<Q", head)[0]))
+        except (OSError, ValueError, EOFError) as failure:
+            error = self._process.stderr.read(4000).decode(errors="replace") if self._process.stderr else ""
+            self.close()
+            raise SandboxBroken(f"the sandbox did not start ({failure}): {error.strip()}") from None
+        self._socket.settimeout(None)
+        self.isolated, self._ready = bool(hello["isolated"]), True
+
+    @property
+    def isolation(self) -> str:
+        """What the report says: the mechanism that ran, or plainly that nothing isolated the code."""
+        if self.mechanism == platform.BWRAP and self.isolated:
+            return "bubblewrap + namespaces per probe"
+        return "not isolated"
+
+    def send(self, job: bytes, fds: list[int]) -> None:
+        self.ready()
+        assert self._socket is not None
+        socket.send_fds(self._socket, [struct.pack("<Q", len(job))], fds)
+        self._socket.sendall(job)
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+            if self._process.stderr:
+                self._process.stderr.close()
+            self._process = None
+
+    def restart(self) -> None:
+        self.close()
+        self.start()
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError("closed")
+        data += chunk
+    return data
+
+
+@dataclass
+class Sandbox:
+    """Runs probes against one submission: `files` (name -> bytes) and the module each file is."""
+
+    files: dict[str, bytes]
+    modules: dict[str, str]  # assignment module name -> file name
+    zygote: Zygote
+    limits: Limits = field(default_factory=Limits)
+    device: str = "cpu"
+    gpu_fraction: float = 0.0
+
+    def run(self, probe: Callable[..., Any], *args: Any, cpu_s: float | None = None, seed: int = 0) -> Any:
+        """Call `probe(sub, *args)` in a fresh sandboxed process and return what it returned, as data.
+
+        `cpu_s`: the CPU seconds the probe's process tree may use (default: the spec's per-test
+        limit); the wall clock gets several times that, as a backstop for a machine too busy.
+        """
+        budget = cpu_s or self.limits.test_timeout_s
+        module = sys.modules[probe.__module__]
+        job = {
+            "probe_module": probe.__module__,
+            "probe_file": Path(module.__file__).name,
+            "probe_source": Path(module.__file__).read_text(),
+            "probe_name": probe.__name__,
+            "args": list(args),
+            "files": {name: torch.frombuffer(bytearray(data), dtype=torch.uint8) for name, data in self.files.items()},
+            "modules": self.modules,
+            "device": self.device,
+            "seed": seed,
+            "limits": {
+                "cpu_s": budget,
+                "memory_mb": self.limits.memory_mb,
+                "file_mb": self.limits.file_mb,
+                "processes": self.limits.processes,
+                "threads": self.zygote.threads,
+                "gpu": self.device.startswith("cuda"),
+                "gpu_fraction": self.gpu_fraction,
+            },
+        }
+        finished = supervise(self.zygote, codec.encode(job), budget, self.limits)
+        return _outcome(finished, budget, self.limits)
+
+
+# --- what came back -------------------------------------------------------------------------
+
+
+def _frames(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The frames on the result pipe, up to the first malformed one."""
+    frames, at = [], 0
+    while at + 9 <= len(data):
+        kind, (length,) = data[at : at + 1], struct.unpack("<Q", data[at + 1 : at + 9])
+        if at + 9 + length > len(data):
+            break
+        frames.append((kind, data[at + 9 : at + 9 + length]))
+        at += 9 + length
+    return frames
+
+
+def _outcome(finished: Finished, budget: float, limits: Limits) -> Any:
+    frames = _frames(finished.result)
+    importing = ""
+    for kind, payload in frames:
+        if kind == IMPORTING:
+            importing = payload.decode(errors="replace")[:200]
+        elif kind == IMPORTED:
+            importing = ""
+    output, status = finished.output, finished.status
+    limit = status.get("limit", "")
+    if limit == "backstop" and not starved(status):
+        limit = status["limit"] = "idle"
+    if limit:
+        raise SubmissionError(_limit_reason(limit, status, budget, limits), output, limit, importing=importing)
+    answer = next((f for f in reversed(frames) if f[0] in (RESULT, ERROR)), None)
+    if answer is None:
+        raise _ended_early(status, output, importing)
+    try:
+        value = codec.decode(answer[1], codec.Bounds(max_bytes=limits.result_mb * 2**20))
+    except codec.BadMessage as bad:
+        raise SubmissionError(f"the probe's result was refused: {bad}", output) from None
+    if answer[0] == RESULT:
+        return value
+    raise _error_from(value if isinstance(value, dict) else {}, output, limits, importing)
+
+
+def _limit_reason(limit: str, status: dict[str, Any], budget: float, limits: Limits) -> str:
+    cpu, wall = float(status.get("cpu_s", 0)), float(status.get("wall_s", 0))
+    reasons = {
+        "idle": (
+            f"waited {wall:.0f} s while using only {cpu:.0f} s of CPU: the code sleeps, waits for input or"
+            " is deadlocked"
+        ),
+        "cpu": f"your code used {cpu:.0f} s of CPU, the limit is {budget:.0f} s (an endless loop, or too much work?)",
+        "backstop": (
+            f"stopped after {wall:.0f} s of wall-clock time having used only {cpu:.0f} s of its {budget:.0f} s of CPU:"
+            " the grading machine was too busy (the grader's problem, not your code's)"
+        ),
+        "output": f"printed more than {limits.output_kb} KB of output",
+        "result": "returned more data than the grader accepts",
+        "memory": f"used more than {limits.memory_mb} MB of memory",
+    }
+    return reasons.get(limit, f"was stopped ({limit})")
+
+
+def starved(status: dict[str, Any]) -> bool:
+    """Whether a probe stopped by the wall clock spent most of it working or waiting for a CPU
+    (a busy machine), rather than asleep (the code's own doing)."""
+    busy = float(status.get("cpu_s", 0)) + float(status.get("delay_s", 0))
+    return busy >= 0.5 * float(status.get("wall_s", 0) or 1)
+
+
+_SIGNAL_REASONS = {
+    signal.SIGKILL: "was killed (out of memory?)",
+    signal.SIGSEGV: "crashed (segmentation fault)",
+    signal.SIGABRT: "aborted (out of memory, or a failed check in native code)",
+    signal.SIGXCPU: "used more CPU time than its limit",
+}
+
+
+def _ended_early(status: dict[str, Any], output: str, importing: str) -> SubmissionError:
+    if status.get("broken"):
+        raise SandboxBroken(f"the sandbox's supervisor failed: {status['broken']}")
+    sig = status.get("signal")
+    if sig:
+        reason = _SIGNAL_REASONS.get(sig, f"was killed by signal {sig}")
+        limit = "memory" if sig == signal.SIGKILL else "cpu" if sig == signal.SIGXCPU else None
+        return SubmissionError("the submission " + reason, output, limit, importing=importing)
+    return SubmissionError(
+        f"the submission ended its process (exit code {status.get('exit')}) before the test could finish"
+        " (os._exit? a crash?)",
+        output,
+        exited=True,
+        importing=importing,
+    )
+
+
+def _error_from(error: dict, output: str, limits: Limits, importing: str) -> SubmissionError:
+    kind, text = str(error.get("type", "Error"))[:100], str(error.get("message", ""))
+    frames = tuple(
+        (str(f)[:200], int(n))
+        for f, n in (pair for pair in error.get("frames", ()) if isinstance(pair, (list, tuple)) and len(pair) == 2)
+        if isinstance(n, int)
+    )[-50:]
+    where = f" ({frames[-1][0]} line {frames[-1][1]})" if frames else ""
+    first = text.strip().splitlines()[0][:300] if text.strip() else ""
+    if kind == "SystemExit":
+        return SubmissionError(
+            f"the submission called sys.exit({text[:100]}){where}", output, frames=frames, exited=True, importing=importing
+        )
+    if kind == "NotData":
+        return SubmissionError(f"the probe's result is not plain data: {first}", output)
+    if "File too large" in text:  # Python ignores SIGXFSZ: the write fails with EFBIG instead
+        reason = f"the submission wrote a file larger than the {limits.file_mb} MB limit{where}"
+        return SubmissionError(reason, output, "files", frames)
+    if "No space left on device" in text:
+        reason = f"the submission filled its {limits.file_mb} MB of scratch space{where}"
+        return SubmissionError(reason, output, "files", frames)
+    reason = f"{kind}{where}: {first}" if first else f"{kind}{where}"
+    limit = None
+    if kind == "MemoryError" or "can't allocate memory" in text:
+        limit, reason = "memory", f"used more than its {limits.memory_mb} MB of memory: {reason}"
+    elif "Resource temporarily unavailable" in text or "can't start new thread" in text:  # EAGAIN at RLIMIT_NPROC
+        limit, reason = "processes", f"started more than its {limits.processes} processes or threads: {reason}"
+    return SubmissionError(reason, output, limit, frames, importing=importing)
+

@@ -1,0 +1,240 @@
+"""How the sandbox's zygote is started: inside bubblewrap, or (where it cannot be) not isolated.
+
+bubblewrap (`bwrap`, Debian/Ubuntu's `bubblewrap`, Flatpak's sandbox) gives the zygote an
+allow-list view of the machine, built here: the system's libraries, the interpreter and the
+folders on its `sys.path` (read-only, with the data folders of the packaged datasets hidden), the
+grader's runtime files (and nothing else of the kit), the torch hub cache for pretrained weights,
+an empty /tmp, a fresh /proc and a minimal /dev. New user, pid, network, IPC, UTS and cgroup
+namespaces; no capability; an environment built from nothing; killed with its parent. The
+zygote then gives each probe namespaces of its own (grader.sandbox.zygote): bubblewrap has no way
+to fork fresh sandboxes from a warm process, which is what keeps a probe's start cheap.
+
+As root, the sandbox runs as `nobody` rather than as root: the kernel does not count root's
+processes against a process limit, and nothing should run as root that need not. `nobody` may not
+be able to open the interpreter's folder (a Python under /root), so a small launcher (this
+module's `main`, still root) first mounts the folders that bubblewrap will bind into a private,
+readable place, then becomes `nobody` and runs bubblewrap.
+
+Where bubblewrap is missing or refused (macOS, Windows, a container without user namespaces), the
+zygote runs as a plain child process: limits only, reported as "not isolated".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import grader
+
+BWRAP = "bubblewrap"
+NONE = "none"
+KIT = "/kit"  # where the grader's runtime files are, inside the sandbox
+SANDBOX_HOME = "/tmp"
+_RUNTIME = ("__init__.py", "codec.py", "probing.py", "d2l.py", "sandbox/__init__.py", "sandbox/zygote.py", "sandbox/child.py")
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/nsswitch.conf")
+_MS_BIND, _MS_REC, _MS_PRIVATE, _MS_RDONLY, _MS_REMOUNT = 4096, 16384, 1 << 18, 1, 32
+_CLONE_NEWNS = 0x00020000
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start one zygote: the command, the environment, and what it is."""
+
+    command: list[str]
+    env: dict[str, str]
+    mechanism: str  # "bubblewrap" or "none"
+
+
+def runtime_files() -> dict[str, Path]:
+    """The grader's files a sandbox sees, by their path under KIT: the runtime, never a test."""
+    package = Path(grader.__file__).resolve().parent
+    return {f"{KIT}/grader/{name}": package / name for name in _RUNTIME}
+
+
+def hidden_data_dirs() -> list[Path]:
+    """Package folders that hold datasets the grader checks against: empty inside a sandbox."""
+    from grader.data import packaged_data_dirs
+
+    return [path for path in packaged_data_dirs() if path.is_dir()]
+
+
+def python_dirs() -> list[Path]:
+    """The interpreter's prefixes and site-packages folders: what `import torch` needs. Not the
+    other folders of sys.path (a script's folder, the kit, the working folder)."""
+    import site
+
+    prefixes = {Path(p).resolve() for p in (sys.base_prefix, sys.prefix)}
+    sites = {Path(p).resolve() for p in (*site.getsitepackages(), site.getusersitepackages()) if os.path.isdir(p)}
+    found = prefixes | {p for p in sites if "site-packages" in p.parts or "dist-packages" in p.parts}
+    return sorted(p for p in found if not any(q in p.parents for q in found))  # the outermost of nested ones
+
+
+def bwrap_args(env: dict[str, str], source_of: dict[str, str], gpu: bool, uid: int, gid: int) -> list[str]:
+    """bubblewrap's arguments for the zygote; `source_of` maps a path inside to the path bwrap reads."""
+    args = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
+    args += ["--uid", str(uid), "--gid", str(gid), "--hostname", "sandbox"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+    for path in _SYSTEM_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", source_of.get(path, path), path]
+    for path in _SYSTEM_FILES:
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    for inside in source_of:
+        if inside not in _SYSTEM_DIRS:
+            args += ["--ro-bind", source_of[inside], inside]
+    for folder in hidden_data_dirs():
+        args += ["--tmpfs", str(folder), "--remount-ro", str(folder)]
+    if gpu:
+        for device in sorted(Path("/dev").glob("nvidia*")):
+            args += ["--dev-bind", str(device), str(device)]
+    for key, value in sorted(env.items()):
+        args += ["--setenv", key, value]
+    return [*args, "--chdir", "/tmp", "--", sys.executable, "-m", "grader.sandbox.zygote"]
+
+
+def sandbox_env(threads: int, preload: tuple[str, ...]) -> dict[str, str]:
+    """The zygote's whole environment: nothing of the grader's but what a probe needs."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": SANDBOX_HOME,
+        "USER": "sandbox",
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": KIT,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "GRADER_SANDBOX_PRELOAD": ",".join(preload),
+    }
+    torch_home = _torch_home()
+    if torch_home.is_dir():
+        env["TORCH_HOME"] = str(torch_home)
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    return env
+
+
+def _torch_home() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()).parent
+
+
+@functools.cache
+def mechanism() -> str:
+    """"bubblewrap" where bwrap is installed and runs here (as this user, or as nobody for root), else "none"."""
+    if shutil.which("bwrap") is None or sys.platform != "linux":
+        return NONE
+    uid, gid = _sandbox_user()
+    smoke = ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "true"]
+    command = [*_launcher(), json.dumps({"args": smoke, "stage": [], "uid": uid, "gid": gid})] if _launcher() else smoke
+    try:
+        probe = subprocess.run(command, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return NONE
+    return BWRAP if probe.returncode == 0 else NONE
+
+
+def _launcher() -> list[str]:
+    """As root, the staging launcher (main, below); else nothing: bwrap runs as this user."""
+    return [sys.executable, "-m", "grader.sandbox.platform"] if os.geteuid() == 0 else []
+
+
+def _sandbox_user() -> tuple[int, int]:
+    if os.geteuid() != 0:
+        return os.getuid(), os.getgid()
+    try:
+        nobody = pwd.getpwnam("nobody")
+        return nobody.pw_uid, nobody.pw_gid
+    except KeyError:
+        return 65534, 65534
+
+
+def zygote_launch(fd: int, threads: int, preload: tuple[str, ...], gpu: bool) -> Launch:
+    """How to start a zygote here, talking to the grader on the inherited socket `fd`."""
+    env = sandbox_env(threads, preload)
+    if mechanism() == NONE:
+        kit = str(Path(grader.__file__).resolve().parent.parent)
+        plain = {**env, "PYTHONPATH": kit, "HOME": tempfile.gettempdir(), "TMPDIR": tempfile.gettempdir()}
+        return Launch([sys.executable, "-m", "grader.sandbox.zygote", str(fd)], plain, NONE)
+    uid, gid = _sandbox_user()
+    inside = {str(p): str(p) for p in python_dirs()}
+    inside.update({k: str(v) for k, v in runtime_files().items()})
+    torch_home = env.get("TORCH_HOME")
+    if torch_home:
+        inside[torch_home] = torch_home
+    args = bwrap_args(env, inside, gpu, uid, gid) + [str(fd)]
+    if os.geteuid() != 0:
+        return Launch(args, {}, BWRAP)
+    # as root: the launcher stages the bound folders where nobody can read them, then runs bwrap
+    stage = sorted({source for source in inside.values() if not _readable_by(source, uid)})
+    plan = json.dumps({"args": args, "stage": stage, "uid": uid, "gid": gid})
+    kit = str(Path(grader.__file__).resolve().parent.parent)
+    return Launch([*_launcher(), plan], {"PYTHONPATH": kit, "PATH": os.defpath}, BWRAP)
+
+
+def _readable_by(path: str, uid: int) -> bool:
+    """Whether `uid` can reach and read `path` (as its owner, or as anyone), by the mode bits."""
+
+    def allows(target: Path, bits: int) -> bool:
+        st = target.stat()
+        return bool((st.st_mode >> 6 if st.st_uid == uid else st.st_mode) & bits == bits)
+
+    through = all(allows(folder, 0o1) for folder in Path(path).parents)
+    return through and allows(Path(path), 0o5 if os.path.isdir(path) else 0o4)
+
+
+# --- the root launcher -----------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _mount(source: str, target: str, flags: int, fstype: str | None = None, options: str | None = None) -> None:
+    args = [None if a is None else a.encode() for a in (source, target, fstype, options)]
+    if _libc.mount(args[0], args[1], args[2], flags, args[3]) != 0:
+        raise OSError(ctypes.get_errno(), f"cannot mount {target}")
+
+
+def main() -> None:
+    """As root: stage the folders nobody could not open, become the sandbox user, exec bwrap.
+
+    The staging happens in a mount namespace of this process's own: the machine's mounts do not
+    change, and the staged copies are gone with the sandbox.
+    """
+    plan = json.loads(sys.argv[1])
+    args = plan["args"]
+    if plan["stage"]:
+        if _libc.unshare(_CLONE_NEWNS) != 0:
+            raise OSError(ctypes.get_errno(), "cannot make a mount namespace")
+        _mount("none", "/", _MS_REC | _MS_PRIVATE)
+        stage = tempfile.mkdtemp(prefix="grader-stage-")
+        _mount("tmpfs", stage, 0, "tmpfs", "mode=755,size=1m")
+        for index, path in enumerate(plan["stage"]):
+            target = f"{stage}/{index}"
+            os.mkdir(target) if os.path.isdir(path) else Path(target).touch()
+            _mount(path, target, _MS_BIND | _MS_REC)
+            args = [target if arg == path and args[i - 1] == "--ro-bind" else arg for i, arg in enumerate(args)]
+    if "uid" in plan:
+        os.setgroups([])
+        os.setgid(plan["gid"])
+        os.setuid(plan["uid"])
+    os.execvp(args[0], args)
+
+
+if __name__ == "__main__":
+    main()
