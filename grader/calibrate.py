@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
-from grader.executor import LocalExecutor, Slot
-from grader.pipeline import grade
+from grader.batch.executors import LocalExecutor, Slot
+from grader.grading import grade
+from grader.options import GradingOptions
 from grader.report import THRESHOLD
 from grader.spec import Spec
-from grader.testing import SEED_ENV
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,8 @@ def calibration_runs(spec: Spec, profile: str, seeds: range, workers: int = 1) -
     `workers` seeds at a time (each on its share of the cores), yielded in seed order."""
 
     def run(seed: int, slot: Slot) -> SeedRun:
-        env = {**slot.env, SEED_ENV: str(seed)}
-        report = grade(spec, spec.reference_dir, profile, marks="accuracy", env=env)
+        options = slot.options(GradingOptions(profile=profile, marks="accuracy", seed=seed))
+        report = grade(spec, spec.reference_dir, options, slot.env)
         measured = {
             f"{t.name} · {key}" if key != "accuracy" else t.name: value
             for t in report.tests

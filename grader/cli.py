@@ -137,9 +137,10 @@ def release_command(assignment: str, out: Path) -> None:
 @click.option("--marks", metavar="EXPR", help="Only the tests matching a pytest -m expression: 'not accuracy'.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the datasets are.")
 @click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests in feedback.md and junit.xml.")
+@click.option("--allow-unisolated", is_flag=True, help="Grade even where no sandbox works (recorded in every report).")
 def batch_command(**options: Any) -> int:
     """Grade a folder of submissions (one per student); run it again to grade only what is left or changed."""
-    from grader.batch import command
+    from grader.batch.run import command
 
     return command(**options)
 
@@ -161,6 +162,7 @@ def _grade_command(name: str) -> click.Command:
     @click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests.")
     @click.option("--select", metavar="EXPR", help="Only the tests matching a pytest -k expression (e.g. 'lenet').")
     @click.option("--marks", metavar="EXPR", help="Only the tests matching a pytest -m expression: 'not accuracy'.")
+    @click.option("--seed", type=int, help="This grading's seed (default: a random one): regrade with a report's seed.")
     def command(
         submission: Path | None,
         profile: str,
@@ -173,28 +175,35 @@ def _grade_command(name: str) -> click.Command:
         show_hidden: bool,
         select: str | None,
         marks: str | None,
+        seed: int | None,
     ) -> int:
-        from grader.pipeline import grade
-        from grader.sandbox import make_undumpable
+        from grader.grading import grade
+        from grader.options import GradingOptions
+        from grader.progress import LiveProgress
 
         spec = load_spec(name)
         outputs = {"--json": json_path, "--markdown": markdown, "--junit": junit}
         for flag, path in outputs.items():
             _check_writable(flag, path)  # before grading, so that a typo costs no grading time
-        make_undumpable()
-        report = grade(
-            spec,
-            submission or spec.starter_dir,
-            profile,
-            data_dir,
-            select,
-            marks,
-            env={"GRADER_DOWNLOAD": "1"} if download else None,
+        options = GradingOptions(
+            profile=profile,
+            data_dir=data_dir,
+            download=download,
+            select=select,
+            marks=marks,
+            seed=seed,
+            show_hidden=show_hidden,
         )
-        render.terminal(report, Console(), show_hidden)
+        console = Console()
+        with LiveProgress(Console(stderr=True)) as live:
+            report = grade(spec, submission or spec.starter_dir, options, on_progress=live.update)
+        render.terminal(report, console, show_hidden)
+        broken = [t.name for t in report.tests if t.limit == "grader"]
         _write("--json", json_path, lambda: json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
         _write("--markdown", markdown, lambda: render.markdown(report, show_hidden))
         _write("--junit", junit, lambda: render.junit(report, show_hidden))
+        if broken:
+            raise GraderError(f"the sandbox failed in {len(broken)} tests ({', '.join(broken)}): grade again")
         if fail_under is not None and report.percent < fail_under:
             click.echo(f"score {report.percent:.1f}% is below --fail-under {fail_under:g}%", err=True)
             return EXIT_BELOW_THRESHOLD

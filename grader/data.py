@@ -12,21 +12,19 @@ and scikit-learn's 8x8 digits and sample photos.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
-import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from grader.errors import UserError
+from grader.options import data_dir_from_environment, download_allowed
 from grader.probing import TensorBatches, to_float  # noqa: F401 (the tests' and d2l's names for them)
-
-DATA_DIR_ENV = "GRADER_DATA_DIR"
-DOWNLOAD_ENV = "GRADER_DOWNLOAD"
 
 
 @dataclass(frozen=True)
@@ -50,14 +48,10 @@ class Dataset:
 def data_dir(explicit: str | Path | None = None) -> Path:
     if explicit:
         return Path(explicit).expanduser()
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    if data_dir_from_environment():
+        return Path(data_dir_from_environment()).expanduser()
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return cache / "cnn-grader" / "data"
-
-
-def download_allowed() -> bool:
-    return os.environ.get(DOWNLOAD_ENV, "") in ("1", "true", "yes")
 
 
 def _stratified(x: torch.Tensor, y: torch.Tensor, test_per_class: int) -> tuple[Split, Split]:
@@ -178,8 +172,16 @@ def title(name: str) -> str:
 
 
 def load(name: str, root: str | Path | None = None, download: bool | None = None) -> Dataset:
-    """Load a dataset by name; a missing one is a UserError that says what to do about it."""
-    return _source(name).load(data_dir(root), download_allowed() if download is None else download)
+    """Load a dataset by name; a missing one is a UserError that says what to do about it.
+
+    Loaded once per process: a warm worker loads it before forking its gradings (grader.batch.warm).
+    """
+    return _load(name, data_dir(root), download_allowed() if download is None else download)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name: str, root: Path, download: bool) -> Dataset:
+    return _source(name).load(root, download)
 
 
 def available(name: str, root: str | Path | None = None) -> bool:

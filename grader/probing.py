@@ -148,3 +148,41 @@ def plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     return f"<{type(value).__name__}>"
+
+
+# --- progress: what a long probe is doing, for the screen only ---------------------------------
+
+_PROGRESS = {"fd": None, "last": 0.0, "steps": 0}
+_PROGRESS_EVERY_S = 0.5
+
+
+def enable_progress(fd: int) -> None:
+    """Send progress frames on `fd` (the sandbox's result pipe) from now on."""
+    _PROGRESS["fd"] = fd
+
+
+def count_step(*_: Any) -> None:
+    """An optimizer step (an optimizer step hook of the sandbox's)."""
+    _PROGRESS["steps"] += 1
+    progress()
+
+
+def progress(force: bool = False, **fields: Any) -> None:
+    """Tell the screen how far the probe is (steps so far, plus `fields`: epoch, of, values...).
+
+    At most every half second; nothing outside a sandbox. What is sent here is shown, never scored.
+    """
+    import json
+    import os
+    import struct
+    import time
+
+    fd, now = _PROGRESS["fd"], time.monotonic()
+    if fd is None or (not force and now - _PROGRESS["last"] < _PROGRESS_EVERY_S):
+        return
+    _PROGRESS["last"] = now
+    payload = json.dumps({"steps": _PROGRESS["steps"], **fields}, default=float).encode()[:4096]
+    try:
+        os.write(fd, b"P" + struct.pack("<Q", len(payload)) + payload)
+    except OSError:
+        _PROGRESS["fd"] = None

@@ -60,9 +60,24 @@ def _footer(report: Report) -> list[str]:
     return lines
 
 
+def load_errors(report: Report) -> list[str]:
+    """A headline for each student file that could not be imported: the reason, the line, a caret."""
+    lines = []
+    for error in report.load_errors:
+        lines.append(f"{error['file']} could not be loaded: {error['reason']}")
+        if error.get("source"):
+            prefix = f"  line {error['line']}: "
+            lines.append(prefix + error["source"])
+            if error.get("column"):
+                lines.append(" " * (len(prefix) + error["column"] - 1) + "^")
+    return lines
+
+
 def terminal(report: Report, console: Console, show_hidden: bool = False) -> None:
     """The table a student reads after `grade assignmentN`: each failure's reason under its test."""
     console.print(Text.assemble((f"{report.assignment} · {report.title}", "bold"), f"   {report.submission}"))
+    for line in load_errors(report):
+        console.print(Text(line, "bold red"), soft_wrap=True)
     table = Table(show_edge=False, pad_edge=False, box=None, show_header=False, padding=(0, 1))
     table.add_column(width=1)
     table.add_column(justify="right", no_wrap=True)
@@ -96,7 +111,8 @@ def markdown(report: Report, show_hidden: bool = False) -> str:
         f"- {report.summary()}",
         *(f"- {line}" for line in _footer(report)),
     ]
-    return "\n\n".join([header, table, "\n".join(details)]) + "\n"
+    headline = "```\n" + "\n".join(load_errors(report)) + "\n```" if report.load_errors else ""
+    return "\n\n".join(filter(None, [header, headline, table, "\n".join(details)])) + "\n"
 
 
 def junit(report: Report, show_hidden: bool = False) -> str:
@@ -123,8 +139,9 @@ def junit(report: Report, show_hidden: bool = False) -> str:
     return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True) + "\n"
 
 
-def gradescope(report: Report) -> dict[str, Any]:
-    """Gradescope's results.json: Gradescope itself shows hidden tests only once published."""
+def gradescope(report: Report, show_hidden: bool = False) -> dict[str, Any]:
+    """Gradescope's results.json: hidden tests are shown once published, and only their points
+    unless `show_hidden`."""
     return {
         "score": report.score,
         "execution_time": round(report.duration_s, 3),
@@ -132,14 +149,14 @@ def gradescope(report: Report) -> dict[str, Any]:
         "stdout_visibility": "hidden",
         "tests": [
             {
-                "name": test.name,
+                "name": name,
                 "score": test.score,
                 "max_score": test.max_score,
                 "status": test.status,
                 "output": test.output,
                 "visibility": "after_published" if test.hidden else "visible",
             }
-            for test in report.tests
+            for name, test in _visible(report, show_hidden)
         ],
     }
 

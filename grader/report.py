@@ -56,6 +56,7 @@ class Report:
     calibrated: bool = True
     problem: str = ""  # why the submission could not be graded at all, if it could not
     seed: int | None = None  # the grading's seed: the inputs it drew (a regrade with it draws the same)
+    load_errors: list[dict[str, Any]] = field(default_factory=list)  # student files that could not be imported
     grader_version: str = __version__
 
     @property
@@ -144,4 +145,5 @@ def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Re
         calibrated=session.get("calibrated", True),
         problem=problem,
         seed=session.get("seed"),
+        load_errors=[{k: v for k, v in e.items() if k != "assignment"} for e in run.load_errors],
     )

@@ -16,27 +16,20 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from grader.sandbox import PARENT_ENV
+from grader.options import DATA_DIR_ENV, DOWNLOAD_ENV, PARENT_ENV, SANDBOX_ENV, GradingOptions
 from grader.spec import Spec
 
-_KEPT_ENV = (
-    "PATH",
-    "LANG",
-    "LC_ALL",
-    "HOME",
-    "USER",
-    "CUDA_VISIBLE_DEVICES",
-    "XDG_CACHE_HOME",
-    "TORCH_HOME",
-    "GRADER_DATA_DIR",
-    "GRADER_DOWNLOAD",
-    "GRADER_THREADS",
-    "GRADER_ISOLATION",
-)
+if TYPE_CHECKING:
+    from grader.batch.warm import WarmWorker
+
+# The grading child's environment: what Python, torch and the datasets need, nothing else of ours.
+_KEPT_ENV = ("PATH", "LANG", "LC_ALL", "HOME", "USER", "CUDA_VISIBLE_DEVICES", "XDG_CACHE_HOME", "TORCH_HOME")
+_KEPT_ENV += (DATA_DIR_ENV, DOWNLOAD_ENV, SANDBOX_ENV)
 
 
 @dataclass
@@ -47,8 +40,11 @@ class Run:
     collected: list[dict[str, Any]] | None = None
     collect_errors: list[dict[str, Any]] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    load_errors: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
+    done_status: int | None = None  # pytest's exit status, as the session reported it before exiting
     exit_code: int | None = None
+    usage_error: str = ""  # pytest's "ERROR: ..." line when the grading could not start (exit code 4)
     timed_out: bool = False
     duration_s: float = 0.0
     log_tail: str = ""
@@ -62,21 +58,23 @@ def test_paths(spec: Spec) -> list[Path]:
 def run_tests(
     spec: Spec,
     submission: Path,
-    profile: str = "auto",
-    data_dir: str | None = None,
-    select_expr: str | None = None,
-    marks: str | None = None,
+    options: GradingOptions,
     env: dict[str, str] | None = None,
     cancel: threading.Event | None = None,
+    worker: WarmWorker | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> Run:
-    """Grade `submission` (a folder) with the spec's tests in a fresh pytest process.
+    """Grade `submission` (a folder) with the spec's tests in a pytest child: a fresh process, or a
+    fork of a warm `worker`'s.
 
+    The child gets `options` as one document; `env` adds to its environment (a worker's TMPDIR).
     Setting `cancel` stops the run at once (a batch being interrupted): its results are partial.
+    `on_progress` gets the records that only the screen needs: a test starting, a probe's progress.
     """
-    args = ["--submission", str(submission), "--profile", profile]
-    args += ["--data-dir", data_dir] if data_dir else []
-    args += selection(select_expr, marks)
-    return _pytest(spec.root, test_paths(spec), args, spec.limits.total_timeout_s, env, cancel)
+    args = ["--submission", str(submission), *selection(options.select, options.marks)]
+    total = options.apply(spec.limits).total_timeout_s
+    env = {**(env or {}), **options.child_env()}
+    return _pytest(spec.root, test_paths(spec), args, total, env, cancel, worker, on_progress)
 
 
 def selection(select_expr: str | None = None, marks: str | None = None) -> list[str]:
@@ -97,27 +95,14 @@ def _pytest(
     timeout_s: float,
     env: dict[str, str] | None = None,
     cancel: threading.Event | None = None,
+    worker: WarmWorker | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> Run:
+    """One pytest session in a child: a fresh process, or a fork of a warm worker's."""
     assignments = root / "assignments"
     read_fd, write_fd = os.pipe()
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        *map(str, paths),
-        "-c",
-        str(assignments / "pytest.ini"),
-        "--rootdir",
-        str(assignments),
-        "-p",
-        "no:cacheprovider",
-        "-q",
-        "--no-header",
-        "-rN",
-        "--results-fd",
-        str(write_fd),
-        *args,
-    ]
+    options = [*map(str, paths), "-c", str(assignments / "pytest.ini"), "--rootdir", str(assignments)]
+    options += ["-p", "no:cacheprovider", "-q", "--no-header", "-rN", *args]
     child_env = {k: v for k, v in os.environ.items() if k in _KEPT_ENV}
     child_env.update(env or {})
     child_env.update(
@@ -129,28 +114,47 @@ def _pytest(
     started = time.monotonic()
     # in the child's own TMPDIR when it has one (a batch worker's folder, removed with it)
     scratch = tempfile.TemporaryDirectory(prefix="grader-run-", dir=(env or {}).get("TMPDIR"))
-    with scratch as workdir, open(Path(workdir, "log"), "w+b") as log:
-        child = subprocess.Popen(
-            command,
-            cwd=workdir,
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,),
-            start_new_session=True,
-        )
+    with scratch as workdir:
+        if worker is not None:
+            pid = worker.start(options, child_env, workdir, write_fd)
+        else:
+            command = [sys.executable, "-m", "pytest", *options, "--results-fd", str(write_fd)]
+            with open(Path(workdir, "log"), "wb") as log:
+                child = subprocess.Popen(
+                    command,
+                    cwd=workdir,
+                    env=child_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(write_fd,),
+                    start_new_session=True,
+                )
+            pid = child.pid
         os.close(write_fd)
-        run.timed_out = not _read_records(read_fd, run, started + timeout_s, cancel)
-        _stop(child, grace_s=0 if run.timed_out else 5)
-        run.exit_code = child.returncode
-        log.seek(0)
-        run.log_tail = log.read().decode("utf-8", errors="replace")[-4000:]
+        run.timed_out = not _read_records(read_fd, run, started + timeout_s, cancel, on_progress)
+        if worker is not None:
+            if run.timed_out:
+                _kill_group(pid)
+            code = worker.wait()
+        else:
+            code = _stop(child, grace_s=0 if run.timed_out else 5)
+        run.exit_code = code if run.done_status is None else run.done_status
+        run.log_tail = Path(workdir, "log").read_bytes().decode("utf-8", errors="replace")[-4000:]
+    if run.exit_code == 4:  # a mistake in what was asked (pytest.UsageError): the user's, in one line
+        errors = [line for line in run.log_tail.splitlines() if line.startswith("ERROR: ")]
+        run.usage_error = errors[-1].removeprefix("ERROR: ") if errors else ""
     run.duration_s = time.monotonic() - started
     return run
 
 
-def _read_records(fd: int, run: Run, deadline: float, cancel: threading.Event | None = None) -> bool:
+def _read_records(
+    fd: int,
+    run: Run,
+    deadline: float,
+    cancel: threading.Event | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> bool:
     """Read JSON lines until the child closes the pipe; False if the deadline (or `cancel`) came first."""
     pending = b""
     with os.fdopen(fd, "rb", buffering=0) as pipe:
@@ -167,7 +171,12 @@ def _read_records(fd: int, run: Run, deadline: float, cancel: threading.Event | 
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                _take(json.loads(line), run)
+                record = json.loads(line)
+                if record["kind"] in ("start", "progress"):
+                    if on_progress is not None:
+                        on_progress(record)
+                else:
+                    _take(record, run)
 
 
 def _take(record: dict[str, Any], run: Run) -> None:
@@ -180,14 +189,21 @@ def _take(record: dict[str, Any], run: Run) -> None:
         run.collect_errors.append(record)
     elif kind == "result":
         run.results[record["nodeid"]] = record
+    elif kind == "load_error":
+        run.load_errors.append(record)
     elif kind == "done":
         run.finished = True
+        run.done_status = record["exitstatus"]
 
 
-def _stop(child: subprocess.Popen, grace_s: float) -> None:
-    """End the child and what it started in its group (its fork server), after `grace_s` to finish."""
+def _stop(child: subprocess.Popen, grace_s: float) -> int:
+    """End the child and what it started in its group (its zygote), after `grace_s` to finish; its exit code."""
     with contextlib.suppress(subprocess.TimeoutExpired):
         child.wait(timeout=grace_s)
+    _kill_group(child.pid)
+    return child.wait()
+
+
+def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(child.pid, 9)
-    child.wait()
+        os.killpg(pid, 9)

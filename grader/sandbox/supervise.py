@@ -14,7 +14,9 @@ import contextlib
 import json
 import os
 import select
+import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +42,47 @@ def backstop_s(cpu_s: float) -> float:
     return BACKSTOP_FACTOR * cpu_s + BACKSTOP_MARGIN_S
 
 
-def supervise(zygote: Zygote, job: bytes, cpu_s: float, limits: Limits) -> Finished:
+class Frames:
+    """The result pipe's frames as they arrive: progress frames go to `on_progress` (shown, never
+    scored); the others are kept, up to `cap` bytes."""
+
+    def __init__(self, cap: int, on_progress: Callable[[dict[str, Any]], None] | None):
+        self.cap, self.on_progress = cap, on_progress
+        self.kept = bytearray()
+        self.pending = bytearray()
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take a chunk; False once more than `cap` bytes are to be kept."""
+        self.pending += chunk
+        while len(self.pending) >= 9:
+            (length,) = struct.unpack("<Q", self.pending[1:9])
+            if length > self.cap:
+                return False
+            if len(self.pending) < 9 + length:
+                break
+            frame, self.pending = bytes(self.pending[: 9 + length]), self.pending[9 + length :]
+            if frame[:1] == b"P":
+                self._progress(frame[9:])
+            else:
+                self.kept += frame
+        return len(self.kept) + len(self.pending) <= self.cap
+
+    def _progress(self, payload: bytes) -> None:
+        if self.on_progress is None or len(payload) > 4096:
+            return
+        with contextlib.suppress(ValueError, TypeError):
+            fields = json.loads(payload)
+            if isinstance(fields, dict):
+                self.on_progress(fields)
+
+
+def supervise(
+    zygote: Zygote,
+    job: bytes,
+    cpu_s: float,
+    limits: Limits,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> Finished:
     """Send `job` to the zygote and watch the probe until its supervisor reports how it ended."""
     from grader.sandbox.api import SandboxBroken
 
@@ -48,18 +90,22 @@ def supervise(zygote: Zygote, job: bytes, cpu_s: float, limits: Limits) -> Finis
     result_r, result_w = os.pipe()
     status_r, status_w = os.pipe()
     control_r, control_w = os.pipe()
-    try:
-        zygote.send(job, [out_w, result_w, status_w, control_r])
-    except OSError as failure:
-        for fd in (out_r, out_w, result_r, result_w, status_r, status_w, control_r, control_w):
-            os.close(fd)
-        zygote.restart()
-        raise SandboxBroken(f"the sandbox stopped taking probes ({failure})") from None
+    for attempt in range(2):  # a zygote that died (killed with its machine's processes?) is started again
+        try:
+            zygote.send(job, [out_w, result_w, status_w, control_r])
+            break
+        except (OSError, SandboxBroken) as failure:
+            zygote.restart()
+            if attempt:
+                for fd in (out_r, out_w, result_r, result_w, status_r, status_w, control_r, control_w):
+                    os.close(fd)
+                raise SandboxBroken(f"the sandbox stopped taking probes ({failure})") from None
     for fd in (out_w, result_w, status_w, control_r):
         os.close(fd)
-    buffers = {out_r: bytearray(), result_r: bytearray(), status_r: bytearray()}
-    caps = {out_r: limits.output_kb * 1024, result_r: limits.result_mb * 2**20, status_r: 1 << 16}
-    open_fds = set(buffers)
+    buffers = {out_r: bytearray(), status_r: bytearray()}
+    caps = {out_r: limits.output_kb * 1024, status_r: 1 << 16}
+    frames = Frames(limits.result_mb * 2**20, on_progress)
+    open_fds = {out_r, result_r, status_r}
     deadline = time.monotonic() + backstop_s(cpu_s)
     stopped_by_us = ""
     answer_by = None
@@ -81,10 +127,14 @@ def supervise(zygote: Zygote, job: bytes, cpu_s: float, limits: Limits) -> Finis
                     if fd == status_r and answer_by is None:
                         answer_by = time.monotonic() + 2.0  # the pipes' last bytes
                     continue
+                if fd == result_r:
+                    if not frames.feed(chunk) and not stopped_by_us:
+                        stopped_by_us = _stop(control_w, "result")
+                    continue
                 room = caps[fd] - len(buffers[fd])
                 buffers[fd] += chunk[: max(room, 0)]
                 if len(chunk) > room and not stopped_by_us:  # the rest is read and dropped
-                    stopped_by_us = _stop(control_w, "output" if fd == out_r else "result")
+                    stopped_by_us = _stop(control_w, "output")
     finally:
         for fd in (out_r, result_r, status_r, control_w):
             with contextlib.suppress(OSError):
@@ -93,7 +143,7 @@ def supervise(zygote: Zygote, job: bytes, cpu_s: float, limits: Limits) -> Finis
     if stopped_by_us and not status.get("limit"):
         status["limit"] = stopped_by_us
     output = bytes(buffers[out_r]).decode("utf-8", errors="replace")
-    return Finished(output, bytes(buffers[result_r]), status)
+    return Finished(output, bytes(frames.kept), status)
 
 
 def _stop(control_w: int, why: str) -> str:

@@ -9,9 +9,10 @@ import math
 import pytest
 import torch
 
-from grader.testing import generator, probes_for
+from grader.testing import architectures_for, generator, load_in_order, probes_for
 
 probes = probes_for(__file__)
+lenet = architectures_for(__file__).lenet
 BATCH = 6
 LR, EPOCHS = 0.5, 2
 
@@ -27,11 +28,19 @@ def test_batch_logits_are_per_image(submission):
     assert torch.isfinite(batch).all(), f"{int((~torch.isfinite(batch)).sum())} logits are NaN or infinite"
     difference = (batch - single).abs().max().item()
     assert difference < 1e-5, f"an image's logits change by up to {difference:.3g} with the rest of its batch"
+    net = lenet()  # the logits must be LeNet's, with the net's own weights
+    problem = load_in_order(net, logits["state"])
+    assert not problem, problem
+    with torch.no_grad():
+        off = (net(x) - batch).abs().max().item()
+    assert off < 1e-4, f"the logits are not those of LeNet with the net's weights (off by {off:.3g})"
 
 
 def random_batches(rng, count, size):
     """`count` batches (x (size, 1, 4, 4) in [0, 1), y (size,) in 0..2)."""
-    return [(torch.rand(size, 1, 4, 4, generator=rng), torch.randint(0, 3, (size,), generator=rng)) for _ in range(count)]
+    return [
+        (torch.rand(size, 1, 4, 4, generator=rng), torch.randint(0, 3, (size,), generator=rng)) for _ in range(count)
+    ]
 
 
 @pytest.mark.points(2)
@@ -41,7 +50,7 @@ def test_train_ch6_returns_last_epoch_metrics(submission):
     rng = generator("hidden train_ch6")
     train, test = random_batches(rng, 3, 8), random_batches(rng, 2, 5)
     result = submission.run(probes.train_and_return, train, test, EPOCHS, LR)
-    assert result["count"] == 3, f"train_ch6 returned a {result['returned']} of {result['count']} items, expected 3"
+    assert result["count"] == 3, f"train_ch6 returned {result['count']} items, expected 3"
     assert result["numbers"], "train_ch6 returned something other than three numbers"
     loss, train_acc, test_acc = result["numbers"]
     assert math.isfinite(loss) and loss > 0, f"the returned train loss is {loss}"

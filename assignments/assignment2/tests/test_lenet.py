@@ -7,12 +7,12 @@ output: a shape, a count or an output is only believed when the weights reproduc
 
 import pytest
 import torch
-from torch import nn
 
 from grader.probing import to_float
-from grader.testing import evaluate, generator, load_in_order, probes_for
+from grader.testing import architectures_for, evaluate, generator, load_in_order, probes_for
 
 probes = probes_for(__file__)
+lenet = architectures_for(__file__).lenet
 
 # The layers, their names in messages, and their output shapes for one 1x28x28 image.
 EXPECTED = [
@@ -35,15 +35,6 @@ TOTAL_PARAMETERS = 61706
 IMAGES = 2
 
 
-def lenet():
-    """The grader's own LeNet, into which the student's weights are loaded."""
-    return nn.Sequential(
-        nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2),
-        nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(), nn.AvgPool2d(2), nn.Flatten(),
-        nn.Linear(400, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10),
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def images():
     return torch.rand(IMAGES, 1, 28, 28, generator=generator("lenet images"))
@@ -63,8 +54,11 @@ def check_reproduced(outputs, images):
     with torch.no_grad():
         for index, ((name, _, _), layer, got) in enumerate(zip(EXPECTED, net, outputs["layers"], strict=True)):
             x = layer(x)
+            assert got["output"] is not None, f"{name} (layer {index}) fails on its input: {got.get('error')}"
             difference = (got["output"].double() - x.double()).abs().max().item()
-            assert difference < 1e-4, f"{name} (layer {index}) does not compute what LeNet's {name} does (off by {difference:.3g})"
+            assert difference < 1e-4, (
+                f"{name} (layer {index}) does not compute what LeNet's {name} does (off by {difference:.3g})"
+            )
 
 
 @pytest.mark.points(4)
@@ -74,7 +68,9 @@ def test_layer_output_shapes(outputs, images):
     layers = outputs["layers"]
     for index, ((name, kind, shape), got) in enumerate(zip(EXPECTED, layers, strict=False)):
         assert got["layer"] == kind, f"layer {index} is {got['layer']}, expected {kind} ({name})"
-        assert got["output"] is not None, f"{name} (layer {index}) fails on its input {got.get('input')}: {got.get('error')}"
+        assert got["output"] is not None, (
+            f"{name} (layer {index}) fails on its input {got.get('input')}: {got.get('error')}"
+        )
         got_shape = [1, *got["output"].shape[1:]]
         assert got_shape == [1, *shape], f"{name} output is {got_shape}, expected {[1, *shape]}"
         assert len(got["output"]) == IMAGES, f"{name} returns {len(got['output'])} outputs for {IMAGES} images"

@@ -26,7 +26,9 @@ TRAIN_BATCH, TEST_BATCH = 4, 3  # different sizes tell training passes from eval
 def random_batches(label, count, size):
     """`count` batches (x (size, 1, 8, 8) in [0, 1), y (size,) in 0..9), drawn for this grading."""
     rng = generator(label)
-    return [(torch.rand(size, 1, 8, 8, generator=rng), torch.randint(0, 10, (size,), generator=rng)) for _ in range(count)]
+    return [
+        (torch.rand(size, 1, 8, 8, generator=rng), torch.randint(0, 10, (size,), generator=rng)) for _ in range(count)
+    ]
 
 
 TRAIN = random_batches("train_ch6 train", 2, TRAIN_BATCH)

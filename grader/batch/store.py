@@ -1,0 +1,174 @@
+"""A batch's files: the submissions read once into snapshots, what each was graded with, and the
+ledger that says which stored reports the batch wrote itself.
+
+DIR/.batch/snapshots/<id>/  each submission's files, read before any student code runs
+DIR/.batch/ledger.json      per student: the resume key and the SHA-256 of the report the batch wrote
+DIR/students/<id>/          report.json (the source of the rest), feedback.md, results.json
+
+Resuming trusts only what the batch wrote: a stored report counts only if its bytes still have the
+digest in the ledger, and a snapshot is checked against the digest it was taken with before it is
+graded. The sandboxes see none of these folders; the ledger makes tampering visible even where
+the code ran unisolated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grader
+from grader import render
+from grader.errors import UserError
+from grader.options import GradingOptions
+from grader.report import Report
+from grader.spec import Spec
+from grader.submission import SubmissionProblem, materialize
+
+SUBMISSION_SUFFIXES = (".zip", ".py", ".ipynb")
+STATE = ".batch"  # DIR/.batch: the lock, the ledger and the snapshots
+_PRESENTATION = {"cli.py", "render.py", "release.py", "calibrate.py"}  # reports are re-rendered at each run
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One student's submission: `id` is its name without the suffix."""
+
+    id: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A submission as read at the start: its files, or why they cannot be read."""
+
+    entry: Entry
+    folder: Path | None
+    problem: str
+    digest: str
+
+    def intact(self) -> bool:
+        """Whether the snapshot's files are still those it was taken with."""
+        return self.folder is None or _folder_digest(self.folder) == self.digest
+
+
+def find_entries(folder: Path) -> list[Entry]:
+    """The submissions in `folder`, by name; hidden files and macOS's __MACOSX are not ones."""
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder of submissions")
+    paths = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX")))
+    stems = Counter(_stem(p) for p in paths)
+    return [Entry(_stem(p) if stems[_stem(p)] == 1 else p.name, p) for p in paths]
+
+
+def _stem(path: Path) -> str:
+    return path.stem if path.suffix.lower() in SUBMISSION_SUFFIXES and not path.is_dir() else path.name
+
+
+def grader_key(spec: Spec, options: GradingOptions) -> str:
+    """What the grades depend on besides the submission: a change means grading again.
+
+    That is the grader's version and code (but the modules that only present or start things),
+    the assignment's spec, probes, tests, hidden tests, starter (blanks) and reference, and the
+    options that change scores.
+    """
+    digest = hashlib.sha256(grader.__version__.encode())
+    package = Path(grader.__file__).parent
+    code = [p for p in package.rglob("*.py") if p.name not in _PRESENTATION and "__pycache__" not in p.parts]
+    kit = [spec.root / "assignments" / "conftest.py", spec.root / "assignments" / "pytest.ini"]
+    for folder in (spec.folder, spec.starter_dir, spec.reference_dir):
+        kit += [p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts] if folder.is_dir() else []
+    named = [(f"grader/{p.relative_to(package)}", p) for p in code] + [(str(p.relative_to(spec.root)), p) for p in kit]
+    for name, path in sorted(named):
+        if path.is_file():
+            digest.update(f"\0{name}\0".encode() + path.read_bytes())
+    digest.update(json.dumps(options.scoring(), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def take_snapshot(entry: Entry, spec: Spec, dest: Path) -> Snapshot:
+    """Read a submission's files into `dest` (or say why it cannot be read); a notebook is split into modules."""
+    shutil.rmtree(dest, ignore_errors=True)
+    try:
+        if entry.path.is_symlink():
+            raise SubmissionProblem(f"{entry.path.name} is a symbolic link: hand in the files themselves")
+        copy = materialize(entry.path, spec.files, dest, spec.starter_dir)
+    except (SubmissionProblem, OSError, ValueError) as problem:  # ValueError: undecodable text or JSON
+        text = str(problem) if isinstance(problem, SubmissionProblem) else f"cannot be read: {problem}"
+        return Snapshot(entry, None, text, hashlib.sha256(text.encode()).hexdigest())
+    return Snapshot(entry, copy.folder, "", _folder_digest(copy.folder))
+
+
+def _folder_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        digest.update(f"\0{path.name}\0".encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+class Store:
+    """DIR: the students' reports and the ledger of what this batch wrote."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.ledger_path = out / STATE / "ledger.json"
+        try:
+            self.ledger: dict[str, dict[str, str]] = json.loads(self.ledger_path.read_text())
+        except (OSError, ValueError):
+            self.ledger = {}
+
+    def folder(self, student: str) -> Path:
+        return self.out / "students" / student
+
+    def previous(self, student: str, key: str) -> tuple[Report, str] | None:
+        """A student's earlier report and status, if graded with the same key, by this batch, unchanged
+        since (and not ended by a grader error or a busy machine: those are graded again)."""
+        entry = self.ledger.get(student)
+        if not entry or entry.get("key") != key or entry.get("status") not in ("graded", "unreadable"):
+            return None
+        try:
+            data = (self.folder(student) / "report.json").read_bytes()
+            if hashlib.sha256(data).hexdigest() != entry.get("report"):
+                return None  # changed since the batch wrote it: graded again
+            report = Report.from_json(json.loads(data))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return report, entry["status"]
+
+    def save(self, student: str, report: Report, status: str, key: str, show_hidden: bool) -> None:
+        """The student's files, then their line in the ledger (last: the student is done)."""
+        folder = self.folder(student)
+        folder.mkdir(parents=True, exist_ok=True)
+        document = json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+        write_whole(folder / "report.json", document)
+        write_whole(folder / "feedback.md", render.markdown(report, show_hidden))
+        gradescope = json.dumps(render.gradescope(report, show_hidden), indent=2, ensure_ascii=False) + "\n"
+        write_whole(folder / "results.json", gradescope)
+        self.ledger[student] = {"key": key, "status": status, "report": hashlib.sha256(document.encode()).hexdigest()}
+        write_whole(self.ledger_path, json.dumps(self.ledger, indent=1, sort_keys=True) + "\n")
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write whole or not at all: a batch may be killed at any moment."""
+    partial_path = path.with_name(f".{path.name}.partial")
+    partial_path.write_text(text)
+    os.replace(partial_path, path)
+
+
+@contextlib.contextmanager
+def exclusive(state: Path) -> Iterator[None]:
+    """One batch at a time writes to a gradebook folder."""
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another `grade batch` is writing to {state.parent}") from None
+        yield

@@ -1,0 +1,74 @@
+"""A failed test -> one line that says why, naming the blank still open when there is one.
+
+Pure functions of a test's failure and of what the session knows about the submission. A hidden
+test's reason never carries text that the student's code chose (an exception's message, what it
+printed): a hidden probe could otherwise read the hidden test's own probe and print it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from grader.sandbox.api import SandboxBroken, SubmissionError
+
+NOT_FILLED = "not filled in yet"
+GRADER_FAULT = "the grader's sandbox failed (not your code's doing; this test is graded again)"
+
+
+def test_title(item: pytest.Item) -> str:
+    """A test's display name: its docstring's first line (else its name), plus its case."""
+    func = getattr(item, "function", None)
+    doc = (func.__doc__ or "").strip().splitlines() if func else []
+    title = doc[0].rstrip(".") if doc else item.name.split("[")[0].removeprefix("test_").replace("_", " ")
+    case = getattr(item, "callspec", None)
+    return f"{title} [{case.id}]" if case else title
+
+
+def item_tasks(item: pytest.Item) -> tuple[str, ...]:
+    return tuple(a for m in item.iter_markers("task") for a in m.args)
+
+
+def explain(exc: BaseException, tasks: tuple[str, ...], submission: Any, hidden: bool) -> tuple[str, str]:
+    """(one-line reason, details) for a failed test, naming an open blank when there is one."""
+    # The blanks of the test's first task first: that is the one it is about.
+    if isinstance(exc, SandboxBroken):  # before any blank: it is no fault of the submission's
+        return f"{GRADER_FAULT}: {exc}", ""
+    open_blanks = sorted(submission.blanks_for(tasks), key=lambda blank: tasks.index(blank.task))
+    details = ""
+    if isinstance(exc, SubmissionError):
+        details = "" if hidden else tail(exc.output)
+        at_error = [b for b in submission.open_blanks if (b.file, b.line) in set(exc.frames)]
+        open_blanks = at_error or open_blanks
+    elif isinstance(exc, AssertionError):
+        details = str(exc).partition("\n")[2].strip()
+    if open_blanks:
+        more = len(set(submission.blanks_for(tasks)) - {open_blanks[0]})
+        extra = f" (+{more} more in {', '.join(tasks)})" if more else ""
+        return f"{NOT_FILLED}: {open_blanks[0].describe()}{extra}", details
+    if isinstance(exc, SubmissionError):
+        return (exc.brief if hidden else exc.reason), details
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, pytest.fail.Exception) and first.startswith("Timeout"):
+        return "the test ran past its wall-clock backstop: the grading machine was too busy", ""
+    if isinstance(exc, (AssertionError, pytest.fail.Exception)):  # a test's own verdict
+        return first or "assertion failed", details
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__, details
+
+
+def limit_of(exc: BaseException) -> str:
+    """Which limit a failure tripped ("cpu", "memory", "output", "files", "processes", "backstop"...),
+    "grader" for a failure of the grader's own, or ""."""
+    if isinstance(exc, SubmissionError):
+        return exc.limit or ""
+    if isinstance(exc, SandboxBroken):
+        return "grader"
+    timed_out = isinstance(exc, pytest.fail.Exception) and str(exc).strip().startswith("Timeout")  # pytest-timeout
+    return "backstop" if timed_out else ""
+
+
+def tail(output: str, lines: int = 30) -> str:
+    kept = output.rstrip().splitlines()[-lines:]
+    return ("output (last lines):\n" + "\n".join(kept)) if kept else ""

@@ -1,0 +1,238 @@
+"""One assignment's grading session, on the grader's side: the submission, its sandbox, its budget.
+
+`prepare` reads the submission once into a clean copy, finds the blanks it leaves open, and gives
+it a `Sandbox` on the session's zygote. Tests reach the student's code only through
+`Submission.run(probe, *args)`: the probe (a function of the assignment's probes module) runs in
+the sandbox on the grader's inputs, and each test's CPU budget is shared by the probes it runs.
+A submission whose module cannot be imported (a syntax error, a crash, an endless loop) is found
+by the first probe that imports it: later tests that need that module fail at once, pointing to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grader import blanks as blanks_mod
+from grader import data
+from grader.errors import UserError
+from grader.options import GradingOptions
+from grader.sandbox.api import Sandbox, SubmissionError, Zygote
+from grader.spec import Profile, Spec
+from grader.submission import Materialized, materialize
+from grader.testing import derived_seed, grading_seed
+
+PROBES_PACKAGE = "grader_probes."  # where grader.testing.probes_for puts an assignment's probes
+
+
+@dataclass
+class LoadError:
+    """A student's file that could not be imported: what happened, where, and the line itself."""
+
+    file: str
+    reason: str
+    line: int = 0
+    source: str = ""
+    column: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Submission:
+    """The student's code as a test sees it: probes run in the sandbox; open blanks are known."""
+
+    spec: Spec
+    materialized: Materialized
+    sandbox: Sandbox
+    open_blanks: list[blanks_mod.Blank]
+    total_blanks: int
+    task_files: dict[str, set[str]]
+    load_errors: dict[str, LoadError] = field(default_factory=dict)
+    budget_s: float | None = None  # CPU seconds left to the running test
+    tasks: tuple[str, ...] = ()  # the running test's tasks
+    on_progress: Callable[[dict[str, Any]], None] | None = None  # the running test's progress, for the screen
+
+    def run(self, probe: Callable[..., Any], *args: Any, seed: int = 0) -> Any:
+        """Run `probe(sub, *args)` next to the student's code and return its result, as data.
+
+        The probe gets what is left of the test's CPU budget. `seed` tells apart calls of the same
+        probe that must draw differently.
+        """
+        if not probe.__module__.startswith(PROBES_PACKAGE):
+            raise TypeError(f"{probe.__name__} is not a probe: probes come from grader.testing.probes_for(__file__)")
+        for file in sorted(self.files_needed()):
+            if file in self.load_errors:
+                error = self.load_errors[file]
+                raise SubmissionError(f"{file} could not be loaded ({error.reason}): see the top of the report")
+        budget = self.budget_s if self.budget_s is not None else self.spec.limits.test_timeout_s
+        try:
+            seed = derived_seed(f"{probe.__name__}:{seed}")
+            return self.sandbox.run(probe, *args, cpu_s=max(budget, 1.0), seed=seed, on_progress=self.on_progress)
+        except SubmissionError as failure:
+            if failure.importing and failure.importing not in self.load_errors:
+                self.load_errors[failure.importing] = self._load_error(failure)
+            raise
+        finally:
+            if self.budget_s is not None:
+                self.budget_s -= self.sandbox.last_cpu_s
+
+    def files_needed(self) -> set[str]:
+        """The student's files the running test's tasks live in (all of them, for a test without tasks)."""
+        found = set().union(*(self.task_files.get(task, set()) for task in self.tasks)) if self.tasks else set()
+        return found or set(self.materialized.modules.values())
+
+    def blanks_for(self, tasks: tuple[str, ...]) -> list[blanks_mod.Blank]:
+        return [b for b in self.open_blanks if b.task in tasks]
+
+    def _load_error(self, failure: SubmissionError) -> LoadError:
+        """Where the import failed, with the line from the grader's own copy of the file."""
+        file = failure.importing
+        line, column = failure.syntax or (next((n for f, n in reversed(failure.frames) if f == file), 0), 0)
+        text = self.materialized.source(Path(file).stem) or ""
+        lines = text.splitlines()
+        source = lines[line - 1] if 0 < line <= len(lines) else ""
+        return LoadError(file, failure.reason, line, source.rstrip()[:300], column)
+
+
+@dataclass
+class Assignment:
+    """What one assignment's tests share during a session."""
+
+    spec: Spec
+    profile: Profile
+    submission: Submission
+    source: Path
+    datasets: dict[str, data.Dataset] = field(default_factory=dict)
+
+    def dataset(self, data_dir: str | None) -> data.Dataset:
+        name = self.profile.dataset
+        if name is None:
+            raise UserError(f"the {self.profile.name} profile of {self.spec.name} names no dataset")
+        if name not in self.datasets:
+            self.datasets[name] = data.load(name, data_dir)
+        return self.datasets[name]
+
+
+def resolve_profile(spec: Spec, requested: str, data_dir: str | None) -> Profile:
+    """`auto` is `full` when its device and dataset are both there, else `quick`. A profile asked
+    for by name whose device or dataset is missing is the user's mistake, said before any test runs."""
+    import torch
+
+    if requested != "auto":
+        profile = spec.profile(requested)
+        if profile.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--profile {requested} needs a CUDA GPU, and there is none here (try --profile quick)")
+        if profile.dataset and not data.available(profile.dataset, data_dir):
+            where = data.data_dir(data_dir)
+            raise UserError(f"--profile {requested} needs {data.title(profile.dataset)} in {where} (or --download)")
+        return profile
+    full = spec.profile("full")
+    if full.device.startswith("cuda") and not torch.cuda.is_available():
+        return spec.profile("quick")
+    return full if full.dataset is None or data.available(full.dataset, data_dir) else spec.profile("quick")
+
+
+def prepare(spec: Spec, options: GradingOptions, source: Path, scratch: Path, zygote: Zygote) -> Assignment:
+    """Read the submission into `scratch`, find its open blanks, give it a sandbox on `zygote`."""
+    profile = resolve_profile(spec, options.profile, options.data_dir)
+    materialized = materialize(source.expanduser().resolve(), spec.files, scratch / "submission", spec.starter_dir)
+    all_blanks = blanks_mod.assignment_blanks(spec.starter_dir, spec.reference_dir, spec.files)
+    open_blanks = []
+    for file in spec.files:
+        text = materialized.source(Path(file).stem)
+        if text is not None:
+            starter = (spec.starter_dir / file).read_text()
+            mine = [b for b in all_blanks if b.file == file]
+            open_blanks += blanks_mod.open_blanks(starter, mine, text, file)
+    task_files: dict[str, set[str]] = {}
+    for blank in all_blanks:
+        module = materialized.modules.get(Path(blank.file).stem)
+        if module:
+            task_files.setdefault(blank.task, set()).add(module)
+    files = {name: (materialized.folder / name).read_bytes() for name in set(materialized.modules.values())}
+    sandbox = Sandbox(
+        files,
+        dict(materialized.modules),
+        zygote,
+        options.apply(spec.limits),
+        profile.device,
+        options.gpu_fraction,
+    )
+    submission = Submission(spec, materialized, sandbox, open_blanks, len(all_blanks), task_files)
+    return Assignment(spec, profile, submission, source)
+
+
+def default_threads(options: GradingOptions) -> int:
+    return options.threads or len(os.sched_getaffinity(0))
+
+
+class Grading:
+    """The pytest session's state: the options, the sandbox's zygote, each assignment once prepared,
+    the tests collected, and the records sent so far."""
+
+    def __init__(
+        self,
+        options: GradingOptions,
+        records: Any,
+        zygote: Zygote | None,
+        submission: str | None,
+        own_zygote: bool = True,
+    ):
+        self.options = options
+        self.own_zygote = own_zygote  # else a warm worker's, which outlives this session
+        self.records = records
+        self.zygote = zygote
+        self.submission = submission
+        self.scratch = Path(tempfile.mkdtemp(prefix="grader-"))
+        self.assignments: dict[str, Assignment] = {}
+        self.tests: dict[str, dict[str, Any]] = {}
+        self.earned = 0.0
+        self.deselected: list[Any] = []
+        self.sent_load_errors: set[tuple[str, str]] = set()
+
+    def assignment_of(self, spec: Spec) -> Assignment:
+        if spec.name not in self.assignments:
+            if self.zygote is None:
+                raise UserError("the sandbox was not started (pytest --collect-only?)")
+            source = Path(self.submission or spec.starter_dir)
+            assignment = prepare(spec, self.options, source, self.scratch / spec.name, self.zygote)
+            self.assignments[spec.name] = assignment
+            sub = assignment.submission
+            self.records.send(
+                "session",
+                assignment=spec.name,
+                title=spec.title,
+                profile=assignment.profile.name,
+                device=assignment.profile.device,
+                dataset=data.title(assignment.profile.dataset) if assignment.profile.dataset else "no dataset",
+                submission=str(source),
+                submission_kind=sub.materialized.kind,
+                missing_files=list(sub.materialized.missing),
+                blanks={"total": sub.total_blanks, "open": [b.describe() for b in sub.open_blanks]},
+                isolation=self.zygote.isolation,
+                min_accuracy=assignment.profile.min_accuracy,
+                calibrated=assignment.profile.calibrated,
+                seed=grading_seed(),
+            )
+        return self.assignments[spec.name]
+
+    def send_new_load_errors(self) -> None:
+        for name, assignment in self.assignments.items():
+            for file, error in assignment.submission.load_errors.items():
+                if (name, file) not in self.sent_load_errors:
+                    self.sent_load_errors.add((name, file))
+                    self.records.send("load_error", assignment=name, **error.to_json())
+
+    def close(self) -> None:
+        if self.zygote is not None and self.own_zygote:
+            self.zygote.close()
+        self.records.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)

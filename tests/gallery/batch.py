@@ -1,0 +1,35 @@
+"""Grade the whole gallery in one batch, in a process of its own (as root, or as a normal user):
+
+    python -m tests.gallery.batch FOLDER PORT
+
+FOLDER/submissions holds the hand-ins built from gallery.toml, FOLDER/grades the gradebook."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from grader.batch.run import run_batch
+from grader.options import GradingOptions
+from grader.spec import load_spec
+from tests.gallery import ENTRIES, LIMITS, build
+
+# The accuracy test only trains the reference for a minute: it tells nothing about hostile code.
+OPTIONS = GradingOptions(profile="quick", marks="not accuracy", limits=LIMITS, allow_unisolated=False)
+
+
+def main() -> None:
+    folder, port = Path(sys.argv[1]), int(sys.argv[2])
+    spec = load_spec("assignment2", Path(__file__).resolve().parents[2])
+    submissions, out = folder / "submissions", folder / "grades"
+    submissions.mkdir(parents=True)
+    for entry in ENTRIES.values():
+        build(entry, spec, submissions, out, port)
+    run_batch(spec, submissions, out, OPTIONS, workers=2, console=Console(file=io.StringIO()))
+
+
+if __name__ == "__main__":
+    main()
