@@ -1,7 +1,9 @@
 """Counting parameters and memory (counting.py): the slides' small CNN against their large MLP.
 
-Expected counts come from PyTorch's own layers, built here on the meta device (shapes, no memory),
-and from the layer formulas written out below; the slides' totals are checked against them.
+Expected counts come from PyTorch's own layers, built here (the large ones on the meta device:
+shapes, no memory), on layer sizes drawn for this grading next to the slides' own; the slides'
+totals are checked against them. The SmallCNN's weights come back and are loaded into the
+grader's own copy of the slides' CNN, which must reproduce the logits the student's model gave.
 """
 
 import pytest
@@ -9,6 +11,9 @@ import torch
 from torch import nn
 
 from grader.sandbox import SubmissionError
+from grader.testing import generator, load_in_order, probes_for
+
+probes = probes_for(__file__)
 
 # Per layer, weights + biases (the slides' annotations).
 SMALL_CNN_LAYERS = {
@@ -26,60 +31,63 @@ BIG_MLP_LAYERS = {
 }
 SMALL_CNN_TOTAL, BIG_MLP_TOTAL = 1_257_014, 1_515_392_110  # the slides' totals
 SLIDES_GB = {"SmallCNN": 0.004683, "BigMLP": 5.645276}  # what the slides print, in their "GB"
-HUGE = 50_000  # a HUGE x HUGE Linear layer: 2.5 billion float32 parameters, 10 GB
+DTYPES = ["float32", "float64", "float16"]
+IMAGES = 3  # the SmallCNN's logits are checked on this many images
 
 
-def each(sub, function, cases):
-    """Probe: sub.counting.<function>(*args) for each args in cases, in one sandbox run."""
-    return [getattr(sub.counting, function)(*args) for args in cases]
+def randint(rng, low, high):
+    """A whole number in low..high (both included), drawn from rng."""
+    return int(torch.randint(low, high + 1, (1,), generator=rng))
 
 
-def constant(sub, name):
-    """Probe: the value of sub.counting.<name>."""
-    return getattr(sub.counting, name)
+class SmallCNN(nn.Module):
+    """The grader's own copy of the slides' CNN, into which the student's weights are loaded."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(4, 8, kernel_size=3, padding=1)
+        self.conv3 = nn.Conv2d(8, 16, kernel_size=3, padding=1)
+        self.fc_layer = nn.Sequential(nn.Linear(16 * 28 * 28, 100), nn.ReLU(), nn.Linear(100, 10))
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = torch.relu(self.conv3(x))
+        return self.fc_layer(torch.flatten(x, 1))
 
 
-def mixed_model(dtype=torch.float32):
-    """A frozen conv layer, BatchNorm (its running statistics are buffers, not parameters) and two Linear layers."""
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 3),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(8 * 6 * 6, 10),
-        nn.Linear(10, 4, bias=False),
-    ).to(dtype)
-    model[0].requires_grad_(False)
-    return model
+class BigMLP(nn.Module):
+    """The grader's own copy of the slides' MLP (with Linear(1000, 100), as their count needs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear1 = nn.Linear(3 * 224 * 224, 10_000)
+        self.linear2 = nn.Linear(10_000, 1_000)
+        self.linear3 = nn.Linear(1_000, 100)
+        self.output = nn.Linear(100, 10)
 
 
-def measure_mixed(sub, function, dtypes):
-    """Probe: count_parameters or model_size_bytes of the mixed model, in each dtype."""
-    return [getattr(sub.counting, function)(mixed_model(dtype)) for dtype in dtypes]
-
-
-def layer_counts(model):
-    """The parameters of each leaf module that has some, by name."""
+def mixed_config(label):
+    """The sizes of probes.mixed_model, drawn for this grading."""
+    rng = generator(label)
     return {
-        name: sum(p.numel() for p in module.parameters())
-        for name, module in model.named_modules()
-        if not list(module.children()) and list(module.parameters())
+        "in_channels": randint(rng, 1, 4),
+        "channels": randint(rng, 2, 16),
+        "kernel_size": randint(rng, 1, 5),
+        "features": randint(rng, 10, 300),
+        "hidden": randint(rng, 5, 50),
+        "classes": randint(rng, 2, 10),
     }
 
 
-def small_cnn(sub):
-    """Probe: the SmallCNN's parameters per layer and its output shape for 2 images."""
-    model = sub.counting.SmallCNN()
-    with torch.no_grad():
-        shape = list(model(torch.rand(2, 1, 28, 28)).shape)
-    return {"layers": layer_counts(model), "shape": shape}
-
-
-def big_mlp(sub):
-    """Probe: the BigMLP, built here on the meta device: its parameters per layer, and where they are."""
-    with torch.device("meta"):
-        model = sub.counting.BigMLP()
-    return {"layers": layer_counts(model), "meta": all(p.is_meta for p in model.parameters())}
+def layer_counts(shapes):
+    """The parameters of each layer, by name, from (parameter name, shape) pairs in order."""
+    counts = {}
+    for name, shape in shapes:
+        layer = name.rpartition(".")[0]
+        counts[layer] = counts.get(layer, 0) + int(torch.Size(shape).numel())
+    return counts
 
 
 def check_layers(model_name, got, expected):
@@ -91,110 +99,153 @@ def check_layers(model_name, got, expected):
     assert total == expected_total, f"{model_name} has {total:,} parameters, expected {expected_total:,}"
 
 
-def huge_linear():
-    return nn.Linear(HUGE, HUGE)
-
-
-def huge_on_meta(sub):
-    """Probe: on_meta(huge_linear): where its parameters are, and their shapes."""
-    model = sub.counting.on_meta(huge_linear)
-    return {"devices": sorted({p.device.type for p in model.parameters()}), "shape": list(model.weight.shape)}
-
-
-def slides_models(sub, name):
-    """Probe: count_parameters and model_size_bytes of the slides' model `name` (the MLP on the meta device)."""
-    with torch.device("meta" if name == "BigMLP" else "cpu"):
-        model = getattr(sub.counting, name)()
-    return {"count": sub.counting.count_parameters(model), "bytes": sub.counting.model_size_bytes(model)}
+def number(value):
+    """A count as a message shows it: 1,257,014; anything else as it came back."""
+    return f"{value:,}" if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
 
 
 @pytest.mark.points(1)
 @pytest.mark.task("conv2d_parameters")
 def test_conv2d_parameters(submission):
     """conv2d_parameters: as many as nn.Conv2d has"""
-    cases = [(1, 4, 3), (8, 16, 3), (3, 32, 7), (3, 6, (3, 5)), (16, 8, 3, False)]
-    for case, got in zip(cases, submission.run(each, "conv2d_parameters", cases), strict=True):
+    rng = generator("conv2d_parameters")
+    cases = [(3, 32, 7)]  # the notebook's layer, then layers drawn for this grading
+    cases.append((randint(rng, 1, 64), randint(rng, 1, 128), randint(rng, 1, 7)))
+    cases.append((randint(rng, 1, 64), randint(rng, 1, 128), (randint(rng, 1, 7), randint(rng, 1, 7))))
+    cases.append((randint(rng, 1, 64), randint(rng, 1, 128), randint(rng, 1, 7), False))
+    for case, got in zip(cases, submission.run(probes.each, "counting", "conv2d_parameters", cases), strict=True):
         in_channels, out_channels, kernel_size, *bias = case
         layer = nn.Conv2d(in_channels, out_channels, kernel_size, bias=bias[0] if bias else True, device="meta")
         expected = sum(p.numel() for p in layer.parameters())
-        assert got == expected, f"conv2d_parameters{case} is {got}, expected {expected:,}"
+        assert got == expected, f"conv2d_parameters{case} is {number(got)}, expected {expected:,}"
 
 
 @pytest.mark.points(1)
 @pytest.mark.task("linear_parameters")
 def test_linear_parameters(submission):
     """linear_parameters: as many as nn.Linear has"""
-    cases = [(16 * 28 * 28, 100), (100, 10), (3 * 224 * 224, 10_000), (1_000, 100, False)]
-    for case, got in zip(cases, submission.run(each, "linear_parameters", cases), strict=True):
+    rng = generator("linear_parameters")
+    cases = [(3 * 224 * 224, 10_000)]  # the MLP's first layer, then layers drawn for this grading
+    cases.append((randint(rng, 1, 20_000), randint(rng, 1, 2_000)))
+    cases.append((randint(rng, 1, 20_000), randint(rng, 1, 2_000), False))
+    for case, got in zip(cases, submission.run(probes.each, "counting", "linear_parameters", cases), strict=True):
         expected = sum(p.numel() for p in nn.Linear(*case, device="meta").parameters())
-        assert got == expected, f"linear_parameters{case} is {got}, expected {expected:,}"
+        assert got == expected, f"linear_parameters{case} is {number(got)}, expected {expected:,}"
 
 
 @pytest.mark.points(1)
 @pytest.mark.task("count_parameters")
 def test_count_parameters(submission):
     """count_parameters: every parameter, frozen ones included, buffers excluded"""
-    (got,) = submission.run(measure_mixed, "count_parameters", [torch.float32])
-    model = mixed_model()
+    config = mixed_config("count_parameters model")
+    (got,) = submission.run(probes.measure_mixed, "count_parameters", config, ["float32"])
+    model = probes.mixed_model(config)
     expected = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() for b in model.buffers())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert got != expected + buffers, (
-        f"count_parameters gives {got:,}: it counts BatchNorm's {buffers} buffer values too"
+        f"count_parameters gives {number(got)}: it counts BatchNorm's {buffers} buffer values too"
     )
-    assert got != trainable, f"count_parameters gives {got:,}: it leaves out the frozen conv layer's parameters"
-    assert got == expected, f"count_parameters gives {got}, expected {expected:,}"
+    assert got != trainable, f"count_parameters gives {number(got)}: it leaves out the frozen conv layer's parameters"
+    assert got == expected, f"count_parameters gives {number(got)}, expected {expected:,}"
 
 
 @pytest.mark.points(1)
 @pytest.mark.task("model_size_bytes")
 def test_model_size_bytes(submission):
     """model_size_bytes: elements times element size, in float32, float64 and float16"""
-    dtypes = [torch.float32, torch.float64, torch.float16]
-    for dtype, got in zip(dtypes, submission.run(measure_mixed, "model_size_bytes", dtypes), strict=True):
-        parameters = list(mixed_model(dtype).parameters())
+    config = mixed_config("model_size_bytes model")
+    got_all = submission.run(probes.measure_mixed, "model_size_bytes", config, DTYPES)
+    for dtype, got in zip(DTYPES, got_all, strict=True):
+        parameters = list(probes.mixed_model(config, dtype).parameters())
         count = sum(p.numel() for p in parameters)
         expected = sum(p.numel() * p.element_size() for p in parameters)
-        assert got != count, f"model_size_bytes gives {got:,}, the number of parameters: multiply by bytes per element"
-        assert got != 4 * count or dtype == torch.float32, (
-            f"model_size_bytes gives {got:,} for {dtype}: it assumes 4 bytes per element, ask element_size()"
+        assert got != count, (
+            f"model_size_bytes gives {number(got)}, the number of parameters: multiply by bytes per element"
         )
-        assert got == expected, f"model_size_bytes gives {got} for {count:,} {dtype} parameters, expected {expected:,}"
+        assert got != 4 * count or dtype == "float32", (
+            f"model_size_bytes gives {number(got)} for torch.{dtype}: it assumes 4 bytes per element,"
+            " ask element_size()"
+        )
+        assert got == expected, (
+            f"model_size_bytes gives {number(got)} for {count:,} torch.{dtype} parameters, expected {expected:,}"
+        )
+
+
+def by_my_names(model, state):
+    """The returned state in the order of the grader's model when it holds the same names (layers
+    declared in another order), else as it came back (load_in_order then goes by position)."""
+    names = list(model.state_dict())
+    if isinstance(state, dict) and set(state) == set(names):
+        return {name: state[name] for name in names}
+    return state
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("SmallCNN")
 def test_small_cnn(submission):
     """SmallCNN: 1,257,014 parameters, layer by layer, and 10 logits"""
-    assert sum(SMALL_CNN_LAYERS.values()) == SMALL_CNN_TOTAL  # the slides' total holds
-    got = submission.run(small_cnn)
-    check_layers("SmallCNN", got["layers"], SMALL_CNN_LAYERS)
-    assert got["shape"] == [2, 10], f"SmallCNN maps 2 images to {got['shape']}, expected [2, 10]"
+    mine = SmallCNN()
+    counts = layer_counts((name, list(p.shape)) for name, p in mine.named_parameters())
+    assert counts == SMALL_CNN_LAYERS and sum(counts.values()) == SMALL_CNN_TOTAL  # the slides' figures hold
+    x = torch.rand(IMAGES, 1, 28, 28, generator=generator("SmallCNN images"))
+    got = submission.run(probes.small_cnn, x)
+    state = got["state"]
+    assert isinstance(state, dict), "SmallCNN's weights did not come back as a state dict"
+    check_layers("SmallCNN", layer_counts((name, list(t.shape)) for name, t in state.items()), SMALL_CNN_LAYERS)
+    logits = got["logits"]
+    shape = list(logits.shape) if isinstance(logits, torch.Tensor) else logits
+    assert shape == [IMAGES, 10], f"SmallCNN maps {IMAGES} images to {shape}, expected [{IMAGES}, 10]"
+    problem = load_in_order(mine, by_my_names(mine, state))
+    assert not problem, f"SmallCNN: {problem}"
+    with torch.no_grad():
+        expected = mine(x)
+    error = (logits.double() - expected.double()).abs().nan_to_num(nan=float("inf")).max().item()
+    assert error < 1e-4, (
+        f"SmallCNN's logits differ by up to {error:.3g} from the slides' CNN with the same weights: three 3x3"
+        " convolutions with padding 1, each followed by ReLU, then flatten, Linear, ReLU, Linear"
+    )
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("BigMLP")
 def test_big_mlp(submission):
     """BigMLP: 1,515,392,110 parameters, layer by layer, built on the meta device"""
-    assert sum(BIG_MLP_LAYERS.values()) == BIG_MLP_TOTAL  # with Linear(1000, 100): the slides' total holds
-    got = submission.run(big_mlp)
-    check_layers("BigMLP", got["layers"], BIG_MLP_LAYERS)
-    assert got["meta"], "some BigMLP parameters are not on the meta device: do not give the layers a device"
+    with torch.device("meta"):
+        mine = BigMLP()
+    expected_shapes = [(name, list(p.shape)) for name, p in mine.named_parameters()]
+    counts = layer_counts(expected_shapes)
+    assert counts == BIG_MLP_LAYERS and sum(counts.values()) == BIG_MLP_TOTAL  # with Linear(1000, 100): it holds
+    got = submission.run(probes.big_mlp)
+    shapes = [(name, list(shape)) for name, shape in got["shapes"]]
+    check_layers("BigMLP", layer_counts(shapes), BIG_MLP_LAYERS)
+    for (name, shape), (_, expected) in zip(shapes, expected_shapes, strict=False):
+        assert shape == expected, f"BigMLP's {name} is {shape}, expected {expected} (out_features, in_features)"
+    assert got["meta"] is True, "some BigMLP parameters are not on the meta device: do not give the layers a device"
 
 
 @pytest.mark.points(1)
 @pytest.mark.task("on_meta")
 def test_on_meta(submission):
-    """on_meta: builds a 10 GB layer without allocating it"""
+    """on_meta: builds a Linear layer of 6 to 15 GB without allocating it"""
+    rng = generator("on_meta")
+    in_features, out_features = randint(rng, 40_000, 60_000), randint(rng, 40_000, 60_000)
+    with torch.device("meta"):  # the grader's own, on the meta device too
+        mine = nn.Linear(in_features, out_features)
+    expected = [list(p.shape) for p in mine.parameters()]
+    gigabytes = sum(p.numel() * p.element_size() for p in mine.parameters()) / 1e9
     try:
-        got = submission.run(huge_on_meta)
+        got = submission.run(probes.huge_on_meta, in_features, out_features)
     except SubmissionError as error:
         assert error.limit != "memory", (
-            f"on_meta allocated the {HUGE:,} x {HUGE:,} layer's 10 GB: build the model on the meta device"
+            f"on_meta allocated the {in_features:,} x {out_features:,} layer's {gigabytes:.1f} GB:"
+            " build the model on the meta device"
         )
         raise
     assert got["devices"] == ["meta"], f"on_meta built parameters on {got['devices']}, expected ['meta']"
-    assert got["shape"] == [HUGE, HUGE], f"on_meta built a weight of shape {got['shape']}, expected [{HUGE}, {HUGE}]"
+    assert got["shapes"] == expected, (
+        f"on_meta built parameters of shapes {got['shapes']}, expected {expected}: the model that make() builds"
+    )
 
 
 @pytest.mark.points(1)
@@ -204,17 +255,21 @@ def test_on_meta(submission):
 )
 def test_slides_models_counted(submission, name):
     """count_parameters and model_size_bytes: the slides' two models in float32"""
-    count = SMALL_CNN_TOTAL if name == "SmallCNN" else BIG_MLP_TOTAL
-    got = submission.run(slides_models, name)
-    assert got["count"] == count, f"count_parameters({name}()) is {got['count']:,}, expected {count:,}"
-    assert got["bytes"] == 4 * count, f"model_size_bytes({name}()) is {got['bytes']:,}, expected {4 * count:,}"
+    with torch.device("meta"):
+        mine = SmallCNN() if name == "SmallCNN" else BigMLP()
+    count = sum(p.numel() for p in mine.parameters())
+    size = sum(p.numel() * p.element_size() for p in mine.parameters())
+    assert count == (SMALL_CNN_TOTAL if name == "SmallCNN" else BIG_MLP_TOTAL)  # the slides' totals hold
+    got = submission.run(probes.slides_models, name)
+    assert got["count"] == count, f"count_parameters({name}()) is {number(got['count'])}, expected {count:,}"
+    assert got["bytes"] == size, f"model_size_bytes({name}()) is {number(got['bytes'])}, expected {size:,}"
 
 
 @pytest.mark.points(1)
 @pytest.mark.task("BYTES_PER_GB")
 def test_bytes_per_gb(submission):
     """BYTES_PER_GB: the slides' 0.004683 GB and 5.645276 GB"""
-    gb = submission.run(constant, "BYTES_PER_GB")
+    gb = submission.run(probes.constant, "counting", "BYTES_PER_GB")
     assert isinstance(gb, (int, float)) and gb > 0, f"BYTES_PER_GB is {gb!r}, expected a number of bytes"
     for name, count in (("SmallCNN", SMALL_CNN_TOTAL), ("BigMLP", BIG_MLP_TOTAL)):
         size = round(4 * count / gb, 6)

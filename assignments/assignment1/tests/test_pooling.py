@@ -1,12 +1,17 @@
 """Pooling (pooling.py): max and average pooling by hand, and depth-wise max pooling.
 
-Expected values come from F.max_pool2d and F.avg_pool2d, or from plain loops written here. Global
-average pooling is checked in test_library_calls.py, with the tool each way must use.
+Expected values come from F.max_pool2d and F.avg_pool2d, or from plain loops written here, on
+inputs drawn for this grading (next to the walk-through's 4x4 map). Global average pooling is
+checked in test_library_calls.py, with the tool each way must use.
 """
 
 import pytest
 import torch
 import torch.nn.functional as F
+
+from grader.testing import generator, probes_for
+
+probes = probes_for(__file__)
 
 # The walk-through's 4x4 feature map: 2x2 max pooling with stride 2 gives [[2, 1], [1, 2]].
 EXAMPLE = [[2, 1, 0, 0], [1, 2, 1, 0], [0, 1, 2, 1], [0, 0, 1, 2]]
@@ -26,24 +31,23 @@ DEPTH_CASES = {
 }
 
 
-def pool(sub, function, x, *args):
-    """Probe: sub.pooling.<function>(x, *args)."""
-    out = getattr(sub.pooling, function)(x, *args)
-    return out.detach() if isinstance(out, torch.Tensor) else out
-
-
-def depth_pool(sub, x, kernel_size, stride, padding):
-    """Probe: DepthMaxPool2d(kernel_size, stride, padding) on x."""
-    out = sub.pooling.DepthMaxPool2d(kernel_size, stride, padding)(x)
-    return out.detach() if isinstance(out, torch.Tensor) else out
-
-
 def shape_of(out):
-    return list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    return list(out.shape) if isinstance(out, torch.Tensor) else out if isinstance(out, str) else type(out).__name__
 
 
-def random_batch(shape, seed=0):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+def random_batch(shape, label):
+    return torch.randn(shape, generator=generator(label))
+
+
+def pool(submission, function, x, *args):
+    """sub.pooling.<function>(x, *args), in the sandbox."""
+    (out,) = submission.run(probes.each, "pooling", function, [(x, *args)])
+    return out
+
+
+def max_error(got, expected):
+    """The largest absolute difference; a NaN anywhere is as far as can be."""
+    return (got.double() - expected.double()).abs().nan_to_num(nan=float("inf")).max().item()
 
 
 def check_pool(got, expected, name, where):
@@ -51,30 +55,34 @@ def check_pool(got, expected, name, where):
     assert shape_of(got) == list(expected.shape), (
         f"{name} output is {shape_of(got)}, expected {list(expected.shape)} ({where}){hint}"
     )
-    error = (got - expected).abs().max().item()
+    error = max_error(got, expected)
     assert error < 1e-5, f"{name} differs from F.{name} by up to {error:.3g} ({where})"
+
+
+def check_examples(submission, name, expected_example):
+    """The walk-through's 4x4 map, then a 4x4 map of small whole numbers drawn for this grading."""
+    library = getattr(F, name)
+    x = torch.tensor(EXAMPLE, dtype=torch.float32)[None, None]
+    drawn = torch.randint(0, 4, (1, 1, 4, 4), generator=generator(f"{name} example")).float()
+    assert library(x, 2)[0, 0].tolist() == expected_example  # the walk-through's figures hold
+    got, got_drawn = submission.run(probes.each, "pooling", name, [(x, 2), (drawn, 2)])
+    check_pool(got, library(x, 2), name, "the 4x4 example, 2x2 windows, default stride")
+    where = f"the 4x4 map {drawn[0, 0].int().tolist()}, 2x2 windows, default stride"
+    check_pool(got_drawn, library(drawn, 2), name, where)
 
 
 @pytest.mark.points(1)
 @pytest.mark.task("max_pool2d", "windows")
 def test_max_pool_example(submission):
     """max_pool2d: the walk-through's 4x4 map gives [[2, 1], [1, 2]]"""
-    x = torch.tensor(EXAMPLE, dtype=torch.float32)[None, None]
-    expected = F.max_pool2d(x, 2)
-    assert expected[0, 0].tolist() == [[2, 1], [1, 2]]
-    got = submission.run(pool, "max_pool2d", x, 2)
-    check_pool(got, expected, "max_pool2d", "the 4x4 example, 2x2 windows, default stride")
+    check_examples(submission, "max_pool2d", [[2, 1], [1, 2]])
 
 
 @pytest.mark.points(1)
 @pytest.mark.task("avg_pool2d", "windows")
 def test_avg_pool_example(submission):
     """avg_pool2d: the walk-through's 4x4 map gives [[1.5, 0.25], [0.25, 1.5]]"""
-    x = torch.tensor(EXAMPLE, dtype=torch.float32)[None, None]
-    expected = F.avg_pool2d(x, 2)
-    assert expected[0, 0].tolist() == [[1.5, 0.25], [0.25, 1.5]]
-    got = submission.run(pool, "avg_pool2d", x, 2)
-    check_pool(got, expected, "avg_pool2d", "the 4x4 example, 2x2 windows, default stride")
+    check_examples(submission, "avg_pool2d", [[1.5, 0.25], [0.25, 1.5]])
 
 
 @pytest.mark.points(2)
@@ -83,8 +91,8 @@ def test_avg_pool_example(submission):
 def test_max_pool_matches(submission, case):
     """max_pool2d: equals F.max_pool2d on random inputs"""
     shape, kernel_size, stride = POOL_CASES[case]
-    x = random_batch(shape)
-    got = submission.run(pool, "max_pool2d", x, kernel_size, stride)
+    x = random_batch(shape, f"max_pool2d {case}")
+    got = pool(submission, "max_pool2d", x, kernel_size, stride)
     where = f"x {list(shape)}, {case}" + (", default stride" if stride is None else "")
     check_pool(got, F.max_pool2d(x, kernel_size, stride), "max_pool2d", where)
 
@@ -95,8 +103,8 @@ def test_max_pool_matches(submission, case):
 def test_avg_pool_matches(submission, case):
     """avg_pool2d: equals F.avg_pool2d on random inputs"""
     shape, kernel_size, stride = POOL_CASES[case]
-    x = random_batch(shape)
-    got = submission.run(pool, "avg_pool2d", x, kernel_size, stride)
+    x = random_batch(shape, f"avg_pool2d {case}")
+    got = pool(submission, "avg_pool2d", x, kernel_size, stride)
     where = f"x {list(shape)}, {case}" + (", default stride" if stride is None else "")
     check_pool(got, F.avg_pool2d(x, kernel_size, stride), "avg_pool2d", where)
 
@@ -121,8 +129,8 @@ def depth_max_pool(x, kernel_size, stride, padding):
 def test_depth_max_pool(submission, case):
     """DepthMaxPool2d: the max over neighbouring channels, at every pixel"""
     channels, kernel_size, stride, padding = DEPTH_CASES[case]
-    x = random_batch((2, channels, 5, 4))
-    got = submission.run(depth_pool, x, kernel_size, stride, padding)
+    x = random_batch((2, channels, 5, 4), f"DepthMaxPool2d {case}")
+    got = submission.run(probes.depth_pool, x, kernel_size, stride, padding)
     expected = depth_max_pool(x, kernel_size, stride, padding)
     assert shape_of(got) == list(expected.shape), (
         f"DepthMaxPool2d output is {shape_of(got)}, expected {list(expected.shape)} (x [2, {channels}, 5, 4], {case})"
@@ -134,10 +142,12 @@ def test_depth_max_pool(submission, case):
 @pytest.mark.task("DepthMaxPool2d")
 def test_depth_max_pool_on_a_permuted_crop(submission):
     """DepthMaxPool2d: works on a non-contiguous crop of permuted images, as in the notebook"""
-    # The notebook's images are (N, H, W, C) permuted to (N, C, H, W), then cropped: not contiguous.
-    images = random_batch((2, 20, 30, 3)).permute(0, 3, 1, 2)[:, :, 5:15, 5:25]
-    assert not images.is_contiguous()
-    got = submission.run(depth_pool, images, 3, None, 0)
-    expected = images.amax(dim=1, keepdim=True)  # 3 channels, kernel 3: the max over R, G and B
-    assert shape_of(got) == [2, 1, 10, 20], f"DepthMaxPool2d output is {shape_of(got)}, expected [2, 1, 10, 20]"
-    assert torch.equal(got, expected), "DepthMaxPool2d differs from the max over R, G and B"
+    # The notebook's images are (N, H, W, C) permuted to (N, C, H, W), then cropped: the probe does it.
+    images = random_batch((2, 20, 30, 3), "DepthMaxPool2d permuted")
+    crop = (5, 5, 10, 20)  # top, left, height, width
+    got = submission.run(probes.depth_pool_permuted, images, *crop, 3)
+    assert got["contiguous"] is False, "the probe's crop was contiguous"  # the grader's own setup
+    expected = probes.permuted_crop(images, *crop).amax(dim=1, keepdim=True)  # kernel 3: the max over R, G, B
+    out = got["out"]
+    assert shape_of(out) == [2, 1, 10, 20], f"DepthMaxPool2d output is {shape_of(out)}, expected [2, 1, 10, 20]"
+    assert torch.equal(out, expected), "DepthMaxPool2d differs from the max over R, G and B"

@@ -1,7 +1,11 @@
 """The models of cnn.py: MnistCNN, MnistCNN3, feature_maps and HighAccuracyCNN.
 
-The probes build the student's model and run random images through it, with hooks on every
-layer; the tests compare with shapes, parameter counts and forward passes computed here.
+The probe builds the student's model and runs random images, drawn for this grading, through it:
+it returns the model's weights and the input and output of every call of its layers. The grader
+loads those weights into its own copy of the architecture (the statement fixes it) and recomputes
+here: a shape, a parameter count or a forward pass is only believed when the weights reproduce it.
+What runs between the layers with weights (torch.relu or nn.ReLU, nn.MaxPool2d or F.max_pool2d,
+torch.flatten or nn.Flatten) is the student's choice: only what it computes is checked.
 """
 
 import math
@@ -11,8 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# (layer, output shape) of each layer call, in order, for one 1x28x28 image. `pool` is one
-# MaxPool2d used after every convolution: 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5 (floor).
+from grader.testing import generator, load_in_order, probes_for
+
+probes = probes_for(__file__)
+
+# Each stage of the forward pass and its output shape for one 1x28x28 image: the statement's
+# table. 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5 (floor). A stage without weights (pool,
+# flatten, dropout) is seen in the input of the next layer with weights.
 MNIST_CNN_LAYERS = [
     ("conv1", [1, 16, 26, 26]),
     ("pool", [1, 16, 13, 13]),
@@ -42,183 +51,294 @@ HIGH_ACCURACY_PARAMETERS = {
     "fc1": 12544 * 128 + 128,
     "fc2": 128 * 10 + 10,
 }
-DROPOUT = {"dropout1": 0.25, "dropout2": 0.5}
+DROPOUT = {"dropout1": ("fc1", 0.25), "dropout2": ("fc2", 0.5)}  # each dropout, the layer it feeds, its rate
+IMAGES, HIGH_ACCURACY_IMAGES, DROPOUT_IMAGES = 4, 2, 8
 
 
-def trace(sub, class_name):
-    """Probe: the layer calls of one forward pass of a new `class_name` on a random 1x1x28x28 image.
+class LessonCNN(nn.Module):
+    """The grader's own MnistCNN, or MnistCNN3 with `three`: [conv -> ReLU -> max pool] x 2 (or 3) -> fc1."""
 
-    Each call: {"layer": attribute name, "input": shape, "shape": output shape, None if it raised}.
-    Also: the error that ended the pass, if any, and each layer's type, parameter count and dropout p.
-    """
-    model = getattr(sub.cnn, class_name)().eval()
-    calls = []
-    for name, layer in model.named_children():
-        layer.register_forward_pre_hook(
-            lambda m, args, name=name: calls.append({"layer": name, "input": list(args[0].shape), "shape": None})
-        )
-        layer.register_forward_hook(lambda m, args, out: calls[-1].update(shape=list(out.shape)))
-    error = None
-    try:
-        with torch.no_grad():
-            model(torch.rand(1, 1, 28, 28))
-    except Exception as exc:
-        error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    layers = {
-        name: {
-            "type": type(layer).__name__,
-            "parameters": sum(p.numel() for p in layer.parameters()),
-            "p": getattr(layer, "p", None),
-        }
-        for name, layer in model.named_children()
-    }
-    return {"calls": calls, "error": error, "layers": layers}
+    def __init__(self, three: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3)
+        self.conv2 = nn.Conv2d(16, 32, 3)
+        self.fc1 = nn.Linear(64 if three else 800, 10)
+        if three:  # after fc1, as MnistCNN3 adds it to MnistCNN's layers
+            self.conv3 = nn.Conv2d(32, 64, 3)
+        self.convs = ["conv1", "conv2", "conv3"] if three else ["conv1", "conv2"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.max_pool2d(F.relu(getattr(self, conv)(x)), 2)
+        return self.fc1(x.flatten(1))
 
 
-def check_layer_calls(traced, expected):
-    """Fail on the first layer call that differs from `expected` [(layer, shape), ...]."""
-    calls, error = traced["calls"], traced["error"]
-    order = ", ".join(name for name, _ in expected)
-    for index, (name, shape) in enumerate(expected):
-        before = f"after {calls[index - 1]['layer']}" if index else "first"
+class HighAccuracy(nn.Module):
+    """The grader's own HighAccuracyCNN (dropout left out: evaluation mode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc1 = nn.Linear(12544, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """What dropout1 gets: the pooled maps of conv2, flattened."""
+        return F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(self.features(x))))
+
+
+MODELS = {"MnistCNN": LessonCNN, "MnistCNN3": lambda: LessonCNN(three=True), "HighAccuracyCNN": HighAccuracy}
+
+
+def load_weights(model: nn.Module, state) -> str:
+    """Load returned weights into the grader's copy: by name when they carry the statement's names
+    (MnistCNN3's conv3 may come before or after fc1), else entry by entry in order."""
+    mine = model.state_dict()
+    if isinstance(state, dict) and set(state) == set(mine) and all(isinstance(v, torch.Tensor) for v in state.values()):
+        for name, expected in mine.items():
+            if state[name].shape != expected.shape:
+                return f"weights {name} are {list(state[name].shape)}, expected {list(expected.shape)}"
+        model.load_state_dict({name: state[name].to(mine[name].dtype) for name in mine})
+        return ""
+    return load_in_order(model, state)
+
+
+def loaded(class_name: str, state) -> nn.Module:
+    model = MODELS[class_name]()
+    problem = load_weights(model, state)
+    assert not problem, problem
+    return model.eval()
+
+
+def one(shape) -> list[int]:
+    """A batch's shape as that of one image: [N, C, H, W] -> [1, C, H, W]."""
+    return [1, *shape[1:]]
+
+
+def counts_of(state) -> dict[str, int]:
+    """The parameters of each layer, counted from the returned weights."""
+    counts: dict[str, int] = {}
+    for key, value in state.items():
+        counts[key.split(".")[0]] = counts.get(key.split(".")[0], 0) + value.numel()
+    return counts
+
+
+def check_layer_calls(traced, expected, x):
+    """Fail on the first layer with weights whose input or output differs from the stages
+    `expected` [(stage, shape), ...]; stages without weights are seen in the next layer's input."""
+    run = traced["eval"]
+    weighted = set(counts_of(traced["state"]))
+    calls = [call for call in run["calls"] if call["layer"] in weighted]
+    error, order = run["error"], ", ".join(name for name, _ in expected)
+    last, last_output, between, index = None, one(x.shape), [], 0
+    for stage, (name, shape) in enumerate(expected):
+        if name not in weighted and not name.startswith(("conv", "fc")):
+            between.append((name, shape))
+            continue
+        before = f"after {last}" if last else "first"
         if index == len(calls):
             ending = f": {error}" if error else ""
             raise AssertionError(f"the forward pass ends {before}, expected {name} next (order: {order}){ending}")
         got = calls[index]
         assert got["layer"] == name, f"{before} the forward pass runs {got['layer']}, expected {name} (order: {order})"
-        assert got["shape"] is not None, f"{name} fails on its input {got['input']}: {error}"
-        assert got["shape"] == shape, f"{name} output is {got['shape']}, expected {shape}"
-    assert error is None, f"the forward pass fails after {expected[-1][0]}: {error}"
-    extra = [call["layer"] for call in calls[len(expected) :]]
-    assert not extra, f"after {expected[-1][0]} the forward pass still runs {', '.join(extra)} (order: {order})"
+        assert got["input"] is not None, f"{name} is called without a tensor"
+        wanted = expected[stage - 1][1] if stage else one(x.shape)
+        if name.startswith("fc"):
+            wanted = [1, math.prod(wanted[1:])]
+        got_input = one(got["input"].shape)
+        if got_input != wanted:
+            pooled = any(kind == "pool" for kind, _ in between)
+            if pooled and math.prod(got_input) == math.prod(last_output):
+                raise AssertionError(
+                    f"after {last} the forward pass runs {name}, expected pool: {name} gets {last}'s maps"
+                    f" {last_output} unpooled"
+                )
+            if pooled and name.startswith("conv"):
+                raise AssertionError(f"pool output is {got_input}, expected {wanted} (the input of {name})")
+            source = f": {between[-1][0]}'s output, flattened" if between and name.startswith("fc") else ""
+            raise AssertionError(f"{name} gets {got_input}, expected {wanted}{source}")
+        assert got["output"] is not None, f"{name} fails on its input {got_input}: {error}"
+        assert one(got["output"].shape) == shape, f"{name} output is {one(got['output'].shape)}, expected {shape}"
+        assert len(got["output"]) == len(x), f"{name} returns {len(got['output'])} outputs for {len(x)} images"
+        last, last_output, between, index = name, shape, [], index + 1
+    assert error is None, f"the forward pass fails after {last}: {error}"
+    extra = [call["layer"] for call in calls[index:]]
+    assert not extra, f"after {last} the forward pass still runs {', '.join(extra)} (order: {order})"
+    logits = run["logits"]
+    assert isinstance(logits, torch.Tensor), f"the model returns a {logits}, expected the logits, {last}'s output"
+    assert torch.equal(logits, calls[-1]["output"]), f"the model does not return {last}'s output: return the logits"
 
 
-def check_parameters(traced, class_name, expected):
-    """Fail when the total differs from `expected` {layer: count}, naming the first layer that differs."""
-    layers = traced["layers"]
-    total, wanted = sum(layer["parameters"] for layer in layers.values()), sum(expected.values())
-    if total == wanted:
-        return
-    for name, count in expected.items():
-        got = layers.get(name, {}).get("parameters")
-        if got is None:
-            raise AssertionError(f"{class_name} has {total:,} parameters, expected {wanted:,}: it has no layer {name}")
-        if got != count:
-            raise AssertionError(
-                f"{class_name} has {total:,} parameters, expected {wanted:,}: {name} has {got:,}, expected {count:,}"
-            )
-    known = ", ".join(expected)
-    raise AssertionError(f"{class_name} has {total:,} parameters, expected {wanted:,}: it has layers beyond {known}")
-
-
-def forward_random(sub, class_name):
-    """Probe: a new `class_name`'s logits for 4 random images, with its weights."""
-    model = getattr(sub.cnn, class_name)().eval()
-    x = torch.rand(4, 1, 28, 28)
+def check_reproduced(traced, class_name, x):
+    """The returned weights, loaded into the grader's copy, must compute what each layer returned:
+    a shape or a count is only believed when the weights reproduce the layer's output."""
+    model = loaded(class_name, traced["state"])
+    weighted = set(counts_of(traced["state"]))
+    calls = [call for call in traced["eval"]["calls"] if call["layer"] in weighted and call["output"] is not None]
+    if calls and calls[0]["input"] is not None and calls[0]["input"].shape == x.shape:
+        difference = (calls[0]["input"] - x).abs().max().item()
+        assert difference == 0, f"{calls[0]['layer']} does not get the images passed to the model"
     with torch.no_grad():
-        logits = model(x)
-    return {"x": x, "logits": logits, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        for call in calls:
+            expected = getattr(model, call["layer"])(call["input"])
+            difference = (call["output"].double() - expected.double()).abs().max().item()
+            scale = max(1.0, expected.abs().max().item())
+            assert difference < 1e-4 * scale, (
+                f"{call['layer']} does not compute what {call['layer']} computes with its weights"
+                f" (off by {difference:.3g})"
+            )
 
 
-def lesson_forward(state, x, skip_relu=None, pool=F.max_pool2d):
-    """[conv -> ReLU -> pool] for conv1, conv2 (, conv3), then fc1, from the weights in `state`."""
-    convs = sorted(k.removesuffix(".weight") for k in state if k.startswith("conv") and k.endswith(".weight"))
+def check_parameters(traced, class_name, expected, x):
+    """Fail when the total differs from `expected` {layer: count}, naming the first layer that differs."""
+    counts = counts_of(traced["state"])
+    total, wanted = sum(counts.values()), sum(expected.values())
+    if total != wanted:
+        for name, count in expected.items():
+            got = counts.get(name)
+            if got is None:
+                raise AssertionError(
+                    f"{class_name} has {total:,} parameters, expected {wanted:,}: it has no layer {name}"
+                )
+            if got != count:
+                raise AssertionError(
+                    f"{class_name} has {total:,} parameters, expected {wanted:,}:"
+                    f" {name} has {got:,}, expected {count:,}"
+                )
+        known = ", ".join(expected)
+        raise AssertionError(
+            f"{class_name} has {total:,} parameters, expected {wanted:,}: it has layers beyond {known}"
+        )
+    check_reproduced(traced, class_name, x)
+
+
+def lesson_weights(class_name, state):
+    """The weights under the statement's names (conv1.weight, ...): as returned, or loaded in order."""
+    names = {f"{layer}.{kind}" for layer in MNIST_CNN3_PARAMETERS for kind in ("weight", "bias")}
+    if class_name == "MnistCNN":
+        names = {name for name in names if not name.startswith("conv3")}
+    if isinstance(state, dict) and names <= set(state):
+        return state
+    return loaded(class_name, state).state_dict()
+
+
+def lesson_forward(weights, x, skip_relu=None, pool=F.max_pool2d):
+    """[conv -> ReLU -> pool] for conv1, conv2 (, conv3), then fc1, from `weights`."""
+    convs = sorted(k.removesuffix(".weight") for k in weights if k.startswith("conv") and k.endswith(".weight"))
     for conv in convs:
-        x = F.conv2d(x, state[f"{conv}.weight"], state[f"{conv}.bias"])
+        x = F.conv2d(x, weights[f"{conv}.weight"], weights[f"{conv}.bias"])
         x = x if conv == skip_relu else F.relu(x)
         x = pool(x, 2)
-    return F.linear(x.flatten(1), state["fc1.weight"], state["fc1.bias"])
+    return F.linear(x.flatten(1), weights["fc1.weight"], weights["fc1.bias"])
 
 
-def check_forward(result, convs):
-    """Compare with the lesson's forward pass, and name the step that a near-miss leaves out."""
-    state, x, logits = result["state"], result["x"], result["logits"]
-    expected = lesson_forward(state, x)
-    assert isinstance(logits, torch.Tensor) and logits.shape == expected.shape, (
-        f"the model returns {type(logits).__name__} {list(getattr(logits, 'shape', []))}, expected logits [4, 10]"
-    )
-    if torch.allclose(logits, expected, atol=1e-5):
-        return
-    for conv in convs:
-        if torch.allclose(logits, lesson_forward(state, x, skip_relu=conv), atol=1e-5):
-            raise AssertionError(f"no ReLU after {conv}: x = self.pool(torch.relu(self.{conv}(x)))")
-    if torch.allclose(logits, lesson_forward(state, x, pool=F.avg_pool2d), atol=1e-5):
-        raise AssertionError("the pooling averages: the lesson's network takes the maximum (nn.MaxPool2d)")
+def check_forward(traced, class_name, convs, x):
+    """Compare with the grader's forward pass, and name the step that a near-miss leaves out."""
+    run = traced["eval"]
+    logits = run["logits"]
+    assert run["error"] is None, f"the forward pass fails: {run['error']}"
+    weights = lesson_weights(class_name, traced["state"])
+    with torch.no_grad():
+        try:
+            expected = lesson_forward(weights, x)
+        except RuntimeError as exc:
+            raise AssertionError(
+                f"the weights do not fit [conv -> ReLU -> max pool] x {len(convs)} -> fc1: {exc}"
+            ) from None
+        assert isinstance(logits, torch.Tensor) and logits.shape == expected.shape, (
+            f"the model returns {logits if isinstance(logits, str) else list(logits.shape)}, expected logits"
+            f" {list(expected.shape)}"
+        )
+        if torch.allclose(logits, expected, atol=1e-5):
+            return
+        for conv in convs:
+            if torch.allclose(logits, lesson_forward(weights, x, skip_relu=conv), atol=1e-5):
+                raise AssertionError(f"no ReLU after {conv}: x = self.pool(torch.relu(self.{conv}(x)))")
+        if torch.allclose(logits, lesson_forward(weights, x, pool=F.avg_pool2d), atol=1e-5):
+            raise AssertionError("the pooling averages: the lesson's network takes the maximum (nn.MaxPool2d)")
     difference = (logits - expected).abs().max().item()
     raise AssertionError(
         f"the logits differ from [conv -> ReLU -> max pool] x {len(convs)} -> flatten -> fc1 by up to {difference:.3g}"
     )
 
 
+def images(label, count):
+    return torch.rand(count, 1, 28, 28, generator=generator(label))
+
+
+X = images("MnistCNN images", IMAGES)
+X3 = images("MnistCNN3 images", IMAGES)
+X_HIGH = images("HighAccuracyCNN images", HIGH_ACCURACY_IMAGES)
+X_DROPOUT = images("HighAccuracyCNN dropout images", DROPOUT_IMAGES)
+IMAGE = images("feature_maps image", 1)
+
+
 @pytest.fixture(scope="module")
 def mnist_cnn(submission):
-    return submission.run(trace, "MnistCNN")
+    return submission.run(probes.trace, "MnistCNN", X)
 
 
 @pytest.fixture(scope="module")
 def mnist_cnn3(submission):
-    return submission.run(trace, "MnistCNN3")
+    return submission.run(probes.trace, "MnistCNN3", X3)
 
 
 @pytest.fixture(scope="module")
 def high_accuracy(submission):
-    return submission.run(trace, "HighAccuracyCNN")
+    return submission.run(probes.trace, "HighAccuracyCNN", X_HIGH, X_DROPOUT)
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("MnistCNN")
 def test_mnist_cnn_layer_shapes(mnist_cnn):
     """MnistCNN: output shape of each layer"""
-    check_layer_calls(mnist_cnn, MNIST_CNN_LAYERS)
+    check_layer_calls(mnist_cnn, MNIST_CNN_LAYERS, X)
+    check_reproduced(mnist_cnn, "MnistCNN", X)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("MnistCNN")
 def test_mnist_cnn_parameters(mnist_cnn):
     """MnistCNN: 12,810 parameters"""
-    check_parameters(mnist_cnn, "MnistCNN", MNIST_CNN_PARAMETERS)
+    check_parameters(mnist_cnn, "MnistCNN", MNIST_CNN_PARAMETERS, X)
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("MnistCNN")
-def test_mnist_cnn_forward(submission):
+def test_mnist_cnn_forward(mnist_cnn):
     """MnistCNN: conv -> ReLU -> max pool, twice, then fc1"""
-    check_forward(submission.run(forward_random, "MnistCNN"), ["conv1", "conv2"])
+    check_forward(mnist_cnn, "MnistCNN", ["conv1", "conv2"], X)
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("MnistCNN3", "MnistCNN")
 def test_mnist_cnn3_layer_shapes(mnist_cnn3):
     """MnistCNN3: output shape of each layer, conv3 included"""
-    check_layer_calls(mnist_cnn3, MNIST_CNN3_LAYERS)
+    check_layer_calls(mnist_cnn3, MNIST_CNN3_LAYERS, X3)
+    check_reproduced(mnist_cnn3, "MnistCNN3", X3)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("MnistCNN3", "MnistCNN")
 def test_mnist_cnn3_parameters(mnist_cnn3):
     """MnistCNN3: 23,946 parameters"""
-    check_parameters(mnist_cnn3, "MnistCNN3", MNIST_CNN3_PARAMETERS)
+    check_parameters(mnist_cnn3, "MnistCNN3", MNIST_CNN3_PARAMETERS, X3)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("MnistCNN3", "MnistCNN")
-def test_mnist_cnn3_forward(submission):
+def test_mnist_cnn3_forward(mnist_cnn3):
     """MnistCNN3: conv -> ReLU -> max pool, three times, then fc1"""
-    check_forward(submission.run(forward_random, "MnistCNN3"), ["conv1", "conv2", "conv3"])
-
-
-def maps_of_random_image(sub):
-    """Probe: feature_maps of a new MnistCNN for one random image, with the model's weights."""
-    model = sub.cnn.MnistCNN()
-    image = torch.rand(1, 1, 28, 28)
-    maps = sub.cnn.feature_maps(model, image)
-    maps = [m.detach().cpu() if isinstance(m, torch.Tensor) else type(m).__name__ for m in maps]
-    return {"image": image, "maps": maps, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    check_forward(mnist_cnn3, "MnistCNN3", ["conv1", "conv2", "conv3"], X3)
 
 
 @pytest.fixture(scope="module")
 def maps(submission):
-    return submission.run(maps_of_random_image)
+    return submission.run(probes.maps_of, IMAGE)
 
 
 @pytest.mark.points(2)
@@ -226,24 +346,47 @@ def maps(submission):
 def test_feature_map_shapes(maps):
     """feature_maps: conv1 maps [1, 16, 26, 26], conv2 maps [1, 32, 11, 11]"""
     got = maps["maps"]
+    assert isinstance(got, list), f"feature_maps returned a {got}, expected a tuple (conv1 maps, conv2 maps)"
     assert len(got) == 2, f"feature_maps returned {len(got)} values, expected 2: (conv1 maps, conv2 maps)"
     for name, value, shape in zip(("conv1", "conv2"), got, ([1, 16, 26, 26], [1, 32, 11, 11]), strict=True):
         assert isinstance(value, torch.Tensor), f"the {name} maps are a {value}, expected a tensor"
         hint = ": pool conv1's maps before conv2, as the forward pass does" if name == "conv2" else ""
         assert list(value.shape) == shape, f"the {name} maps are {list(value.shape)}, expected {shape}{hint}"
+    check_maps_come_from_the_model(maps)
+
+
+def expected_maps(maps):
+    """The grader's own maps for the image, with the model's weights: ReLU(conv1(image)), and
+    ReLU(conv2(pool(ReLU(conv1(image))))); also conv2's maps from conv1's maps pooled without ReLU."""
+    weights = lesson_weights("MnistCNN", maps["state"])
+    with torch.no_grad():
+        conv1 = F.conv2d(IMAGE, weights["conv1.weight"], weights["conv1.bias"])
+        conv2 = F.relu(F.conv2d(F.max_pool2d(F.relu(conv1), 2), weights["conv2.weight"], weights["conv2.bias"]))
+        unrectified = F.relu(F.conv2d(F.max_pool2d(conv1, 2), weights["conv2.weight"], weights["conv2.bias"]))
+    return F.relu(conv1), conv2, unrectified
+
+
+def check_maps_come_from_the_model(maps):
+    """Each map, rectified, is its convolution's output for the image (whatever its ReLU does)."""
+    conv1, conv2, unrectified = expected_maps(maps)
+    for name, value, candidates in zip(("conv1", "conv2"), maps["maps"], ([conv1], [conv2, unrectified]), strict=True):
+        difference = min((F.relu(value) - expected).abs().max().item() for expected in candidates)
+        assert difference < 1e-5, (
+            f"the {name} maps are not {name}'s output for the image (off by up to {difference:.3g})"
+        )
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("feature_maps", "MnistCNN")
 def test_feature_map_values(maps):
     """feature_maps: after ReLU, conv2 fed with conv1's pooled maps"""
-    state, image = maps["state"], maps["image"]
-    conv1 = F.relu(F.conv2d(image, state["conv1.weight"], state["conv1.bias"]))
-    conv2 = F.relu(F.conv2d(F.max_pool2d(conv1, 2), state["conv2.weight"], state["conv2.bias"]))
-    for name, got, expected in zip(("conv1", "conv2"), maps["maps"], (conv1, conv2), strict=True):
-        assert isinstance(got, torch.Tensor) and got.shape == expected.shape, f"the {name} maps have the wrong shape"
-        assert got.min() >= 0, f"the {name} maps have negative values ({got.min():.3g}): apply torch.relu"
-        difference = (got - expected).abs().max().item()
+    got = maps["maps"]
+    assert isinstance(got, list) and len(got) == 2, "feature_maps did not return (conv1 maps, conv2 maps)"
+    for name, value, expected in zip(("conv1", "conv2"), got, expected_maps(maps)[:2], strict=True):
+        assert isinstance(value, torch.Tensor), f"the {name} maps are a {value}, expected a tensor"
+        assert value.shape == expected.shape, f"the {name} maps have the wrong shape"
+        assert value.min() >= 0, f"the {name} maps have negative values ({value.min():.3g}): apply torch.relu"
+        difference = (value - expected).abs().max().item()
         assert difference < 1e-5, f"the {name} maps differ from ReLU({name}(...)) by up to {difference:.3g}" + (
             ": feed conv2 with pool(ReLU(conv1(image)))" if name == "conv2" else ""
         )
@@ -253,14 +396,44 @@ def test_feature_map_values(maps):
 @pytest.mark.task("HighAccuracyCNN")
 def test_high_accuracy_layer_shapes(high_accuracy):
     """HighAccuracyCNN: output shape of each layer"""
-    check_layer_calls(high_accuracy, HIGH_ACCURACY_LAYERS)
+    check_layer_calls(high_accuracy, HIGH_ACCURACY_LAYERS, X_HIGH)
+    check_reproduced(high_accuracy, "HighAccuracyCNN", X_HIGH)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("HighAccuracyCNN")
 def test_high_accuracy_parameters(high_accuracy):
     """HighAccuracyCNN: 1,625,866 parameters"""
-    check_parameters(high_accuracy, "HighAccuracyCNN", HIGH_ACCURACY_PARAMETERS)
+    check_parameters(high_accuracy, "HighAccuracyCNN", HIGH_ACCURACY_PARAMETERS, X_HIGH)
+
+
+def check_dropped(layer, clean, got, p):
+    """`got`, what `layer` received in training mode, must be `clean` (what it receives in
+    evaluation mode, computed here) with about a fraction p of it zeroed and the rest scaled by 1 / (1 - p)."""
+    assert got is not None and got.shape == clean.shape, (
+        f"in training mode, {layer} gets {None if got is None else one(got.shape)}, expected {one(clean.shape)}"
+    )
+    # Where a dropout's work shows; the ratios are exact but for rounding (fc1 sums 12,544 products).
+    seen = clean.abs() > 0.05
+    ratio, kept = got[seen] / clean[seen], got[seen] != 0
+    if kept.all() and (ratio - 1).abs().max() < 1e-2:
+        raise AssertionError(f"no dropout before {layer} in training mode: expected one of rate {p} (nn.Dropout({p}))")
+    scale, expected = ratio[kept], 1 / (1 - p)
+    if not ((scale - expected).abs() < 1e-2 * expected).all():
+        median = scale.median().item()
+        if (scale - median).abs().max() < 1e-2 * median:
+            raise AssertionError(
+                f"the dropout before {layer} drops {1 - 1 / median:.2f} of its inputs in training mode (it scales the"
+                f" others by {median:.3f}), expected {p}"
+            )
+        raise AssertionError(
+            f"in training mode, {layer}'s inputs are not its evaluation-mode inputs with some zeroed and the rest"
+            f" scaled by 1 / (1 - {p})"
+        )
+    dropped, count = 1 - kept.double().mean().item(), kept.numel()
+    assert abs(dropped - p) < 6 * math.sqrt(p * (1 - p) / count) + 0.01, (
+        f"the dropout before {layer} zeroes {dropped:.1%} of its inputs in training mode, expected {p:.0%}"
+    )
 
 
 @pytest.mark.points(1)
@@ -268,41 +441,30 @@ def test_high_accuracy_parameters(high_accuracy):
 def test_high_accuracy_dropout(high_accuracy):
     """HighAccuracyCNN: dropout 0.25 before fc1, 0.5 before fc2"""
     layers = high_accuracy["layers"]
-    for name, p in DROPOUT.items():
+    for name, (_, p) in DROPOUT.items():  # the modules' own rates, when there are such modules: a precise reason
         layer = layers.get(name)
-        assert layer is not None and layer["type"] == "Dropout", (
-            f"{name} is {layer and layer['type']}, expected Dropout"
-        )
-        assert layer["p"] == p, f"{name} drops {layer['p']} of its inputs, expected {p}"
-
-
-def init_statistics(sub):
-    """Probe: for each convolution and linear layer of a new HighAccuracyCNN, its weights' statistics."""
-    model = sub.cnn.HighAccuracyCNN()
-    out = {}
-    for name, layer in model.named_children():
-        if isinstance(layer, (nn.Conv2d, nn.Linear)):
-            w = layer.weight.detach().double()
-            z = (w - w.mean()) / w.std()
-            out[name] = {
-                "fan_in": w[0].numel(),
-                "count": w.numel(),
-                "std": w.std().item(),
-                "kurtosis": z.pow(4).mean().item(),
-                "bias": layer.bias.detach().abs().max().item() if layer.bias is not None else 0.0,
-            }
-    return out
+        if layer is not None and layer["type"] == "Dropout":
+            assert layer["p"] == p, f"{name} drops {layer['p']} of its inputs, expected {p}"
+    # What counts: what fc1 and fc2 receive in training mode, against what they receive without dropout.
+    run = high_accuracy["train"]
+    assert run["error"] is None, f"the forward pass fails in training mode: {run['error']}"
+    inputs = {call["layer"]: call["input"] for call in run["calls"] if call["layer"] in ("fc1", "fc2")}
+    model = loaded("HighAccuracyCNN", high_accuracy["state"])
+    with torch.no_grad():
+        check_dropped("fc1", model.features(X_DROPOUT), inputs.get("fc1"), DROPOUT["dropout1"][1])
+        check_dropped("fc2", F.relu(model.fc1(inputs["fc1"])), inputs.get("fc2"), DROPOUT["dropout2"][1])
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("HighAccuracyCNN")
-def test_high_accuracy_he_init(submission):
+def test_high_accuracy_he_init(high_accuracy):
     """HighAccuracyCNN: He (Kaiming) normal weights, zero biases"""
-    stats = submission.run(init_statistics)
+    state = high_accuracy["state"]  # the weights of a new HighAccuracyCNN, as its __init__ left them
     for name in HIGH_ACCURACY_PARAMETERS:
-        assert name in stats, f"HighAccuracyCNN has no convolution or linear layer {name}"
-        layer = stats[name]
-        fan_in, std = layer["fan_in"], layer["std"]
+        weight, bias = state.get(f"{name}.weight"), state.get(f"{name}.bias")
+        assert weight is not None and weight.dim() >= 2, f"HighAccuracyCNN has no convolution or linear layer {name}"
+        w = weight.double()
+        fan_in, std = w[0].numel(), w.std().item()
         he = math.sqrt(2 / fan_in)
         default = (
             " (PyTorch's default init: the He init never ran)" if abs(std * math.sqrt(3 * fan_in) - 1) < 0.1 else ""
@@ -311,10 +473,11 @@ def test_high_accuracy_he_init(submission):
             f"{name} weights have std {std:.4f}, expected He's sqrt(2 / fan_in) = sqrt(2 / {fan_in}) = {he:.4f}"
             f"{default}: nn.init.kaiming_normal_(m.weight, nonlinearity='relu')"
         )
-        assert layer["bias"] == 0, f"{name} bias is not zero (up to {layer['bias']:.3g}): nn.init.zeros_(m.bias)"
+        largest = bias.abs().max().item() if bias is not None and bias.numel() else 0.0
+        assert largest == 0, f"{name} bias is not zero (up to {largest:.3g}): nn.init.zeros_(m.bias)"
         # Enough weights to tell a normal (kurtosis 3) from a uniform distribution (1.8).
-        if layer["count"] >= 10_000:
-            kurtosis = layer["kurtosis"]
+        if w.numel() >= 10_000:
+            kurtosis = ((w - w.mean()) / w.std()).pow(4).mean().item()
             assert abs(kurtosis - 3) < 0.3, (
                 f"{name} weights are not normally distributed (kurtosis {kurtosis:.2f}; normal: 3, uniform: 1.8):"
                 " use nn.init.kaiming_normal_"

@@ -1,11 +1,14 @@
-"""train, evaluate and confusion_matrix (training.py), checked on tiny networks and fixed batches.
+"""train, evaluate and confusion_matrix (training.py), checked on a tiny network and random batches.
 
-The probes run the student's functions on a miniature CNN for 1x8x8 images. A hook records, at
-every forward pass, the model's weights, its mode and whether gradients are on; spies count
-`.to()`, `zero_grad()` and optimizer steps. The tests then recompute here, outside the sandbox,
-what the optimizer, the loss and the metrics should have given. These probes run on the CPU in
-every profile, so that the recomputation matches to 1e-5; the accuracy tests use the profile's
-device.
+The weights and batches are drawn for this grading. The probes run the student's functions on a
+miniature CNN for 1x8x8 images with batch norm, whose running statistics change only in training
+mode, and return what came out: the final weights, the returned losses, accuracy or matrix. The
+tests recompute here, outside the sandbox, what the optimizer, the loss and the metrics should
+have given: the final weights match only if every batch was trained once, in training mode, with
+fresh gradients. What the probe saw on the way (moves, zero_grad calls, steps, modes) makes a
+failure's reason precise; it earns no point unless the outcome matches too. These probes run on
+the CPU in every profile, so that the recomputation matches to 1e-5; the accuracy tests use the
+profile's device.
 """
 
 import math
@@ -13,114 +16,60 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from grader.testing import TRAINING_CALLS, max_difference, moves_to, recording, state_of
+from grader.probing import state_of
+from grader.testing import derived_seed, generator, max_difference, probes_for
+
+probes = probes_for(__file__)
 
 SGD_LR, ADAMW_LR, EPOCHS, BATCH = 0.05, 0.01, 2, 4
 BATCHES_PER_EPOCH = 3
 NUM_CLASSES = 10
 
 
-def tiny_net(dropout=0.0):
-    """A MnistCNN in miniature: x (N, 1, 8, 8) -> conv 3x3 (6x6) -> ReLU -> pool (3x3) -> logits (N, 10)."""
-    return nn.Sequential(
-        nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(dropout), nn.Linear(27, 10)
-    )
+def random_batches(label, sizes):
+    """Batches (x (n, 1, 8, 8) in [0, 1), y (n,) in 0..9) of the given sizes, drawn for this grading."""
+    rng = generator(label)
+    return [(torch.rand(n, 1, 8, 8, generator=rng), torch.randint(0, NUM_CLASSES, (n,), generator=rng)) for n in sizes]
 
 
-def fixed_batches(seed, sizes):
-    generator = torch.Generator().manual_seed(seed)
-    return [
-        (torch.rand(n, 1, 8, 8, generator=generator), torch.randint(0, NUM_CLASSES, (n,), generator=generator))
-        for n in sizes
-    ]
+def initial_weights(label, dropout=0.0):
+    """Weights of the tiny net drawn for this grading."""
+    with torch.random.fork_rng():
+        torch.manual_seed(derived_seed(label))
+        return probes.tiny_net(dropout)
 
 
-def train_batches():
-    return fixed_batches(1, [BATCH] * BATCHES_PER_EPOCH)
+TRAIN = random_batches("train batches", [BATCH] * BATCHES_PER_EPOCH)
+INITIAL = state_of(initial_weights("train weights"))
 
 
-def record_forwards(net):
-    """Append (weights, training mode, gradients on, input) to a list at every forward pass of `net`."""
-    seen = []
-    net.register_forward_pre_hook(
-        lambda m, args: seen.append(
-            {"state": state_of(m), "training": m.training, "grad": torch.is_grad_enabled(), "x": args[0].cpu()}
-        )
-    )
-    return seen
-
-
-def as_number(value):
-    """A float for a number or a one-element tensor; the name of its type for anything else."""
-    if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1):
-        return float(value)
-    return type(value).__name__
-
-
-def train_tiny(sub, optimizer):
-    """Probe: train() on the tiny net for 2 epochs of 3 batches, starting in evaluation mode."""
-    torch.manual_seed(0)
-    net = tiny_net().eval()  # as evaluate() leaves a model: train() must switch training mode back on
-    batches = train_batches()
-    forwards = record_forwards(net)
-    steps = []
-    hook = register_optimizer_step_post_hook(
-        lambda opt, args, kwargs: steps.append(
-            {
-                "type": type(opt).__name__,
-                "lr": opt.param_groups[0]["lr"],
-                "momentum": opt.param_groups[0].get("momentum"),
-            }
-        )
-    )
-    device = torch.device("cpu")
-    x_ids, y_ids = {id(x) for x, _ in batches}, {id(y) for _, y in batches}
-    with recording(**TRAINING_CALLS) as calls:
-        try:
-            if optimizer == "sgd":  # the default
-                losses = sub.training.train(net, batches, EPOCHS, SGD_LR, device)
-            else:
-                losses = sub.training.train(net, batches, EPOCHS, ADAMW_LR, device, optimizer=optimizer)
-        finally:
-            hook.remove()
-
-    def moved(ids):
-        return sum(label == "tensor_to" and id(obj) in ids and moves_to(a, k, device) for label, obj, a, k in calls)
-
-    return {
-        "losses": [as_number(v) for v in losses] if isinstance(losses, (list, tuple)) else as_number(losses),
-        "forwards": forwards,
-        "final": state_of(net),
-        "steps": steps,
-        "zero_grads": sum(label.endswith("zero_grad") for label, *_ in calls),
-        "net_moved": any(label == "module_to" and obj is net and moves_to(a, k, device) for label, obj, a, k in calls),
-        "x_moved": moved(x_ids),
-        "y_moved": moved(y_ids),
-    }
-
-
-def optimizer_reference(initial, optimizer, accumulate=False):
-    """The weights after 2 epochs of `optimizer` on the fixed batches, recomputed here."""
-    net = tiny_net()
-    net.load_state_dict(initial)
+def optimizer_reference(optimizer, accumulate=False):
+    """train() recomputed here: the final weights and the mean batch loss of each epoch, from INITIAL."""
+    net = probes.tiny_net()
+    net.load_state_dict(INITIAL)
     if optimizer == "sgd":
         opt = torch.optim.SGD(net.parameters(), lr=SGD_LR, momentum=0.9)
     else:
         opt = torch.optim.AdamW(net.parameters(), lr=ADAMW_LR)
+    losses = []
     for _ in range(EPOCHS):
-        for x, y in train_batches():
+        net.train()
+        total = 0.0
+        for x, y in TRAIN:
             if not accumulate:
                 opt.zero_grad()
-            F.cross_entropy(net(x), y).backward()
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
             opt.step()
-    return state_of(net)
+            total += loss.item()
+        losses.append(total / len(TRAIN))
+    return state_of(net), losses
 
 
 def check_update(trained, optimizer, kind, lr, momentum=None):
-    """The optimizer seen at each step, then the final weights against the recomputed ones."""
+    """The outcome every train test stands on: the final weights are those of `kind` from INITIAL.
+    The optimizer seen at each step makes the reason precise."""
     steps, forwards = trained["steps"], trained["forwards"]
     assert steps, "the optimizer never steps: call optimizer.step() after loss.backward()"
     first = steps[0]
@@ -129,23 +78,27 @@ def check_update(trained, optimizer, kind, lr, momentum=None):
     if momentum is not None:
         assert first["momentum"] == momentum, f"SGD's momentum is {first['momentum']}, expected {momentum}"
     assert forwards, "the model never ran a forward pass during training"
-    initial, final = forwards[0]["state"], trained["final"]
-    assert max_difference(initial, final) > 0, (
-        "the weights never changed: is loss.backward() or optimizer.step() missing?"
-    )
-    assert max_difference(final, optimizer_reference(initial, optimizer, accumulate=True)) > 1e-5, (
+    final = trained["final"]
+    weights = {name for name, _ in probes.tiny_net().named_parameters()}  # not the running statistics
+    moved = max_difference(*({k: v for k, v in state.items() if k in weights} for state in (INITIAL, final)))
+    assert moved > 0, "the weights never changed: is loss.backward() or optimizer.step() missing?"
+    assert max_difference(final, optimizer_reference(optimizer, accumulate=True)[0]) > 1e-5, (
         "the update keeps the previous batches' gradients: call optimizer.zero_grad() before every backward()"
     )
-    difference = max_difference(final, optimizer_reference(initial, optimizer))
+    difference = max_difference(final, optimizer_reference(optimizer)[0])
     assert difference < 1e-5, (
-        f"the weights differ from {kind} (lr={lr}) on the cross-entropy of model(images) against labels"
-        f" by up to {difference:.3g}"
+        f"the weights differ from {kind} (lr={lr}) on the cross-entropy of model(images) against labels, in"
+        f" training mode, by up to {difference:.3g}"
     )
+
+
+def follows_sgd(trained):
+    check_update(trained, "sgd", "SGD", SGD_LR, momentum=0.9)
 
 
 @pytest.fixture(scope="module")
 def trained(submission):
-    return submission.run(train_tiny, "sgd")
+    return submission.run(probes.train_tiny, INITIAL, TRAIN, EPOCHS, SGD_LR, "sgd")
 
 
 @pytest.mark.points(2)
@@ -156,6 +109,7 @@ def test_train_moves_to_device(trained):
     batches = EPOCHS * BATCHES_PER_EPOCH
     assert trained["x_moved"] >= batches, f"images moved to the device in {trained['x_moved']} of {batches} batches"
     assert trained["y_moved"] >= batches, f"labels moved to the device in {trained['y_moved']} of {batches} batches"
+    follows_sgd(trained)
 
 
 @pytest.mark.points(2)
@@ -165,6 +119,7 @@ def test_train_zeroes_gradients(trained):
     count, batches = trained["zero_grads"], EPOCHS * BATCHES_PER_EPOCH
     assert count, "zero_grad() is never called: gradients pile up from batch to batch"
     assert count >= batches, f"zero_grad() ran {count} times for {batches} batches"
+    follows_sgd(trained)
 
 
 @pytest.mark.points(2)
@@ -174,20 +129,22 @@ def test_train_steps_every_batch(trained):
     steps, batches = len(trained["steps"]), EPOCHS * BATCHES_PER_EPOCH
     assert steps, "the optimizer never steps: call optimizer.step() after loss.backward()"
     assert steps == batches, f"the optimizer stepped {steps} times for {EPOCHS} epochs of {BATCHES_PER_EPOCH} batches"
+    follows_sgd(trained)
 
 
 @pytest.mark.points(4)
 @pytest.mark.task("train", "make_optimizer")
 def test_train_sgd_momentum(trained):
     """train: SGD with momentum 0.9 at the learning rate given"""
-    check_update(trained, "sgd", "SGD", SGD_LR, momentum=0.9)
+    follows_sgd(trained)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("train", "make_optimizer")
 def test_train_adamw(submission):
     """train: AdamW when optimizer="adamw" (practice 1)"""
-    check_update(submission.run(train_tiny, "adamw"), "adamw", "AdamW", ADAMW_LR)
+    trained = submission.run(probes.train_tiny, INITIAL, TRAIN, EPOCHS, ADAMW_LR, "adamw")
+    check_update(trained, "adamw", "AdamW", ADAMW_LR)
 
 
 @pytest.mark.points(2)
@@ -200,29 +157,19 @@ def test_train_uses_training_mode(trained):
         f"{modes.count(False)} of {len(modes)} training batches ran in evaluation mode (dropout off):"
         " call model.train() at the start of each epoch"
     )
+    follows_sgd(trained)
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("train")
 def test_train_returns_epoch_losses(trained):
     """train: returns the mean batch loss of each epoch"""
-    losses, forwards = trained["losses"], trained["forwards"]
+    losses = trained["losses"]
     assert isinstance(losses, list), f"train returned a {losses}, expected a list of {EPOCHS} losses, one per epoch"
     assert len(losses) == EPOCHS, f"train returned {len(losses)} losses for {EPOCHS} epochs: append one per epoch"
     assert all(isinstance(v, float) for v in losses), f"train returned {losses}, expected numbers (loss.item())"
-    batches = EPOCHS * BATCHES_PER_EPOCH
-    assert len(forwards) == batches, f"the model ran {len(forwards)} forward passes for {batches} batches"
-    # Each batch's loss under the weights the model had when it saw the batch.
-    net, batch_losses = tiny_net(), []
-    for forward in forwards:
-        labels = [y for x, y in train_batches() if torch.equal(x, forward["x"])]
-        assert labels, "the model ran on images that are not one of the training batches"
-        net.load_state_dict(forward["state"])
-        with torch.no_grad():
-            batch_losses.append(F.cross_entropy(net(forward["x"]), labels[0]).item())
-    expected = [
-        sum(batch_losses[i : i + BATCHES_PER_EPOCH]) / BATCHES_PER_EPOCH for i in range(0, batches, BATCHES_PER_EPOCH)
-    ]
+    follows_sgd(trained)  # then the batch losses are those of the grader's own run
+    expected = optimizer_reference("sgd")[1]
     shown = ", ".join(f"{v:.4f}" for v in losses), ", ".join(f"{v:.4f}" for v in expected)
     if all(math.isclose(g, e * BATCHES_PER_EPOCH, rel_tol=1e-4) for g, e in zip(losses, expected, strict=True)):
         raise AssertionError(f"train returned [{shown[0]}], the sums of the batch losses: divide by the batch count")
@@ -231,52 +178,43 @@ def test_train_returns_epoch_losses(trained):
     )
 
 
-def run_on_tiny(sub, function):
-    """Probe: evaluate() or confusion_matrix() on a tiny net with dropout, handed over in training mode.
-
-    About half of the labels are the model's own predictions, so the accuracy is neither 0 nor 1.
-    """
-    torch.manual_seed(3)
-    net = tiny_net(dropout=0.5)
-    sizes = [5, 5, 2] if function == "evaluate" else [16, 16, 16, 16]
-    batches = fixed_batches(4, sizes)
-    with torch.no_grad():
-        net.eval()
-        batches = [(x, torch.where(torch.arange(len(y)) % 2 == 0, net(x).argmax(1), y)) for x, y in batches]
+def evaluation_inputs(label, sizes):
+    """Weights for the tiny net (dropout 0.5) with running statistics of their own, so that
+    evaluation mode makes a difference, and batches of which about half are labelled with the net's
+    own prediction: an accuracy far from 0 and from 1."""
+    net = initial_weights(f"{label} weights", dropout=0.5)
     net.train()
-    forwards = record_forwards(net)
-    state = state_of(net)
-    device = torch.device("cpu")
-    if function == "evaluate":
-        result = sub.training.evaluate(net, batches, device)
-        result = as_number(result)
-    else:
-        result = sub.training.confusion_matrix(net, batches, NUM_CLASSES, device)
-        result = torch.as_tensor(result).cpu() if hasattr(result, "__len__") else type(result).__name__
-    forwards = [{"training": f["training"], "grad": f["grad"]} for f in forwards]
-    return {"result": result, "state": state, "batches": batches, "forwards": forwards}
+    with torch.no_grad():  # running statistics of its own
+        for x, _ in random_batches(f"{label} statistics", [16, 16]):
+            net(x * 2 + 0.5)
+    net.eval()
+    batches = random_batches(f"{label} batches", sizes)
+    with torch.no_grad():
+        batches = [(x, torch.where(torch.arange(len(y)) % 2 == 0, net(x).argmax(1), y)) for x, y in batches]
+    return state_of(net), batches
 
 
-def predictions(run):
-    """(predicted, true) classes of the tiny net, in evaluation mode, over the probe's batches."""
-    net = tiny_net(dropout=0.5)
-    net.load_state_dict(run["state"])
+EVAL_STATE, EVAL_BATCHES = evaluation_inputs("evaluate", [5, 5, 2])
+MATRIX_STATE, MATRIX_BATCHES = evaluation_inputs("confusion_matrix", [16, 16, 16, 16])
+
+
+def predictions(state, batches):
+    """(predicted, true) classes of the tiny net, in evaluation mode, over the batches: computed here."""
+    net = probes.tiny_net(dropout=0.5)
+    net.load_state_dict(state)
     net.eval()
     with torch.no_grad():
-        predicted = torch.cat([net(x).argmax(1) for x, _ in run["batches"]])
-    return predicted, torch.cat([y for _, y in run["batches"]])
+        predicted = torch.cat([net(x).argmax(1) for x, _ in batches])
+    return predicted, torch.cat([y for _, y in batches])
 
 
 @pytest.fixture(scope="module")
 def evaluated(submission):
-    return submission.run(run_on_tiny, "evaluate")
+    return submission.run(probes.run_on_tiny, "evaluate", EVAL_STATE, EVAL_BATCHES)
 
 
-@pytest.mark.points(2)
-@pytest.mark.task("evaluate", "predict")
-def test_evaluate_accuracy(evaluated):
-    """evaluate: the fraction of correct predictions"""
-    predicted, true = predictions(evaluated)
+def accuracy_matches(evaluated):
+    predicted, true = predictions(EVAL_STATE, EVAL_BATCHES)
     correct, total = (predicted == true).sum().item(), len(true)
     got = evaluated["result"]
     assert isinstance(got, float), f"evaluate returned a {got}, expected a float in [0, 1]"
@@ -292,6 +230,13 @@ def test_evaluate_accuracy(evaluated):
 
 @pytest.mark.points(2)
 @pytest.mark.task("evaluate", "predict")
+def test_evaluate_accuracy(evaluated):
+    """evaluate: the fraction of correct predictions"""
+    accuracy_matches(evaluated)
+
+
+@pytest.mark.points(2)
+@pytest.mark.task("evaluate", "predict")
 def test_evaluate_uses_eval_mode(evaluated):
     """evaluate: evaluation mode, no gradients"""
     forwards = evaluated["forwards"]
@@ -300,6 +245,9 @@ def test_evaluate_uses_eval_mode(evaluated):
         "evaluate ran the model in training mode (dropout on): call model.eval() first"
     )
     assert not any(f["grad"] for f in forwards), "evaluate tracks gradients: run the model under torch.no_grad()"
+    changed = max_difference(evaluated["state"], EVAL_STATE)
+    assert changed == 0, f"evaluating changed the model's weights or statistics (by up to {changed:.3g})"
+    accuracy_matches(evaluated)
 
 
 @pytest.mark.points(3)
@@ -308,11 +256,11 @@ def test_confusion_matrix(submission):
     """confusion_matrix: rows are true classes, columns predictions"""
     from torchmetrics.classification import MulticlassConfusionMatrix
 
-    run = submission.run(run_on_tiny, "confusion_matrix")
+    run = submission.run(probes.run_on_tiny, "confusion_matrix", MATRIX_STATE, MATRIX_BATCHES)
     got = run["result"]
     assert isinstance(got, torch.Tensor), f"confusion_matrix returned a {got}, expected a tensor"
     assert list(got.shape) == [NUM_CLASSES] * 2, f"the matrix is {list(got.shape)}, expected [10, 10]"
-    predicted, true = predictions(run)
+    predicted, true = predictions(MATRIX_STATE, MATRIX_BATCHES)
     expected = MulticlassConfusionMatrix(num_classes=NUM_CLASSES)(predicted, true)
     got = got.long()
     if torch.equal(got, expected):

@@ -1,42 +1,80 @@
 """Trained accuracy: the student's models, trained by the student's train(), scored here.
 
-The probe gets the training images and labels and the test *images*; it returns predictions, and
-the test computes the accuracy against labels that never leave this process. Budgets and
+The statement fixes both architectures (MnistCNN's and HighAccuracyCNN's layers, shapes and
+parameters). The probe gets the training images and labels, trains a new model with the student's
+train() and returns its weights; no test image enters the sandbox. The grader loads the weights
+into its own copy of the architecture and evaluates it on the test images itself. Budgets and
 thresholds come from the profile (spec.toml); the quick profile's are calibrated in calibration.md.
 """
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from grader.data import TensorBatches, to_float
-from grader.testing import accuracy_of
+from grader.probing import to_float
+from grader.testing import evaluate, generator, load_in_order, probes_for
+
+probes = probes_for(__file__)
 
 
-def train_and_predict(sub, class_name, train_x, train_y, test_x, budget):
-    """Probe: train a new `class_name` with train(), then predict the classes of the test images."""
-    device = torch.device(sub.device)
-    model = getattr(sub.cnn, class_name)()
-    loader = TensorBatches(to_float(train_x).to(device), train_y.to(device), budget["batch_size"], shuffle=True)
-    sub.training.train(model, loader, budget.get("epochs", 1), budget["lr"], device, optimizer=budget["optimizer"])
-    model.eval()
-    with torch.no_grad():
-        return torch.cat([model(images.to(device)).argmax(1).cpu() for images in to_float(test_x).split(1000)])
+class MnistCNN(nn.Module):
+    """The grader's own MnistCNN: [conv -> ReLU -> max pool] x 2 -> fc1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3)
+        self.conv2 = nn.Conv2d(16, 32, 3)
+        self.fc1 = nn.Linear(800, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc1(x.flatten(1))
+
+
+class HighAccuracyCNN(nn.Module):
+    """The grader's own HighAccuracyCNN, in evaluation mode (its dropout does nothing there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc1 = nn.Linear(12544, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+MODELS = {"MnistCNN": MnistCNN, "HighAccuracyCNN": HighAccuracyCNN}
 
 
 def training_images(dataset, budget):
-    """All training images for an `epochs` budget; for a `steps` budget, steps x batch_size of them."""
+    """All training images for an `epochs` budget; for a `steps` budget, steps x batch_size of them,
+    in an order drawn for this grading."""
     if "steps" not in budget:
         return dataset.train.x, dataset.train.y
     count = budget["steps"] * budget["batch_size"]
-    order = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(0))
+    order = torch.randperm(len(dataset.train), generator=generator("training images"))
     order = order.repeat(-(-count // len(order)))[:count]  # a budget beyond one pass wraps around
     return dataset.train.x[order], dataset.train.y[order]
 
 
-def check_accuracy(submission, dataset, record_property, class_name, budget, threshold):
+def grader_device(profile) -> torch.device:
+    """Where the grader evaluates: the profile's GPU when it has one, else the CPU."""
+    return torch.device(profile.device if profile.device.startswith("cuda") and torch.cuda.is_available() else "cpu")
+
+
+def check_accuracy(submission, profile, dataset, record_property, class_name, budget, threshold):
     x, y = training_images(dataset, budget)
-    predictions = submission.run(train_and_predict, class_name, x, y, dataset.test.x, budget)
-    accuracy = accuracy_of(predictions, dataset.test.y)
+    state = submission.run(probes.train_weights, class_name, x, y, budget)
+    model = MODELS[class_name]()  # the grader's own: the weights are evaluated here, on images no sandbox sees
+    problem = load_in_order(model, state)
+    assert not problem, f"{class_name}'s {problem}"
+    device = grader_device(profile)
+    accuracy = evaluate(model.to(device), to_float(dataset.test.x).to(device), dataset.test.y.to(device))
     record_property("accuracy", round(accuracy, 4))
     record_property("min_accuracy", threshold)
     spent = f"{budget['steps']:,} steps" if "steps" in budget else f"{budget['epochs']} epochs"
@@ -52,7 +90,7 @@ def check_accuracy(submission, dataset, record_property, class_name, budget, thr
 def test_mnist_cnn_accuracy(submission, profile, dataset, record_property):
     """MnistCNN + train: trained test accuracy"""
     budget = profile.budget["mnist_cnn"]
-    check_accuracy(submission, dataset, record_property, "MnistCNN", budget, profile.min_accuracy)
+    check_accuracy(submission, profile, dataset, record_property, "MnistCNN", budget, profile.min_accuracy)
 
 
 @pytest.mark.points(8)
@@ -61,4 +99,4 @@ def test_mnist_cnn_accuracy(submission, profile, dataset, record_property):
 def test_high_accuracy_cnn_accuracy(submission, profile, dataset, record_property):
     """HighAccuracyCNN + train: trained test accuracy (AdamW)"""
     budget = profile.budget["high_accuracy"]
-    check_accuracy(submission, dataset, record_property, "HighAccuracyCNN", budget, budget["min_accuracy"])
+    check_accuracy(submission, profile, dataset, record_property, "HighAccuracyCNN", budget, budget["min_accuracy"])
