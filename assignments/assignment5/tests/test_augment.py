@@ -1,31 +1,37 @@
-"""Preprocessing and augmentation (augment.py), on scikit-learn's two sample photos (427 x 640).
+"""Preprocessing and augmentation (augment.py), on scikit-learn's two sample photos.
 
-The weights' own transforms are torchvision's (ResNet18_Weights and ConvNeXt_Base_Weights describe
-their preprocessing without any download); the grader computes what they give here and compares.
-Augmentation is checked by what it does (two draws differ, the test split's never do) and by what
-it is made of; the box check follows each photo's box and a mask of the region it frames through
-the student's training transform, and compares where each ended.
+The photos reach the probes cropped to a window drawn for this grading, with a little noise. The
+weights' own transforms are torchvision's (ResNet18_Weights and ConvNeXt_Base_Weights describe their
+preprocessing without any download): the grader computes what they give and compares.
+
+A random transform is checked by replaying it: the probe describes the student's transform (each
+step's class and constructor arguments) and returns what it gave under seeds the grader drew; the
+grader rebuilds the same steps from torchvision's own classes and runs them under the same seeds.
+Every check (shape, type, two draws differ, the augmentations and the normalization it holds)
+is then made on the grader's replay, and only counts when the replay reproduces the returned
+outputs. BoxedImages runs on an augmentation the grader chose: the grader transforms each image
+and its box in one call itself, and compares.
 """
+
+import sys
+from functools import cache
 
 import pytest
 import torch
 from torchvision import tv_tensors
-from torchvision.models import ConvNeXt_Base_Weights, ResNet18_Weights
-from torchvision.ops import box_iou, masks_to_boxes
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
 from grader.data import sample_photos
+from grader.testing import generator, probes_for
 
-WEIGHTS = {
-    "ResNet18_Weights": ResNet18_Weights.IMAGENET1K_V1,
-    "ConvNeXt_Base_Weights": ConvNeXt_Base_Weights.IMAGENET1K_V1,
-}
+probes = probes_for(__file__)
+
+WEIGHTS = probes.WEIGHTS
 CROP = 224  # both weights' crop size
-# CXCYWH boxes on the photos: the pagoda, then the dahlia.
-PHOTO_BOXES = [[215.0, 220.0, 310.0, 380.0], [306.0, 222.0, 280.0, 276.0]]
-DRAWS = 6  # random draws per photo
-MIN_IOU = 0.85  # a box that moves with its image overlaps its region's new place by 0.96 or more
+DRAWS = 6  # seeds per photo, for BoxedImages
 MAX_MEAN_GAP = 0.02  # the weights' transforms vs an equivalent pipeline (rounding after resizing): at most 0.005
+MAX_REPLAY_GAP = 1e-4  # a replay of the same steps on the same machine gives the same values
+MAX_BOX_GAP = 0.01  # pixels
 # The augmentations the statement asks for, each as the transform classes that provide it.
 AUGMENTATIONS = {
     "a horizontal flip": ("RandomHorizontalFlip",),
@@ -35,11 +41,90 @@ AUGMENTATIONS = {
 }
 
 
-def pipeline(transform):
-    """The steps of a transform, flattened out of Compose, RandomApply...: [{"name", "mean", "std"}]."""
+@cache
+def the_photos():
+    """scikit-learn's two sample photos, uint8 (2, 3, 427, 640), read once."""
+    return sample_photos()
+
+
+def photo_crops(label, low=(320, 420)):
+    """The photos, cropped to one window size drawn for this grading (each photo at a place of its
+    own) and with a little noise: uint8 (2, 3, h, w)."""
+    photos = the_photos()
+    rng = generator(label)
+    height, width = photos.shape[-2:]
+    h = int(torch.randint(low[0], height + 1, (1,), generator=rng))
+    w = int(torch.randint(low[1], width + 1, (1,), generator=rng))
+    crops = []
+    for photo in photos:
+        top = int(torch.randint(0, height - h + 1, (1,), generator=rng))
+        left = int(torch.randint(0, width - w + 1, (1,), generator=rng))
+        crops.append(photo[:, top : top + h, left : left + w])
+    x = torch.stack(crops).int() + torch.randint(-3, 4, (len(crops), 3, h, w), generator=rng)
+    return x.clamp(0, 255).to(torch.uint8)
+
+
+def seeds(label, count):
+    rng = generator(label)
+    return [int(s) for s in torch.randint(2**31, (count,), generator=rng)]
+
+
+# --- rebuilding and replaying a transform --------------------------------------------------
+
+
+class NotReplayable(Exception):
+    """A described transform that the grader cannot rebuild from torchvision's classes."""
+
+
+_ENUMS = {"InterpolationMode": InterpolationMode}
+_TYPES = {
+    "Tensor": torch.Tensor,
+    **{name: getattr(tv_tensors, name) for name in ("Image", "Video", "Mask", "BoundingBoxes")},
+}
+
+
+def _value(data):
+    """A described constructor argument, as the object it stands for."""
+    if isinstance(data, list):
+        return [_value(v) for v in data]
+    if isinstance(data, tuple):
+        return tuple(_value(v) for v in data)
+    if not isinstance(data, dict):
+        return data
+    if "transform" in data:
+        return rebuild(data["transform"])
+    if "enum" in data and data["enum"] in _ENUMS:
+        return _ENUMS[data["enum"]](data["value"])
+    if "dtype" in data and isinstance(getattr(torch, str(data["dtype"]), None), torch.dtype):
+        return getattr(torch, data["dtype"])
+    if "type" in data and data["type"] in _TYPES:
+        return _TYPES[data["type"]]
+    if "dict" in data:
+        return {_value(k): _value(v) for k, v in data["dict"]}
+    raise NotReplayable(f"an argument the grader cannot rebuild ({data.get('unknown', data)})")
+
+
+def rebuild(steps):
+    """The grader's own copy of a described transform, from torchvision's classes only."""
+    module, _, name = str(steps.get("class", "")).rpartition(".")
+    in_torchvision = module == "torchvision.transforms" or module.startswith("torchvision.transforms.")
+    cls = getattr(sys.modules.get(module), name, None) if in_torchvision and not name.startswith("_") else None
+    if not isinstance(cls, type):
+        raise NotReplayable(f"{name or steps.get('class')} is not one of torchvision's transforms")
+    args = {key: _value(value) for key, value in steps["args"].items()}
+    if name == "ImageClassification":  # the weights' preset keeps its sizes as one-item lists
+        args = {key: value[0] if key in ("crop_size", "resize_size") else value for key, value in args.items()}
+    try:
+        return cls(**args)
+    except Exception as exc:
+        raise NotReplayable(f"{name} cannot be rebuilt from its arguments ({exc})") from None
+
+
+def step_list(transform):
+    """The steps of a (rebuilt) transform, flattened out of Compose, RandomApply...: [{"name", "mean", "std"}]."""
     inner = getattr(transform, "transforms", None)
     if isinstance(inner, (list, tuple, torch.nn.ModuleList)):
-        return [step for t in inner for step in pipeline(t)]
+        return [step for t in inner for step in step_list(t)]
     mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
     return [
         {
@@ -50,123 +135,80 @@ def pipeline(transform):
     ]
 
 
-def leaves(sample):
-    """The items of a nested sample (tuples, lists, dicts), as a flat list."""
-    if isinstance(sample, (tuple, list)):
-        return [leaf for item in sample for leaf in leaves(item)]
-    if isinstance(sample, dict):
-        return [leaf for item in sample.values() for leaf in leaves(item)]
-    return [sample]
+def described_names(steps):
+    """The class names of a described transform's steps, flattened out of containers."""
+    names = [str(steps.get("class", "")).rpartition(".")[2]]
+    for value in steps.get("args", {}).values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict) and "transform" in item:
+                names += described_names(item["transform"])
+    return names
 
 
-def plain(x):
-    """A tensor as plain data (tv_tensors are tensor subclasses)."""
-    return x.as_subclass(torch.Tensor).detach().clone()
-
-
-def draws(transform, image, seeds):
-    """The transform of one image under each seed."""
-    out = []
-    for seed in seeds:
-        torch.manual_seed(seed)
-        out.append(plain(transform(image)))
-    return out
-
-
-def eval_outputs(sub, photos):
-    """Probe: eval_transform(weights) on both photos at once, for each weights."""
-    torch.set_num_threads(1)  # image work on one thread: several fight for a busy machine's cores
-    return {name: plain(sub.augment.eval_transform(weights)(photos)) for name, weights in WEIGHTS.items()}
-
-
-def train_draws(sub, photos):
-    """Probe: two draws of train_transform(ResNet-18's weights) on each photo, and its steps."""
+def replay(transform, image, seed):
+    """The transform of `image` under `seed`, on one thread, as the probe ran it."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    transform = sub.augment.train_transform(ResNet18_Weights.IMAGENET1K_V1)
-    return {
-        "draws": [draws(transform, photo, (1, 2)) for photo in photos],
-        "steps": pipeline(transform),
-    }
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return probes._plain(transform(image))
+    finally:
+        torch.set_num_threads(threads)
 
 
-def split_outputs(sub, photos):
-    """Probe: split_transforms(ResNet-18's weights): each split's transform, twice, on both photos."""
-    torch.set_num_threads(1)
-    splits = sub.augment.split_transforms(ResNet18_Weights.IMAGENET1K_V1)
-    return {name: draws(transform, photos, (1, 2)) for name, transform in splits.items()}
+def reproduces(got, replayed):
+    """ "" when a probe's summary of an output is the replay's, else how it differs."""
+    expected = probes.summary(replayed)
+    for key in ("type", "shape", "dtype"):
+        if got.get(key) != expected.get(key):
+            return f"its {key} is {got.get(key)}, the replay's {expected.get(key)}"
+    if "thumb" in expected:
+        gap = (got["thumb"] - expected["thumb"]).abs().max().item() if "thumb" in got else float("inf")
+        if not gap <= MAX_REPLAY_GAP:
+            return f"its values differ from the replay's by up to {gap:.3g}"
+    return ""
 
 
-class MaskTracer:
-    """Wraps a v2 transform: a call that holds an image also carries a mask of the current box's region.
+def replayed(what, steps, images, seeds_used, outputs):
+    """Rebuild a described transform and replay it: (the rebuilt transform, the replays, "" or why
+    they are not what the probe returned). outputs[i][j]: the summary of images[i] under seeds_used[j]."""
+    try:
+        transform = rebuild(steps)
+    except NotReplayable as exc:
+        return None, None, f"{what} holds a step the grader cannot rebuild to replay it: {exc}"
+    replays = []
+    for image, row in zip(images, outputs, strict=True):
+        replays.append([])
+        for seed, got in zip(seeds_used, row, strict=True):
+            try:
+                again = replay(transform, image, seed)
+            except Exception as exc:
+                return transform, None, f"{what}'s steps, rebuilt by the grader, fail: {probes._first_line(exc)}"
+            difference = reproduces(got, again)
+            if difference:
+                names = ", ".join(described_names(steps)[1:]) or described_names(steps)[0]
+                return (
+                    transform,
+                    None,
+                    (
+                        f"{what} does not give what its own steps ({names}) give when the grader replays "
+                        f"them under the same seed: {difference}"
+                    ),
+                )
+            replays[-1].append(again)
+    return transform, replays, ""
 
-    The mask goes through the same call, hence the same random parameters, as the image; it is kept
-    aside, and the wrapped transform's output is returned unchanged.
-    """
 
-    def __init__(self, transform, boxes, size):
-        self.transform, self.boxes, self.size = transform, boxes, size
-        self.index, self.masks = 0, []
-
-    def region(self):
-        height, width = self.size
-        x1, y1, x2, y2 = v2.functional.convert_bounding_box_format(
-            torch.tensor([self.boxes[self.index]]),
-            tv_tensors.BoundingBoxFormat.CXCYWH,
-            tv_tensors.BoundingBoxFormat.XYXY,
-        )[0].tolist()
-        mask = torch.zeros(1, height, width, dtype=torch.uint8)
-        mask[:, round(y1) : round(y2), round(x1) : round(x2)] = 1
-        return tv_tensors.Mask(mask)
-
-    def __call__(self, *inputs):
-        sample = inputs if len(inputs) > 1 else inputs[0]
-        if not any(isinstance(x, torch.Tensor) and not isinstance(x, tv_tensors.BoundingBoxes) for x in leaves(sample)):
-            return self.transform(sample)  # no image in this call: nothing to follow
-        out, mask = self.transform((sample, self.region()))
-        self.masks.append(plain(mask))
-        return out
+# --- eval_transform ----------------------------------------------------------------------------
 
 
-def boxed_items(sub, photos):
-    """Probe: BoxedImages over the photos with the student's training transform; where boxes and regions went."""
-    torch.set_num_threads(1)
-    tracer = MaskTracer(
-        sub.augment.train_transform(ResNet18_Weights.IMAGENET1K_V1), PHOTO_BOXES, tuple(photos.shape[-2:])
-    )
-    dataset = sub.augment.BoxedImages(photos, torch.tensor(PHOTO_BOXES), torch.tensor([0, 1]), tracer)
-    items = []
-    for draw in range(DRAWS):
-        for index in range(len(dataset)):
-            tracer.index, tracer.masks = index, []
-            torch.manual_seed(draw)
-            image, target = dataset[index]
-            box = target["bbox"]
-            is_boxes = isinstance(box, tv_tensors.BoundingBoxes)
-            items.append(
-                {
-                    "index": index,
-                    "image": list(image.shape),
-                    "label": target["label"],
-                    "box_type": type(box).__name__,
-                    "canvas": list(box.canvas_size) if is_boxes else None,
-                    "box": plain(v2.functional.convert_bounding_box_format(box, new_format="XYXY"))
-                    if is_boxes
-                    else None,
-                    "masks": tracer.masks,
-                }
-            )
-    return items
+EVAL_IMAGES = photo_crops("eval images")
 
 
 @pytest.fixture(scope="module")
-def photos():
-    """The photos, loaded once here and handed to each probe (scikit-learn is slow to import)."""
-    return sample_photos()
-
-
-@pytest.fixture(scope="module")
-def evaluated(submission, photos):
-    return submission.run(eval_outputs, photos)
+def evaluated(submission):
+    return submission.run(probes.eval_outputs, EVAL_IMAGES)
 
 
 def mean_gap(got, expected):
@@ -176,10 +218,10 @@ def mean_gap(got, expected):
 @pytest.mark.points(4)
 @pytest.mark.task("eval_transform")
 @pytest.mark.parametrize("weights", list(WEIGHTS))
-def test_eval_transform_is_the_weights_own(evaluated, photos, weights):
+def test_eval_transform_is_the_weights_own(evaluated, weights):
     """eval_transform: the weights' own preprocessing"""
     got = evaluated[weights]
-    expected = WEIGHTS[weights].transforms()(photos)
+    expected = WEIGHTS[weights].transforms()(EVAL_IMAGES)
     assert list(got.shape) == list(expected.shape), (
         f"eval_transform({weights}) gives {list(got.shape)} for the photos, expected {list(expected.shape)}"
     )
@@ -192,20 +234,36 @@ def test_eval_transform_is_the_weights_own(evaluated, photos, weights):
     )
 
 
+# --- train_transform -----------------------------------------------------------------------------
+
+
+TRAIN_PHOTOS = photo_crops("train photos")
+TRAIN_SEEDS = seeds("train seeds", 2)
+
+
 @pytest.fixture(scope="module")
-def augmented(submission, photos):
-    return submission.run(train_draws, photos)
+def augmented(submission):
+    got = submission.run(probes.train_draws, TRAIN_PHOTOS, TRAIN_SEEDS)
+    transform, replays, problem = replayed("train_transform", got["steps"], TRAIN_PHOTOS, TRAIN_SEEDS, got["draws"])
+    return {**got, "transform": transform, "replays": replays, "problem": problem}
+
+
+def check_replayed(augmented):
+    assert not augmented["problem"], augmented["problem"]
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("train_transform")
 def test_train_transform_augments(augmented):
     """train_transform: a float 3x224x224 image, different at every draw"""
-    for index, (first, second) in enumerate(augmented["draws"]):
-        assert list(first.shape) == [3, CROP, CROP], (
-            f"train_transform gives {list(first.shape)}, expected [3, 224, 224]"
+    for first, _ in augmented["draws"]:
+        assert first.get("shape") == [3, CROP, CROP], (
+            f"train_transform gives {first.get('shape', first['type'])}, expected [3, 224, 224]"
         )
-        assert first.dtype == torch.float32, f"train_transform gives {first.dtype}, expected torch.float32"
+        assert first["dtype"] == "float32", f"train_transform gives torch.{first['dtype']}, expected torch.float32"
+    check_replayed(augmented)
+    for index, (first, second) in enumerate(augmented["replays"]):
+        assert list(first.shape) == [3, CROP, CROP] and first.dtype == torch.float32
         assert not torch.equal(first, second), (
             f"two draws of train_transform on photo {index} are identical: it does not augment"
         )
@@ -215,17 +273,21 @@ def test_train_transform_augments(augmented):
 @pytest.mark.task("train_transform")
 def test_train_transform_has_the_augmentations(augmented):
     """train_transform: flip, rotation, random crop and colour jitter"""
-    names = [step["name"] for step in augmented["steps"]]
-    for what, classes in AUGMENTATIONS.items():
-        assert any(name in classes for name in names), f"train_transform has no {what} ({' or '.join(classes)})"
+    for steps in (described_names(augmented["steps"]), None):
+        if steps is None:  # the same on the grader's own copy, once it reproduces the outputs
+            check_replayed(augmented)
+            steps = [step["name"] for step in step_list(augmented["transform"])]
+        for what, classes in AUGMENTATIONS.items():
+            assert any(name in classes for name in steps), f"train_transform has no {what} ({' or '.join(classes)})"
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("train_transform")
 def test_train_transform_normalizes_like_the_weights(augmented):
     """train_transform: the weights' own normalization"""
-    preset = ResNet18_Weights.IMAGENET1K_V1.transforms()
-    normalizations = [step for step in augmented["steps"] if step["mean"] is not None]
+    check_replayed(augmented)
+    preset = WEIGHTS["ResNet18_Weights"].transforms()
+    normalizations = [step for step in step_list(augmented["transform"]) if step["mean"] is not None]
     assert normalizations, "train_transform never normalizes: end it with v2.Normalize and the weights' mean and std"
     for step in normalizations:
         assert step["mean"] == pytest.approx(preset.mean) and step["std"] == pytest.approx(preset.std), (
@@ -234,21 +296,42 @@ def test_train_transform_normalizes_like_the_weights(augmented):
         )
 
 
+# --- split_transforms ------------------------------------------------------------------------------
+
+
+SPLIT_IMAGES = photo_crops("split images")
+SPLIT_SEEDS = seeds("split seeds", 2)
+
+
 @pytest.fixture(scope="module")
-def splits(submission, photos):
-    return submission.run(split_outputs, photos)
+def splits(submission):
+    return submission.run(probes.split_outputs, SPLIT_IMAGES, SPLIT_SEEDS)
 
 
 @pytest.mark.points(4)
 @pytest.mark.task("split_transforms", "eval_transform", "train_transform")
-def test_only_the_training_split_is_augmented(splits, photos):
+def test_only_the_training_split_is_augmented(splits):
     """split_transforms: augmentation on train only; valid and test get the weights' own preprocessing"""
+    assert "type" not in splits, f"split_transforms returns a {splits.get('type')}, expected a dict"
     assert sorted(splits) == ["test", "train", "valid"], (
         f"split_transforms gives {sorted(splits)}, expected train, valid, test"
     )
-    expected = ResNet18_Weights.IMAGENET1K_V1.transforms()(photos)
+    expected = WEIGHTS["ResNet18_Weights"].transforms()(SPLIT_IMAGES)
     for split in ("valid", "test"):
-        first, second = splits[split]
+        first, second = splits[split]["outputs"]
+        if "thumb" in first and "thumb" in second:
+            assert torch.equal(first["thumb"], second["thumb"]), (
+                f"the {split} transform gives two different results for the same photos: "
+                "augmentation must stay on the training split"
+            )
+    replays = {}
+    for split, got in splits.items():
+        what = f"the {split} transform"
+        _, again, problem = replayed(what, got["steps"], [SPLIT_IMAGES], SPLIT_SEEDS, [got["outputs"]])
+        assert not problem, problem
+        replays[split] = again[0]
+    for split in ("valid", "test"):
+        first, second = replays[split]
         assert torch.equal(first, second), (
             f"the {split} transform gives two different results for the same photos: "
             "augmentation must stay on the training split"
@@ -256,33 +339,79 @@ def test_only_the_training_split_is_augmented(splits, photos):
         assert list(first.shape) == list(expected.shape), f"the {split} transform gives {list(first.shape)}"
         gap = mean_gap(first, expected)
         assert gap < MAX_MEAN_GAP, f"the {split} transform differs from the weights' own by {gap:.3f} on average"
-    first, second = splits["train"]
+    first, second = replays["train"]
     assert not torch.equal(first, second), "the train transform gives the same result twice: it does not augment"
 
 
+# --- BoxedImages ----------------------------------------------------------------------------------
+
+
+def box_inputs():
+    """Photos, one CXCYWH box inside each, labels and the augmentation's parameters, drawn for this grading."""
+    photos = photo_crops("box photos")
+    rng = generator("box inputs")
+    height, width = photos.shape[-2:]
+    boxes = []
+    for _ in photos:
+        w, h = (torch.rand(2, generator=rng) * 0.4 + 0.3).tolist()
+        cx, cy = (torch.rand(2, generator=rng) * torch.tensor([1 - w, 1 - h]) + torch.tensor([w, h]) / 2).tolist()
+        boxes.append([cx * width, cy * height, w * width, h * height])
+    params = {
+        "flip": 0.5,
+        "degrees": float(torch.randint(15, 41, (1,), generator=rng)),
+        "size": int(torch.randint(96, 161, (1,), generator=rng)),
+        "scale": [0.6 + 0.25 * float(torch.rand(1, generator=rng)), 1.0],
+    }
+    labels = torch.randint(0, 102, (len(photos),), generator=rng)
+    return photos, torch.tensor(boxes), labels, params
+
+
+BOX_PHOTOS, BOXES, BOX_LABELS, BOX_PARAMS = box_inputs()
+BOX_SEEDS = seeds("box seeds", DRAWS)
+
+
 @pytest.fixture(scope="module")
-def boxed(submission, photos):
-    return submission.run(boxed_items, photos)
+def boxed(submission):
+    return submission.run(probes.boxed_items, BOX_PHOTOS, BOXES, BOX_LABELS, BOX_PARAMS, BOX_SEEDS)
+
+
+def expected_item(index, seed):
+    """The grader's own: the photo and its box through the augmentation in one call, under `seed`."""
+    image = tv_tensors.Image(BOX_PHOTOS[index])
+    box = tv_tensors.BoundingBoxes(BOXES[index : index + 1], format="CXCYWH", canvas_size=tuple(image.shape[-2:]))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        image, box = probes.box_augmentation(BOX_PARAMS)(image, box)
+    return probes._plain(image), probes._plain(v2.functional.convert_bounding_box_format(box, new_format="XYXY"))
 
 
 @pytest.mark.points(4)
-@pytest.mark.task("BoxedImages", "train_transform")
+@pytest.mark.task("BoxedImages")
 def test_box_moves_with_its_image(boxed):
     """BoxedImages: each box goes through the same flip, rotation and crop as its image"""
+    size = BOX_PARAMS["size"]
     for item in boxed:
         index = item["index"]
-        assert item["label"] == index, f"item {index} has label {item['label']!r}, expected {index}"
-        assert item["image"] == [3, CROP, CROP], f"item {index}'s image is {item['image']}, expected [3, 224, 224]"
+        label = int(BOX_LABELS[index])
+        assert item["label"] == label, f"item {index} has label {item['label']!r}, expected {label}"
+        assert item["image"] is not None, f"item {index}'s image is not a tensor"
+        assert list(item["image"].shape) == [3, size, size], (
+            f"item {index}'s image is {list(item['image'].shape)}, expected the transform's [3, {size}, {size}]"
+        )
         assert item["box"] is not None, f"item {index}'s bbox is a {item['box_type']}, not a tv_tensors.BoundingBoxes"
-        assert item["canvas"] == [CROP, CROP], (
-            f"item {index}'s box lies on a {item['canvas']} canvas, expected its transformed image's [224, 224]"
+        assert item["canvas"] == [size, size], (
+            f"item {index}'s box lies on a {item['canvas']} canvas, expected its transformed image's [{size}, {size}]"
         )
-        assert len(item["masks"]) == 1, (
-            f"item {index}: the transform ran on the image {len(item['masks'])} times, expected once"
+        image, box = expected_item(index, item["seed"])
+        image_gap = (item["image"].double() - image.double()).abs().max().item()
+        assert image_gap <= 1, (
+            f"item {index}'s image is not the transform of its photo (off by up to {image_gap:.3g}): "
+            "call the transform once per item, on the image and its box together"
         )
-        region = masks_to_boxes(item["masks"][0]).double()
-        iou = box_iou(item["box"].double(), region).item()
-        assert iou >= MIN_IOU, (
-            f"item {index}'s box overlaps where its region of the photo went by IoU {iou:.2f}: "
-            "transform the image and its box in one call, so they get the same random flip, rotation and crop"
+        box_gap = (item["box"].double() - box.double()).abs().max().item() if item["box"].shape == box.shape else None
+        assert box_gap is not None and box_gap <= MAX_BOX_GAP, (
+            f"item {index}'s box is not where the transform puts it with its image "
+            f"({[round(v, 1) for v in item['box'].flatten().tolist()]}, expected "
+            f"{[round(v, 1) for v in box.flatten().tolist()]}): transform the image and its box in one call, "
+            "so they get the same random flip, rotation and crop"
         )

@@ -1,122 +1,58 @@
 """New heads and freezing (transfer.py), on torchvision's own ResNet-18 and ConvNeXt-Base.
 
-The models are built with weights=None (nothing is downloaded); ConvNeXt-Base (88.6 M parameters)
-is built on PyTorch's "meta" device, which has shapes but no data: its structure, freezing and
-optimizer are checked without spending 350 MB and seconds of initialisation. Freezing is checked
-three ways: which parameters require gradients, which ones the optimizer holds, and which ones one
-real optimizer step moves, BatchNorm running statistics included.
+No pretrained weights are downloaded. The ResNet-18 of these checks is torchvision's, initialised
+from a seed drawn for this grading, which the grader repeats to build the same network itself.
+ConvNeXt-Base (88.6 M parameters) is built on PyTorch's "meta" device, which has shapes but no
+data, except its last block and its classifier, filled in from a seed of the grading's: its
+structure, freezing and optimizer are checked without spending 350 MB and seconds.
+
+What the probes report (which parameters require gradients, what the optimizer holds, what
+moved) makes a failure's reason precise; the points rest on the grader's own computation with
+the same network and inputs: the model's output through the grader's head weights put in the head
+the student's function returned, the gradients of one backward pass, the weights after one step
+of the student's optimizer (AdamW on exactly the trainable parameters) and after one step of the
+student's `train` (frozen BatchNorm statistics kept), compared tensor by tensor.
 """
 
-import copy
+import math
+from functools import cache
 
 import pytest
 import torch
 import torchvision
+from torch import nn
 
-from grader.testing import state_of
+from grader.probing import state_of
+from grader.testing import derived_seed, generator, load_in_order, probes_for
+
+probes = probes_for(__file__)
 
 CIFAR_CLASSES, FLOWERS_CLASSES, LR = 10, 102, 1e-3
 # What each variant trains, as the statement gives it: parameter-name prefixes ("" is every name).
 TRAINED = {"last_layer": ("fc.",), "last_layers": ("layer4.", "fc."), "all_layers": ("",)}
-STEP_VARIANTS = ("last_layer", "last_layers")  # those with a frozen part, for the one-step checks
+STEP_VARIANTS = ("last_layer", "last_layers")  # those with a frozen part, for the checks of train
+FEATURES = 512  # ResNet-18's, into fc
+TOLERANCE = 1e-9  # double precision, the same operations on the same machine
+
+RESNET_SEED = derived_seed("resnet18 weights")
+FINGERPRINT_SEED = derived_seed("fingerprints")
 
 
-def describe(layer):
-    """A layer as data: its class name and, for a linear layer, its sizes."""
-    return {
-        "type": type(layer).__name__,
-        "in": getattr(layer, "in_features", None),
-        "out": getattr(layer, "out_features", None),
-    }
+def uniform(shape, bound, rng, dtype=torch.float32):
+    return ((torch.rand(shape, generator=rng, dtype=torch.float64) * 2 - 1) * bound).to(dtype)
 
 
-def optimizer_contents(optimizer, model, before):
-    """The names of the tensors an optimizer holds, in the model's terms, and its learning rates.
-
-    before: {id: name} of the model's parameters before the student's code ran, to name what is
-    no longer in the model (the old head).
-    """
-    names = {id(p): name for name, p in model.named_parameters()}
-    held = []
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if id(p) in names:
-                held.append(names[id(p)])
-            else:
-                held.append(f"old {before[id(p)]}" if id(p) in before else "a tensor outside the model")
-    return {"held": held, "lrs": [group["lr"] for group in optimizer.param_groups]}
+def head_inputs():
+    rng = generator("resnet head")
+    x = torch.rand(2, 3, 64, 64, generator=rng)
+    bound = 1 / math.sqrt(FEATURES)
+    return x, uniform((CIFAR_CLASSES, FEATURES), bound, rng), uniform((CIFAR_CLASSES,), bound, rng)
 
 
-def resnet_head(sub):
-    """Probe: replace_resnet_head on a fresh ResNet-18, and the model's output for two images."""
-    torch.set_num_threads(1)  # a tiny workload: one thread is faster than several fighting over cores
-    model = torchvision.models.resnet18(weights=None)
-    head = sub.transfer.replace_resnet_head(model, CIFAR_CLASSES)
-    model.eval()
-    with torch.no_grad():
-        shape = list(model(torch.rand(2, 3, 64, 64)).shape)
-    return {"fc": describe(model.fc), "returned_is_fc": head is model.fc, "output": shape}
-
-
-def resnet_variants(sub):
-    """Probe: prepare_resnet on a fresh ResNet-18, each variant: what requires gradients, what the optimizer holds."""
-    base = torchvision.models.resnet18(weights=None)
-    out = {}
-    for variant in TRAINED:
-        model = copy.deepcopy(base)
-        before = {id(p): name for name, p in model.named_parameters()}
-        optimizer = sub.transfer.prepare_resnet(model, CIFAR_CLASSES, variant, LR)
-        out[variant] = {
-            "parameters": {name: p.requires_grad for name, p in model.named_parameters()},
-            **optimizer_contents(optimizer, model, before),
-        }
-    return out
-
-
-def one_step(sub, variant):
-    """Probe: prepare_resnet, then one step of the student's train on one fixed batch: what changed."""
-    torch.set_num_threads(1)
-    model = torchvision.models.resnet18(weights=None)
-    optimizer = sub.transfer.prepare_resnet(model, CIFAR_CLASSES, variant, LR)
-    generator = torch.Generator().manual_seed(0)
-    batch = (torch.rand(4, 3, 64, 64, generator=generator), torch.tensor([0, 3, 5, 9]))
-    before = state_of(model)
-    sub.transfer.train(model, optimizer, [batch], 1, "cpu")
-    after = state_of(model)
-    parameters = {name for name, _ in model.named_parameters()}
-    changed = {name for name in after if name in before and not torch.equal(before[name], after[name])}
-    return {
-        "moved": sorted(changed & parameters),
-        "buffers": {name: name in changed for name in after if name not in parameters},
-    }
-
-
-def convnext_for_flowers(sub):
-    """Probe: the notebook's ConvNeXt-Base for Flowers102, built on the meta device (shapes, no data).
-
-    New head for 102 classes, everything frozen but the classifier, an optimizer: what each holds.
-    """
-    with torch.device("meta"):  # the student's new head is created on it too
-        model = torchvision.models.convnext_base(weights=None)
-        before = {id(p): name for name, p in model.named_parameters()}
-        head = sub.transfer.replace_convnext_head(model, FLOWERS_CLASSES)
-        sub.transfer.set_trainable(model, ("classifier",))
-        optimizer = sub.transfer.make_optimizer(model, LR)
-    contents = optimizer_contents(optimizer, model, before)
-    parameters = {name: [p.numel(), p.requires_grad] for name, p in model.named_parameters()}
-    model.to_empty(device="meta")  # all on meta, wherever the new head was put
-    model.eval()
-    try:
-        shape = list(model(torch.empty(1, 3, 224, 224, device="meta")).shape)
-    except Exception as exc:  # reported by the test, after what explains it
-        shape = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return {
-        "classifier": [describe(layer) for layer in model.classifier],
-        "returned_is_head": head is model.classifier[-1],
-        "output": shape,
-        "parameters": parameters,
-        **contents,
-    }
+HEAD_X, HEAD_WEIGHT, HEAD_BIAS = head_inputs()
+STEP_RNG = generator("resnet step batch")
+STEP_X = torch.rand(4, 3, 32, 32, generator=STEP_RNG, dtype=torch.float64)
+STEP_Y = torch.randint(0, CIFAR_CLASSES, (4,), generator=STEP_RNG)
 
 
 def listing(names, limit=3):
@@ -130,41 +66,146 @@ def trained_names(names, variant):
     return {name for name in names if name.startswith(TRAINED[variant])}
 
 
-@pytest.fixture(scope="module")
+class OneThread:
+    """The grader's recomputations on one thread, as the probes ran: the same order of operations."""
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)
+
+
+def differing(got, expected, tolerance=TOLERANCE):
+    """The names whose fingerprints differ (or that only one side has), in the expected order."""
+    names = list(expected) + [name for name in got if name not in expected]
+    out = []
+    for name in names:
+        a, b = got.get(name), expected.get(name)
+        if a is None or b is None or a.shape != b.shape or not ((a - b).abs() <= tolerance * (1 + b.abs())).all():
+            out.append(name)
+    return out
+
+
+def grader_resnet(head):
+    """The grader's ResNet-18 from this grading's seed, with a Linear(512, 10) head holding `head`
+    (a state dict): (model, "" or why the head does not fit)."""
+    model = probes.seeded_resnet18(RESNET_SEED)
+    model.fc = nn.Linear(FEATURES, CIFAR_CLASSES)
+    problem = load_in_order(model.fc, head)
+    return model, problem and f"the new fc's weights do not fit a Linear(512, {CIFAR_CLASSES}): {problem}"
+
+
+@cache
 def expected_resnet():
     """ResNet-18 with a 10-class head, built here: its parameter names and sizes are the expected ones."""
     model = torchvision.models.resnet18(num_classes=CIFAR_CLASSES)
     return {name: p.numel() for name, p in model.named_parameters()}
 
 
+# --- replace_resnet_head ------------------------------------------------------------------------
+
+
 @pytest.mark.points(3)
 @pytest.mark.task("replace_resnet_head")
 def test_resnet_head(submission):
     """replace_resnet_head: ResNet-18's fc becomes Linear(512, 10)"""
-    got = submission.run(resnet_head)
+    got = submission.run(probes.resnet_head, RESNET_SEED, HEAD_X, HEAD_WEIGHT, HEAD_BIAS)
     fc = got["fc"]
     assert fc["type"] == "Linear", f"model.fc is a {fc['type']}, expected a new nn.Linear"
-    assert fc["in"] == 512, f"the new fc takes {fc['in']} features, expected ResNet-18's 512 (model.fc.in_features)"
+    assert fc["in"] == FEATURES, (
+        f"the new fc takes {fc['in']} features, expected ResNet-18's 512 (model.fc.in_features)"
+    )
     assert fc["out"] == CIFAR_CLASSES, f"the new fc has {fc['out']} outputs, expected one per class: {CIFAR_CLASSES}"
-    assert got["output"] == [2, CIFAR_CLASSES], f"the model's output is {got['output']}, expected [2, {CIFAR_CLASSES}]"
     assert got["returned_is_fc"], "replace_resnet_head must return the new head, the module now at model.fc"
+    assert not got["loaded"], f"the returned head does not take a Linear(512, 10)'s weights: {got['loaded']}"
+    output = got["output"]
+    assert list(output.shape) == [2, CIFAR_CLASSES], f"the model's output is {list(output.shape)}, expected [2, 10]"
+    model, _ = grader_resnet({"weight": HEAD_WEIGHT, "bias": HEAD_BIAS})
+    model.eval()
+    with OneThread(), torch.no_grad():
+        expected = model(HEAD_X)
+    gap = (output.double() - expected.double()).abs().max().item()
+    assert gap <= 1e-4 * (1 + expected.abs().max().item()), (
+        f"with the grader's weights in the returned head, the model's output is not ResNet-18's features through "
+        f"that head (off by up to {gap:.3g}): replace only model.fc, by the head you return"
+    )
+
+
+# --- prepare_resnet: what requires gradients, what the optimizer holds ----------------------------
 
 
 @pytest.fixture(scope="module")
 def variants(submission):
-    return submission.run(resnet_variants)
+    return submission.run(
+        probes.resnet_variants, RESNET_SEED, CIFAR_CLASSES, list(TRAINED), LR, STEP_X, STEP_Y, FINGERPRINT_SEED
+    )
+
+
+def recompute_variant(variant, head):
+    """The grader's own: the variant's parameters trainable, one backward pass in evaluation mode
+    (the gradients that exist) and one AdamW step on exactly those: (grads, stepped, problem)."""
+    model, problem = grader_resnet(head)
+    if problem:
+        return None, None, problem
+    model.double().eval()
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(TRAINED[variant]))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+    with OneThread():
+        nn.functional.cross_entropy(model(STEP_X), STEP_Y).backward()
+        grads = probes.fingerprint(
+            {name: p.grad for name, p in model.named_parameters() if p.grad is not None}, FINGERPRINT_SEED
+        )
+        optimizer.step()
+    return grads, probes.fingerprint(model.state_dict(), FINGERPRINT_SEED), ""
+
+
+@pytest.fixture(scope="module")
+def recomputed(variants):
+    """Each variant's recomputation, done once, when a test first needs it."""
+    done = {}
+
+    def of(variant):
+        if variant not in done:
+            done[variant] = recompute_variant(variant, variants[variant]["head"])
+        return done[variant]
+
+    return of
+
+
+def check_gradients(variants, recomputed, variant):
+    """The outcome of the freezing: one backward pass gives exactly the grader's gradients."""
+    got = variants[variant]
+    expected, _, problem = recomputed(variant)
+    assert not problem, problem
+    assert "error" not in got, f"the model fails after prepare_resnet: {got.get('error')}"
+    missing = [name for name in expected if name not in got["grads"]]
+    assert not missing, f"one backward pass in {variant} computes no gradient for {listing(missing)}: they are frozen"
+    extra = [name for name in got["grads"] if name not in expected]
+    assert not extra, (
+        f"one backward pass in {variant} computes gradients for {len(extra)} parameters that {variant} freezes: "
+        f"{listing(extra)}"
+    )
+    wrong = differing(got["grads"], expected)
+    assert not wrong, (
+        f"one backward pass in {variant} gives gradients that differ from the grader's for {listing(wrong)}: "
+        "prepare_resnet must change nothing but the head and which parameters require gradients"
+    )
 
 
 @pytest.mark.points(6)
 @pytest.mark.task("prepare_resnet", "replace_resnet_head", "set_trainable", "VARIANTS")
 @pytest.mark.parametrize("variant", list(TRAINED))
-def test_trainable_parameters(variants, expected_resnet, variant):
+def test_trainable_parameters(variants, recomputed, variant):
     """prepare_resnet: which parameters require gradients"""
     parameters = variants[variant]["parameters"]
-    assert set(parameters) == set(expected_resnet), (
-        f"the model's parameters are not ResNet-18's: {listing(set(parameters) ^ set(expected_resnet))}"
+    expected_sizes = expected_resnet()
+    assert set(parameters) == set(expected_sizes), (
+        f"the model's parameters are not ResNet-18's: {listing(set(parameters) ^ set(expected_sizes))}"
     )
-    expected = trained_names(expected_resnet, variant)
+    expected = trained_names(expected_sizes, variant)
     trainable = {name for name, trains in parameters.items() if trains}
     frozen_head = sorted(name for name in expected - trainable if name.startswith("fc."))
     assert not frozen_head, f"the new head is frozen in {variant} ({listing(frozen_head)}): it would stay random"
@@ -174,14 +215,15 @@ def test_trainable_parameters(variants, expected_resnet, variant):
     )
     extra = sorted(trainable - expected)
     assert not extra, f"{len(extra)} parameters that {variant} freezes still require gradients: {listing(extra)}"
-    count, total = sum(expected_resnet[n] for n in trainable), sum(expected_resnet[n] for n in expected)
+    count, total = sum(expected_sizes[n] for n in trainable), sum(expected_sizes[n] for n in expected)
     assert count == total, f"{count:,} trainable parameters in {variant}, expected {total:,}"
+    check_gradients(variants, recomputed, variant)
 
 
 @pytest.mark.points(6)
 @pytest.mark.task("prepare_resnet", "make_optimizer", "replace_resnet_head", "set_trainable", "VARIANTS")
 @pytest.mark.parametrize("variant", list(TRAINED))
-def test_optimizer_holds_exactly_the_trainable_parameters(variants, variant):
+def test_optimizer_holds_exactly_the_trainable_parameters(variants, recomputed, variant):
     """prepare_resnet: the optimizer holds exactly the trainable parameters"""
     got = variants[variant]
     held = got["held"]
@@ -200,17 +242,80 @@ def test_optimizer_holds_exactly_the_trainable_parameters(variants, variant):
     missing = sorted(trainable - set(held))
     assert not missing, f"in {variant} the optimizer misses trainable parameters: {listing(missing)}"
     assert all(lr == LR for lr in got["lrs"]), f"the optimizer's learning rate is {got['lrs']}, expected lr = {LR}"
+    _, expected, problem = recomputed(variant)
+    assert not problem, problem
+    assert "error" not in got, f"the model fails after prepare_resnet: {got.get('error')}"
+    wrong = differing(got["stepped"], expected)
+    assert not wrong, (
+        f"one step of the optimizer prepare_resnet returned does not give AdamW's (lr={LR}) on exactly the "
+        f"parameters {variant} trains: {listing(wrong)} differ"
+    )
+
+
+# --- prepare_resnet + train: one step ----------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def stepped(submission):
-    return {variant: submission.run(one_step, variant) for variant in STEP_VARIANTS}
+    return {
+        variant: submission.run(
+            probes.train_step, RESNET_SEED, CIFAR_CLASSES, variant, LR, STEP_X, STEP_Y, FINGERPRINT_SEED
+        )
+        for variant in STEP_VARIANTS
+    }
+
+
+def recompute_step(variant, head):
+    """The grader's own step of train: the variant's freezing, training mode but for frozen
+    BatchNorm layers, one AdamW step on the cross-entropy: the fingerprints of the state after."""
+    model, problem = grader_resnet(head)
+    if problem:
+        return None, problem
+    model.double()
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(TRAINED[variant]))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+    frozen = probes.frozen_batchnorms(model)
+    model.train()
+    for name, module in model.named_modules():
+        if name in frozen:
+            module.eval()
+    with OneThread():
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(STEP_X), STEP_Y).backward()
+        optimizer.step()
+    return probes.fingerprint(model.state_dict(), FINGERPRINT_SEED), ""
+
+
+@pytest.fixture(scope="module")
+def step_recomputed(stepped):
+    return {variant: recompute_step(variant, got["head"]) for variant, got in stepped.items()}
+
+
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def check_step(stepped, step_recomputed, variant, statistics):
+    """The outcome of prepare_resnet + one step of train: the grader's weights (statistics=False)
+    or BatchNorm statistics (statistics=True), after its own step."""
+    got = stepped[variant]
+    expected, problem = step_recomputed[variant]
+    assert not problem, problem
+    names = [name for name in expected if name.endswith(STATISTICS) == statistics]
+    wrong = differing(
+        {k: v for k, v in got["final"].items() if k.endswith(STATISTICS) == statistics}, {k: expected[k] for k in names}
+    )
+    what = "the BatchNorm statistics " if statistics else ""
+    assert not wrong, (
+        f"after prepare_resnet and one step of train in {variant}, {what}{listing(wrong)} differ from the grader's "
+        f"(AdamW, lr={LR}, on the parameters {variant} trains; frozen BatchNorm layers in evaluation mode)"
+    )
 
 
 @pytest.mark.points(4)
 @pytest.mark.task("prepare_resnet", "train", "make_optimizer", "replace_resnet_head", "set_trainable", "VARIANTS")
 @pytest.mark.parametrize("variant", STEP_VARIANTS)
-def test_one_step_moves_only_the_trainable_parameters(stepped, variant):
+def test_one_step_moves_only_the_trainable_parameters(stepped, step_recomputed, variant):
     """prepare_resnet + train: one real step moves the head, never a frozen weight"""
     moved = stepped[variant]["moved"]
     frozen_moved = [name for name in moved if not name.startswith(TRAINED[variant])]
@@ -226,12 +331,13 @@ def test_one_step_moves_only_the_trainable_parameters(stepped, variant):
         assert any(name.startswith("layer4.") for name in moved), (
             "one training step in last_layers left layer4 unchanged"
         )
+    check_step(stepped, step_recomputed, variant, statistics=False)
 
 
 @pytest.mark.points(4)
 @pytest.mark.task("train", "train_mode", "prepare_resnet", "set_trainable", "VARIANTS")
 @pytest.mark.parametrize("variant", STEP_VARIANTS)
-def test_frozen_batchnorm_keeps_its_statistics(stepped, variant):
+def test_frozen_batchnorm_keeps_its_statistics(stepped, step_recomputed, variant):
     """train: frozen BatchNorm layers keep their running statistics; trainable ones update them"""
     buffers = stepped[variant]["buffers"]  # every BatchNorm statistic: did one step change it?
     drifted = [name for name, changed in buffers.items() if changed and not name.startswith(TRAINED[variant])]
@@ -244,11 +350,68 @@ def test_frozen_batchnorm_keeps_its_statistics(stepped, variant):
         f"trainable BatchNorm layers kept their running statistics in {variant} ({listing(kept)}): "
         "only frozen ones stay in eval mode"
     )
+    check_step(stepped, step_recomputed, variant, statistics=True)
+
+
+# --- ConvNeXt-Base for Flowers102 ------------------------------------------------------------------------
+
+
+def convnext_inputs():
+    rng = generator("convnext")
+    features = torch.randn(2, 1024, 1, 1, generator=rng, dtype=torch.float64)
+    labels = torch.randint(0, FLOWERS_CLASSES, (2,), generator=rng)
+    bound = 1 / math.sqrt(1024)
+    weight, bias = uniform((FLOWERS_CLASSES, 1024), bound, rng), uniform((FLOWERS_CLASSES,), bound, rng)
+    return derived_seed("convnext parts"), features, labels, weight, bias
+
+
+CONVNEXT_SEED, CONVNEXT_FEATURES, CONVNEXT_LABELS, CONVNEXT_WEIGHT, CONVNEXT_BIAS = convnext_inputs()
 
 
 @pytest.fixture(scope="module")
 def convnext(submission):
-    return submission.run(convnext_for_flowers)
+    return submission.run(
+        probes.convnext_for_flowers,
+        CONVNEXT_SEED,
+        FLOWERS_CLASSES,
+        LR,
+        CONVNEXT_FEATURES,
+        CONVNEXT_LABELS,
+        CONVNEXT_WEIGHT,
+        CONVNEXT_BIAS,
+        FINGERPRINT_SEED,
+    )
+
+
+@cache
+def convnext_recomputed():
+    """The grader's own: the same parts from the same seed, classifier[2] = Linear(1024, 102) with
+    the grader's weights, only the classifier trainable; its output, then one AdamW step."""
+    with torch.device("meta"):
+        model = torchvision.models.convnext_base(weights=None)
+    for part in probes.convnext_parts(model):
+        probes.fill_(part.to_empty(device="cpu"), CONVNEXT_SEED)
+    model.classifier[2] = nn.Linear(1024, FLOWERS_CLASSES)
+    load_in_order(model.classifier[2], {"weight": CONVNEXT_WEIGHT, "bias": CONVNEXT_BIAS})
+    block, classifier = probes.convnext_parts(model)
+    block.double(), classifier.double()
+    model.requires_grad_(False)
+    classifier.requires_grad_(True)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=LR)
+    model.eval()
+    with OneThread():
+        logits = classifier(model.avgpool(block(CONVNEXT_FEATURES)))
+        nn.functional.cross_entropy(logits, CONVNEXT_LABELS).backward()
+        optimizer.step()
+    return {
+        "output": logits.detach(),
+        "classifier_after": state_of(classifier),
+        "block_after": probes.fingerprint(block.state_dict(), FINGERPRINT_SEED),
+    }
+
+
+def close(a, b, tolerance=TOLERANCE):
+    return a.shape == b.shape and ((a.double() - b.double()).abs() <= tolerance * (1 + b.double().abs())).all()
 
 
 @pytest.mark.points(3)
@@ -262,15 +425,23 @@ def test_convnext_head(convnext):
     head = convnext["classifier"][2]
     assert head["in"] == 1024, f"classifier[2] takes {head['in']} features, expected ConvNeXt-Base's 1024"
     assert head["out"] == FLOWERS_CLASSES, f"classifier[2] has {head['out']} outputs, expected {FLOWERS_CLASSES}"
-    assert convnext["output"] == [1, FLOWERS_CLASSES], (
-        f"the model's output is {convnext['output']}, expected [1, {FLOWERS_CLASSES}]"
-    )
     # torchvision's published count (1000 classes), with the 1000-class head swapped for a 102-class one.
     imagenet_total = torchvision.models.ConvNeXt_Base_Weights.IMAGENET1K_V1.meta["num_params"]
     expected = imagenet_total - (1024 * 1000 + 1000) + (1024 * FLOWERS_CLASSES + FLOWERS_CLASSES)
     total = sum(numel for numel, _ in convnext["parameters"].values())
     assert total == expected, f"the model has {total:,} parameters, expected {expected:,}"
     assert convnext["returned_is_head"], "replace_convnext_head must return the new head, now at model.classifier[2]"
+    assert not convnext["loaded"], (
+        f"the returned head does not take a Linear(1024, 102)'s weights: {convnext['loaded']}"
+    )
+    output, wanted = convnext["output"], convnext_recomputed()["output"]
+    assert list(output.shape) == [2, FLOWERS_CLASSES], (
+        f"the classifier's output is {list(output.shape)}, expected [2, {FLOWERS_CLASSES}]"
+    )
+    assert close(output, wanted), (
+        "with the grader's weights in the returned head, the classifier does not compute LayerNorm2d, Flatten and "
+        "that head: replace classifier[2] only, by the head you return"
+    )
 
 
 @pytest.mark.points(3)
@@ -293,4 +464,17 @@ def test_convnext_freezing(convnext):
     assert sorted(held) == sorted(trainable), (
         f"the optimizer holds {len(held)} tensors ({listing(sorted(held))}), expected exactly the "
         f"{len(trainable)} trainable ones ({listing(sorted(trainable))})"
+    )
+    assert not convnext["loaded"], (
+        f"the returned head does not take a Linear(1024, 102)'s weights: {convnext['loaded']}"
+    )
+    wanted = convnext_recomputed()
+    moved = differing(convnext["block_after"], wanted["block_after"])
+    assert not moved, f"one step changed the last block of the frozen features: {listing(moved)}"
+    after, expected_after = convnext["classifier_after"], wanted["classifier_after"]
+    wrong = [name for name in expected_after if name not in after or not close(after[name], expected_after[name])]
+    wrong += sorted(set(after) - set(expected_after))
+    assert not wrong, (
+        f"one step of make_optimizer's optimizer does not give AdamW's (lr={LR}) on the classifier: "
+        f"{listing(wrong)} differ"
     )

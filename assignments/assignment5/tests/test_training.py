@@ -1,8 +1,11 @@
 """Training a transferred model (transfer.py): train_mode, train, fine_tune, and the trained accuracy.
 
 The loop checks run the student's functions on a ResNet in miniature (ResNet-18's layout and
-names, a few channels), in double precision, on fixed batches; the grader recomputes AdamW on the
-same batches and compares. The accuracy test transfers a backbone to a new task:
+names, a few channels), in double precision, from weights and on batches drawn for this grading;
+the grader recomputes the same steps itself (AdamW, cross-entropy, frozen BatchNorm layers in
+evaluation mode) and compares the weights and statistics. What the probes see on the way (modes,
+steps, zero_grad calls, which optimizer held what) makes a failure's reason precise; it earns no
+point unless the weights match too. The accuracy test transfers a backbone to a new task:
 
 - quick (CPU, offline): the kit pre-trains a small ResNet on one part of the MNIST subset (which
   digit, 0-9) here, in the grader's process; the probe receives its weights and, with the student's
@@ -10,7 +13,11 @@ same batches and compares. The accuracy test transfers a backbone to a new task:
   part (is the digit 5 or more? 5 images of each digit). The kit also trains the same network from
   scratch on the same small task with the same budget: transfer must beat it.
 - full (GPU): ResNet-18 with torchvision's ImageNet weights, read from the torch cache (never
-  downloaded), on CIFAR-10, with the student's transforms.
+  downloaded), on CIFAR-10, with the student's training transform.
+
+Either way the probe returns the weights of what the variant trains (the head, for last_layer),
+and the grader puts them in its own copy of the pretrained network and tests it on images whose
+labels never reach the sandbox.
 """
 
 import math
@@ -21,80 +28,56 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
-from torchvision.models.resnet import BasicBlock, conv1x1
 
-from grader.data import TensorBatches
-from grader.testing import accuracy_of, grading_seed, max_difference, recording, state_of
+from grader.probing import TensorBatches, state_of
+from grader.testing import accuracy_of, derived_seed, evaluate, generator, load_in_order, max_difference, probes_for
+
+probes = probes_for(__file__)
 
 TRAIN_LR, TRAIN_STEPS = 0.01, 5  # 5 steps over 2 batches: train must walk the batches again
 HEAD_STEPS, ALL_STEPS = 3, 2
+TOLERANCE = 1e-9  # double precision, the same operations on the same machine
 DIGIT_MEAN, DIGIT_STD = 0.1307, 0.3081  # the kit backbone's own preprocessing (MNIST's statistics)
 DIGITS = 10  # the kit backbone's classes: which digit
+# The top-level parts of a ResNet each variant trains, as the statement gives them.
+PARTS = {
+    "last_layer": ("fc",),
+    "last_layers": ("layer4", "fc"),
+    "all_layers": ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"),
+}
 
 
-class MiniResNet(nn.Module):
-    """ResNet-18's layout and names (conv1, bn1, layer1 ... layer4, avgpool, fc) at a small scale.
-
-    One BasicBlock per stage, `width` channels in the first (2x, 4x, 8x in the next ones), for
-    one-channel images: x (N, 1, H, W) -> logits (N, num_classes).
-    """
-
-    def __init__(self, num_classes: int, width: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, width, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(2)
-        self.layer1 = self.stage(width, width, 1)
-        self.layer2 = self.stage(width, 2 * width, 2)
-        self.layer3 = self.stage(2 * width, 4 * width, 2)
-        self.layer4 = self.stage(4 * width, 8 * width, 2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8 * width, num_classes)
-
-    @staticmethod
-    def stage(inputs: int, outputs: int, stride: int) -> nn.Sequential:
-        shortcut = None if stride == 1 else nn.Sequential(conv1x1(inputs, outputs, stride), nn.BatchNorm2d(outputs))
-        return nn.Sequential(BasicBlock(inputs, outputs, stride, shortcut))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+@contextmanager
+def one_thread():
+    """Small networks train faster on one thread than on several competing for a busy machine's cores;
+    and the grader's recomputations then run the same operations in the same order as the probes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
-def tiny_resnet():
-    """The network of the loop checks: a 3-class MiniResNet of width 4, in double precision."""
-    torch.manual_seed(0)
-    return MiniResNet(3, width=4).double()
+def tiny_state():
+    """The tiny ResNet's initial weights, drawn for this grading."""
+    with torch.random.fork_rng():
+        torch.manual_seed(derived_seed("tiny resnet weights"))
+        return state_of(probes.MiniResNet(3, width=4).double())
 
 
-def freeze_for_last_layers(model):
-    """The kit's own freezing, so that the loop checks do not depend on the student's: layer4 and fc learn."""
-    model.requires_grad_(False)
-    model.layer4.requires_grad_(True)
-    model.fc.requires_grad_(True)
-
-
-def fixed_batches():
-    generator = torch.Generator().manual_seed(1)
+def random_batches(label, count, size):
+    """`count` batches (x (size, 1, 16, 16) in [0, 1), y (size,) in 0..2), in double precision."""
+    rng = generator(label)
     return [
-        (
-            torch.rand(6, 1, 16, 16, generator=generator, dtype=torch.float64),
-            torch.randint(0, 3, (6,), generator=generator),
-        )
-        for _ in range(2)
+        (torch.rand(size, 1, 16, 16, generator=rng, dtype=torch.float64), torch.randint(0, 3, (size,), generator=rng))
+        for _ in range(count)
     ]
 
 
-def frozen_batchnorms(model):
-    """The names of the BatchNorm layers whose parameters are all frozen."""
-    return {
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.BatchNorm2d) and not any(p.requires_grad for p in module.parameters())
-    }
+TINY_STATE = tiny_state()
+BATCHES = random_batches("train batches", 2, 6)
+MODE_X = random_batches("train_mode batch", 1, 6)[0][0]
 
 
 def adamw_steps(model, batches, steps, lr, accumulate=False):
@@ -103,11 +86,7 @@ def adamw_steps(model, batches, steps, lr, accumulate=False):
     Frozen BatchNorm layers stay in evaluation mode. Returns the loss of each step.
     """
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    frozen = frozen_batchnorms(model)
-    model.train()
-    for name, module in model.named_modules():
-        if name in frozen:
-            module.eval()
+    kit_train_mode(model)
     losses = []
     while len(losses) < steps:
         for x, y in batches:
@@ -122,89 +101,13 @@ def adamw_steps(model, batches, steps, lr, accumulate=False):
     return losses
 
 
-@contextmanager
-def one_thread():
-    """Small networks train faster on one thread than on several competing for a busy machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def as_floats(values):
-    return None if values is None else [float(v) for v in values]
-
-
-def modes_after_train_mode(sub):
-    """Probe: train_mode on a tiny ResNet (layer4 and fc trainable), starting from evaluation mode."""
-    model = tiny_resnet()
-    freeze_for_last_layers(model)
-    model.eval()
-    sub.transfer.train_mode(model)
-    batchnorms = {name for name, module in model.named_modules() if isinstance(module, nn.BatchNorm2d)}
-    return {
-        "training": {name or "model": module.training for name, module in model.named_modules()},
-        "frozen_batchnorms": sorted(frozen_batchnorms(model)),
-        "trainable_batchnorms": sorted(batchnorms - frozen_batchnorms(model)),
-    }
-
-
-def train_tiny(sub):
-    """Probe: the student's train for TRAIN_STEPS steps on a tiny ResNet, with the kit's freezing and AdamW."""
-    torch.set_num_threads(1)
-    model = tiny_resnet()
-    freeze_for_last_layers(model)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=TRAIN_LR)
-    initial = state_of(model)
-    steps = []
-    hook = register_optimizer_step_post_hook(lambda opt, args, kwargs: steps.append(1))
-    with recording(
-        optimizer_zero_grad=(torch.optim.Optimizer, "zero_grad"), module_zero_grad=(nn.Module, "zero_grad")
-    ) as calls:
-        try:
-            losses = sub.transfer.train(model, optimizer, fixed_batches(), TRAIN_STEPS, "cpu")
-        finally:
-            hook.remove()
-    return {
-        "initial": initial,
-        "final": state_of(model),
-        "steps": len(steps),
-        "zero_grads": len(calls),
-        "losses": as_floats(losses),
-    }
-
-
-def fine_tune_tiny(sub):
-    """Probe: the student's fine_tune on a tiny ResNet; at each step: which optimizer, what it holds, what moved."""
-    torch.set_num_threads(1)
-    model = tiny_resnet()
-    names = {id(p): name for name, p in model.named_parameters()}
-    optimizers, records, previous = [], [], [state_of(model)]
-
-    def record(optimizer, args, kwargs):
-        if not any(optimizer is seen for seen in optimizers):
-            optimizers.append(optimizer)  # kept alive: a new optimizer cannot reuse an old one's id
-        now = state_of(model)
-        records.append(
-            {
-                "optimizer": next(i for i, seen in enumerate(optimizers) if seen is optimizer),
-                "held": sorted(
-                    names.get(id(p), "a tensor outside the model") for g in optimizer.param_groups for p in g["params"]
-                ),
-                "lrs": [group["lr"] for group in optimizer.param_groups],
-                "moved": sorted(name for name in names.values() if not torch.equal(now[name], previous[0][name])),
-            }
-        )
-        previous[0] = now
-
-    hook = register_optimizer_step_post_hook(record)
-    try:
-        sub.transfer.fine_tune(model, ("fc",), fixed_batches(), HEAD_STEPS, ALL_STEPS, TRAIN_LR, "cpu")
-    finally:
-        hook.remove()
-    return {"records": records, "parameters": sorted(names.values())}
+def kit_train_mode(model):
+    """The statement's policy: training mode, but for BatchNorm layers whose parameters are all frozen."""
+    frozen = probes.frozen_batchnorms(model)
+    model.train()
+    for name, module in model.named_modules():
+        if name in frozen:
+            module.eval()
 
 
 def listing(names, limit=3):
@@ -213,11 +116,35 @@ def listing(names, limit=3):
     return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
 
 
+def state_gaps(got, expected):
+    """The largest differences of the weights and of the BatchNorm statistics: (weights, statistics)."""
+    if not isinstance(got, dict) or set(got) != set(expected):
+        return math.inf, math.inf
+    buffers = {name for name in expected if name.rsplit(".", 1)[-1] in ("running_mean", "running_var")}
+    parameters = {name for name in expected if name not in buffers and not name.endswith("num_batches_tracked")}
+    return tuple(
+        max_difference({k: got[k] for k in names}, {k: expected[k] for k in names}) for names in (parameters, buffers)
+    )
+
+
+# --- train_mode ----------------------------------------------------------------------------------
+
+
+def train_mode_recomputed():
+    """The grader's own: the statement's modes, then one forward pass of MODE_X: the buffers."""
+    model = probes.tiny_resnet(TINY_STATE)
+    probes.freeze_for_last_layers(model)
+    kit_train_mode(model)
+    with one_thread(), torch.no_grad():
+        model(MODE_X)
+    return {name: b.detach().clone() for name, b in model.named_buffers()}
+
+
 @pytest.mark.points(3)
 @pytest.mark.task("train_mode")
 def test_train_mode_keeps_frozen_batchnorm_in_eval(submission):
     """train_mode: training mode, but frozen BatchNorm layers in evaluation mode"""
-    got = submission.run(modes_after_train_mode)
+    got = submission.run(probes.modes_after_train_mode, TINY_STATE, MODE_X)
     training = got["training"]
     assert training["model"], "train_mode left the model in evaluation mode: call model.train() first"
     drifting = [name for name in got["frozen_batchnorms"] if training[name]]
@@ -230,20 +157,28 @@ def test_train_mode_keeps_frozen_batchnorm_in_eval(submission):
     batchnorms = set(got["frozen_batchnorms"]) | set(got["trainable_batchnorms"])
     others = [name for name, mode in training.items() if not mode and name not in batchnorms]
     assert not others, f"train_mode put layers other than BatchNorm in evaluation mode: {listing(others)}"
+    expected = train_mode_recomputed()
+    gap = max_difference(got["buffers"], expected)
+    assert gap < TOLERANCE, (
+        f"after train_mode, one forward pass changes the BatchNorm statistics otherwise than in the statement's modes "
+        f"(off by up to {gap:.3g}): frozen BatchNorm layers keep theirs, trainable ones update them"
+    )
+
+
+# --- train -----------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def trained(submission):
-    return submission.run(train_tiny)
+    return submission.run(probes.train_tiny, TINY_STATE, BATCHES, TRAIN_STEPS, TRAIN_LR)
 
 
-def recomputed(initial, accumulate=False):
+def recomputed(accumulate=False):
     """The tiny ResNet after the kit's AdamW loop from the same weights on the same batches: (state, losses)."""
-    model = tiny_resnet()
-    model.load_state_dict(initial)
-    freeze_for_last_layers(model)
+    model = probes.tiny_resnet(TINY_STATE)
+    probes.freeze_for_last_layers(model)
     with one_thread():
-        losses = adamw_steps(model, fixed_batches(), TRAIN_STEPS, TRAIN_LR, accumulate)
+        losses = adamw_steps(model, BATCHES, TRAIN_STEPS, TRAIN_LR, accumulate)
     return state_of(model), losses
 
 
@@ -258,15 +193,12 @@ def test_train_follows_adamw(trained):
         "walk train_iter again until num_steps steps are done"
     )
     assert trained["zero_grads"] >= steps, f"zero_grad() ran {trained['zero_grads']} times for {steps} steps"
-    initial, final = trained["initial"], trained["final"]
-    if max_difference(final, recomputed(initial, accumulate=True)[0]) < 1e-9:
+    final = trained["final"]
+    if max(state_gaps(final, recomputed(accumulate=True)[0])) < TOLERANCE:
         pytest.fail("the update keeps the previous steps' gradients: zero the gradients before each step")
-    expected, losses = recomputed(initial)
-    buffers = {name for name in expected if name.rsplit(".", 1)[-1] in ("running_mean", "running_var")}
-    parameters = {name for name in expected if name not in buffers and not name.endswith("num_batches_tracked")}
-    weights_gap = max_difference({k: final[k] for k in parameters}, {k: expected[k] for k in parameters})
-    buffers_gap = max_difference({k: final[k] for k in buffers}, {k: expected[k] for k in buffers})
-    assert weights_gap < 1e-9 and buffers_gap < 1e-9, (
+    expected, losses = recomputed()
+    weights_gap, buffers_gap = state_gaps(final, expected)
+    assert weights_gap < TOLERANCE and buffers_gap < TOLERANCE, (
         f"after {TRAIN_STEPS} steps the weights differ from AdamW (lr={TRAIN_LR}) on the cross-entropy by up to "
         f"{weights_gap:.3g}, the BatchNorm statistics by up to {buffers_gap:.3g}"
     )
@@ -274,14 +206,30 @@ def test_train_follows_adamw(trained):
     assert got is not None and len(got) == TRAIN_STEPS, (
         f"train returned {None if got is None else len(got)} losses, expected one per step ({TRAIN_STEPS})"
     )
-    assert all(math.isclose(a, b, abs_tol=1e-9) for a, b in zip(got, losses, strict=True)), (
+    assert all(math.isclose(a, b, abs_tol=TOLERANCE) for a, b in zip(got, losses, strict=True)), (
         f"train returned the losses {[round(v, 4) for v in got]}, expected {[round(v, 4) for v in losses]}"
     )
 
 
+# --- fine_tune ---------------------------------------------------------------------------------------
+
+
 @pytest.fixture(scope="module")
 def schedule(submission):
-    return submission.run(fine_tune_tiny)
+    return submission.run(probes.fine_tune_tiny, TINY_STATE, BATCHES, HEAD_STEPS, ALL_STEPS, TRAIN_LR)
+
+
+def fine_tune_recomputed():
+    """The notebook's schedule, by the kit: the head alone with AdamW at lr, then everything with a
+    new AdamW at lr / 10; frozen BatchNorm layers in evaluation mode."""
+    model = probes.tiny_resnet(TINY_STATE)
+    model.requires_grad_(False)
+    model.fc.requires_grad_(True)
+    with one_thread():
+        adamw_steps(model, BATCHES, HEAD_STEPS, TRAIN_LR)
+        model.requires_grad_(True)
+        adamw_steps(model, BATCHES, ALL_STEPS, TRAIN_LR / 10)
+    return state_of(model)
 
 
 @pytest.mark.points(5)
@@ -311,6 +259,11 @@ def test_fine_tune_freezes_then_unfreezes(schedule):
             f"phase 2's learning rate is {step['lrs']}, expected lr / 10 = {TRAIN_LR / 10:g}"
         )
     assert any(name not in head for step in second for name in step["moved"]), "phase 2 never moved the backbone"
+    weights_gap, buffers_gap = state_gaps(schedule["final"], fine_tune_recomputed())
+    assert weights_gap < TOLERANCE and buffers_gap < TOLERANCE, (
+        f"after fine_tune the weights differ from the schedule's (AdamW on the head at lr = {TRAIN_LR}, then on "
+        f"everything at lr / 10) by up to {weights_gap:.3g}, the BatchNorm statistics by up to {buffers_gap:.3g}"
+    )
 
 
 # --- the trained accuracy -------------------------------------------------------------------
@@ -318,87 +271,47 @@ def test_fine_tune_freezes_then_unfreezes(schedule):
 
 def kit_preprocess(x):
     """The kit backbone's preprocessing: uint8 digits (N, 1, 28, 28) -> float, normalized with MNIST's statistics."""
-    return (x.float() / 255 - DIGIT_MEAN) / DIGIT_STD
+    return probes.kit_preprocess(x, DIGIT_MEAN, DIGIT_STD)
 
 
-class Transformed:
-    """Batches (transform(x), y) of an iterable of (x, y) batches: preprocessing on the fly, on x's device."""
-
-    def __init__(self, batches, transform):
-        self.batches, self.transform = batches, transform
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __iter__(self):
-        for x, y in self.batches:
-            yield self.transform(x), y
-
-
-def transfer_and_predict(sub, state, train_x, train_y, test_x, budget):
-    """Probe: the student's transfer of a pretrained ResNet (weights `state`) to a new task; predictions for test_x.
-
-    The test labels never come here: the grader scores the predictions itself.
-    """
-    device = torch.device(sub.device)
-    if budget["model"] == "resnet18":  # full: ImageNet weights, the student's own transforms
-        model = torchvision.models.resnet18()
-        transforms = sub.augment.split_transforms(getattr(torchvision.models.ResNet18_Weights, budget["weights"]))
-        train_transform, test_transform = transforms["train"], transforms["test"]
-    else:  # quick: the kit's backbone, pre-trained on the source digits, and its own preprocessing
-        torch.set_num_threads(1)
-        model = MiniResNet(DIGITS, budget["width"])
-        train_transform = test_transform = kit_preprocess
-    model.load_state_dict(state)
-    optimizer = sub.transfer.prepare_resnet(model, budget["classes"], budget["variant"], budget["lr"])
-    batches = TensorBatches(train_x.to(device), train_y.to(device), budget["batch_size"], shuffle=True)
-    sub.transfer.train(model, optimizer, Transformed(batches, train_transform), budget["steps"], device)
-    model.eval()
-    with torch.no_grad():
-        chunks = test_x.to(device).split(500)
-        return torch.cat([model(test_transform(chunk)).argmax(1).cpu() for chunk in chunks])
-
-
-def digit_tasks(dataset, budget, seed):
+def digit_tasks(dataset, budget):
     """The quick profile's source and target tasks, from the MNIST subset's training images.
 
     Source (the large dataset): the first `source_per_class` training images of each digit,
-    labelled 0-9. Target (the new, small task): `shots` other images of each digit, drawn with
-    `seed`, labelled 1 when the digit is 5 or more, else 0.
+    labelled 0-9. Target (the new, small task): `shots` other images of each digit, drawn for this
+    grading, labelled 1 when the digit is 5 or more, else 0.
     """
-    generator = torch.Generator().manual_seed(seed)
+    rng = generator("target shots")
     source, target = [], []
     for digit in range(DIGITS):
         images = (dataset.train.y == digit).nonzero().flatten()
         source.append(images[: budget["source_per_class"]])
         rest = images[budget["source_per_class"] :]
-        target.append(rest[torch.randperm(len(rest), generator=generator)[: budget["shots"]]])
+        target.append(rest[torch.randperm(len(rest), generator=rng)[: budget["shots"]]])
     source, target = torch.cat(source), torch.cat(target)
     x, y = dataset.train.x, dataset.train.y
     return (x[source], y[source]), (x[target], (y[target] >= 5).long())
 
 
-def kit_models(dataset, budget, seed):
+def kit_models(dataset, budget):
     """The kit's side of the quick profile: the pre-trained backbone and the from-scratch accuracy.
 
     Both use the kit's own loop (AdamW, cross-entropy), here in the grader's process. Returns
     (the backbone's state dict, the target's training images and labels, the test labels, the
     accuracy on the test images of the same network trained from scratch on the target).
     """
-    (source_x, source_y), (target_x, target_y) = digit_tasks(dataset, budget, seed)
+    (source_x, source_y), (target_x, target_y) = digit_tasks(dataset, budget)
     test_y = (dataset.test.y >= 5).long()
-    with one_thread():
-        torch.manual_seed(seed)
-        backbone = MiniResNet(DIGITS, budget["width"])
+    with one_thread(), torch.random.fork_rng():
+        torch.manual_seed(derived_seed("kit networks"))
+        backbone = probes.MiniResNet(DIGITS, budget["width"])
         source = TensorBatches(kit_preprocess(source_x), source_y, budget["pretrain_batch_size"], shuffle=True)
         adamw_steps(backbone, source, budget["pretrain_steps"], budget["pretrain_lr"])
-        scratch = MiniResNet(budget["classes"], budget["width"])
+        scratch = probes.MiniResNet(budget["classes"], budget["width"])
         target = TensorBatches(kit_preprocess(target_x), target_y, budget["batch_size"], shuffle=True)
         adamw_steps(scratch, target, budget["steps"], budget["lr"])
-        scratch.eval()
-        with torch.no_grad():
-            predictions = scratch(kit_preprocess(dataset.test.x)).argmax(1)
-    return state_of(backbone), target_x, target_y, test_y, accuracy_of(predictions, test_y)
+        scratch_accuracy = evaluate(scratch, kit_preprocess(dataset.test.x), test_y)
+    return state_of(backbone), target_x, target_y, test_y, scratch_accuracy
 
 
 def imagenet_resnet18(budget):
@@ -412,6 +325,32 @@ def imagenet_resnet18(budget):
     return torch.load(cached, map_location="cpu", weights_only=True)
 
 
+def evaluate_preprocessed(model, x, y, preprocess, device, batch_size=250):
+    """The grader's own test accuracy of `model` on uint8 images x, preprocessed batch by batch on `device`."""
+    model.to(device).eval()
+    with torch.no_grad():
+        predictions = torch.cat([model(preprocess(batch.to(device))).argmax(1).cpu() for batch in x.split(batch_size)])
+    return accuracy_of(predictions, y)
+
+
+def transferred(budget, state, parts, classes, trained):
+    """The grader's copy of the pretrained network with a new head and the returned weights in
+    the parts the variant trains: (model, "" or why they do not fit)."""
+    if budget["model"] == "resnet18":
+        model = torchvision.models.resnet18()
+    else:
+        model = probes.MiniResNet(DIGITS, budget["width"])
+    model.load_state_dict(state)
+    model.fc = nn.Linear(model.fc.in_features, classes)
+    if not isinstance(trained, dict) or set(trained) != set(parts):
+        return model, f"the transfer returned {type(trained).__name__}, not the weights of {', '.join(parts)}"
+    for part in parts:
+        problem = load_in_order(model.get_submodule(part), trained[part])
+        if problem:
+            return model, f"{part}: {problem}"
+    return model, ""
+
+
 @pytest.mark.points(10)
 @pytest.mark.accuracy
 @pytest.mark.task(
@@ -420,17 +359,26 @@ def imagenet_resnet18(budget):
 def test_transfer_accuracy(submission, profile, request, record_property):
     """prepare_resnet + train: the transferred model's test accuracy"""
     budget = profile.budget
-    seed = grading_seed()
+    parts = PARTS[budget["variant"]]
     if budget["model"] == "resnet18":
-        state, scratch = imagenet_resnet18(budget), None  # before the dataset: a skip need not load it
+        state, scratch, kit = imagenet_resnet18(budget), None, None  # before the dataset: a skip need not load it
         dataset = request.getfixturevalue("dataset")
         train_x, train_y = dataset.train.x[: budget["train_size"]], dataset.train.y[: budget["train_size"]]
         test_y = dataset.test.y
+        preset = getattr(torchvision.models.ResNet18_Weights, budget["weights"]).transforms()
+        device = profile.device if profile.device != "cuda" or torch.cuda.is_available() else "cpu"
     else:
         dataset = request.getfixturevalue("dataset")
-        state, train_x, train_y, test_y, scratch = kit_models(dataset, budget, seed)
-    predictions = submission.run(transfer_and_predict, state, train_x, train_y, dataset.test.x, budget)
-    accuracy = accuracy_of(predictions, test_y)
+        state, train_x, train_y, test_y, scratch = kit_models(dataset, budget)
+        kit = {"classes": DIGITS, "width": budget["width"], "mean": DIGIT_MEAN, "std": DIGIT_STD}
+    trained = submission.run(probes.transfer, state, train_x, train_y, budget, parts, kit)
+    model, problem = transferred(budget, state, parts, budget["classes"], trained)
+    assert not problem, problem
+    if kit is None:
+        accuracy = evaluate_preprocessed(model, dataset.test.x, test_y, preset, device)
+    else:
+        with one_thread():
+            accuracy = evaluate(model, kit_preprocess(dataset.test.x), test_y)
     record_property("accuracy", round(accuracy, 4))
     record_property("min_accuracy", profile.min_accuracy)
     task = f"{budget['variant']}, {budget['steps']} steps on {len(train_y):,} {dataset.name} images"
