@@ -1,21 +1,29 @@
-"""How fast `grade batch` grades a class, and what a submission costs beyond its tests.
+"""What a submission costs in `grade batch`, against `import torch` and against the floor.
 
-Batch-grades N copies of the reference (quick profile; the trained-accuracy tests left out unless
---accuracy) with each number of workers in turn, in one run, and prints submissions per minute,
-the speed-up over the first, and per submission: the worker time it took (wall time x workers / N),
-the time of its grading child, and the time of its tests themselves. The overhead is the worker
-time beyond the tests: starting the grading child (Python, pytest, torch) and its fork server,
-copying, scoring, writing the reports, and the batch's one collection of the tests.
+In one run, on the same machine and load:
 
-    .venv/bin/python benchmarks/bench_batch.py [--copies 6] [--workers 1 2] [--accuracy]
+- `python -c "import torch"`: the cost of any fresh Python process that grades with torch;
+- the floor: the same checks (the tests and their probes) in one warm process, no sandbox, no
+  child process: pytest run in this process again and again, each probe called right here;
+- `grade batch` on N copies of the reference (quick profile, the trained-accuracy tests left out
+  unless --accuracy) with each number of workers: wall time, submissions per minute, and per
+  submission the worker time (wall x workers / N) and its overhead beyond the floor.
+
+    .venv/bin/python benchmarks/bench_batch.py [--copies 8] [--workers 1 2] [--accuracy] [--rounds 5]
+
+Otter-Grader's `otter run` on an equivalent port of assignment2's checks: ../shared/peer-bench
+(its README has the commands); run it in turn with this script and compare medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,11 +34,61 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader.batch import Options, run_batch  # noqa: E402
+from grader.batch.run import run_batch  # noqa: E402
+from grader.options import GradingOptions  # noqa: E402
 from grader.spec import load_spec  # noqa: E402
 
 
-def grade_copies(copies: int, workers: int, options: Options) -> dict[str, float]:
+def import_torch_s(times: int = 3) -> float:
+    """The median wall time of a fresh `python -c "import torch"`."""
+    runs = []
+    for _ in range(times):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch"], check=True)
+        runs.append(time.perf_counter() - started)
+    return statistics.median(runs)
+
+
+def floor_s(marks: str, rounds: int) -> tuple[float, float]:
+    """(cold, warm median) seconds of the same checks run in this process: pytest in-process, each
+    probe called here on the reference, as if there were no sandbox (a benchmark, never a grading)."""
+    from grader.plugin import hooks, session
+    from grader.sandbox import child
+
+    class NoZygote:  # nothing runs in a sandbox here
+        mechanism, isolation = "none", "the floor: no sandbox"
+
+        def ready(self) -> None:
+            pass
+
+    def run_here(self: session.Submission, probe, *args, seed: int = 0):
+        sys.path.insert(0, str(self.materialized.folder))
+        try:
+            return probe(child.StudentModules(self.materialized.modules, "cpu"), *args)
+        finally:
+            sys.path.remove(str(self.materialized.folder))
+
+    original = session.Submission.run
+    session.Submission.run, hooks.WARM_ZYGOTE = run_here, NoZygote()
+    try:
+        import pytest
+
+        times = []
+        args = ["assignments/assignment2", "--submission", "reference/assignment2", "-m", marks, "-q"]
+        args += ["-p", "no:cacheprovider", "--profile", "quick"]
+        for _ in range(rounds):
+            started = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = pytest.main([*args, "-c", "assignments/pytest.ini", "--rootdir", "assignments"])
+            times.append(time.perf_counter() - started)
+            if code != 0:
+                sys.exit(f"the floor's run failed (pytest exit code {code})")
+    finally:
+        session.Submission.run, hooks.WARM_ZYGOTE = original, None
+    return times[0], statistics.median(times[1:])
+
+
+def grade_copies(copies: int, workers: int, options: GradingOptions) -> dict[str, float]:
     """Batch-grade `copies` copies of the reference with `workers` workers; timings in seconds."""
     spec = load_spec("assignment2", ROOT)
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as scratch:
@@ -46,30 +104,33 @@ def grade_copies(copies: int, workers: int, options: Options) -> dict[str, float
     wrong = [r.submission for r in reports if r.score != r.max_score]
     if wrong:
         sys.exit(f"the reference lost points in {wrong}: {reports[0].summary()}")
-    return {
-        "wall": wall,
-        "worker": wall * workers / copies,
-        "child": statistics.fmean(r.duration_s for r in reports),
-        "tests": statistics.fmean(sum(t.duration_s for t in r.tests) for r in reports),
-    }
+    return {"wall": wall, "worker": wall * workers / copies, "child": statistics.fmean(r.duration_s for r in reports)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--copies", type=int, default=6, help="submissions in the batch")
+    parser.add_argument("--copies", type=int, default=8, help="submissions in the batch")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--accuracy", action="store_true", help="include the trained-accuracy tests")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the floor (the first is cold)")
     args = parser.parse_args()
-    options = Options(profile="quick", marks=None if args.accuracy else "not accuracy")
+    os.chdir(ROOT)
+    marks = "accuracy or not accuracy" if args.accuracy else "not accuracy"
+    options = GradingOptions(profile="quick", marks=None if args.accuracy else "not accuracy", allow_unisolated=False)
+    load = os.getloadavg()[0]
+    torch_s = import_torch_s()
+    cold, warm = floor_s(marks, args.rounds)
     runs = {workers: grade_copies(args.copies, workers, options) for workers in args.workers}
+    print(f"assignment2, {args.copies} copies of the reference, quick profile, {'with' if args.accuracy else 'without'}"
+          f" accuracy; load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
+    print(f"python -c 'import torch': {torch_s:.2f} s")
+    print(f"floor (the same checks in one warm process): cold {cold:.2f} s, warm {warm:.2f} s")
     base = runs[args.workers[0]]["wall"]
-    print(f"{args.copies} copies of the reference, quick profile, {'with' if args.accuracy else 'without'} accuracy")
     for workers, t in runs.items():
         print(
             f"{workers} worker(s): {t['wall']:6.1f} s, {60 * args.copies / t['wall']:5.1f} submissions/min, "
-            f"speed-up {base / t['wall']:.2f}x | per submission: worker {t['worker']:.1f} s, "
-            f"grading child {t['child']:.1f} s, tests {t['tests']:.1f} s, "
-            f"overhead {t['worker'] - t['tests']:.1f} s ({t['worker'] / t['tests']:.2f}x the tests)"
+            f"speed-up {base / t['wall']:.2f}x | per submission: {t['worker']:.2f} s of a worker "
+            f"({t['worker'] / torch_s:.2f}x an import of torch), overhead beyond the floor {t['worker'] - warm:+.2f} s"
         )
 
 

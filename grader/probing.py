@@ -70,6 +70,36 @@ def layer_outputs(layers: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
     return out
 
 
+def fill(module: nn.Module, seed: int) -> None:
+    """Overwrite every floating-point weight and buffer of `module` with values drawn from `seed`:
+    weights of variance 1 / fan-in, scales and running variances in [0.5, 1.5), shifts and running
+    means in [-0.5, 0.5). Each tensor's values depend only on the seed, its shape and how many
+    tensors of that shape came before it: two models with the same layers get the same values, in
+    whatever order they declare them.
+
+    The grader fills its own copy of an architecture and the probe fills the student's with the same
+    seed, drawn per grading: the outputs the student's model gives can then be checked against the
+    grader's, and cannot be made up (weights the student chose, all zeros, say, could make them
+    independent of the inputs).
+    """
+    seen: dict[tuple[int, ...], int] = {}
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            shape = tuple(tensor.shape)
+            seen[shape] = seen.get(shape, -1) + 1
+            generator = torch.Generator().manual_seed(hash((seed, shape, seen[shape])) % 2**63)
+            kind = name.rsplit(".", 1)[-1]
+            if tensor.ndim >= 2:
+                values = torch.randn(shape, generator=generator) / math.sqrt(max(tensor[0].numel(), 1))
+            elif kind in ("weight", "running_var"):
+                values = torch.rand(shape, generator=generator) + 0.5
+            else:  # biases, running means
+                values = torch.rand(shape, generator=generator) - 0.5
+            tensor.copy_(values.to(tensor.dtype))
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 

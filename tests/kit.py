@@ -15,6 +15,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from grader.batch.executors import LocalExecutor, Slot, cpu_count
+from grader.batch.run import warm_for
 from grader.grading import grade
 from grader.options import GradingOptions
 from grader.report import Report
@@ -25,8 +26,8 @@ ASSIGNMENTS = assignment_names(ROOT)
 
 
 class Gradings:
-    """The kit's tests' gradings (quick profile), each done once per session on a pool of workers
-    with one torch thread each, as `grade batch` runs them: those submitted ahead run side by side."""
+    """The kit's tests' gradings (quick profile), each done once per session on a pool of warm
+    workers with one torch thread each, as `grade batch` runs them: those submitted ahead run side by side."""
 
     def __init__(self) -> None:
         self._executor: LocalExecutor | None = None
@@ -41,7 +42,9 @@ class Gradings:
         """The grading of `key`: started now with these options (GradingOptions') unless it already was."""
         if key not in self._futures:
             if self._executor is None:
-                self._executor = LocalExecutor(max(2, cpu_count()), threads=1)
+                specs = [spec_of(name) for name in ASSIGNMENTS]
+                warm = warm_for(specs, GradingOptions(profile="quick"))
+                self._executor = LocalExecutor(max(2, cpu_count()), threads=1, warm=warm)
 
             def job(slot: Slot) -> Report:
                 return grade(spec, folder, slot.options(GradingOptions(profile="quick", **options)), slot.env)

@@ -185,6 +185,7 @@ def test_a_forged_result_and_a_label_lookup_score_zero_in_grade_too(tmp_path):
     """`grade` (not only `grade batch`), with the trained-accuracy test: the forger at import, and a
     "net" that would look each test image up in the dataset it cannot open (its train_ch6 trains nothing)."""
     spec = spec_of("assignment2")
+    (tmp_path / "a").mkdir()
     forger = build(ENTRIES["forged-result-at-import"], spec, tmp_path / "a", tmp_path / "out")
     assert grade(spec, forger, GradingOptions(profile="quick", limits=LIMITS)).score == 0
     lookup = tmp_path / "lookup"

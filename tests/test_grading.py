@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from grader import render
 from grader.errors import UserError
 from grader.grading import grade
 from grader.options import GradingOptions
@@ -68,3 +69,39 @@ def test_a_mistake_in_what_was_asked_is_one_line_before_any_test_runs(options, m
     spec = spec_of("assignment2")
     with pytest.raises(UserError, match=message):
         grade(spec, spec.starter_dir, options)
+
+
+def test_a_module_that_cannot_load_is_found_once_and_named_above_the_table(tmp_path):
+    """An endless loop at import costs one test's CPU budget, not one per test; a syntax error is
+    shown once, with its line and a caret, and every test that needs the module points to it."""
+    spec = spec_of("assignment2")
+    hangs = make_variant(
+        spec,
+        {"name": "hang", "replace": [["lenet.py", "from torch import nn\n", "while True:\n    pass\n"]]},
+        tmp_path / "hang",
+    )
+    options = GradingOptions(profile="quick", marks="not accuracy", limits={"test_timeout_s": 5})
+    report = grade(spec, hangs, options)
+    (error,) = report.load_errors
+    assert error["file"] == "lenet.py" and "of CPU, the limit is 5 s" in error["reason"]
+    needs_lenet = [t for t in report.tests if "net" in t.tasks]
+    assert [t.limit for t in needs_lenet].count("cpu") == 1  # found once
+    assert all(t.status == "failed" for t in needs_lenet)
+    assert sum("lenet.py could not be loaded" in t.reason for t in needs_lenet) == len(needs_lenet) - 1
+    assert all(t.status == "passed" for t in report.tests if not t.hidden and "net" not in t.tasks)
+
+    broken = make_variant(
+        spec,
+        {
+            "name": "syntax",
+            "replace": [["training.py", "    net.apply(init_weights)\n", "    net.apply(init_weights\n"]],
+        },
+        tmp_path / "syntax",
+    )
+    report = grade(spec, broken, GradingOptions(profile="quick", marks="not accuracy"))
+    (error,) = report.load_errors
+    assert error["file"] == "training.py" and error["source"].strip().startswith("net.apply(init_weights")
+    assert error["reason"].startswith("SyntaxError (training.py line") and error["column"] > 0
+    lines = render.load_errors(report)
+    assert lines[0].startswith("training.py could not be loaded: SyntaxError") and lines[-1].strip() == "^"
+    assert "training.py could not be loaded" in render.markdown(report)

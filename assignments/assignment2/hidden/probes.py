@@ -3,15 +3,16 @@
 import torch
 from torch import nn
 
-from grader.probing import state_of
+from grader.probing import fill, state_of
 
 
-def batch_and_single_logits(sub, x):
-    """The logits of the images x (N, 1, 28, 28) as one batch, and of each image passed alone; the weights."""
+def batch_and_single_logits(sub, x, seed):
+    """With weights drawn from the grader's `seed`, the logits of the images x (N, 1, 28, 28) as one
+    batch, and of each image passed alone."""
     net = sub.lenet.net
+    fill(net, seed)
     with torch.no_grad():
-        logits = {"batch": net(x), "single": torch.cat([net(image.unsqueeze(0)) for image in x])}
-    return {**logits, "state": state_of(net)}
+        return {"batch": net(x), "single": torch.cat([net(image.unsqueeze(0)) for image in x])}
 
 
 def linear_model():

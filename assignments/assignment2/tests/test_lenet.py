@@ -1,15 +1,15 @@
 """LeNet (lenet.py): the layers of `net`, their output shapes, their parameters, and the trained net.
 
-The probe passes random images, drawn for this grading, through each layer and returns every
-output with the weights. The grader loads those weights into its own LeNet and recomputes each
-output: a shape, a count or an output is only believed when the weights reproduce it.
+The probe puts weights drawn for this grading into the student's net, passes random images (drawn
+too) through each layer and returns every output. The grader's own LeNet, with the same weights,
+recomputes each output: a shape, a count or an output is only believed when they agree.
 """
 
 import pytest
 import torch
 
-from grader.probing import to_float
-from grader.testing import architectures_for, evaluate, generator, load_in_order, probes_for
+from grader.probing import fill, to_float
+from grader.testing import architectures_for, derived_seed, evaluate, generator, load_in_order, probes_for
 
 probes = probes_for(__file__)
 lenet = architectures_for(__file__).lenet
@@ -41,29 +41,34 @@ def images():
 
 
 @pytest.fixture(scope="module")
-def outputs(submission, images):
-    return submission.run(probes.lenet_outputs, images)
+def grader_lenet():
+    """The grader's LeNet, with weights drawn for this grading: the student's net gets the same."""
+    net, seed = lenet(), derived_seed("lenet weights")
+    fill(net, seed)
+    return net, seed
 
 
-def check_reproduced(outputs, images):
-    """The returned outputs must be what LeNet computes with the returned weights on these images."""
-    net = lenet()
-    problem = load_in_order(net, outputs["state"])
-    assert not problem, problem
+@pytest.fixture(scope="module")
+def outputs(submission, images, grader_lenet):
+    return submission.run(probes.lenet_outputs, images, grader_lenet[1])
+
+
+def check_reproduced(outputs, images, grader_lenet):
+    """With the same weights, the student's net must compute what LeNet computes, layer by layer."""
+    net, _ = grader_lenet
     x = images
     with torch.no_grad():
         for index, ((name, _, _), layer, got) in enumerate(zip(EXPECTED, net, outputs["layers"], strict=True)):
             x = layer(x)
             assert got["output"] is not None, f"{name} (layer {index}) fails on its input: {got.get('error')}"
             difference = (got["output"].double() - x.double()).abs().max().item()
-            assert difference < 1e-4, (
-                f"{name} (layer {index}) does not compute what LeNet's {name} does (off by {difference:.3g})"
-            )
+            wrong = f"{name} (layer {index}) does not compute what LeNet's {name} does (off by {difference:.3g})"
+            assert difference < 1e-4, wrong
 
 
 @pytest.mark.points(4)
 @pytest.mark.task("net")
-def test_layer_output_shapes(outputs, images):
+def test_layer_output_shapes(outputs, images, grader_lenet):
     """net: each layer's type and output shape"""
     layers = outputs["layers"]
     for index, ((name, kind, shape), got) in enumerate(zip(EXPECTED, layers, strict=False)):
@@ -75,21 +80,21 @@ def test_layer_output_shapes(outputs, images):
         assert got_shape == [1, *shape], f"{name} output is {got_shape}, expected {[1, *shape]}"
         assert len(got["output"]) == IMAGES, f"{name} returns {len(got['output'])} outputs for {IMAGES} images"
     assert len(layers) == len(EXPECTED), f"net has {len(layers)} layers, expected {len(EXPECTED)}"
-    check_reproduced(outputs, images)
+    check_reproduced(outputs, images, grader_lenet)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("net")
-def test_parameter_count(outputs, images):
+def test_parameter_count(outputs, images, grader_lenet):
     """net: 61,706 parameters"""
     total = sum(outputs["counts"])
     assert total == TOTAL_PARAMETERS, f"net has {total:,} parameters, expected {TOTAL_PARAMETERS:,}"
-    check_reproduced(outputs, images)
+    check_reproduced(outputs, images, grader_lenet)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("net")
-def test_parameters_per_layer(outputs, images):
+def test_parameters_per_layer(outputs, images, grader_lenet):
     """net: parameters of each layer"""
     counts = outputs["counts"]
     names = [name for name, _, _ in EXPECTED]
@@ -98,7 +103,7 @@ def test_parameters_per_layer(outputs, images):
         if name in LAYER_PARAMETERS:
             expected = LAYER_PARAMETERS[name]
             assert count == expected, f"{name} has {count:,} parameters, expected {expected:,}"
-    check_reproduced(outputs, images)
+    check_reproduced(outputs, images, grader_lenet)
 
 
 @pytest.mark.points(10)
