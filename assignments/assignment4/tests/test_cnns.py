@@ -1,10 +1,21 @@
 """The two CNNs of cnns.py: the Fashion-MNIST CNN (layers, shapes, parameters) and the BatchNorm CNN
-(layers, parameters, and what its BatchNorm layers do in training and in evaluation mode)."""
+(layers, parameters, and what its BatchNorm layers do in training and in evaluation mode).
+
+Every input is drawn for this grading. fashion_cnn: the probe passes random images through each
+layer and returns every output with the weights; the grader loads those weights into its own
+Fashion-MNIST CNN and recomputes each output, so a shape, a count or an output is only believed
+when the weights reproduce it. BatchNormCNN: the probe fills the student's model with weights and
+BatchNorm statistics drawn from a seed of this grading (`probes.fill_in_order`), the grader fills
+its own copy alike, and the two must compute the same layer outputs, logits and statistics.
+"""
 
 import pytest
 import torch
+from torch import nn
 
-from grader.testing import layer_shapes
+from grader.testing import derived_seed, generator, load_in_order, probes_for
+
+probes = probes_for(__file__)
 
 # fashion_cnn(): each layer's name in messages, its type and its output shape for one 1x28x28 image.
 FASHION_LAYERS = [
@@ -52,57 +63,126 @@ FASHION_PARAMETERS = {
 }
 FASHION_TOTAL = 1_413_834
 assert sum(FASHION_PARAMETERS.values()) == FASHION_TOTAL
+FASHION_IMAGES = 2
+DROPOUT_INPUTS = 4096  # what each Dropout layer drops from, in training mode: about half
 
 
-def fashion_shapes(sub):
-    """Probe: each layer's output shape for one 1x28x28 image, in evaluation mode."""
-    return layer_shapes(sub.cnns.fashion_cnn().eval(), torch.rand(1, 1, 28, 28))
+def fashion_cnn():
+    """The grader's own Fashion-MNIST CNN, into which the student's weights are loaded."""
+    return nn.Sequential(
+        nn.Conv2d(1, 64, 7, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding="same"), nn.ReLU(),
+        nn.Conv2d(128, 128, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(128, 256, 3, padding="same"), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2304, 128), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(128, 64), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(64, 10),
+    )  # fmt: skip
 
 
-def fashion_parameters(sub):
-    """Probe: the number of parameters of each layer, in order, and every Dropout's p."""
-    model = sub.cnns.fashion_cnn()
-    return {
-        "counts": [sum(p.numel() for p in layer.parameters()) for layer in model.children()],
-        "dropout": [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)],
-    }
+FASHION_X = torch.rand(FASHION_IMAGES, 1, 28, 28, generator=generator("fashion_cnn images"))
+DROPOUT_NOISE = torch.rand(DROPOUT_INPUTS, generator=generator("fashion_cnn dropout")) + 0.5  # never 0
+
+
+@pytest.fixture(scope="module")
+def fashion(submission):
+    return submission.run(probes.fashion_outputs, FASHION_X, DROPOUT_NOISE)
+
+
+def off_by(got, expected):
+    """How far a returned tensor is from the grader's, relative to the grader's scale (inf: another shape)."""
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+        return float("inf")
+    difference = (got.double() - expected.double()).abs().nan_to_num(nan=float("inf")).max().item()
+    return difference / (1.0 + expected.abs().max().item())
+
+
+def fashion_reproduced(found):
+    """The returned outputs must be what the Fashion-MNIST CNN computes with the returned weights."""
+    net = fashion_cnn()
+    problem = load_in_order(net, found["state"])
+    assert not problem, f"fashion_cnn: {problem}"
+    layers = found["layers"]
+    assert len(layers) == len(FASHION_LAYERS), f"fashion_cnn has {len(layers)} layers, expected {len(FASHION_LAYERS)}"
+    net.eval()
+    x = FASHION_X
+    with torch.no_grad():
+        for index, ((name, _, _), layer, got) in enumerate(zip(FASHION_LAYERS, net, layers, strict=True)):
+            x = layer(x)
+            off = off_by(got["output"], x)
+            assert off < 1e-4, (
+                f"{name} (layer {index}) does not compute what the notebook's {name} does with its weights "
+                f"(off by {off:.3g})"
+            )
 
 
 @pytest.mark.points(4)
 @pytest.mark.task("fashion_cnn")
-def test_fashion_cnn_layer_shapes(submission):
+def test_fashion_cnn_layer_shapes(fashion):
     """fashion_cnn: each layer's type and output shape"""
-    layers = submission.run(fashion_shapes)
+    layers = fashion["layers"]
     for index, ((name, kind, shape), got) in enumerate(zip(FASHION_LAYERS, layers, strict=False)):
         assert got["layer"] == kind, f"layer {index} is {got['layer']}, expected {kind} ({name})"
-        assert got["shape"] is not None, f"{name} (layer {index}) fails on its input {got['input']}: {got['error']}"
-        assert got["shape"] == shape, f"{name} output is {got['shape']}, expected {shape}"
+        assert got["output"] is not None, (
+            f"{name} (layer {index}) fails on its input {got.get('input')}: {got.get('error')}"
+        )
+        got_shape = [1, *got["output"].shape[1:]]
+        assert got_shape == shape, f"{name} output is {got_shape}, expected {shape}"
+        assert len(got["output"]) == FASHION_IMAGES, (
+            f"{name} returns {len(got['output'])} outputs for {FASHION_IMAGES} images"
+        )
     assert len(layers) == len(FASHION_LAYERS), f"fashion_cnn has {len(layers)} layers, expected {len(FASHION_LAYERS)}"
+    fashion_reproduced(fashion)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("fashion_cnn")
-def test_fashion_cnn_parameter_count(submission):
+def test_fashion_cnn_parameter_count(fashion):
     """fashion_cnn: 1,413,834 parameters"""
-    total = sum(submission.run(fashion_parameters)["counts"])
+    total = sum(fashion["counts"])
     assert total == FASHION_TOTAL, f"fashion_cnn has {total:,} parameters, expected {FASHION_TOTAL:,}"
+    fashion_reproduced(fashion)
+
+
+def dropout_checked(found):
+    """Each Dropout layer, in training mode, zeroes about half of the grader's inputs and doubles the rest."""
+    dropouts = found["dropouts"]
+    rates = [d["p"] for d in dropouts]
+    assert rates == [0.5, 0.5], f"the dropout rates are {rates}, expected [0.5, 0.5]"
+    for index, dropout in enumerate(dropouts):
+        out = dropout["output"]
+        name = f"dropout{index + 1}"
+        assert isinstance(out, torch.Tensor) and out.shape == DROPOUT_NOISE.shape, (
+            f"{name} changes the shape of its input in training mode"
+        )
+        kept = out != 0
+        fraction = kept.double().mean().item()
+        scaled = torch.allclose(out[kept].double(), 2 * DROPOUT_NOISE[kept].double(), rtol=1e-5, atol=1e-6)
+        assert scaled and 0.4 < fraction < 0.6, (
+            f"in training mode {name} kept {fraction:.0%} of {DROPOUT_INPUTS:,} inputs"
+            f"{'' if scaled else ', not doubled'}: expected dropout 0.5 (half zeroed, the rest doubled)"
+        )
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("fashion_cnn")
-def test_fashion_cnn_parameters_per_layer(submission):
+def test_fashion_cnn_parameters_per_layer(fashion):
     """fashion_cnn: parameters of each layer, and dropout 0.5"""
-    found = submission.run(fashion_parameters)
-    counts, names = found["counts"], [name for name, _, _ in FASHION_LAYERS]
+    counts, names = fashion["counts"], [name for name, _, _ in FASHION_LAYERS]
     assert len(counts) == len(names), f"fashion_cnn has {len(counts)} layers, expected {len(names)}"
     for name, count in zip(names, counts, strict=False):
         if name in FASHION_PARAMETERS:
             expected = FASHION_PARAMETERS[name]
             assert count == expected, f"{name} has {count:,} parameters, expected {expected:,}"
-    assert found["dropout"] == [0.5, 0.5], f"the dropout rates are {found['dropout']}, expected [0.5, 0.5]"
+    dropout_checked(fashion)
+    fashion_reproduced(fashion)
 
 
-# BatchNormCNN: the layers of cnn_layers for a batch of 2 images, then those of fc_layers.
+# --- BatchNormCNN -----------------------------------------------------------------------------
+
+# The layers of cnn_layers for a batch of 2 images, then those of fc_layers.
 BN_CNN_LAYERS = [
     ("Conv2d", [2, 3, 24, 24]),
     ("BatchNorm2d", [2, 3, 24, 24]),
@@ -129,156 +209,183 @@ BN_CNN_PARAMETERS = {10: 6_178, 5: 6_073}
 assert all(count == BN_CNN_TOTAL + linear_parameters(20, c) for c, count in BN_CNN_PARAMETERS.items())
 
 
-def bn_cnn_shapes(sub):
-    """Probe: the layers of cnn_layers and of fc_layers, and the model's output, for 2 images."""
-    model = sub.cnns.BatchNormCNN(10).eval()
-    x = torch.rand(2, 1, 28, 28)
-    with torch.no_grad():
-        output = model(x)
-        features = model.cnn_layers(x)
-    return {
-        "cnn": layer_shapes(model.cnn_layers, x),
-        "fc": layer_shapes(model.fc_layers, features.flatten(1)),
-        "output": list(output.shape),
-    }
+class BatchNormCNN(nn.Module):
+    """The grader's own BatchNorm CNN of the slides."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.cnn_layers = nn.Sequential(
+            nn.Conv2d(1, 3, 5), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        )  # fmt: skip
+        self.fc_layers = nn.Sequential(nn.Linear(32, 20), nn.BatchNorm1d(20), nn.ReLU(), nn.Linear(20, num_classes))
+
+    def forward(self, x):
+        return self.fc_layers(self.cnn_layers(x).flatten(1))
 
 
-def bn_cnn_parameters(sub, num_classes):
-    """Probe: the number of parameters of BatchNormCNN(num_classes)."""
-    return sum(p.numel() for p in sub.cnns.BatchNormCNN(num_classes).parameters())
+def filled_bn_cnn(num_classes, seed):
+    """The grader's BatchNormCNN with the weights and statistics the probe gives the student's."""
+    model = BatchNormCNN(num_classes)
+    generator = torch.Generator().manual_seed(seed)
+    probes.fill_in_order(model.cnn_layers, generator)
+    probes.fill_in_order(model.fc_layers, generator)
+    return model
+
+
+BN_SEED = derived_seed("BatchNormCNN weights")
+BN_LAYERS_X = torch.rand(2, 1, 28, 28, generator=generator("BatchNormCNN layer images"))
+
+
+def close(a, b):
+    return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def check_layers(part, layers, expected):
     for index, ((kind, shape), got) in enumerate(zip(expected, layers, strict=False)):
         assert got["layer"] == kind, f"{part}[{index}] is {got['layer']}, expected {kind}"
-        assert got["shape"] is not None, f"{part}[{index}] fails on its input {got['input']}: {got['error']}"
-        assert got["shape"] == shape, f"{part}[{index}] ({kind}) output is {got['shape']}, expected {shape}"
+        assert got["output"] is not None, f"{part}[{index}] fails on its input {got.get('input')}: {got.get('error')}"
+        got_shape = list(got["output"].shape)
+        assert got_shape == shape, f"{part}[{index}] ({kind}) output is {got_shape}, expected {shape}"
     assert len(layers) == len(expected), f"{part} has {len(layers)} layers, expected {len(expected)}"
+
+
+def check_layer_values(part, layers, mine, x):
+    """Each returned layer output must be the grader's layer output on the same input and weights."""
+    with torch.no_grad():
+        for index, (layer, got) in enumerate(zip(mine, layers, strict=True)):
+            x = layer(x)
+            assert close(got["output"], x), (
+                f"{part}[{index}] ({got['layer']}) does not compute what the slides' layer does with these weights "
+                f"and statistics (evaluation mode)"
+            )
+    return x
+
+
+def bn_cnn_reproduced(found, num_classes):
+    """BatchNormCNN(num_classes), filled alike, must give the grader's logits on the same images."""
+    model = filled_bn_cnn(num_classes, BN_SEED).eval()
+    with torch.no_grad():
+        expected = model(BN_LAYERS_X)
+    assert close(found["output"], expected), (
+        f"BatchNormCNN({num_classes}) does not compute the slides' model: with the same weights and statistics, "
+        f"its logits differ (off by {off_by(found['output'], expected):.3g})"
+    )
+    return model
+
+
+@pytest.fixture(scope="module")
+def bn_layers(submission):
+    return submission.run(probes.bn_cnn_layers, 10, BN_SEED, BN_LAYERS_X)
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("BatchNormCNN")
-def test_batchnorm_cnn_layers(submission):
+def test_batchnorm_cnn_layers(bn_layers):
     """BatchNormCNN: each layer's type and output shape"""
-    found = submission.run(bn_cnn_shapes)
-    check_layers("cnn_layers", found["cnn"], BN_CNN_LAYERS)
-    check_layers("fc_layers", found["fc"], BN_FC_LAYERS)
-    assert found["output"] == [2, 10], f"BatchNormCNN(10) maps 2 images to {found['output']}, expected [2, 10]"
+    check_layers("cnn_layers", bn_layers["cnn"], BN_CNN_LAYERS)
+    check_layers("fc_layers", bn_layers["fc"], BN_FC_LAYERS)
+    output = list(bn_layers["output"].shape)
+    assert output == [2, 10], f"BatchNormCNN(10) maps 2 images to {output}, expected [2, 10]"
+    model = bn_cnn_reproduced(bn_layers, 10)
+    features = check_layer_values("cnn_layers", bn_layers["cnn"], model.cnn_layers, BN_LAYERS_X)
+    check_layer_values("fc_layers", bn_layers["fc"], model.fc_layers, features.flatten(1))
 
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("num_classes", sorted(BN_CNN_PARAMETERS))
 @pytest.mark.task("BatchNormCNN")
-def test_batchnorm_cnn_parameter_count(submission, num_classes):
+def test_batchnorm_cnn_parameter_count(submission, num_classes, bn_layers):
     """BatchNormCNN: parameter count (6,178 for 10 classes)"""
-    total, expected = submission.run(bn_cnn_parameters, num_classes), BN_CNN_PARAMETERS[num_classes]
+    found = bn_layers if num_classes == 10 else submission.run(probes.bn_cnn_layers, num_classes, BN_SEED, BN_LAYERS_X)
+    total, expected = sum(torch.Size(shape).numel() for shape in found["shapes"]), BN_CNN_PARAMETERS[num_classes]
     assert total == expected, f"BatchNormCNN({num_classes}) has {total:,} parameters, expected {expected:,}"
+    bn_cnn_reproduced(found, num_classes)
 
 
 BN_BATCH = 8  # images in the batch the BatchNorm checks run on
+BN_X = torch.rand(BN_BATCH, 1, 28, 28, generator=generator("BatchNormCNN batch"))
+NORM_KINDS = ["BatchNorm2d"] * 3 + ["BatchNorm1d"]
 
 
-def bn_pass(sub, training):
-    """Probe: one forward pass of a BatchNormCNN in training or evaluation mode, seen by its BN layers.
+def the_norms(model):
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
-    The scales, shifts and running statistics are set to random values first, so that a layer that
-    ignores any of them shows. Returns, for each BatchNorm layer: its input and output, its affine
-    parameters, eps, momentum, and its running statistics before and after the pass.
-    """
-    model = sub.cnns.BatchNormCNN(10)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+def norms_described(found, evaluation=False):
+    """The student's BatchNorm layers as claimed: the right kinds, with running statistics and momentum 0.1."""
+    norms = found["norms"]
+    kinds = [n["layer"] for n in norms]
+    assert kinds == NORM_KINDS, f"the model's BatchNorm layers are {kinds}, expected {NORM_KINDS}"
+    for index, norm in enumerate(norms):
+        name = f"BatchNorm layer {index + 1} ({norm['layer']})"
+        consequence = ": in evaluation mode it normalizes with each batch's statistics" if evaluation else ""
+        assert norm["running"], f"{name} keeps no running statistics (track_running_stats=False?){consequence}"
+        assert norm["momentum"] == 0.1, f"{name} has momentum {norm['momentum']}, expected the default 0.1"
+        assert isinstance(norm["eps"], float) and 0 < norm["eps"] <= 1e-2, f"{name} has eps {norm['eps']}"
+        assert norm["affine"], f"{name} learns no scale and shift (affine=False)"
+
+
+def bn_pass_reproduced(found, training):
+    """The grader's BatchNormCNN, filled alike (with the student's eps), on the same batch in the same mode:
+    each BatchNorm layer's input, output and running statistics, then the logits and the whole state."""
+    model = filled_bn_cnn(10, BN_SEED)
+    norms = the_norms(model)
     seen = []
-    with torch.no_grad():
-        for norm in norms:
-            if norm.affine:
-                norm.weight.uniform_(0.5, 2.0)
-                norm.bias.uniform_(-1.0, 1.0)
-            if norm.running_mean is not None:
-                norm.running_mean.uniform_(-0.5, 0.5)
-                norm.running_var.uniform_(0.5, 2.0)
-            norm.register_forward_hook(lambda m, args, out: seen.append((args[0].detach(), out.detach())))
-    before = [(n.running_mean, n.running_var) for n in norms]
-    before = [(m.clone(), v.clone()) if m is not None else (None, None) for m, v in before]
+    for norm, claimed in zip(norms, found["norms"], strict=True):
+        norm.eps = claimed["eps"]
+        norm.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
+    before = [(n.running_mean.clone(), n.running_var.clone()) for n in norms]
     model.train(training)
     with torch.no_grad():
-        model(torch.rand(BN_BATCH, 1, 28, 28))
-    return [
-        {
-            "layer": type(norm).__name__,
-            "input": x,
-            "output": y,
-            "weight": norm.weight.detach() if norm.affine else torch.ones(norm.num_features),
-            "bias": norm.bias.detach() if norm.affine else torch.zeros(norm.num_features),
-            "eps": norm.eps,
-            "momentum": norm.momentum,
-            "mean_before": mean,
-            "var_before": var,
-            "mean_after": norm.running_mean,
-            "var_after": norm.running_var,
-        }
-        for norm, (x, y), (mean, var) in zip(norms, seen, before, strict=False)
-    ]
-
-
-def channel_view(t, x):
-    """A per-channel tensor (C,) shaped to broadcast against x: (N, C) or (N, C, H, W)."""
-    return t.view(1, -1, *([1] * (x.ndim - 2)))
-
-
-def normalized(norm, mean, var):
-    """What a BatchNorm layer outputs for its input when it normalizes with `mean` and `var`."""
-    x = norm["input"]
-    scale = channel_view(norm["weight"], x) / torch.sqrt(channel_view(var, x) + norm["eps"])
-    return (x - channel_view(mean, x)) * scale + channel_view(norm["bias"], x)
-
-
-def close(a, b):
-    return torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+        logits = model(BN_X)
+    mode = "training" if training else "evaluation"
+    how = "the batch's mean and variance" if training else "its running statistics"
+    got_seen = found["seen"]
+    assert len(got_seen) == len(norms), f"{len(got_seen)} BatchNorm passes for one forward pass, expected {len(norms)}"
+    for index, (norm, claimed, (x, y), got, (mean, var)) in enumerate(
+        zip(norms, found["norms"], seen, got_seen, before, strict=True)
+    ):
+        name = f"BatchNorm layer {index + 1} ({claimed['layer']})"
+        assert close(got["input"], x), (
+            f"the input of {name} is not what the slides' layers before it compute with these weights ({mode} mode)"
+        )
+        assert close(got["output"], y), f"{name} did not normalize with {how} in {mode} mode"
+        got_mean, got_var = claimed["mean_after"], claimed["var_after"]
+        if training:
+            assert close(got_mean, norm.running_mean) and close(got_var, norm.running_var), (
+                f"{name}: the running statistics did not move to 0.9 x old + 0.1 x the batch's"
+            )
+        else:
+            kept = close(got_mean, mean) and close(got_var, var)
+            assert kept, f"{name} changed its running statistics in {mode} mode"
+    assert close(found["logits"], logits), f"the logits differ from the slides' model's in {mode} mode"
+    for part, mine in (("cnn", model.cnn_layers), ("fc", model.fc_layers)):
+        state = mine.state_dict()
+        theirs = found["after"][part]
+        same = len(theirs) == len(state) and all(
+            a.shape == b.shape and torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-4)
+            for a, b in zip(theirs.values(), state.values(), strict=False)
+        )
+        assert same, (
+            f"after a pass in {mode} mode, the weights or statistics of {part}_layers differ from the slides' model's"
+        )
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("BatchNormCNN")
 def test_batchnorm_training_mode(submission):
     """BatchNormCNN: in training mode, BatchNorm normalizes with the batch's statistics and updates its running ones"""
-    norms = submission.run(bn_pass, True)
-    kinds = [n["layer"] for n in norms]
-    expected_kinds = ["BatchNorm2d"] * 3 + ["BatchNorm1d"]
-    assert kinds == expected_kinds, f"the model's BatchNorm layers are {kinds}, expected {expected_kinds}"
-    for index, norm in enumerate(norms):
-        name = f"BatchNorm layer {index + 1} ({norm['layer']})"
-        x = norm["input"]
-        dims = [d for d in range(x.ndim) if d != 1]  # every dimension but the channels
-        mean, var = x.mean(dims), x.var(dims, unbiased=False)
-        assert close(norm["output"], normalized(norm, mean, var)), (
-            f"{name} did not normalize with the batch's mean and variance in training mode"
-        )
-        assert norm["mean_before"] is not None, f"{name} keeps no running statistics (track_running_stats=False?)"
-        assert norm["momentum"] == 0.1, f"{name} has momentum {norm['momentum']}, expected the default 0.1"
-        count = x.numel() / x.shape[1]
-        expected_mean = 0.9 * norm["mean_before"] + 0.1 * mean
-        expected_var = 0.9 * norm["var_before"] + 0.1 * var * count / (count - 1)  # unbiased variance
-        assert close(norm["mean_after"], expected_mean) and close(norm["var_after"], expected_var), (
-            f"{name}: the running statistics did not move to 0.9 x old + 0.1 x the batch's"
-        )
+    found = submission.run(probes.bn_pass, BN_SEED, BN_X, True)
+    norms_described(found)
+    bn_pass_reproduced(found, training=True)
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("BatchNormCNN")
 def test_batchnorm_evaluation_mode(submission):
     """BatchNormCNN: in evaluation mode, BatchNorm normalizes with its running statistics and keeps them"""
-    norms = submission.run(bn_pass, False)
-    assert len(norms) == 4, f"the model has {len(norms)} BatchNorm layers, expected 4"
-    for index, norm in enumerate(norms):
-        name = f"BatchNorm layer {index + 1} ({norm['layer']})"
-        assert norm["mean_before"] is not None, (
-            f"{name} keeps no running statistics (track_running_stats=False?): in evaluation mode it "
-            "normalizes with each batch's statistics"
-        )
-        expected = normalized(norm, norm["mean_before"], norm["var_before"])
-        assert close(norm["output"], expected), (
-            f"{name} did not normalize with its running statistics in evaluation mode"
-        )
-        unchanged = torch.equal(norm["mean_after"], norm["mean_before"]) and torch.equal(
-            norm["var_after"], norm["var_before"]
-        )
-        assert unchanged, f"{name} changed its running statistics in evaluation mode"
+    found = submission.run(probes.bn_pass, BN_SEED, BN_X, False)
+    norms_described(found, evaluation=True)
+    bn_pass_reproduced(found, training=False)

@@ -2,6 +2,13 @@
 
 Expected values are computed here from the layer formulas: a k x k convolution from c_in to c_out
 channels has k*k*c_in*c_out weights (+ c_out biases), a BatchNorm layer 2*c (scale and shift).
+
+Every input is drawn for this grading. SeparableConv2d returns its two convolutions' weights, and
+the grader recomputes its output from them. ResidualUnit and ResNet34 are filled by the probe with
+weights and BatchNorm statistics drawn from a seed of this grading (`probes.fill_in_order`); the
+grader fills its own copy of the statement's architecture alike, and the outputs (and, for
+ResNet34, the gradients) must match: no ResNet-34 state crosses the boundary for these. Only the
+fitting check brings the trained weights back, for the grader to classify the images itself.
 """
 
 import math
@@ -9,8 +16,21 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from grader.testing import accuracy_of, layer_shapes
+from grader.probing import to_float
+from grader.testing import accuracy_of, derived_seed, generator, load_in_order, probes_for
+
+probes = probes_for(__file__)
+
+
+def off_by(got, expected):
+    """How far a returned tensor is from the grader's, relative to the grader's scale (inf: another shape)."""
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+        return float("inf")
+    difference = (got.double() - expected.double()).abs().nan_to_num(nan=float("inf")).max().item()
+    return difference / (1.0 + expected.abs().max().item())
+
 
 # --- SeparableConv2d ----------------------------------------------------------------------------
 
@@ -18,31 +38,36 @@ SEP_IN, SEP_OUT, SEP_K, SEP_STRIDE, SEP_PADDING = 8, 16, 3, 2, 1
 DEPTHWISE = SEP_IN * SEP_K * SEP_K + SEP_IN  # one k x k filter (and bias) per input channel
 POINTWISE = SEP_IN * SEP_OUT + SEP_OUT  # a 1x1 convolution across the channels
 REGULAR = SEP_OUT * SEP_IN * SEP_K * SEP_K + SEP_OUT
-
-
-def separable(sub):
-    """Probe: SeparableConv2d(8, 16, 3, stride=2, padding=1): its two convolutions and one output."""
-    layer = sub.resnet.SeparableConv2d(SEP_IN, SEP_OUT, SEP_K, stride=SEP_STRIDE, padding=SEP_PADDING)
-    x = torch.randn(2, SEP_IN, 9, 9)
-    with torch.no_grad():
-        y = layer(x)
-    parts = {}
-    for name in ("depthwise_conv", "pointwise_conv"):
-        conv = getattr(layer, name)
-        parts[name] = {
-            "parameters": sum(p.numel() for p in conv.parameters()),
-            "weight": conv.weight.detach(),
-            "bias": None if conv.bias is None else conv.bias.detach(),
-            "stride": list(conv.stride),
-            "padding": conv.padding if isinstance(conv.padding, str) else list(conv.padding),
-            "groups": conv.groups,
-        }
-    return {"parameters": sum(p.numel() for p in layer.parameters()), "parts": parts, "x": x, "y": y}
+SEP_X = torch.randn(2, SEP_IN, 9, 9, generator=generator("SeparableConv2d input"))
 
 
 @pytest.fixture(scope="module")
 def separable_found(submission):
-    return submission.run(separable)
+    return submission.run(probes.separable, SEP_X, SEP_IN, SEP_OUT, SEP_K, SEP_STRIDE, SEP_PADDING)
+
+
+def separable_reproduced(found):
+    """The output must be the point-wise convolution of the depth-wise one, with the returned weights."""
+    depthwise, pointwise = found["parts"]["depthwise_conv"], found["parts"]["pointwise_conv"]
+    y = found["y"]
+    assert list(depthwise["weight"].shape) == [SEP_IN, 1, SEP_K, SEP_K], (
+        f"the depth-wise weight is {list(depthwise['weight'].shape)}, expected {[SEP_IN, 1, SEP_K, SEP_K]}"
+    )
+    assert list(pointwise["weight"].shape) == [SEP_OUT, SEP_IN, 1, 1], (
+        f"the point-wise weight is {list(pointwise['weight'].shape)}, expected {[SEP_OUT, SEP_IN, 1, 1]}"
+    )
+    for name, part, channels in (("depth-wise", depthwise, SEP_IN), ("point-wise", pointwise, SEP_OUT)):
+        bias = part["bias"]
+        assert bias is not None and list(bias.shape) == [channels], f"the {name} conv has no bias of {channels} values"
+    middle = F.conv2d(SEP_X, depthwise["weight"], depthwise["bias"], SEP_STRIDE, SEP_PADDING, groups=SEP_IN)
+    expected = F.conv2d(middle, pointwise["weight"], pointwise["bias"])
+    assert isinstance(y, torch.Tensor) and list(y.shape) == list(expected.shape), (
+        f"SeparableConv2d(8, 16, 3, stride=2, padding=1) maps {list(SEP_X.shape)} to "
+        f"{list(y.shape) if isinstance(y, torch.Tensor) else y}, expected {list(expected.shape)}: "
+        "pass stride and padding to the depth-wise conv"
+    )
+    difference = off_by(y, expected)
+    assert difference < 1e-4, f"the output differs from point-wise(depth-wise(x)) by up to {difference:.3g}"
 
 
 @pytest.mark.points(2)
@@ -63,82 +88,72 @@ def test_separable_parameters(separable_found):
     assert total == DEPTHWISE + POINTWISE, (
         f"SeparableConv2d has {total:,} parameters, expected {DEPTHWISE + POINTWISE} (a regular conv has {REGULAR:,})"
     )
+    separable_reproduced(separable_found)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("SeparableConv2d")
 def test_separable_output(separable_found):
     """SeparableConv2d: the depth-wise then the point-wise convolution"""
-    depthwise, pointwise = separable_found["parts"]["depthwise_conv"], separable_found["parts"]["pointwise_conv"]
-    x, y = separable_found["x"], separable_found["y"]
-    assert list(depthwise["weight"].shape) == [SEP_IN, 1, SEP_K, SEP_K], (
-        f"the depth-wise weight is {list(depthwise['weight'].shape)}, expected {[SEP_IN, 1, SEP_K, SEP_K]}"
-    )
-    assert list(pointwise["weight"].shape) == [SEP_OUT, SEP_IN, 1, 1], (
-        f"the point-wise weight is {list(pointwise['weight'].shape)}, expected {[SEP_OUT, SEP_IN, 1, 1]}"
-    )
-    middle = F.conv2d(x, depthwise["weight"], depthwise["bias"], SEP_STRIDE, SEP_PADDING, groups=SEP_IN)
-    expected = F.conv2d(middle, pointwise["weight"], pointwise["bias"])
-    assert list(y.shape) == list(expected.shape), (
-        f"SeparableConv2d(8, 16, 3, stride=2, padding=1) maps {list(x.shape)} to {list(y.shape)}, "
-        f"expected {list(expected.shape)}: pass stride and padding to the depth-wise conv"
-    )
-    difference = (y - expected).abs().max().item()
-    assert difference < 1e-4, f"the output differs from point-wise(depth-wise(x)) by up to {difference:.3g}"
+    separable_reproduced(separable_found)
 
 
 # --- ResidualUnit -------------------------------------------------------------------------------
 
-UNIT_X = (2, 8, 10, 10)  # the input of the ResidualUnit checks: 8 channels
+
+class ResidualUnit(nn.Module):
+    """The grader's own residual unit: ReLU(F(x) + skip(x))."""
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.main_layers = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.skip_connection = nn.Identity()
+        if stride > 1 or in_channels != out_channels:
+            self.skip_connection = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x):
+        return F.relu(self.main_layers(x) + self.skip_connection(x))
 
 
-def randomize_batchnorms(model):
-    """Random scales, shifts and running statistics, so that evaluation mode is not the identity."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
+UNIT_X = torch.randn(2, 8, 10, 10, generator=generator("ResidualUnit input"))  # 8 channels
+UNIT_SEED = derived_seed("ResidualUnit weights")
 
 
-def describe(module):
-    """A module as data: its type, and for a sequence its children's types and conv settings."""
-
-    def child(c):
-        conv = isinstance(c, torch.nn.Conv2d)
-        return {
-            "type": type(c).__name__,
-            "kernel": list(c.kernel_size) if conv else None,
-            "stride": list(c.stride) if conv else None,
-            "bias": conv and c.bias is not None,
-            "channels": [c.in_channels, c.out_channels] if conv else None,
-            "features": getattr(c, "num_features", None),
-        }
-
-    return {
-        "type": type(module).__name__,
-        "parameters": sum(p.numel() for p in module.parameters()),
-        "children": [child(c) for c in module.children()],
-    }
-
-
-def residual_unit(sub, in_channels, out_channels, stride):
-    """Probe: ResidualUnit(in, out, stride) in evaluation mode: its parts, F(x), skip(x) and output."""
-    unit = sub.resnet.ResidualUnit(in_channels, out_channels, stride=stride)
-    randomize_batchnorms(unit)
+def expected_unit(in_channels, out_channels, stride):
+    """The grader's unit, filled as the probe fills the student's, on UNIT_X in evaluation mode:
+    main_layers' outputs, F(x), skip(x) and the output."""
+    unit = ResidualUnit(in_channels, out_channels, stride)
+    rng = torch.Generator().manual_seed(UNIT_SEED)
+    probes.fill_in_order(unit.main_layers, rng)
+    probes.fill_in_order(unit.skip_connection, rng)
     unit.eval()
-    x = torch.randn(*UNIT_X)
-    found = {"main": describe(unit.main_layers), "skip": describe(unit.skip_connection), "x": x}
-    found["main_shapes"] = layer_shapes(unit.main_layers, x)
     with torch.no_grad():
-        found["fx"] = unit.main_layers(x)
-        for name, run in (("skip_x", lambda: unit.skip_connection(x)), ("y", lambda: unit(x))):
-            try:
-                found[name] = run()
-            except RuntimeError as exc:
-                found[name] = str(exc).splitlines()[0]
+        outputs, x = [], UNIT_X
+        for layer in unit.main_layers:
+            x = layer(x)
+            outputs.append(x)
+        return {"main_layers": outputs, "fx": x, "skip_x": unit.skip_connection(UNIT_X), "y": unit(UNIT_X)}
+
+
+@pytest.fixture(scope="module")
+def unit_found(submission):
+    """The probe's findings for ResidualUnit(in, out, stride), each configuration run once."""
+    cache = {}
+
+    def found(in_channels, out_channels, stride):
+        key = (in_channels, out_channels, stride)
+        if key not in cache:
+            cache[key] = submission.run(probes.residual_unit, *key, UNIT_SEED, UNIT_X)
+        return cache[key]
+
     return found
 
 
@@ -147,14 +162,23 @@ def unit_name(in_channels, out_channels, stride):
 
 
 def close(a, b):
-    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def output_reproduced(found, name, expected):
+    y = found["y"]
+    assert isinstance(y, torch.Tensor), f"{name} fails on an input of shape {list(UNIT_X.shape)}: {y}"
+    assert close(y, expected["y"]), (
+        f"{name}: with the same weights and statistics, the output is not ResNet's ReLU(F(x) + skip(x)) "
+        f"(off by {off_by(y, expected['y']):.3g})"
+    )
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("ResidualUnit")
-def test_residual_main_path(submission):
+def test_residual_main_path(unit_found):
     """ResidualUnit: F = Conv 3x3 (stride) -> BN -> ReLU -> Conv 3x3 -> BN"""
-    found = submission.run(residual_unit, 8, 16, 2)
+    found = unit_found(8, 16, 2)
     expected = [
         ("Conv2d", [2, 16, 5, 5]),
         ("BatchNorm2d", [2, 16, 5, 5]),
@@ -163,11 +187,14 @@ def test_residual_main_path(submission):
         ("BatchNorm2d", [2, 16, 5, 5]),
     ]
     name = unit_name(8, 16, 2)
-    layers = found["main_shapes"]
+    layers = found["main_layers"]
     for index, ((kind, shape), got) in enumerate(zip(expected, layers, strict=False)):
         assert got["layer"] == kind, f"{name}: main_layers[{index}] is {got['layer']}, expected {kind}"
-        assert got["shape"] is not None, f"{name}: main_layers[{index}] fails on {got['input']}: {got['error']}"
-        assert got["shape"] == shape, f"{name}: main_layers[{index}] ({kind}) outputs {got['shape']}, expected {shape}"
+        assert got["output"] is not None, (
+            f"{name}: main_layers[{index}] fails on {got.get('input')}: {got.get('error')}"
+        )
+        got_shape = list(got["output"].shape)
+        assert got_shape == shape, f"{name}: main_layers[{index}] ({kind}) outputs {got_shape}, expected {shape}"
     assert len(layers) == len(expected), f"{name}: main_layers has {len(layers)} layers, expected {len(expected)}"
     for index in (0, 3):
         conv = found["main"]["children"][index]
@@ -178,20 +205,28 @@ def test_residual_main_path(submission):
     assert parameters == expected_parameters, (
         f"{name}: main_layers has {parameters:,} parameters, expected {expected_parameters:,}"
     )
+    mine = expected_unit(8, 16, 2)
+    for index, (got, output) in enumerate(zip(layers, mine["main_layers"], strict=True)):
+        assert close(got["output"], output), (
+            f"{name}: main_layers[{index}] ({got['layer']}) does not compute what ResNet's does with the same "
+            f"weights and statistics (evaluation mode)"
+        )
+    assert close(found["fx"], mine["fx"]), f"{name}: main_layers(x) is not F(x)"
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("ResidualUnit")
-def test_residual_identity_skip(submission):
+def test_residual_identity_skip(unit_found):
     """ResidualUnit: the skip is the identity when the shapes match"""
-    found = submission.run(residual_unit, 8, 8, 1)
+    found = unit_found(8, 8, 1)
     name = unit_name(8, 8, 1)
     skip = found["skip"]
     assert skip["parameters"] == 0, (
         f"{name}: the skip has {skip['parameters']:,} parameters, expected none (nn.Identity(): x has F(x)'s shape)"
     )
     assert isinstance(found["skip_x"], torch.Tensor), f"{name}: the skip fails: {found['skip_x']}"
-    assert torch.equal(found["skip_x"], found["x"]), f"{name}: skip(x) is not x (expected nn.Identity())"
+    assert torch.equal(found["skip_x"], UNIT_X), f"{name}: skip(x) is not x (expected nn.Identity())"
+    output_reproduced(found, name, expected_unit(8, 8, 1))
 
 
 PROJECTED = [(8, 16, 2), (8, 8, 2), (8, 16, 1)]  # (in, out, stride): the stride, the channels or both change
@@ -200,15 +235,17 @@ PROJECTED = [(8, 16, 2), (8, 8, 2), (8, 16, 1)]  # (in, out, stride): the stride
 @pytest.mark.points(3)
 @pytest.mark.parametrize(("in_channels", "out_channels", "stride"), PROJECTED)
 @pytest.mark.task("ResidualUnit")
-def test_residual_projection_skip(submission, in_channels, out_channels, stride):
+def test_residual_projection_skip(unit_found, in_channels, out_channels, stride):
     """ResidualUnit: a 1x1 conv + BN skip when the shapes change"""
-    found = submission.run(residual_unit, in_channels, out_channels, stride)
+    found = unit_found(in_channels, out_channels, stride)
     name = unit_name(in_channels, out_channels, stride)
+    mine = expected_unit(in_channels, out_channels, stride)
     children = found["skip"]["children"]
     kinds = [c["type"] for c in children] or [found["skip"]["type"]]
+    fx = found["fx"]
     assert kinds == ["Conv2d", "BatchNorm2d"], (
         f"{name}: the skip is {' -> '.join(kinds)}, expected Conv2d 1x1 (stride {stride}) -> BatchNorm2d: "
-        f"x {list(found['x'].shape)} and F(x) {list(found['fx'].shape)} differ in shape"
+        f"x {list(UNIT_X.shape)} and F(x) {list(fx.shape) if isinstance(fx, torch.Tensor) else '?'} differ in shape"
     )
     conv, norm = children
     assert conv["kernel"] == [1, 1], f"{name}: the skip's conv has a {conv['kernel']} kernel, expected 1x1"
@@ -219,30 +256,38 @@ def test_residual_projection_skip(submission, in_channels, out_channels, stride)
     )
     assert not conv["bias"], f"{name}: the skip's conv has a bias: the BatchNorm after it makes it useless"
     assert norm["features"] == out_channels, f"{name}: the skip's BatchNorm2d has {norm['features']} features"
-    assert isinstance(found["y"], torch.Tensor), f"{name} fails on an input of shape {list(UNIT_X)}: {found['y']}"
+    assert isinstance(found["y"], torch.Tensor), f"{name} fails on an input of shape {list(UNIT_X.shape)}: {found['y']}"
+    assert close(found["skip_x"], mine["skip_x"]), (
+        f"{name}: skip(x) is not the 1x1 convolution (stride {stride}) then BatchNorm of x, with the same weights "
+        f"and statistics"
+    )
+    output_reproduced(found, name, mine)
 
 
 @pytest.mark.points(3)
 @pytest.mark.parametrize(("in_channels", "out_channels", "stride"), [(8, 8, 1), (8, 16, 2)])
 @pytest.mark.task("ResidualUnit")
-def test_residual_adds_then_relu(submission, in_channels, out_channels, stride):
+def test_residual_adds_then_relu(unit_found, in_channels, out_channels, stride):
     """ResidualUnit: ReLU(F(x) + skip(x))"""
-    found = submission.run(residual_unit, in_channels, out_channels, stride)
+    found = unit_found(in_channels, out_channels, stride)
     name = unit_name(in_channels, out_channels, stride)
-    y, fx, skip_x = found["y"], found["fx"], found["skip_x"]
-    assert isinstance(y, torch.Tensor), f"{name} fails on an input of shape {list(UNIT_X)}: {y}"
+    y, skip_x = found["y"], found["skip_x"]
+    assert isinstance(y, torch.Tensor), f"{name} fails on an input of shape {list(UNIT_X.shape)}: {y}"
     assert isinstance(skip_x, torch.Tensor), f"{name}: the skip fails: {skip_x}"
-    if y.shape == fx.shape == skip_x.shape and not close(y, F.relu(fx + skip_x)):
+    mine = expected_unit(in_channels, out_channels, stride)
+    fx, skip = mine["fx"], mine["skip_x"]  # the grader's own F(x) and skip(x)
+    if not close(y, mine["y"]):
         wrong = {
             "the ReLU comes before the addition: ReLU(F(x)) + skip(x), expected ReLU(F(x) + skip(x))": (
-                F.relu(fx) + skip_x
+                F.relu(fx) + skip
             ),
-            "there is no ReLU after the addition: expected ReLU(F(x) + skip(x))": fx + skip_x,
+            "there is no ReLU after the addition: expected ReLU(F(x) + skip(x))": fx + skip,
             "the skip is never added: ReLU(F(x)), expected ReLU(F(x) + skip(x))": F.relu(fx),
         }
         mistake = next((text for text, value in wrong.items() if close(y, value)), None)
+        if mistake is None and y.shape != fx.shape:
+            mistake = f"it outputs {list(y.shape)}, expected {list(fx.shape)}"
         pytest.fail(f"{name}: {mistake or 'the output is not ReLU(F(x) + skip(x))'}")
-    assert list(y.shape) == list(fx.shape), f"{name} outputs {list(y.shape)}, expected {list(fx.shape)}"
 
 
 # --- ResNet34 ---------------------------------------------------------------------------------
@@ -278,7 +323,9 @@ RESNET34_TOTAL = STEM + sum(unit_count(*unit) for unit in UNITS) + HEAD
 # The same count as torchvision.models.resnet34(num_classes=10), the same architecture.
 assert RESNET34_TOTAL == 21_289_802
 
-RESNET_X = (2, 3, 224, 224)
+RESNET_X = torch.randn(2, 3, 224, 224, generator=generator("ResNet34 input"))
+RESNET_SEED = derived_seed("ResNet34 weights")
+DIRECTION = torch.randn(2, 10, generator=generator("ResNet34 gradient"))  # the gradient of sum(logits * DIRECTION)
 RESNET_SHAPES = (
     [[2, 64, 112, 112]] * 3
     + [[2, 64, 56, 56]] * 4
@@ -289,30 +336,66 @@ RESNET_SHAPES = (
 )  # the output of each layer of `resnet`: stem (4 layers), 16 units, pooling, Flatten, Linear
 
 
-def resnet_facts(sub):
-    """Probe: ResNet34() as data: its units, parameters per layer, and its layers' shapes for 2 images."""
-    model = sub.resnet.ResNet34().eval()
-    units = []
-    for module in model.modules():
-        if isinstance(module, sub.resnet.ResidualUnit):
-            first = module.main_layers[0]
-            units.append([first.in_channels, first.out_channels, first.stride[0]])
-    return {
-        "units": units,
-        "counts": [sum(p.numel() for p in layer.parameters()) for layer in model.resnet.children()],
-        "total": sum(p.numel() for p in model.parameters()),
-        "shapes": layer_shapes(model.resnet, torch.randn(*RESNET_X)),
-    }
+class ResNet34(nn.Module):
+    """The grader's own ResNet-34, into which the student's weights are loaded or filled alike."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        layers = [
+            nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        ]
+        layers += [ResidualUnit(*unit) for unit in UNITS]
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
+        self.resnet = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.resnet(x)
 
 
 @pytest.fixture(scope="module")
 def resnet(submission):
-    return submission.run(resnet_facts)
+    return submission.run(probes.resnet_facts, RESNET_SEED, RESNET_X, DIRECTION)
+
+
+@pytest.fixture(scope="module")
+def expected_resnet():
+    """What the probe's findings must be: the grader's ResNet-34, filled alike, on the same input."""
+    model = ResNet34()
+    probes.fill_in_order(model, torch.Generator().manual_seed(RESNET_SEED))
+    model.eval()
+    summaries, x = [], RESNET_X
+    with torch.no_grad():
+        for layer in model.resnet:
+            x = layer(x)
+            summaries.append(probes.summary(x))
+    logits = model(RESNET_X)
+    (logits * DIRECTION).sum().backward()
+    gradients = [(name, p.grad.double().norm().item()) for name, p in model.named_parameters()]
+    return {"summaries": summaries, "logits": logits.detach(), "gradients": gradients}
+
+
+def resnet_reproduced(found, expected):
+    """Filled alike, the student's ResNet34 must compute what the grader's computes, layer by layer."""
+    layers = found["layers"]
+    assert len(layers) == len(expected["summaries"]), (
+        f"ResNet34.resnet has {len(layers)} layers, expected {len(expected['summaries'])}"
+    )
+    for index, (got, summary) in enumerate(zip(layers, expected["summaries"], strict=True)):
+        off = off_by(got.get("summary"), summary)
+        assert off < 1e-4, (
+            f"layer {index} ({got['layer']}) of ResNet34.resnet does not compute what ResNet-34's does with the same "
+            f"weights and statistics (evaluation mode; off by {off:.3g})"
+        )
+    off = off_by(found["logits"], expected["logits"])
+    assert off < 1e-4, f"ResNet34's logits differ from ResNet-34's with the same weights (off by {off:.3g})"
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("ResNet34", "ResidualUnit")
-def test_resnet34_stage_layout(resnet):
+def test_resnet34_stage_layout(resnet, expected_resnet):
     """ResNet34: 3-4-6-3 residual units with 64, 128, 256 and 512 channels"""
     units = [tuple(u) for u in resnet["units"]]
     for channels, count in STAGES:
@@ -324,34 +407,54 @@ def test_resnet34_stage_layout(resnet):
             f"residual unit {index + 1} is ResidualUnit{got}, expected ResidualUnit{expected} "
             "(in_channels, out_channels, stride): stride 2 where the channels change"
         )
+    resnet_reproduced(resnet, expected_resnet)
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("ResNet34", "ResidualUnit")
-def test_resnet34_output_shapes(resnet):
+def test_resnet34_output_shapes(resnet, expected_resnet):
     """ResNet34: [2, 3, 224, 224] -> [2, 10], and each layer's output shape"""
-    layers = resnet["shapes"]
+    layers = resnet["layers"]
     for index, layer in enumerate(layers):
         assert layer["shape"] is not None, (
-            f"layer {index} ({layer['layer']}) fails on its input {layer['input']}: {layer['error']}"
+            f"layer {index} ({layer['layer']}) fails on its input {RESNET_SHAPES[index - 1] if index else '?'}: "
+            f"{layer['error']}"
         )
     output = layers[-1]["shape"]
-    assert output == [2, 10], f"ResNet34 maps {list(RESNET_X)} to {output}, expected [2, 10]"
+    assert output == [2, 10], f"ResNet34 maps {list(RESNET_X.shape)} to {output}, expected [2, 10]"
     assert len(layers) == len(RESNET_SHAPES), f"ResNet34.resnet has {len(layers)} layers, expected {len(RESNET_SHAPES)}"
     for index, (got, shape) in enumerate(zip(layers, RESNET_SHAPES, strict=True)):
         assert got["shape"] == shape, f"layer {index} ({got['layer']}) outputs {got['shape']}, expected {shape}"
+    resnet_reproduced(resnet, expected_resnet)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("ResNet34", "ResidualUnit")
-def test_resnet34_parameter_count(resnet):
+def test_resnet34_parameter_count(resnet, expected_resnet):
     """ResNet34: 21,289,802 parameters, as torchvision's resnet34 with a 10-class head"""
-    total = resnet["total"]
+    counts = [sum(torch.Size(shape).numel() for shape in layer) for layer in resnet["shapes"]]
+    total = sum(counts)
     assert total == RESNET34_TOTAL, f"ResNet34 has {total:,} parameters, expected {RESNET34_TOTAL:,}"
     # conv, BN, ReLU, max pooling; the 16 units; average pooling, Flatten, Linear
     expected = [conv_count(7, 3, 64), 2 * 64, 0, 0, *(unit_count(*u) for u in UNITS), 0, 0, HEAD]
-    for index, (got, count) in enumerate(zip(resnet["counts"], expected, strict=False)):
+    for index, (got, count) in enumerate(zip(counts, expected, strict=False)):
         assert got == count, f"layer {index} of ResNet34.resnet has {got:,} parameters, expected {count:,}"
+    resnet_reproduced(resnet, expected_resnet)
+
+
+def gradients_reproduced(found, expected):
+    """Every parameter's gradient (its norm) must be the grader's: no path of ResNet-34 cut off."""
+    gradients = found["gradients"]
+    missing = [name for name, norm in gradients if not norm]
+    assert not missing, f"{len(missing)} parameters got no gradient, the first {missing[0]}"
+    assert len(gradients) == len(expected["gradients"]), (
+        f"ResNet34 has {len(gradients)} parameter tensors, expected {len(expected['gradients'])}"
+    )
+    for (name, norm), (_, want) in zip(gradients, expected["gradients"], strict=True):
+        assert math.isclose(norm, want, rel_tol=1e-3, abs_tol=1e-9), (
+            f"the gradient of {name} differs from ResNet-34's with the same weights (norm {norm:.4g}, expected "
+            f"{want:.4g}): is a path detached?"
+        )
 
 
 FIT_IMAGES, FIT_STEPS = 64, 6  # a deep model on a CPU: a few full-batch steps on a few images
@@ -359,51 +462,37 @@ FIT_MIN_ACCURACY = 0.75  # calibrated: see calibration.md
 
 
 def balanced(labels, count):
-    """The indices of `count` images, taking the first image of each class in turn (a split may be sorted)."""
-    per_class = [(labels == c).nonzero().flatten()[: math.ceil(count / 10)] for c in range(10)]
+    """The indices of `count` images drawn for this grading, taking each class in turn."""
+    rng = generator("ResNet34 fit images")
+    per_class = []
+    for c in range(10):
+        index = (labels == c).nonzero().flatten()
+        per_class.append(index[torch.randperm(len(index), generator=rng)[: math.ceil(count / 10)]])
     return torch.stack(per_class, 1).flatten()[:count]
-
-
-def resnet_fit(sub, images, labels, steps):
-    """Probe: full-batch AdamW steps of ResNet34 on a few grey images, in training mode.
-
-    Returns each step's loss, the parameters left without a gradient, and the predictions for the
-    images after the last step (still in training mode: a few steps cannot settle BatchNorm's
-    running statistics, so evaluation mode would say little about fitting).
-    """
-    device = torch.device(sub.device)
-    model = sub.resnet.ResNet34().to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = images.float().div(255).expand(-1, 3, -1, -1).to(device)  # grey 1x28x28 -> 3x28x28
-    labels = labels.to(device)
-    losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), labels)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    names = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    with torch.no_grad():
-        predictions = model(x).argmax(1).cpu()
-    return {"losses": losses, "no_gradient": names, "predictions": predictions}
 
 
 @pytest.mark.points(3)
 @pytest.mark.accuracy  # a training run: the profile's time limit; known-wrong variants skip it
 @pytest.mark.task("ResNet34", "ResidualUnit")
-def test_resnet34_fits_a_few_images(submission, dataset, record_property):
+def test_resnet34_fits_a_few_images(submission, dataset, resnet, expected_resnet, record_property):
     """ResNet34: gradients reach every layer; a few steps lower the loss and fit 64 images"""
+    gradients_reproduced(resnet, expected_resnet)
     index = balanced(dataset.train.y, FIT_IMAGES)
-    labels = dataset.train.y[index]
-    found = submission.run(resnet_fit, dataset.train.x[index], labels, FIT_STEPS)
+    images, labels = dataset.train.x[index], dataset.train.y[index]
+    found = submission.run(probes.resnet_fit, images, labels, FIT_STEPS)
     missing = found["no_gradient"]
     assert not missing, f"{len(missing)} parameters got no gradient, the first {missing[0]}"
     losses = found["losses"]
     assert losses[-1] < losses[0], (
         f"{FIT_STEPS} AdamW steps on {FIT_IMAGES} images took the loss from {losses[0]:.3f} to {losses[-1]:.3f}"
     )
-    accuracy = accuracy_of(found["predictions"], labels)
+    model = ResNet34()  # the grader's own: it classifies the images with the trained weights itself
+    problem = load_in_order(model, found["state"])
+    assert not problem, f"ResNet34: {problem}"
+    model.train()  # a few steps cannot settle BatchNorm's running statistics: the batch's are used
+    with torch.no_grad():
+        predictions = model(to_float(images).expand(-1, 3, -1, -1)).argmax(1)
+    accuracy = accuracy_of(predictions, labels)
     record_property("accuracy", round(accuracy, 4))
     record_property("min_accuracy", FIT_MIN_ACCURACY)
     assert accuracy >= FIT_MIN_ACCURACY, (
