@@ -1,39 +1,23 @@
 """Bounding boxes (boxes.py): format conversion, area, IoU, and boxes that follow their image through v2 transforms.
 
-Conversions and IoU are checked against torchvision.ops and against values worked out by hand; the
-transforms run on scikit-learn's two sample photos, with boxes around the flower and the tower.
+Every box is drawn for this grading. Conversions, areas and IoUs are compared with torchvision.ops
+on random boxes; the IoU cases worked out by hand (identical, overlapping, nested, touching,
+disjoint) are moved, stretched and turned at random (which leaves an IoU as it is) and compared
+with torchvision.ops.box_iou too. The transforms run on random crops of scikit-learn's two sample
+photos with a random box on each; the grader runs each transform on the same photo and box itself.
 """
 
 import math
 
 import pytest
 import torch
-import torchvision.transforms.v2 as T
 from torchvision import tv_tensors
-from torchvision.ops import box_convert, box_iou
+from torchvision.ops import box_area, box_convert, box_iou
 
 from grader.data import sample_photos
+from grader.testing import derived_seed, generator, probes_for
 
-# CXCYWH boxes on the photos (427 x 640): the tower's middle floors, then the flower.
-PHOTO_BOXES = [[220.0, 220.0, 220.0, 160.0], [308.0, 222.0, 280.0, 276.0]]
-HEIGHT, WIDTH = 427, 640
-
-
-def plain(value):
-    """A student's result as plain data: tensor subclasses (tv_tensors) become tensors, errors become text."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().as_subclass(torch.Tensor).clone()
-    if isinstance(value, (tuple, list)):
-        return [plain(v) for v in value]
-    return value if isinstance(value, (int, float, str, bool, type(None))) else f"a {type(value).__name__}"
-
-
-def attempt(function, *args):
-    """Call a student's function; an exception comes back as {"error": ...} for the test to report."""
-    try:
-        return plain(function(*args))
-    except Exception as exc:
-        return {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+probes = probes_for(__file__)
 
 
 def check_tensor(value, what, shape):
@@ -45,10 +29,13 @@ def check_tensor(value, what, shape):
     return value.double()
 
 
-def random_cxcywh(count, seed):
-    generator = torch.Generator().manual_seed(seed)
-    centres = torch.rand(count, 2, generator=generator) * 100
-    sizes = 1 + torch.rand(count, 2, generator=generator) * 50
+def show(row):
+    return "(" + ", ".join(f"{v:g}" for v in row.tolist()) + ")"
+
+
+def random_cxcywh(count, rng):
+    centres = torch.rand(count, 2, generator=rng) * 100
+    sizes = 1 + torch.rand(count, 2, generator=rng) * 50
     return torch.cat([centres, sizes], dim=1)
 
 
@@ -63,46 +50,52 @@ IOU_CASES = [
 ]
 
 
-def box_functions(sub, cxcywh, xyxy_a, xyxy_b, cases):
-    """Probe: the conversions, areas and IoUs of the student's boxes.py on the given boxes."""
-    return {
-        "to_xyxy": attempt(sub.boxes.box_cxcywh_to_xyxy, cxcywh),
-        "to_cxcywh": attempt(sub.boxes.box_xyxy_to_cxcywh, xyxy_a),
-        "area": attempt(sub.boxes.box_area, xyxy_a),
-        "iou": attempt(sub.boxes.box_iou, xyxy_a, xyxy_b),
-        "cases": [attempt(sub.boxes.box_iou, torch.tensor([a]), torch.tensor([b])) for _, a, b, _ in cases],
-    }
+def moved_case(a, b, rng):
+    """The pair (a, b) moved, stretched along each axis by a power of 2, maybe turned a quarter
+    (x and y swapped) and maybe swapped: exact in float32, and with the same IoU."""
+    pair = torch.tensor([a, b])
+    if torch.rand(1, generator=rng).item() < 0.5:
+        pair = pair[:, [1, 0, 3, 2]]
+    scale = 2.0 ** torch.randint(-1, 4, (2,), generator=rng).float()
+    shift = torch.randint(0, 200, (2,), generator=rng).float()
+    pair = pair * scale.repeat(2) + shift.repeat(2)
+    if torch.rand(1, generator=rng).item() < 0.5:
+        pair = pair.flip(0)
+    return pair[:1], pair[1:]
 
 
-@pytest.fixture(scope="module")
 def inputs():
-    cxcywh = random_cxcywh(8, seed=1)
+    rng = generator("box inputs")
+    cxcywh = random_cxcywh(8, rng)
     return {
         "cxcywh": cxcywh,
         "xyxy_a": box_convert(cxcywh, "cxcywh", "xyxy"),
-        "xyxy_b": box_convert(random_cxcywh(5, seed=2), "cxcywh", "xyxy"),
+        "xyxy_b": box_convert(random_cxcywh(5, rng), "cxcywh", "xyxy"),
+        "pairs": [moved_case(a, b, rng) for _, a, b, _ in IOU_CASES],
     }
 
 
+INPUTS = inputs()
+
+
 @pytest.fixture(scope="module")
-def results(submission, inputs):
-    return submission.run(box_functions, inputs["cxcywh"], inputs["xyxy_a"], inputs["xyxy_b"], IOU_CASES)
+def results(submission):
+    return submission.run(probes.box_functions, INPUTS["cxcywh"], INPUTS["xyxy_a"], INPUTS["xyxy_b"], INPUTS["pairs"])
 
 
 def first_difference(got, expected, rows):
     """The first row where got and expected differ: a message fragment."""
     index = int(((got - expected).abs().max(dim=1).values > 1e-4).nonzero()[0])
-    show = lambda t: "(" + ", ".join(f"{v:g}" for v in t.tolist()) + ")"
     return f"{show(rows[index])} gives {show(got[index])}, expected {show(expected[index])}"
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("box_cxcywh_to_xyxy")
-def test_cxcywh_to_xyxy(results, inputs):
+def test_cxcywh_to_xyxy(results):
     """box_cxcywh_to_xyxy: agrees with torchvision.ops.box_convert"""
-    rows = inputs["cxcywh"]
+    rows = INPUTS["cxcywh"]
     got = check_tensor(results["to_xyxy"], "box_cxcywh_to_xyxy", rows.shape)
-    expected = box_convert(rows, "cxcywh", "xyxy").double()
+    expected = box_convert(rows.double(), "cxcywh", "xyxy")
     assert torch.allclose(got, expected, atol=1e-4), (
         f"box (cx, cy, w, h) = {first_difference(got, expected, rows)}: x1 = cx - w/2, x2 = cx + w/2 (half the width)"
     )
@@ -110,11 +103,11 @@ def test_cxcywh_to_xyxy(results, inputs):
 
 @pytest.mark.points(2)
 @pytest.mark.task("box_xyxy_to_cxcywh")
-def test_xyxy_to_cxcywh(results, inputs):
+def test_xyxy_to_cxcywh(results):
     """box_xyxy_to_cxcywh: agrees with torchvision.ops.box_convert"""
-    rows = inputs["xyxy_a"]
+    rows = INPUTS["xyxy_a"]
     got = check_tensor(results["to_cxcywh"], "box_xyxy_to_cxcywh", rows.shape)
-    expected = box_convert(rows, "xyxy", "cxcywh").double()
+    expected = box_convert(rows.double(), "xyxy", "cxcywh")
     assert torch.allclose(got, expected, atol=1e-4), (
         f"box (x1, y1, x2, y2) = {first_difference(got, expected, rows)}: cx = (x1 + x2)/2, w = x2 - x1"
     )
@@ -122,30 +115,32 @@ def test_xyxy_to_cxcywh(results, inputs):
 
 @pytest.mark.points(1)
 @pytest.mark.task("box_area")
-def test_box_area(results, inputs):
+def test_box_area(results):
     """box_area: width times height"""
-    rows = inputs["xyxy_a"]
+    rows = INPUTS["xyxy_a"]
     got = check_tensor(results["area"], "box_area", [len(rows)])
-    expected = ((rows[:, 2] - rows[:, 0]) * (rows[:, 3] - rows[:, 1])).double()
+    expected = box_area(rows.double())
     assert torch.allclose(got, expected, rtol=1e-5), f"box_area gives {got.tolist()}, expected {expected.tolist()}"
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("box_iou", "box_area")
-def test_iou_matches_torchvision(results, inputs):
+def test_iou_matches_torchvision(results):
     """box_iou: every pair, as torchvision.ops.box_iou computes it"""
-    a, b = inputs["xyxy_a"], inputs["xyxy_b"]
+    a, b = INPUTS["xyxy_a"], INPUTS["xyxy_b"]
     got = check_tensor(results["iou"], "box_iou", [len(a), len(b)])
-    expected = box_iou(a, b).double()
-    difference = (got - expected).abs().max().item()
+    difference = (got - box_iou(a.double(), b.double())).abs().max().item()
     assert difference < 1e-5, f"box_iou differs from torchvision.ops.box_iou by up to {difference:.3g} on 8 x 5 boxes"
 
 
-def iou_case(results, name):
+def check_case(results, name):
+    """One hand-made case, moved: the student's IoU against torchvision's (and the hand value)."""
     index = next(i for i, case in enumerate(IOU_CASES) if case[0] == name)
-    _, a, b, expected = IOU_CASES[index]
-    got = check_tensor(results["cases"][index], f"box_iou on one {name} pair", [1, 1]).item()
-    return a, b, got, expected
+    a, b = INPUTS["pairs"][index]
+    got = check_tensor(results["pairs"][index], f"box_iou on one {name} pair", [1, 1]).item()
+    expected = box_iou(a.double(), b.double()).item()
+    assert math.isclose(expected, IOU_CASES[index][3], abs_tol=1e-12)  # the grader's own consistency
+    return show(a[0]), show(b[0]), got, expected
 
 
 @pytest.mark.points(2)
@@ -153,7 +148,7 @@ def iou_case(results, name):
 def test_iou_of_disjoint_boxes_is_zero(results):
     """box_iou: 0 for boxes that do not overlap"""
     for name in ("disjoint", "side by side"):
-        a, b, got, expected = iou_case(results, name)
+        a, b, got, expected = check_case(results, name)
         assert math.isclose(got, expected, abs_tol=1e-6), (
             f"IoU of the {name} boxes {a} and {b} is {got:.4g}, expected 0: "
             "clamp the intersection's width and height at 0 (clamp(min=0)) before multiplying them"
@@ -165,111 +160,107 @@ def test_iou_of_disjoint_boxes_is_zero(results):
 def test_iou_by_hand(results):
     """box_iou: identical, overlapping, nested and touching boxes"""
     for name in ("identical", "overlapping by a corner", "nested", "touching along an edge"):
-        a, b, got, expected = iou_case(results, name)
+        a, b, got, expected = check_case(results, name)
         assert math.isclose(got, expected, abs_tol=1e-6), (
             f"IoU of the {name} boxes {a} and {b} is {got:.4g}, expected {expected:.4g}"
         )
 
 
-# --- boxes through v2 transforms -------------------------------------------------------------
+# --- boxes on a canvas, and through v2 transforms ----------------------------------------------
 
 
-def rotate_left_90():
-    return T.RandomRotation(degrees=(90, 90), expand=True)  # counter-clockwise; the canvas becomes 640 x 427
+def canvases(rng):
+    """Two (boxes (N, 4) CXCYWH, height, width), the height never the width."""
+    cases = []
+    for count in (1, 3):
+        height = int(torch.randint(200, 480, (1,), generator=rng))
+        difference = int(torch.randint(20, 160, (1,), generator=rng))
+        width = height + difference if count == 1 else height - difference  # wider, then taller
+        size = torch.tensor([width, height], dtype=torch.float32)
+        centres = (0.3 + 0.4 * torch.rand(count, 2, generator=rng)) * size
+        sides = (0.1 + 0.4 * torch.rand(count, 2, generator=rng)) * size
+        cases.append((torch.cat([centres, sides], dim=1), height, width))
+    return cases
 
 
-# The notebook's augmentation, less its colour jitter and normalization (they leave boxes alone).
-NOTEBOOK_PIPELINE_SEEDS = (0, 1)
-
-
-def notebook_pipeline():
-    return T.Compose(
-        [
-            T.RandomHorizontalFlip(p=0.5),
-            T.RandomRotation(degrees=30),
-            T.RandomResizedCrop(size=(224, 224), scale=(0.8, 1.0)),
-        ]
-    )
-
-
-# name -> (the transform, seeds). Deterministic ones run once; the notebook's pipeline once per seed.
-TRANSFORMS = {
-    "horizontal flip": (lambda: T.RandomHorizontalFlip(p=1.0), (0,)),
-    "resize to 224 x 224": (lambda: T.Resize((224, 224)), (0,)),
-    "centre crop to 401 x 600": (lambda: T.CenterCrop((401, 600)), (0,)),
-    "rotation by 90 degrees": (rotate_left_90, (0,)),
-    "notebook pipeline": (notebook_pipeline, NOTEBOOK_PIPELINE_SEEDS),
-}
-
-
-def made_boxes(sub, boxes):
-    """Probe: make_boxes on each photo's box, and where torchvision's horizontal flip sends it."""
-    out = []
-    for box in boxes:
-        try:
-            made = sub.boxes.make_boxes(torch.tensor([box]), HEIGHT, WIDTH)
-            flipped = T.RandomHorizontalFlip(p=1.0)(made)
-        except Exception as exc:
-            out.append({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
-            continue
-        out.append(
-            {
-                "value": plain(made),
-                "type": type(made).__name__,
-                "format": str(getattr(getattr(made, "format", None), "name", getattr(made, "format", None))),
-                "canvas_size": list(getattr(made, "canvas_size", None) or ()),
-                "flipped": plain(flipped),
-            }
-        )
-    return out
-
-
-def transform_photos(sub, photos, boxes):
-    """Probe: transform_with_boxes on each photo and its box (made here), for each transform and seed."""
-    runs = {}
-    for photo, box in zip(photos, boxes, strict=True):
-        for name, (build, seeds) in TRANSFORMS.items():
-            for seed in seeds:
-                made = tv_tensors.BoundingBoxes([box], format="CXCYWH", canvas_size=(HEIGHT, WIDTH))
-                torch.manual_seed(seed)
-                runs.setdefault(name, []).append(attempt(sub.boxes.transform_with_boxes, build(), photo, made))
-    return runs
-
-
-@pytest.fixture(scope="module")
-def photos():
-    return sample_photos()
-
-
-@pytest.fixture(scope="module")
-def transformed(submission, photos):
-    return submission.run(transform_photos, photos, PHOTO_BOXES)
+CANVASES = canvases(generator("make_boxes"))
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("make_boxes")
 def test_make_boxes(submission):
     """make_boxes: BoundingBoxes in CXCYWH on a (height, width) canvas"""
-    for made, box in zip(submission.run(made_boxes, PHOTO_BOXES), PHOTO_BOXES, strict=True):
+    for made, (boxes, height, width) in zip(submission.run(probes.made_boxes, CANVASES), CANVASES, strict=True):
         if "error" in made:
             pytest.fail(f"make_boxes raised {made['error']}")
-        got = check_tensor(made["value"], "make_boxes", [1, 4])
-        assert made["type"] == "BoundingBoxes", (
-            f"make_boxes returned a {made['type']}, expected tv_tensors.BoundingBoxes"
-        )
+        got = check_tensor(made["value"], "make_boxes", boxes.shape)
+        assert made["is_bounding_boxes"], f"make_boxes returned a {made['type']}, expected tv_tensors.BoundingBoxes"
         assert made["format"] == "CXCYWH", f"the boxes' format is {made['format']}, expected CXCYWH"
-        assert got.tolist() == [box], f"make_boxes holds {got.tolist()}, expected {[box]}"
-        flipped = check_tensor(made["flipped"], "the flipped boxes", [1, 4])[0, 0].item()
-        assert made["canvas_size"] == [HEIGHT, WIDTH] and flipped == WIDTH - box[0], (
-            f"canvas_size is {tuple(made['canvas_size'])}, expected ({HEIGHT}, {WIDTH}), (height, width): "
-            f"a horizontal flip sends the centre x = {box[0]:g} to {flipped:g}, not to {WIDTH} - {box[0]:g}"
-        )
+        assert torch.equal(got, boxes.double()), f"make_boxes holds {got.tolist()}, expected {boxes.tolist()}"
+        canvas = made["canvas_size"]
+        if canvas != [height, width]:
+            cx = boxes[0, 0].item()
+            named = " = (width, height)" if canvas == [width, height] else ""
+            flipped = f"{canvas[1] - cx:g}" if canvas and len(canvas) == 2 else "nowhere"
+            pytest.fail(
+                f"canvas_size is {tuple(canvas or ())}{named}, expected ({height}, {width}) = (height, width): "
+                f"a horizontal flip would send the centre x = {cx:g} to {flipped}, not to {width} - {cx:g}"
+            )
 
 
-def run_result(transformed, name, photo_index, seed_index=0):
-    """(image, boxes) of one transform of one photo, with one-line reasons for what is wrong."""
-    seeds = TRANSFORMS[name][1]
-    result = transformed[name][photo_index * len(seeds) + seed_index]
+def photo_crops(rng):
+    """A random crop of each sample photo (height 320-427, width 480-640, so never square) and a
+    random CXCYWH box (1, 4) well inside it, its centre away from the middle column (a flip moves it)."""
+    crops, boxes = [], []
+    for photo in sample_photos():
+        height = int(torch.randint(320, 428, (1,), generator=rng))
+        width = int(torch.randint(480, 641, (1,), generator=rng))
+        top = int(torch.randint(0, 427 - height + 1, (1,), generator=rng))
+        left = int(torch.randint(0, 640 - width + 1, (1,), generator=rng))
+        crops.append(photo[:, top : top + height, left : left + width].contiguous())
+        u = torch.rand(4, generator=rng)
+        side = 1 if u[0] < 0.5 else -1
+        cx = width * (0.5 + side * (0.08 + 0.12 * u[1].item()))
+        cy = height * (0.35 + 0.3 * u[2].item())
+        w, h = width * (0.2 + 0.25 * u[3].item()), height * (0.2 + 0.25 * u[0].item())
+        boxes.append(torch.tensor([[cx, cy, w, h]]))
+    return crops, boxes
+
+
+PHOTOS, PHOTO_BOXES = photo_crops(generator("photo crops"))
+
+
+def transform_runs(rng):
+    """(photo index, transform name, size, torch seed) of every run; sizes and seeds drawn here."""
+    runs = []
+    for index, photo in enumerate(PHOTOS):
+        height, width = photo.shape[-2:]
+        resize = torch.randint(150, 300, (2,), generator=rng).tolist()
+        margins = torch.randint(6, 31, (2,), generator=rng).tolist()  # the crop starts `margins` in
+        runs += [
+            (index, "horizontal flip", None, 0),
+            (index, "resize", resize, 0),
+            (index, "centre crop", [height - 2 * margins[0], width - 2 * margins[1]], 0),
+            (index, "rotation by 90 degrees", None, 0),
+        ]
+        runs += [
+            (index, "notebook pipeline", None, derived_seed(f"notebook pipeline {index} {k}") % 2**31) for k in (0, 1)
+        ]
+    return runs
+
+
+RUNS = transform_runs(generator("transform runs"))
+
+
+@pytest.fixture(scope="module")
+def transformed(submission):
+    return submission.run(probes.transform_photos, PHOTOS, PHOTO_BOXES, RUNS)
+
+
+def run_result(transformed, index):
+    """(image, boxes) of one run, with one-line reasons for what is wrong."""
+    name = RUNS[index][1]
+    result = transformed[index]
     if isinstance(result, dict):
         pytest.fail(f"transform_with_boxes with a {name} raised {result['error']}")
     assert isinstance(result, list) and len(result) == 2, (
@@ -282,64 +273,57 @@ def run_result(transformed, name, photo_index, seed_index=0):
     return image, boxes.double()
 
 
-def expected_boxes(name, box):
-    """The CXCYWH box after each deterministic transform, worked out by hand."""
-    cx, cy, w, h = box
-    if name == "horizontal flip":  # x -> 640 - x
-        return [WIDTH - cx, cy, w, h]
-    if name == "resize to 224 x 224":  # x scaled by 224/640, y by 224/427
-        return [cx * 224 / WIDTH, cy * 224 / HEIGHT, w * 224 / WIDTH, h * 224 / HEIGHT]
-    if name == "centre crop to 401 x 600":  # the crop starts at x = (640 - 600)/2 = 20, y = (427 - 401)/2 = 13
-        return [cx - 20, cy - 13, w, h]
-    if name == "rotation by 90 degrees":  # counter-clockwise, expanded: (x, y) -> (y, 640 - x); w and h swap
-        return [cy, WIDTH - cx, h, w]
-    raise KeyError(name)
+def expected_run(index):
+    """The grader's own run: the same transform, with the same seed, on the photo and its box."""
+    photo_index, name, size, seed = RUNS[index]
+    photo = PHOTOS[photo_index]
+    boxes = tv_tensors.BoundingBoxes(PHOTO_BOXES[photo_index], format="CXCYWH", canvas_size=tuple(photo.shape[-2:]))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        image, boxes = probes.build_transform(name, size)(tv_tensors.Image(photo), boxes)
+    return image.as_subclass(torch.Tensor), boxes.as_subclass(torch.Tensor).double()
 
 
-def expected_image(name, photo, seed):
-    torch.manual_seed(seed)
-    return TRANSFORMS[name][0]()(tv_tensors.Image(photo)).as_subclass(torch.Tensor)
+def described(index):
+    photo_index, name, size, _ = RUNS[index]
+    height, width = PHOTOS[photo_index].shape[-2:]
+    return f"{name}{f' to {size[0]} x {size[1]}' if size else ''} of a {height} x {width} photo"
 
 
 @pytest.mark.points(4)
 @pytest.mark.task("transform_with_boxes")
-@pytest.mark.parametrize(
-    "name", ["horizontal flip", "resize to 224 x 224", "centre crop to 401 x 600", "rotation by 90 degrees"]
-)
-def test_boxes_follow_the_image(transformed, photos, name):
+@pytest.mark.parametrize("name", ["horizontal flip", "resize", "centre crop", "rotation by 90 degrees"])
+def test_boxes_follow_the_image(transformed, name):
     """transform_with_boxes: the boxes move with the image"""
-    for index, (photo, box) in enumerate(zip(photos, PHOTO_BOXES, strict=True)):
-        image, boxes = run_result(transformed, name, index)
-        assert torch.equal(image, expected_image(name, photo, 0)), (
-            f"after a {name}, the image is not the transformed photo"
-        )
-        expected = torch.tensor([expected_boxes(name, box)], dtype=torch.float64)
-        if torch.allclose(boxes, torch.tensor([box], dtype=torch.float64), atol=0.5):
+    for index in (i for i, run in enumerate(RUNS) if run[1] == name):
+        image, boxes = run_result(transformed, index)
+        want_image, want_boxes = expected_run(index)
+        what = described(index)
+        assert torch.equal(image, want_image), f"after a {what}, the image is not the transformed photo"
+        box = PHOTO_BOXES[RUNS[index][0]].double()
+        if boxes.shape == box.shape and torch.allclose(boxes, box, atol=0.5):
             pytest.fail(
-                f"after a {name} the boxes did not move: pass the image and its BoundingBoxes to the transform together"
+                f"after a {what} the boxes did not move: pass the image and its BoundingBoxes to the transform together"
             )
-        assert torch.allclose(boxes, expected, atol=0.05), (
-            f"after a {name} the box {box} became {[round(v, 2) for v in boxes[0].tolist()]}, "
-            f"expected {[round(v, 2) for v in expected[0].tolist()]} (is canvas_size (height, width)?)"
+        assert boxes.shape == want_boxes.shape and torch.allclose(boxes, want_boxes, atol=0.05), (
+            f"after a {what} the box {show(box[0])} became {[round(v, 2) for v in boxes.flatten().tolist()]}, "
+            f"expected {show(want_boxes[0])} (is canvas_size (height, width)?)"
         )
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("transform_with_boxes")
-def test_one_random_draw_for_image_and_boxes(transformed, photos):
+def test_one_random_draw_for_image_and_boxes(transformed):
     """transform_with_boxes: the notebook's random augmentation moves image and boxes alike"""
-    for index, (photo, box) in enumerate(zip(photos, PHOTO_BOXES, strict=True)):
-        for k, seed in enumerate(NOTEBOOK_PIPELINE_SEEDS):
-            image, boxes = run_result(transformed, "notebook pipeline", index, k)
-            torch.manual_seed(seed)
-            want_image, want_boxes = notebook_pipeline()(
-                tv_tensors.Image(photo), tv_tensors.BoundingBoxes([box], format="CXCYWH", canvas_size=(HEIGHT, WIDTH))
-            )
-            assert torch.equal(image, want_image.as_subclass(torch.Tensor)), (
-                f"with seed {seed}, the image is not the photo under this seed's flip, rotation and crop"
-            )
-            difference = (boxes - want_boxes.as_subclass(torch.Tensor).double()).abs().max().item()
-            assert difference < 0.05, (
-                f"with seed {seed}, the box is {difference:.1f} px away from where the image's flip, rotation and crop "
-                "put it: transform the image and its boxes in one call, so that both get the same random draw"
-            )
+    for index in (i for i, run in enumerate(RUNS) if run[1] == "notebook pipeline"):
+        image, boxes = run_result(transformed, index)
+        want_image, want_boxes = expected_run(index)
+        seed = RUNS[index][3]
+        assert torch.equal(image, want_image), (
+            f"with seed {seed}, the image is not the photo under this seed's flip, rotation and crop"
+        )
+        difference = (boxes - want_boxes).abs().max().item() if boxes.shape == want_boxes.shape else math.inf
+        assert difference < 0.05, (
+            f"with seed {seed}, the box is {difference:.1f} px away from where the image's flip, rotation and crop "
+            "put it: transform the image and its boxes in one call, so that both get the same random draw"
+        )

@@ -1,18 +1,30 @@
 """Practice 3, fine-tuning Mask R-CNN (detection.py): the replaced predictors, the model's outputs, its
 training losses, and the targets built from an instance mask.
 
-The model is built once (no weights, small images: min_size 128) and run once in evaluation mode on
-the flower photo, shrunk to 107 x 160, and once in training mode on a made-up target.
+The model is built once (no weights, small images: min_size 128) on one random crop of the flower
+photo, shrunk, with made-up objects on it, all drawn for this grading. The probe runs each new
+predictor on random features, the model once in evaluation mode and once in training mode, and
+returns all the weights as built. The grader loads them into its own Mask R-CNN with the
+tutorial's two new predictors and recomputes every output and loss itself: a structure, an output or
+a loss is only believed when the weights reproduce it. The instance masks are drawn for this grading
+too, and their targets computed here (torchvision.ops.masks_to_boxes).
 """
 
 import math
+from contextlib import contextmanager
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.models.detection import maskrcnn_resnet50_fpn
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.ops import masks_to_boxes
 
 from grader.data import sample_photos
+from grader.testing import derived_seed, generator, load_in_order, probes_for
 
+probes = probes_for(__file__)
 NUM_CLASSES = 2  # the background and one class, as in the tutorial's pedestrians
 DETECTIONS = 5
 SMALL = {  # a small, fast model: small images, few proposals and detections
@@ -24,77 +36,79 @@ SMALL = {  # a small, fast model: small images, few proposals and detections
     "rpn_post_nms_top_n_train": 100,
     "box_batch_size_per_image": 64,
     "box_detections_per_img": DETECTIONS,
+    "box_score_thresh": 0.0,  # every detection, however unsure the untrained model is: 5 of them
 }
 LOSSES = {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
 OUTPUTS = {"boxes": "float32", "labels": "int64", "scores": "float32", "masks": "float32"}
 
 
-def described(layer):
-    """The type and sizes of one layer, as data."""
-    info = {"type": type(layer).__name__}
-    for size in ("in_features", "out_features", "in_channels", "out_channels"):
-        if hasattr(layer, size):
-            info[size] = getattr(layer, size)
-    return info
-
-
-def maskrcnn(sub, image, target):
-    """Probe: build_maskrcnn(2), its predictors, one evaluation pass and one training pass."""
-    model = sub.detection.build_maskrcnn(NUM_CLASSES, **SMALL)
-    heads = model.roi_heads
-    structure = {
-        "box_predictor": described(heads.box_predictor),
-        "mask_predictor": described(heads.mask_predictor),
-        "cls_score": described(getattr(heads.box_predictor, "cls_score", None)),
-        "bbox_pred": described(getattr(heads.box_predictor, "bbox_pred", None)),
-        "conv5_mask": described(getattr(heads.mask_predictor, "conv5_mask", None)),
-        "mask_fcn_logits": described(getattr(heads.mask_predictor, "mask_fcn_logits", None)),
-    }
-    return {"structure": structure, "outputs": evaluate(model, image), "losses": train_losses(model, image, target)}
-
-
-def evaluate(model, image):
-    """One evaluation pass: the outputs as data, or the error it raised."""
-    model.eval()
-    try:
-        with torch.no_grad():
-            outputs = model([image])
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return [
-        {key: value if isinstance(value, torch.Tensor) else repr(value) for key, value in output.items()}
-        for output in outputs
-    ]
-
-
-def train_losses(model, image, target):
-    """One training pass: the losses as data, or the error it raised."""
-    model.train()
-    try:
-        losses = model([image], [target])
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return {name: value.detach() for name, value in losses.items()}
-
-
 def photo_and_target():
-    """The flower photo shrunk to (3, 107, 160) in [0, 1], and a target with two objects on it."""
-    image = F.interpolate(sample_photos()[1:].float() / 255, size=(107, 160), mode="bilinear", antialias=True)[0]
+    """A random crop of the flower photo shrunk to (3, 107, 160) in [0, 1], and a target with two
+    random objects (rectangles) on it."""
+    rng = generator("maskrcnn photo")
+    height = int(torch.randint(300, 428, (1,), generator=rng))
+    top, left = (
+        int(torch.randint(0, 428 - height, (1,), generator=rng)),
+        int(torch.randint(0, 641 - 3 * height // 2, (1,), generator=rng)),
+    )
+    crop = sample_photos()[1:, :, top : top + height, left : left + 3 * height // 2].float() / 255
+    image = F.interpolate(crop, size=(107, 160), mode="bilinear", antialias=True)[0]
     masks = torch.zeros(2, 107, 160, dtype=torch.uint8)
-    masks[0, 20:90, 40:115] = 1  # the flower
-    masks[1, 93:107, 70:115] = 1  # the bud below it
-    boxes = torch.tensor([[40.0, 20.0, 115.0, 90.0], [70.0, 93.0, 115.0, 107.0]])
+    boxes = torch.zeros(2, 4)
+    for k in range(2):
+        x1, y1 = int(torch.randint(0, 110, (1,), generator=rng)), int(torch.randint(0, 70, (1,), generator=rng))
+        x2, y2 = (
+            x1 + int(torch.randint(15, 50, (1,), generator=rng)),
+            y1 + int(torch.randint(12, 37, (1,), generator=rng)),
+        )
+        masks[k, y1:y2, x1:x2] = 1
+        boxes[k] = torch.tensor([x1, y1, x2, y2])
     return image, {"boxes": boxes, "labels": torch.ones(2, dtype=torch.int64), "masks": masks}
 
 
-@pytest.fixture(scope="module")
-def image_and_target():
-    return photo_and_target()
+IMAGE, TARGET = photo_and_target()
+FEATURE_RNG = generator("predictor features")
+BOX_FEATURES = torch.randn(6, 1024, generator=FEATURE_RNG)  # what the box head gives each region
+MASK_FEATURES = torch.randn(3, 256, 14, 14, generator=FEATURE_RNG)  # what the mask head gives each region
+TRAIN_SEED = derived_seed("maskrcnn training pass") % 2**31
 
 
 @pytest.fixture(scope="module")
-def model_run(submission, image_and_target):
-    return submission.run(maskrcnn, *image_and_target)
+def model_run(submission):
+    return submission.run(probes.maskrcnn, NUM_CLASSES, SMALL, IMAGE, TARGET, BOX_FEATURES, MASK_FEATURES, TRAIN_SEED)
+
+
+@contextmanager
+def one_thread():
+    """Recompute on one thread, as the probe did: the same sums in the same order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def closest(got, expected):
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+        return math.inf
+    return (got.double() - expected.double()).abs().nan_to_num(nan=math.inf).max().item()
+
+
+def check_predictor(run, predictor, what):
+    """The student's predictor, loaded into the grader's own, must reproduce what it computed."""
+    if "error" in run:
+        pytest.fail(f"the {what} fails on features of the right shape: {run['error']}")
+    problem = load_in_order(predictor, run["state"])
+    assert not problem, f"the {what}: {problem}"
+    predictor.eval()
+    with torch.no_grad():
+        expected = predictor(BOX_FEATURES if isinstance(predictor, FastRCNNPredictor) else MASK_FEATURES)
+    expected = list(expected) if isinstance(expected, tuple) else [expected]
+    got = run["output"] if isinstance(run["output"], list) else [run["output"]]
+    assert len(got) == len(expected), f"the {what} returns {len(got)} tensors, expected {len(expected)}"
+    off = max(closest(g, e) for g, e in zip(got, expected, strict=True))
+    assert off < 1e-4, f"the {what} does not compute what the tutorial's does with its weights (off by {off:.3g})"
 
 
 @pytest.mark.points(3)
@@ -116,6 +130,7 @@ def test_box_predictor_replaced(model_run):
     assert bbox_pred.get("out_features") == 4 * NUM_CLASSES, (
         f"the box predictor regresses {bbox_pred.get('out_features')} numbers, expected 4 per class: {4 * NUM_CLASSES}"
     )
+    check_predictor(model_run["predictors"]["box"], FastRCNNPredictor(1024, NUM_CLASSES), "box predictor")
 
 
 @pytest.mark.points(3)
@@ -136,24 +151,48 @@ def test_mask_predictor_replaced(model_run):
     assert logits.get("out_channels") == NUM_CLASSES, (
         f"the mask predictor gives {logits.get('out_channels')} masks per object, expected one per class: {NUM_CLASSES}"
     )
+    check_predictor(model_run["predictors"]["mask"], MaskRCNNPredictor(256, 256, NUM_CLASSES), "mask predictor")
+
+
+@pytest.fixture(scope="module")
+def recomputed(model_run):
+    """The grader's own Mask R-CNN with the tutorial's new predictors and the returned weights: its
+    outputs on the image, and its losses on the image and target (the same seed); or a reason."""
+    with torch.random.fork_rng(), one_thread():
+        model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, **SMALL)
+        model.roi_heads.box_predictor = FastRCNNPredictor(1024, NUM_CLASSES)
+        model.roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, NUM_CLASSES)
+        problem = load_in_order(model, model_run["state"])
+        if problem:
+            return f"the model is not Mask R-CNN with the two new predictors: {problem}"
+        model.eval()
+        with torch.no_grad():
+            outputs = model([IMAGE])
+        model.train()
+        torch.manual_seed(TRAIN_SEED)
+        losses = {name: value.detach() for name, value in model([IMAGE], [TARGET]).items()}
+    return {"outputs": outputs, "losses": losses}
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("build_maskrcnn")
-def test_evaluation_outputs(model_run, image_and_target):
+def test_evaluation_outputs(model_run, recomputed):
     """build_maskrcnn: in evaluation mode, boxes, labels, scores and masks for each image"""
     outputs = model_run["outputs"]
-    assert not isinstance(outputs, str), f"the model failed on one image in evaluation mode: {outputs}"
-    assert len(outputs) == 1, f"one image gave {len(outputs)} outputs, expected 1"
+    if isinstance(outputs, dict) and "error" in outputs:
+        pytest.fail(f"the model failed on one image in evaluation mode: {outputs['error']}")
+    assert isinstance(outputs, list) and len(outputs) == 1, f"one image gave {outputs!r}, expected one output"
     output = outputs[0]
-    assert set(output) == set(OUTPUTS), f"the output has the keys {sorted(output)}, expected {sorted(OUTPUTS)}"
+    assert isinstance(output, dict) and set(output) == set(OUTPUTS), (
+        f"the output has the keys {sorted(output) if isinstance(output, dict) else output}, expected {sorted(OUTPUTS)}"
+    )
     for key, dtype in OUTPUTS.items():
         assert isinstance(output[key], torch.Tensor), f"output[{key!r}] is {output[key]}, not a tensor"
         assert str(output[key].dtype) == f"torch.{dtype}", (
             f"output[{key!r}] is {output[key].dtype}, expected torch.{dtype}"
         )
     count = len(output["scores"])
-    _, height, width = image_and_target[0].shape
+    _, height, width = IMAGE.shape
     assert count <= DETECTIONS, f"{count} detections, expected at most {DETECTIONS} (box_detections_per_img)"
     shapes = {key: list(output[key].shape) for key in OUTPUTS}
     expected = {"boxes": [count, 4], "labels": [count], "scores": [count], "masks": [count, 1, height, width]}
@@ -166,24 +205,43 @@ def test_evaluation_outputs(model_run, image_and_target):
     inside = (boxes[:, 0::2] >= 0).all() and (boxes[:, 0::2] <= width).all()
     inside = inside and (boxes[:, 1::2] >= 0).all() and (boxes[:, 1::2] <= height).all()
     assert inside, f"some boxes leave the {width} x {height} image: they must be in its own pixels"
-    assert masks.min() >= 0 and masks.max() <= 1, "the masks are not probabilities in [0, 1]"
+    assert not masks.numel() or (masks.min() >= 0 and masks.max() <= 1), "the masks are not probabilities in [0, 1]"
+    assert not isinstance(recomputed, str), recomputed
+    mine = recomputed["outputs"][0]
+    assert len(mine["scores"]) == count, (
+        f"{count} detections, where the model's weights give {len(mine['scores'])}: were the options passed on?"
+    )
+    for key in OUTPUTS:
+        off = closest(output[key], mine[key])
+        assert off < 1e-3, f"output[{key!r}] is not what the model's weights compute (off by {off:.3g})"
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("build_maskrcnn")
-def test_training_losses(model_run):
+def test_training_losses(model_run, recomputed):
     """build_maskrcnn: in training mode, the five losses that fine-tuning adds up"""
     losses = model_run["losses"]
-    assert not isinstance(losses, str), f"the model failed on one image and its target in training mode: {losses}"
-    assert set(losses) == LOSSES, f"the training losses are {sorted(losses)}, expected {sorted(LOSSES)}"
+    if isinstance(losses, dict) and "error" in losses and len(losses) == 1:
+        pytest.fail(f"the model failed on one image and its target in training mode: {losses['error']}")
+    assert isinstance(losses, dict) and set(losses) == LOSSES, (
+        f"the training losses are {sorted(losses) if isinstance(losses, dict) else losses}, expected {sorted(LOSSES)}"
+    )
     for name, value in losses.items():
-        assert value.numel() == 1 and math.isfinite(value.item()), f"{name} is {value}, expected a finite number"
+        assert isinstance(value, torch.Tensor) and value.numel() == 1 and math.isfinite(value.item()), (
+            f"{name} is {value}, expected a finite number"
+        )
+    assert not isinstance(recomputed, str), recomputed
+    for name, value in recomputed["losses"].items():
+        got, want = losses[name].item(), value.item()
+        assert math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-6), (
+            f"{name} is {got:.5g}, where the model's weights give {want:.5g}"
+        )
 
 
 # --- targets from an instance mask ------------------------------------------------------------------
 
 
-def instance_mask():
+def hand_mask():
     """An 8 x 10 instance mask: object 1, object 4 (ids need not follow each other), object 2 (one pixel)."""
     mask = torch.zeros(8, 10, dtype=torch.uint8)
     mask[1:4, 2:6] = 1  # rows 1-3, columns 2-5
@@ -192,39 +250,65 @@ def instance_mask():
     return mask
 
 
-# masks_to_boxes gives (first column, first row, last column, last row), in increasing order of id: 1, 2, 4.
-EXPECTED_BOXES = [[2.0, 1.0, 5.0, 3.0], [8.0, 6.0, 8.0, 6.0], [0.0, 5.0, 2.0, 7.0]]
+def random_mask(rng, background):
+    """Rectangles of random ids (not consecutive), painted over one another, and a one-pixel object;
+    with no background pixel at all when `background` is False (the first object covers it)."""
+    height, width = torch.randint(8, 17, (2,), generator=rng).tolist()
+    ids = (torch.randperm(30, generator=rng)[:4] + 1).tolist()
+    mask = torch.full((height, width), 0 if background else ids[0], dtype=torch.uint8)
+    for object_id in ids[int(not background) : 3]:
+        top, left = (
+            int(torch.randint(0, height - 2, (1,), generator=rng)),
+            int(torch.randint(0, width - 2, (1,), generator=rng)),
+        )
+        bottom = top + int(torch.randint(2, height - top + 1, (1,), generator=rng))
+        right = left + int(torch.randint(2, width - left + 1, (1,), generator=rng))
+        mask[top:bottom, left:right] = object_id
+    mask[int(torch.randint(0, height, (1,), generator=rng)), int(torch.randint(0, width, (1,), generator=rng))] = ids[3]
+    return mask
 
 
-def target_of(sub, mask):
-    """Probe: instance_target on the mask, as data."""
-    target = sub.detection.instance_target(mask)
-    if not isinstance(target, dict):
-        return repr(type(target))
-    return {key: value.detach() if isinstance(value, torch.Tensor) else repr(value) for key, value in target.items()}
+MASKS = [
+    hand_mask(),
+    random_mask(generator("instance mask"), True),
+    random_mask(generator("instance mask, no 0"), False),
+]
+
+
+def expected_target(mask):
+    """The grader's own target: one binary mask, box and label 1 per id but 0, in increasing order."""
+    ids = [i for i in mask.unique().tolist() if i != 0]
+    masks = torch.stack([(mask == i).to(torch.uint8) for i in ids])
+    return ids, masks, masks_to_boxes(masks).to(torch.float32)
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("instance_target")
 def test_instance_target(submission):
     """instance_target: one box, label and mask per object, the background left out"""
-    mask = instance_mask()
-    target = submission.run(target_of, mask)
-    assert isinstance(target, dict), f"instance_target returned {target}, expected a dict"
-    for key in ("boxes", "labels", "masks"):
-        assert isinstance(target.get(key), torch.Tensor), f"the target has no tensor {key!r}"
-    boxes, labels, masks = target["boxes"], target["labels"], target["masks"]
-    assert list(masks.shape) == [3, 8, 10], (
-        f"masks has shape {list(masks.shape)}, expected [3, 8, 10]: one mask per object, the background (0) left out"
-    )
-    assert masks.dtype == torch.uint8, f"masks is {masks.dtype}, expected torch.uint8"
-    for index, object_id in enumerate((1, 2, 4)):
-        assert torch.equal(masks[index].bool(), mask == object_id), (
-            f"mask {index} is not the pixels of object {object_id}"
+    for mask, target in zip(MASKS, submission.run(probes.targets_of, MASKS), strict=True):
+        if isinstance(target, dict) and set(target) == {"error"}:
+            pytest.fail(f"instance_target raised {target['error']}")
+        assert isinstance(target, dict), f"instance_target returned {target}, expected a dict"
+        for key in ("boxes", "labels", "masks"):
+            assert isinstance(target.get(key), torch.Tensor), f"the target has no tensor {key!r}"
+        ids, want_masks, want_boxes = expected_target(mask)
+        boxes, labels, masks = target["boxes"], target["labels"], target["masks"]
+        no_background = (
+            "" if (mask == 0).any() else " (this mask has no background pixel: drop the id 0, not the first id)"
         )
-    assert boxes.dtype == torch.float32 and boxes.tolist() == EXPECTED_BOXES, (
-        f"boxes are {boxes.tolist()} ({boxes.dtype}), expected {EXPECTED_BOXES} (float32, from masks_to_boxes)"
-    )
-    assert labels.dtype == torch.int64 and labels.tolist() == [1, 1, 1], (
-        f"labels are {labels.tolist()} ({labels.dtype}), expected [1, 1, 1] (int64)"
-    )
+        assert list(masks.shape) == list(want_masks.shape), (
+            f"masks has shape {list(masks.shape)}, expected {list(want_masks.shape)}: one mask per object, "
+            f"the background (0) left out{no_background}"
+        )
+        assert masks.dtype == torch.uint8, f"masks is {masks.dtype}, expected torch.uint8"
+        for index, object_id in enumerate(ids):
+            assert torch.equal(masks[index].bool(), mask == object_id), (
+                f"mask {index} is not the pixels of object {object_id} (objects in increasing order of id: {ids})"
+            )
+        assert boxes.dtype == torch.float32 and torch.equal(boxes, want_boxes), (
+            f"boxes are {boxes.tolist()} ({boxes.dtype}), expected {want_boxes.tolist()} (float32, from masks_to_boxes)"
+        )
+        assert labels.dtype == torch.int64 and labels.tolist() == [1] * len(ids), (
+            f"labels are {labels.tolist()} ({labels.dtype}), expected {[1] * len(ids)} (int64)"
+        )

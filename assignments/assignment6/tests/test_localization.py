@@ -1,9 +1,15 @@
 """Classification + localization (localization.py): the two heads, the combined loss, and a trained localizer.
 
-The heads are checked on a stand-in backbone (flatten + linear); the trained test pastes each digit of
-the profile's dataset, enlarged, at a random place of a blank canvas: the model must name the digit
-and box it. It is right on an image when the class is right and its box overlaps the true one with an
-IoU of at least 0.5 (the usual criterion for a correct localization).
+The heads are checked on a stand-in backbone (flatten + linear) whose weights, like the heads'
+weights and the images, are drawn for this grading: the probe loads them into the student's
+LocalizationNet, and the grader recomputes the logits (a linear layer on the features) and the
+boxes (a linear layer and a sigmoid on the same features) itself. The loss is compared with the
+grader's own cross-entropy and smooth L1 on random inputs. The trained test pastes each digit of the
+profile's dataset, enlarged, at a random place of a blank canvas (places drawn for this grading);
+the probe trains the student's LocalizationNet with the student's loss and returns its weights, and
+the grader loads them into its own copy and scores the test canvases, which never enter the
+sandbox: a test digit counts when the class is right and its box overlaps the true one with an IoU
+of at least 0.5 (the usual criterion for a correct localization).
 """
 
 import math
@@ -14,66 +20,90 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert, box_iou
 
-from grader.data import to_float
+from grader.probing import to_float
+from grader.testing import generator, load_in_order, probes_for
 
-FEATURES, CLASSES, BATCH = 12, 5, 6
-
-
-def stand_in_backbone():
-    """x (N, 3, 8, 8) -> features (N, 12)."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, FEATURES), nn.ReLU())
+probes = probes_for(__file__)
+FEATURES, CLASSES, BATCH = 12, 5, 8
 
 
-def parameter_grads(model, output):
-    """Which parts of the model the gradient of output.sum() reaches: {"backbone": bool, ...}."""
-    model.zero_grad()
-    output.sum().backward(retain_graph=True)
-    reached = lambda module: any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
-    return {name: reached(getattr(model, name)) for name in ("backbone", "classifier", "box_head")}
+def head_weights(features, classes, rng):
+    """Random weights for Linear(features, classes) and Linear(features, 4): [W, b, W, b]."""
+    bound = 1 / math.sqrt(features)
+    shapes = [(classes, features), (classes,), (4, features), (4,)]
+    return [(torch.rand(shape, generator=rng) * 2 - 1) * bound for shape in shapes]
 
 
-def heads(sub):
-    """Probe: LocalizationNet on the stand-in backbone: outputs, parameters, backbone calls, gradients."""
-    torch.manual_seed(0)
-    backbone = stand_in_backbone()
-    calls = []
-    backbone.register_forward_hook(lambda module, args, output: calls.append(1))
-    model = sub.localization.LocalizationNet(backbone, FEATURES, CLASSES)
-    own = {id(p) for p in backbone.parameters()}
-    logits, boxes = model(torch.randn(BATCH, 3, 8, 8))
-    return {
-        "logits": logits.detach(),
-        "boxes": boxes.detach(),
-        "backbone_calls": len(calls),
-        "head_parameters": sum(p.numel() for p in model.parameters() if id(p) not in own),
-        "from_logits": parameter_grads(model, logits),
-        "from_boxes": parameter_grads(model, boxes),
-    }
+def heads_inputs():
+    rng = generator("heads")
+    backbone = probes.stand_in_backbone(FEATURES)
+    with torch.no_grad():
+        for p in backbone.parameters():
+            p.copy_((torch.rand(p.shape, generator=rng) * 2 - 1) / math.sqrt(3 * 8 * 8))
+    return backbone.state_dict(), head_weights(FEATURES, CLASSES, rng), torch.randn(BATCH, 3, 8, 8, generator=rng)
+
+
+BACKBONE_STATE, HEAD_WEIGHTS, IMAGES = heads_inputs()
+
+
+def expected_heads():
+    """The grader's own logits and boxes: both heads on the same features of the stand-in backbone."""
+    backbone = probes.stand_in_backbone(FEATURES)
+    backbone.load_state_dict(BACKBONE_STATE)
+    classifier_w, classifier_b, box_w, box_b = HEAD_WEIGHTS
+    with torch.no_grad():
+        features = backbone(IMAGES)
+        return F.linear(features, classifier_w, classifier_b), torch.sigmoid(F.linear(features, box_w, box_b))
 
 
 @pytest.fixture(scope="module")
 def net(submission):
-    return submission.run(heads)
+    return submission.run(probes.heads, FEATURES, CLASSES, BACKBONE_STATE, HEAD_WEIGHTS, IMAGES)
+
+
+def difference(got, expected):
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+        return math.inf
+    return (got.double() - expected.double()).abs().nan_to_num(nan=math.inf).max().item()
+
+
+def check_reproduced(net):
+    """What the tests stand on: with the grader's weights, the student's LocalizationNet computes
+    what the grader computes, the logits and the boxes."""
+    unloaded = net["unloaded"]
+    assert not unloaded, (
+        f"the heads have parameters of shape {', '.join(str(shape) for _, shape in unloaded)}: expected "
+        f"Linear({FEATURES}, {CLASSES}) for the classes and Linear({FEATURES}, 4) for the box, and nothing else"
+    )
+    changed = max(difference(net["backbone_after"][k], v) for k, v in BACKBONE_STATE.items())
+    assert changed == 0, "LocalizationNet changed the backbone's weights: it is given, use it as it is"
+    logits, boxes = expected_heads()
+    off = difference(net["logits"], logits)
+    assert off < 1e-5, f"the class logits are not a linear layer of the backbone's features (off by {off:.3g})"
+    off = difference(net["boxes"], boxes)
+    assert off < 1e-5, f"the boxes are not the sigmoid of a linear layer of the backbone's features (off by {off:.3g})"
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("LocalizationNet")
 def test_two_outputs(net):
     """LocalizationNet: class logits (N, classes) and one box (N, 4) per image"""
-    assert list(net["logits"].shape) == [BATCH, CLASSES], (
-        f"the logits have shape {list(net['logits'].shape)}, expected {[BATCH, CLASSES]}"
-    )
-    assert list(net["boxes"].shape) == [BATCH, 4], (
-        f"the boxes have shape {list(net['boxes'].shape)}, expected {[BATCH, 4]}"
-    )
+    for key, shape in (("logits", [BATCH, CLASSES]), ("boxes", [BATCH, 4])):
+        got = net[key]
+        assert isinstance(got, torch.Tensor), f"the model returned {got!r} for the {key}, not a tensor"
+        assert list(got.shape) == shape, f"the {key} have shape {list(got.shape)}, expected {shape}"
+    check_reproduced(net)
 
 
 @pytest.mark.points(1)
 @pytest.mark.task("LocalizationNet")
 def test_boxes_between_0_and_1(net):
     """LocalizationNet: boxes relative to the image size, in (0, 1)"""
-    low, high = net["boxes"].min().item(), net["boxes"].max().item()
+    boxes = net["boxes"]
+    assert isinstance(boxes, torch.Tensor) and boxes.numel(), f"the model returned {boxes!r} for the boxes"
+    low, high = boxes.min().item(), boxes.max().item()
     assert low > 0 and high < 1, f"the boxes range over [{low:.2f}, {high:.2f}]: end the box head with a sigmoid"
+    check_reproduced(net)
 
 
 @pytest.mark.points(1)
@@ -86,6 +116,7 @@ def test_head_parameters(net):
         f"the heads have {got} parameters, expected {expected}: "
         f"Linear({FEATURES}, {CLASSES}) for the classes and Linear({FEATURES}, 4) for the box"
     )
+    check_reproduced(net)
 
 
 @pytest.mark.points(2)
@@ -95,52 +126,41 @@ def test_heads_share_one_backbone_pass(net):
     assert net["backbone_calls"] == 1, f"one forward pass ran the backbone {net['backbone_calls']} times, expected once"
     from_logits, from_boxes = net["from_logits"], net["from_boxes"]
     assert from_logits["backbone"] and from_boxes["backbone"], "the backbone must be trained by both heads"
-    assert from_logits["classifier"] and not from_logits["box_head"], (
+    assert from_logits.get("classifier", True) and not from_logits.get("box_head", False), (
         "the class logits must come from the classifier alone, not through the box head"
     )
-    assert from_boxes["box_head"] and not from_boxes["classifier"], (
+    assert from_boxes.get("box_head", True) and not from_boxes.get("classifier", False), (
         "the boxes must come from the box head on the features, not from the class logits"
     )
+    check_reproduced(net)
 
 
 # --- the loss ----------------------------------------------------------------------------------
 
-WEIGHTS = (0.0, 1.0, 2.5)
-
 
 def loss_inputs():
-    generator = torch.Generator().manual_seed(5)
-    logits = torch.randn(8, CLASSES, generator=generator)
-    labels = torch.randint(0, CLASSES, (8,), generator=generator)
-    boxes = torch.rand(8, 4, generator=generator)
-    targets = boxes + torch.randn(8, 4, generator=generator) * 1.5  # errors above 1: smooth L1 is linear there
-    return logits, boxes, labels, targets
+    rng = generator("localization loss")
+    logits = torch.randn(8, CLASSES, generator=rng)
+    labels = torch.randint(0, CLASSES, (8,), generator=rng)
+    boxes = torch.rand(8, 4, generator=rng)
+    targets = boxes + torch.randn(8, 4, generator=rng) * 1.5  # errors above 1: smooth L1 is linear there
+    weight = round(1.5 + 2.5 * torch.rand(1, generator=rng).item(), 2)
+    return (logits, boxes, labels, targets), (0.0, 1.0, weight)
 
 
-def losses(sub, inputs):
-    """Probe: localization_loss for each box weight, and whether it can be backpropagated."""
-    out = []
-    for weight in WEIGHTS:
-        logits, boxes, labels, targets = (t.clone() for t in inputs)
-        logits.requires_grad_(True)
-        boxes.requires_grad_(True)
-        loss = sub.localization.localization_loss(logits, boxes, labels, targets, weight)
-        if not isinstance(loss, torch.Tensor):
-            out.append({"type": type(loss).__name__})
-            continue
-        out.append({"type": "Tensor", "value": loss.detach(), "grad": loss.requires_grad})
-    return out
+LOSS_INPUTS, WEIGHTS = loss_inputs()
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("localization_loss")
 def test_combined_loss(submission):
     """localization_loss: cross-entropy + box_weight x smooth L1"""
-    inputs = loss_inputs()
-    logits, boxes, labels, targets = inputs
+    logits, boxes, labels, targets = LOSS_INPUTS
     cross_entropy = F.cross_entropy(logits, labels).item()
     smooth_l1 = F.smooth_l1_loss(boxes, targets).item()
-    for weight, got in zip(WEIGHTS, submission.run(losses, inputs), strict=True):
+    for weight, got in zip(WEIGHTS, submission.run(probes.losses, LOSS_INPUTS, WEIGHTS), strict=True):
+        if "error" in got:
+            pytest.fail(f"localization_loss raised {got['error']}")
         assert got["type"] == "Tensor", f"the loss is a {got['type']}, not a tensor: backward() needs a tensor"
         assert got["value"].numel() == 1, f"the loss has shape {list(got['value'].shape)}, expected a scalar"
         assert got["grad"], "the loss does not depend on the logits and boxes through autograd: do not detach them"
@@ -158,16 +178,15 @@ def test_combined_loss(submission):
 # --- a trained localizer ------------------------------------------------------------------------
 
 
-def paste_digits(x, canvas, sizes, seed):
+def paste_digits(x, canvas, sizes, rng):
     """Paste each digit x[i] (1, h, w), resized to s x s (s drawn in sizes), at a random place of a canvas.
 
     Returns uint8 images (N, 1, canvas, canvas) and XYXY boxes (N, 4): the tight box of the digit's
     non-zero pixels, in pixel edges (a pixel at column j spans [j, j + 1)).
     """
-    generator = torch.Generator().manual_seed(seed)
     n = len(x)
-    side = torch.randint(sizes[0], sizes[1] + 1, (n,), generator=generator)
-    corner = (torch.rand(n, 2, generator=generator) * (canvas - side + 1).unsqueeze(1)).long()  # (left, top)
+    side = torch.randint(sizes[0], sizes[1] + 1, (n,), generator=rng)
+    corner = (torch.rand(n, 2, generator=rng) * (canvas - side + 1).unsqueeze(1)).long()  # (left, top)
     images = torch.zeros(n, 1, canvas, canvas, dtype=torch.uint8)
     boxes = torch.zeros(n, 4)
     for s in side.unique().tolist():
@@ -181,36 +200,49 @@ def paste_digits(x, canvas, sizes, seed):
     return images, boxes
 
 
-def train_localizer_and_predict(sub, train_x, train_y, train_boxes, test_x, budget):
-    """Probe: train LocalizationNet on small_backbone with localization_loss (Adam), then predict.
+def small_backbone(image_size, feature_dim):
+    """The grader's own copy of the given small_backbone (one input channel)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * (image_size // 8) ** 2, feature_dim), nn.ReLU(),
+    )  # fmt: skip
 
-    train_boxes: (N, 4) CXCYWH divided by the canvas size. Returns the predicted classes (M,) and boxes
-    (M, 4) of the test images; the test labels and boxes never come here.
-    """
-    device = torch.device(sub.device)
-    if device.type == "cpu":  # a tiny model: one thread is as fast, and does not stall when the cores are shared
-        torch.set_num_threads(1)
-    loc = sub.localization
-    canvas, dim = budget["canvas"], budget["feature_dim"]
-    model = loc.LocalizationNet(loc.small_backbone(1, canvas, dim), dim, 10).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=budget["lr"])
-    x, y, boxes = to_float(train_x).to(device), train_y.to(device), train_boxes.to(device)
-    model.train()
-    step = 0
-    while step < budget["steps"]:
-        for batch in torch.randperm(len(y), device=device).split(budget["batch_size"]):
-            logits, predicted = model(x[batch])
-            loss = loc.localization_loss(logits, predicted, y[batch], boxes[batch], budget["box_weight"])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if step == budget["steps"]:
-                break
-    model.eval()
+
+def heads_by_shape(heads, feature_dim, classes):
+    """The two heads' weights among the returned ones, found by their shapes: (W, b) of the
+    classifier and of the box head, or a one-line reason."""
+    if not isinstance(heads, dict) or not all(isinstance(v, torch.Tensor) for v in heads.values()):
+        return None, "the heads' weights did not come back as tensors"
+    wanted = {
+        "classifier": [(classes, feature_dim), (classes,)],
+        "box head": [(4, feature_dim), (4,)],
+    }
+    found = {}
+    shapes = [tuple(v.shape) for v in heads.values()]
+    for part, (w, b) in wanted.items():
+        if shapes.count(w) != 1 or shapes.count(b) != 1:
+            return None, (
+                f"the heads' weights are {sorted(shapes)}: expected Linear({feature_dim}, {classes}) for the "
+                f"classes and Linear({feature_dim}, 4) for the box"
+            )
+        found[part] = (heads[list(heads)[shapes.index(w)]], heads[list(heads)[shapes.index(b)]])
+    if len(shapes) != 4:
+        return None, f"the heads have {len(shapes)} weight tensors, expected 4 (two linear layers)"
+    return found, ""
+
+
+def localize(backbone, found, x, batch_size=1000):
+    """The grader's own LocalizationNet: (classes (N,), CXCYWH boxes (N, 4) relative to the image)."""
+    backbone.eval()
+    classes, boxes = [], []
     with torch.no_grad():
-        logits, predicted = model(to_float(test_x).to(device))
-    return {"classes": logits.argmax(1).cpu(), "boxes": predicted.cpu()}
+        for batch in x.split(batch_size):
+            features = backbone(batch)
+            classes.append(F.linear(features, *found["classifier"]).argmax(1))
+            boxes.append(torch.sigmoid(F.linear(features, *found["box head"])))
+    return torch.cat(classes), torch.cat(boxes)
 
 
 @pytest.mark.points(8)
@@ -219,15 +251,20 @@ def train_localizer_and_predict(sub, train_x, train_y, train_boxes, test_x, budg
 def test_trained_localization_accuracy(submission, profile, dataset, record_property):
     """LocalizationNet + localization_loss: trained localization accuracy (right class and IoU >= 0.5)"""
     budget = profile.budget
-    canvas, sizes, copies = budget["canvas"], budget["sizes"], budget["copies"]
-    train_x, train_boxes = paste_digits(dataset.train.x.repeat(copies, 1, 1, 1), canvas, sizes, seed=0)
-    test_x, test_boxes = paste_digits(dataset.test.x, canvas, sizes, seed=1)
+    canvas, sizes, copies, dim = budget["canvas"], budget["sizes"], budget["copies"], budget["feature_dim"]
+    train_x, train_boxes = paste_digits(
+        dataset.train.x.repeat(copies, 1, 1, 1), canvas, sizes, generator("train canvases")
+    )
     targets = box_convert(train_boxes, "xyxy", "cxcywh") / canvas
-    out = submission.run(train_localizer_and_predict, train_x, dataset.train.y.repeat(copies), targets, test_x, budget)
-    classes, boxes = out["classes"], out["boxes"]
-    assert isinstance(boxes, torch.Tensor) and list(boxes.shape) == [len(test_x), 4], "the model gave no box per image"
-    predicted = box_convert(boxes.float() * canvas, "cxcywh", "xyxy")
-    iou = box_iou(predicted, test_boxes).diagonal()
+    state = submission.run(probes.train_localizer, train_x, dataset.train.y.repeat(copies), targets, budget)
+    backbone = small_backbone(canvas, dim)  # the grader's own: no test canvas enters the sandbox
+    problem = load_in_order(backbone, state["backbone"])
+    assert not problem, f"small_backbone: {problem}"
+    found, problem = heads_by_shape(state["heads"], dim, 10)
+    assert not problem, problem
+    test_x, test_boxes = paste_digits(dataset.test.x, canvas, sizes, generator("test canvases"))
+    classes, boxes = localize(backbone, found, to_float(test_x))
+    iou = box_iou(box_convert(boxes * canvas, "cxcywh", "xyxy"), test_boxes).diagonal()
     right_class = classes == dataset.test.y
     accuracy = (right_class & (iou >= 0.5)).float().mean().item()
     record_property("accuracy", round(accuracy, 4))
