@@ -108,19 +108,3 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     with torch.no_grad():
         predictions = torch.cat([model(batch).argmax(1) for batch in x.split(batch_size)])
     return accuracy_of(predictions, y)
-
-
-def perturbed(x: torch.Tensor, label: str, shift: int = 1, noise: float = 0.02) -> torch.Tensor:
-    """Float images x (N, C, H, W) in [0, 1], each shifted by up to `shift` pixels and with a little
-    noise, drawn for this grading: an image the submission memorized or hashed no longer matches."""
-    rng = generator(label)
-    shifts = torch.randint(-shift, shift + 1, (len(x), 2), generator=rng)
-    padded = nn.functional.pad(x, (shift, shift, shift, shift))
-    h, w = x.shape[-2:]
-    out = torch.stack(
-        [
-            padded[i, :, shift + dy : shift + dy + h, shift + dx : shift + dx + w]
-            for i, (dy, dx) in enumerate(shifts.tolist())
-        ]
-    )
-    return (out + noise * torch.randn(out.shape, generator=rng)).clamp_(0, 1)

@@ -198,3 +198,25 @@ def test_a_forged_result_and_a_label_lookup_score_zero_in_grade_too(tmp_path):
     (accuracy,) = report.tests
     assert accuracy.status == "failed" and "is below the 85% required" in accuracy.reason, accuracy.reason
     assert report.score == 0
+
+
+def test_the_gallery_covers_the_threat_model():
+    limits = {entry.get("limit") for entry in ENTRIES.values()}
+    assert {"cpu", "memory", "processes", "output", "files"} <= limits
+    assert {e.get("status", "graded") for e in ENTRIES.values()} == {"graded", "unreadable"}
+    names = set(ENTRIES)
+    assert {
+        "forged-result-at-import",
+        "walks-frames-and-gc",
+        "reads-the-machine",
+        "stashes-for-the-next-probe",
+    } <= names
+    assert {
+        "crafted-result",
+        "network",
+        "lingers",
+        "tampers-with-the-batch",
+        "kill-everyone",
+        "fills-the-disk",
+    } <= names
+    assert "environment-canary" in names
