@@ -1,8 +1,9 @@
 """Datasets as tensors: torchvision's from a data folder when there, real packaged data offline.
 
 Images are kept as uint8 (N, C, H, W) and labels as int64 (N,): cheap to hand to a sandbox and
-to move to a device once. `TensorBatches` then serves mini-batches by slicing, with no per-sample
-PIL work in the graded path.
+to move to a device once (`grader.probing.TensorBatches` then serves mini-batches by slicing).
+This module is the grader's: no sandbox imports it, and the packaged datasets' folders are empty
+inside one (`packaged_data_dirs`).
 
 The data folder is `--data-dir`, else $GRADER_DATA_DIR, else ~/.cache/cnn-grader/data.
 Downloads happen only when allowed ($GRADER_DOWNLOAD=1 or `--download`). Offline, the `quick`
@@ -24,7 +25,6 @@ import torch
 
 from grader.errors import UserError
 from grader.options import data_dir_from_environment, download_allowed
-from grader.probing import TensorBatches, to_float  # noqa: F401 (the tests' and d2l's names for them)
 
 
 @dataclass(frozen=True)

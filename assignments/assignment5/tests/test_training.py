@@ -21,7 +21,6 @@ labels never reach the sandbox.
 """
 
 import math
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,16 @@ import torchvision
 from torch import nn
 
 from grader.probing import TensorBatches, state_of
-from grader.testing import accuracy_of, derived_seed, evaluate, generator, load_in_order, max_difference, probes_for
+from grader.testing import (
+    accuracy_of,
+    derived_seed,
+    evaluate,
+    generator,
+    load_in_order,
+    max_difference,
+    one_thread,
+    probes_for,
+)
 
 probes = probes_for(__file__)
 
@@ -45,18 +53,6 @@ PARTS = {
     "last_layers": ("layer4", "fc"),
     "all_layers": ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"),
 }
-
-
-@contextmanager
-def one_thread():
-    """Small networks train faster on one thread than on several competing for a busy machine's cores;
-    and the grader's recomputations then run the same operations in the same order as the probes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def tiny_state():

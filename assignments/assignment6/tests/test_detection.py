@@ -11,7 +11,6 @@ too, and their targets computed here (torchvision.ops.masks_to_boxes).
 """
 
 import math
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -22,7 +21,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import masks_to_boxes
 
 from grader.data import sample_photos
-from grader.testing import derived_seed, generator, load_in_order, probes_for
+from grader.testing import derived_seed, generator, load_in_order, one_thread, probes_for
 
 probes = probes_for(__file__)
 NUM_CLASSES = 2  # the background and one class, as in the tutorial's pedestrians
@@ -76,17 +75,6 @@ TRAIN_SEED = derived_seed("maskrcnn training pass") % 2**31
 @pytest.fixture(scope="module")
 def model_run(submission):
     return submission.run(probes.maskrcnn, NUM_CLASSES, SMALL, IMAGE, TARGET, BOX_FEATURES, MASK_FEATURES, TRAIN_SEED)
-
-
-@contextmanager
-def one_thread():
-    """Recompute on one thread, as the probe did: the same sums in the same order."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def closest(got, expected):
