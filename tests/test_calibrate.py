@@ -8,16 +8,14 @@ import pytest
 
 from grader import calibrate
 from grader.report import TestResult
-from grader.testing import SEED_ENV
 from tests.kit import spec_of
 
 
-def fake_grade(spec, folder, profile, marks, env):
+def fake_grade(spec, folder, options, env):
     """A reference whose accuracy rises with the seed."""
-    seed = int(env[SEED_ENV])
-    measured = {"accuracy": 0.9 + seed / 100, "min_accuracy": 0.8, "mean_iou": 0.5}
+    measured = {"accuracy": 0.9 + options.seed / 100, "min_accuracy": 0.8, "mean_iou": 0.5}
     test = TestResult("trained accuracy", "t.py::test_acc", 1, 1, "passed", "passed", measured=measured)
-    assert (folder, profile, marks) == (spec.reference_dir, "quick", "accuracy")
+    assert (folder, options.profile, options.marks) == (spec.reference_dir, "quick", "accuracy")
     return SimpleNamespace(tests=[test], duration_s=1.0)
 
 

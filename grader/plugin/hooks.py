@@ -225,8 +225,10 @@ class SessionHooks:
         report: pytest.TestReport = yield
         hidden = self.grading.tests.get(item.nodeid, {}).get("hidden", False)
         if report.failed and call.excinfo is not None:
-            exc = call.excinfo.value
-            reason, details = explain(exc, item_tasks(item), _assignment(item).submission, hidden)
+            exc, submission = call.excinfo.value, _assignment(item).submission
+            if submission.already_reported(exc, item.nodeid):
+                exc = submission.pointer_to(exc.importing)
+            reason, details = explain(exc, item_tasks(item), submission, hidden)
             report.grader_reason = reason  # type: ignore[attr-defined]
             report.grader_output = "\n\n".join(filter(None, (reason, details)))  # type: ignore[attr-defined]
             report.grader_limit = limit_of(exc)  # type: ignore[attr-defined]

@@ -56,6 +56,7 @@ class Submission:
     total_blanks: int
     task_files: dict[str, set[str]]
     load_errors: dict[str, LoadError] = field(default_factory=dict)
+    first_reported: dict[str, str] = field(default_factory=dict)  # file -> the test that reported its load error
     budget_s: float | None = None  # CPU seconds left to the running test
     tasks: tuple[str, ...] = ()  # the running test's tasks
     on_progress: Callable[[dict[str, Any]], None] | None = None  # the running test's progress, for the screen
@@ -70,8 +71,7 @@ class Submission:
             raise TypeError(f"{probe.__name__} is not a probe: probes come from grader.testing.probes_for(__file__)")
         for file in sorted(self.files_needed()):
             if file in self.load_errors:
-                error = self.load_errors[file]
-                raise SubmissionError(f"{file} could not be loaded ({error.reason}): see the top of the report")
+                raise self.pointer_to(file)
         budget = self.budget_s if self.budget_s is not None else self.spec.limits.test_timeout_s
         try:
             seed = derived_seed(f"{probe.__name__}:{seed}")
@@ -83,6 +83,18 @@ class Submission:
         finally:
             if self.budget_s is not None:
                 self.budget_s -= self.sandbox.last_cpu_s
+
+    def pointer_to(self, file: str) -> SubmissionError:
+        """The failure of a test that needs `file`, which could not be loaded: a pointer to the headline."""
+        error = self.load_errors[file]
+        return SubmissionError(f"{file} could not be loaded ({error.reason}): see the top of the report")
+
+    def already_reported(self, failure: BaseException, nodeid: str) -> bool:
+        """Whether `failure` is a load error that an earlier test reported already (a fixture's cached
+        failure reaches every test that uses it): then the later ones point to it instead."""
+        if not isinstance(failure, SubmissionError) or not failure.importing:
+            return False
+        return self.first_reported.setdefault(failure.importing, nodeid) != nodeid
 
     def files_needed(self) -> set[str]:
         """The student's files the running test's tasks live in (all of them, for a test without tasks)."""
