@@ -298,19 +298,6 @@ def _read_by_calls(statements: list[Statement], index: int, names: frozenset[str
 # --- the modules of an assignment ----------------------------------------------------------------
 
 
-class MissingNames:
-    """A module's `__getattr__`: asking for a name the notebook never defined says so, by name."""
-
-    def __init__(self, file: str, names: list[str], notes: list[str]):
-        self.file, self.names, self.notes = file, names, notes
-
-    def __call__(self, name: str) -> object:
-        if name not in self.names:
-            raise AttributeError(f"module {Path(self.file).stem!r} has no attribute {name!r}")
-        notes = "".join(f"; {note}" for note in self.notes)
-        raise AttributeError(f"the notebook does not define `{name}` (a name of {self.file} in the assignment){notes}")
-
-
 def top_level_names(source: str) -> list[str]:
     """What a starter module defines at top level: functions, classes and assigned names."""
     names: list[str] = []
@@ -381,7 +368,7 @@ def module_source(
     if missing:
         lines += [
             "",
-            "from grader.notebook import MissingNames as _MissingNames",
+            "from grader.probing import MissingNames as _MissingNames",
             "",
             f"__getattr__ = _MissingNames({file!r}, {missing!r}, {notes!r})",
         ]

@@ -55,7 +55,8 @@ def release(spec: Spec, out: Path) -> list[Path]:
     for name in ("conftest.py", "pytest.ini"):  # the plugin, and the tests' own pytest configuration
         _copy_new(spec.root / "assignments" / name, out / "assignments" / name)
     folder = out / "assignments" / spec.name
-    public = ["spec.toml", "conftest.py", "probes.py", *sorted(p.name for p in spec.folder.glob("README*.md"))]
+    public = ["spec.toml", "conftest.py", "probes.py", "architectures.py"]
+    public += sorted(p.name for p in spec.folder.glob("README*.md"))
     for name in public:
         if (spec.folder / name).is_file():
             _copy_new(spec.folder / name, folder / name)

@@ -73,6 +73,8 @@ def test_the_bundle_holds_the_starter_the_public_tests_the_grader_and_the_blank_
         "assignments/conftest.py",
         "assignments/pytest.ini",
         f"assignments/{NAME}/spec.toml",
+        f"assignments/{NAME}/probes.py",
+        f"assignments/{NAME}/architectures.py",  # the grader's own LeNet: public, like the tests
         f"assignments/{NAME}/{BLANKS_FILE}",
         *(f"assignments/{NAME}/{p.name}" for p in spec.folder.glob("README*.md")),
         *(f"assignments/{NAME}/tests/{p.relative_to(spec.tests_dir)}" for p in spec.tests_dir.rglob("*.py")),

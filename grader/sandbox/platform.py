@@ -134,6 +134,7 @@ def sandbox_env(threads: int, preload: tuple[str, ...]) -> dict[str, str]:
         "MPLBACKEND": "Agg",
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
+        "OMP_WAIT_POLICY": "PASSIVE",  # idle threads sleep: on a busy machine, spinning would count as the code's CPU
         "GRADER_SANDBOX_PRELOAD": ",".join(preload),
     }
     torch_home = _torch_home()
