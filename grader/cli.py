@@ -7,6 +7,7 @@
     grade release <assignment> --out DIR
     grade notebook <assignment> [--out F]
     grade calibrate <assignment> [--profile quick|full] [--seeds N] [--workers N]
+    grade similarity <assignment> <submissions> --out DIR [--top N]
 
 Exit codes: 0 graded, 1 below --fail-under, 2 a mistake in the command or the submission,
 3 the grader itself is broken.
@@ -143,6 +144,23 @@ def batch_command(**options: Any) -> int:
     from grader.batch.run import command
 
     return command(**options)
+
+
+@cli.command("similarity")
+@click.argument("assignment")
+@click.argument("submissions", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Where the results go.")
+@click.option("--top", type=click.IntRange(0), default=10, show_default=True, help="How many pairs to print.")
+def similarity_command(assignment: str, submissions: Path, out: Path, top: int) -> None:
+    """Rank every two hand-ins by the code they share beyond the starter: DIR/pairs.csv, DIR/report.html."""
+    from grader.similarity import PAIRS, REPORT, similarity
+
+    found = similarity(load_spec(assignment), submissions, out)
+    for handin, problem in found.skipped.items():
+        click.echo(f"skipped {handin}: {problem}", err=True)
+    for pair in found.pairs[:top]:
+        click.echo(f"{pair.score:.2f}  {pair.a}  {pair.b}")
+    click.echo(f"compared {found.compared} hand-ins: wrote {out / PAIRS} and {out / REPORT}")
 
 
 def _grade_command(name: str) -> click.Command:
