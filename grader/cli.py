@@ -8,6 +8,7 @@
     grade notebook <assignment> [--out F]
     grade calibrate <assignment> [--profile quick|full] [--seeds N] [--workers N]
     grade similarity <assignment> <submissions> --out DIR [--top N]
+    grade gradescope <assignment> --out autograder.zip
 
 Exit codes: 0 graded, 1 below --fail-under, 2 a mistake in the command or the submission,
 3 the grader itself is broken.
@@ -161,6 +162,22 @@ def similarity_command(assignment: str, submissions: Path, out: Path, top: int) 
     for pair in found.pairs[:top]:
         click.echo(f"{pair.score:.2f}  {pair.a}  {pair.b}")
     click.echo(f"compared {found.compared} hand-ins: wrote {out / PAIRS} and {out / REPORT}")
+
+
+@cli.command("gradescope")
+@click.argument("assignment")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The zip to write: autograder.zip.")
+@click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True)
+@click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests once grades are published.")
+@click.option("--allow-unisolated", is_flag=True, help="Grade even where the container refuses the sandbox.")
+def gradescope_command(assignment: str, out: Path, profile: str, show_hidden: bool, allow_unisolated: bool) -> None:
+    """Write a Gradescope autograder: setup.sh, run_autograder, the kit and the hidden tests (never the reference)."""
+    from grader.gradescope import build
+    from grader.options import GradingOptions
+
+    options = GradingOptions(profile=profile, show_hidden=show_hidden, allow_unisolated=allow_unisolated)
+    members = build(load_spec(assignment), out, options)
+    click.echo(f"wrote {out} ({len(members)} files): the autograder of a Gradescope programming assignment")
 
 
 def _grade_command(name: str) -> click.Command:
