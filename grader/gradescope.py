@@ -68,14 +68,17 @@ def build(spec: Spec, out: Path, options: GradingOptions) -> list[str]:
         for name in _FROM_BUNDLE:
             members.update(_files(bundle / name, name))
         members.update(_files(spec.folder, f"assignments/{spec.name}"))
-    partial = out.with_name(f".{out.name}.partial")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in sorted(members):
-            info = zipfile.ZipInfo(name, _EPOCH)
-            info.external_attr = (0o100755 if name in SCRIPTS else 0o100644) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, members[name])
-    os.replace(partial, out)
+    partial = out.with_name(f".{out.name}.partial")  # a zip is whole or not there
+    try:
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name in sorted(members):
+                info = zipfile.ZipInfo(name, _EPOCH)
+                info.external_attr = (0o100755 if name in SCRIPTS else 0o100644) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, members[name])
+        os.replace(partial, out)
+    except OSError as failure:
+        raise UserError(f"--out {out}: cannot write it ({failure.strerror})") from None
     return sorted(members)
 
 
