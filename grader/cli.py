@@ -7,6 +7,8 @@
     grade release <assignment> --out DIR
     grade notebook <assignment> [--out F]
     grade calibrate <assignment> [--profile quick|full] [--seeds N] [--workers N]
+    grade similarity <assignment> <submissions> --out DIR [--top N]
+    grade gradescope <assignment> --out autograder.zip
 
 Exit codes: 0 graded, 1 below --fail-under, 2 a mistake in the command or the submission,
 3 the grader itself is broken.
@@ -143,6 +145,39 @@ def batch_command(**options: Any) -> int:
     from grader.batch.run import command
 
     return command(**options)
+
+
+@cli.command("similarity")
+@click.argument("assignment")
+@click.argument("submissions", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Where the results go.")
+@click.option("--top", type=click.IntRange(0), default=10, show_default=True, help="How many pairs to print.")
+def similarity_command(assignment: str, submissions: Path, out: Path, top: int) -> None:
+    """Rank every two hand-ins by the code they share beyond the starter: DIR/pairs.csv, DIR/report.html."""
+    from grader.similarity import PAIRS, REPORT, similarity
+
+    found = similarity(load_spec(assignment), submissions, out)
+    for handin, problem in found.skipped.items():
+        click.echo(f"skipped {handin}: {problem}", err=True)
+    for pair in found.pairs[:top]:
+        click.echo(f"{pair.score:.2f}  {pair.a}  {pair.b}")
+    click.echo(f"compared {found.compared} hand-ins: wrote {out / PAIRS} and {out / REPORT}")
+
+
+@cli.command("gradescope")
+@click.argument("assignment")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The zip to write: autograder.zip.")
+@click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True)
+@click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests once grades are published.")
+@click.option("--allow-unisolated", is_flag=True, help="Grade even where the container refuses the sandbox.")
+def gradescope_command(assignment: str, out: Path, profile: str, show_hidden: bool, allow_unisolated: bool) -> None:
+    """Write a Gradescope autograder: setup.sh, run_autograder, the kit and the hidden tests (never the reference)."""
+    from grader.gradescope import build
+    from grader.options import GradingOptions
+
+    options = GradingOptions(profile=profile, show_hidden=show_hidden, allow_unisolated=allow_unisolated)
+    members = build(load_spec(assignment), out, options)
+    click.echo(f"wrote {out} ({len(members)} files): the autograder of a Gradescope programming assignment")
 
 
 def _grade_command(name: str) -> click.Command:
