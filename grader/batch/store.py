@@ -155,11 +155,6 @@ class Store:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def previous(self, student: str, key: str) -> tuple[Report, str] | None:
-        """A student's earlier report and status, if it still stands for a grading with `key`."""
-        stored = self.stored(student)
-        return (stored.report, stored.status) if stored and stored.current(key) else None
-
     def save(self, student: str, report: Report, status: str, key: str, show_hidden: bool) -> None:
         """The student's files, then their line in the ledger (last: the student is done)."""
         folder = self.folder(student)
