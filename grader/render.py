@@ -44,7 +44,7 @@ def _note(test: TestResult) -> str:
 
 
 def _total(report: Report) -> str:
-    """ "8 / 10 (80%)", after the late penalty if there is one."""
+    """The total of a report's header: "8 / 10 (80%)", after the late penalty if there is one."""
     after = " after the late penalty" if report.late_note() else ""
     return f"{report.final_score:g} / {report.max_score:g} ({report.final_percent:.0f}%){after}"
 

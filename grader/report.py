@@ -106,7 +106,8 @@ class Report:
         return " · ".join(parts)
 
     def late_note(self) -> str:
-        """ "handed in 2 days late (10% per day late, nothing after 3 days): -20%, 8 / 10 points", or nothing."""
+        """What every format says of a late hand-in (nothing if on time): "handed in 2 days late (10% per
+        day late, nothing after 3 days): -20%, 8 / 10 points"."""
         days = self.late.get("days", 0)
         if days <= 0:
             return ""

@@ -74,10 +74,9 @@ def _tests(outcomes: list[Outcome]) -> dict[str, Any]:
     return {t.nodeid: t for o in outcomes for t in o.report.tests}
 
 
-def gradebook_rows(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+def gradebook_rows(outcomes: list[Outcome], ids: dict[str, str]) -> list[dict[str, Any]]:
     """One row per student: totals, the late penalty, status, time, the limits tripped, then each
-    test's points under its short id (empty where no test ran: a hand-in that could not be graded)."""
-    ids = short_ids(list(_tests(outcomes)))
+    test's points under its short id (`ids`; empty where no test ran: a hand-in that could not be graded)."""
     rows = []
     for o in outcomes:
         row = {"id": o.id, "status": o.status, "limits": " ".join(o.limits), "isolation": o.report.isolation}
@@ -91,11 +90,11 @@ def write_gradebook(
     out: Path, outcomes: list[Outcome], show_hidden: bool = False, canvas_assignment: str | None = None
 ) -> None:
     """grades.csv, legend.csv, canvas.csv, moodle.csv, junit.xml and summary.md, from the students' reports."""
-    rows = gradebook_rows(outcomes)
-    columns = list(FIRST_COLUMNS) + [k for k in dict.fromkeys(k for row in rows for k in row) if k not in FIRST_COLUMNS]
-    write_whole(out / "grades.csv", _csv([columns, *([row.get(c, "") for c in columns] for row in rows)]))
     tests = _tests(outcomes)
     ids = short_ids(list(tests))
+    rows = gradebook_rows(outcomes, ids)
+    columns = list(FIRST_COLUMNS) + [k for k in dict.fromkeys(k for row in rows for k in row) if k not in FIRST_COLUMNS]
+    write_whole(out / "grades.csv", _csv([columns, *([row.get(c, "") for c in columns] for row in rows)]))
     legend = [("id", "test", "points", "hidden", "nodeid")]
     legend += [(ids[n], t.name, f"{t.max_score:g}", "yes" if t.hidden else "no", n) for n, t in tests.items()]
     write_whole(out / "legend.csv", _csv(legend))
@@ -188,7 +187,7 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
 
 
 def _headline(stats: dict[str, Any]) -> str:
-    """ "12 submissions (10 graded, 2 unreadable; 3 late)"."""
+    """The class in one line: "12 submissions (10 graded, 2 unreadable; 3 late)"."""
     status = ", ".join(f"{n} {s}" for s, n in sorted(stats["status"].items()))
     late = f"; {stats['late']} late" if stats["late"] else ""
     return f"{stats['students']} submissions ({status}{late})"
