@@ -3,7 +3,8 @@
     grade list
     grade <assignment> [--submission PATH] [--profile quick|full|auto] [--json F] [--markdown F]
                        [--junit F] [--fail-under PCT] [--select EXPR] [--marks EXPR]
-    grade batch <assignment> <submissions> --out DIR [--workers N] [--timeout S]
+    grade batch <assignment> <submissions> --out DIR [--workers N] [--timeout S] [--only ID] [--failed]
+                [--force] [--deadline TIME [--late-policy RULE]] [--canvas-assignment ID]
     grade release <assignment> --out DIR
     grade notebook <assignment> [--out F]
     grade calibrate <assignment> [--profile quick|full] [--seeds N] [--workers N]
@@ -140,6 +141,12 @@ def release_command(assignment: str, out: Path) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the datasets are.")
 @click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests in feedback.md and junit.xml.")
 @click.option("--allow-unisolated", is_flag=True, help="Grade even where no sandbox works (recorded in every report).")
+@click.option("--only", multiple=True, metavar="ID[,ID]", help="Grade these students again; keep the others as stored.")
+@click.option("--failed", is_flag=True, help="Grade again those whose last grading hit a grader error or busy machine.")
+@click.option("--force", is_flag=True, help="Grade every student again, even those whose grades are up to date.")
+@click.option("--deadline", metavar="TIME", help="ISO-8601 (2025-03-14T23:59+07:00): later hand-ins lose points.")
+@click.option("--late-policy", metavar="RULE", help="With --deadline: '10%/day,max 3' (default: the spec's [late]).")
+@click.option("--canvas-assignment", metavar="ID", help="The Canvas assignment's id, for canvas.csv's column.")
 def batch_command(**options: Any) -> int:
     """Grade a folder of submissions (one per student); run it again to grade only what is left or changed."""
     from grader.batch.run import command

@@ -43,6 +43,12 @@ def _note(test: TestResult) -> str:
     return ", ".join(notes)
 
 
+def _total(report: Report) -> str:
+    """The total of a report's header: "8 / 10 (80%)", after the late penalty if there is one."""
+    after = " after the late penalty" if report.late_note() else ""
+    return f"{report.final_score:g} / {report.max_score:g} ({report.final_percent:.0f}%){after}"
+
+
 def _points(test: TestResult) -> str:
     return f"{test.score:g} / {test.max_score:g}"
 
@@ -103,9 +109,7 @@ def markdown(report: Report, show_hidden: bool = False) -> str:
         for name, t in _visible(report, show_hidden)
     ]
     table = tabulate(rows, headers=("", "test", "points", "reason"), tablefmt="github")
-    header = (
-        f"### {report.assignment} · {report.title}: {report.score:g} / {report.max_score:g} ({report.percent:.0f}%)"
-    )
+    header = f"### {report.assignment} · {report.title}: {_total(report)}"
     details = [
         f"- submission: `{report.submission}`",
         f"- {report.summary()}",
@@ -128,6 +132,10 @@ def junit(report: Report, show_hidden: bool = False) -> str:
     properties = ET.SubElement(suite, "properties")
     for key in ("score", "max_score", "profile", "device", "dataset"):
         ET.SubElement(properties, "property", name=key, value=str(getattr(report, key)))
+    if report.late:  # graded against a deadline
+        for key in ("submitted_at", "days", "penalty"):
+            ET.SubElement(properties, "property", name=f"late_{key}", value=str(report.late[key]))
+        ET.SubElement(properties, "property", name="score_after_penalty", value=str(report.final_score))
     for name, test in _visible(report, show_hidden):
         case = ET.SubElement(suite, "testcase", classname=report.assignment, name=name, time=f"{test.duration_s:.3f}")
         props = ET.SubElement(case, "properties")
@@ -143,7 +151,7 @@ def gradescope(report: Report, show_hidden: bool = False) -> dict[str, Any]:
     """Gradescope's results.json: hidden tests are shown once published, and only their points
     unless `show_hidden`."""
     return {
-        "score": report.score,
+        "score": report.final_score,  # the total, which Gradescope takes over the tests' sum: after the late penalty
         "execution_time": round(report.duration_s, 3),
         "output": report.summary(),
         "stdout_visibility": "hidden",
@@ -162,14 +170,17 @@ def gradescope(report: Report, show_hidden: bool = False) -> dict[str, Any]:
 
 
 def csv_row(report: Report) -> dict[str, Any]:
-    """One gradebook row: totals, then each test's points under its name."""
-    row: dict[str, Any] = {
+    """A report's fields of its gradebook row: totals, the late penalty, where and how long it ran.
+    `percent` is of the score after the penalty; the late fields are empty without a deadline."""
+    return {
         "score": report.score,
         "max_score": report.max_score,
-        "percent": round(report.percent, 1),
+        "percent": round(report.final_percent, 1),
+        "late_days": report.late.get("days", ""),
+        "penalty": report.late.get("penalty", ""),
+        "final_score": report.final_score,
+        "submitted_at": report.late.get("submitted_at", ""),
         "profile": report.profile,
         "duration_s": round(report.duration_s, 1),
         "problem": report.problem,
     }
-    row.update({test.name: test.score for test in report.tests})
-    return row

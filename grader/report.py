@@ -57,16 +57,30 @@ class Report:
     problem: str = ""  # why the submission could not be graded at all, if it could not
     seed: int | None = None  # the grading's seed: the inputs it drew (a regrade with it draws the same)
     load_errors: list[dict[str, Any]] = field(default_factory=list)  # student files that could not be imported
+    # set by `grade batch --deadline`, never by the grading: {submitted_at, deadline, days, penalty, policy};
+    # `score` stays the tests' points, the penalty takes `penalty` (a fraction) of them (`final_score`)
+    late: dict[str, Any] = field(default_factory=dict)
     grader_version: str = __version__
 
     @property
     def percent(self) -> float:
         return 100.0 * self.score / self.max_score if self.max_score else 0.0
 
+    @property
+    def final_score(self) -> float:
+        """The score after the late penalty, if any: the grade."""
+        return round(self.score * (1 - self.late.get("penalty", 0.0)), 4)
+
+    @property
+    def final_percent(self) -> float:
+        return 100.0 * self.final_score / self.max_score if self.max_score else 0.0
+
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["execution_time"] = round(self.duration_s, 3)  # Gradescope's name for it
         doc["output"] = self.summary()
+        if self.late:
+            doc["score_after_penalty"] = self.final_score
         return doc
 
     @classmethod
@@ -81,6 +95,8 @@ class Report:
     def summary(self) -> str:
         """One line for the top of every format."""
         parts = [f"{self.assignment}: {self.score:g} / {self.max_score:g} points ({self.percent:.0f}%)"]
+        if self.late_note():
+            parts.append(self.late_note())
         if self.blanks.get("total"):
             filled = self.blanks["total"] - len(self.blanks.get("open", []))
             parts.append(f"blanks filled {filled}/{self.blanks['total']}")
@@ -89,20 +105,30 @@ class Report:
             parts.append(self.problem)
         return " · ".join(parts)
 
+    def late_note(self) -> str:
+        """What every format says of a late hand-in (nothing if on time): "handed in 2 days late (10% per
+        day late, nothing after 3 days): -20%, 8 / 10 points"."""
+        days = self.late.get("days", 0)
+        if days <= 0:
+            return ""
+        when = f"{days} day{'s' if days > 1 else ''} late ({self.late['policy']})"
+        return f"handed in {when}: -{self.late['penalty'] * 100:g}%, {self.final_score:g} / {self.max_score:g} points"
+
 
 def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Report:
     """Score a run: a test earns its points only if it reported `passed`.
 
     The list of tests comes from the collection, before any student code ran: a test that
     never reported (the run crashed or ran out of time) is failed, with that as its reason.
-    `problem`: why the submission could not be graded at all (then no test ran).
+    `problem`: why the submission could not be graded at all (then no test ran, and the tests
+    carry no reason of their own: the problem is said once).
     """
     stopped = (
         f"the test run was stopped at its {spec.limits.total_timeout_s:.0f} s limit"
         if run.timed_out
         else f"the test run ended early (exit code {run.exit_code})"
     )
-    unreported = problem or f"never reported: {stopped}"
+    unreported = "" if problem else f"never reported: {stopped}"
     tests = []
     for entry in run.collected or []:
         record = run.results.get(entry["nodeid"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,44 @@ class Profile:
 
 
 @dataclass(frozen=True)
+class LatePolicy:
+    """What a late hand-in loses: `per_day` of its points for each day or part of a day after the
+    deadline, and all of them after `max_days` days (None: no such cut-off)."""
+
+    per_day: float
+    max_days: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.per_day <= 1:
+            raise UserError(f"a late policy takes 0 < per_day <= 1 (a fraction of the points), not {self.per_day:g}")
+        if self.max_days is not None and self.max_days < 0:
+            raise UserError(f"a late policy's max_days is 0 or more, not {self.max_days}")
+
+    @classmethod
+    def parse(cls, text: str) -> LatePolicy:
+        """`--late-policy`: "10%/day" or "10%/day,max 3" (nothing after 3 days late)."""
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*/\s*day\s*(?:,\s*max\s*(\d+)\s*(?:days?)?\s*)?", text)
+        if not match:
+            raise UserError(f"--late-policy {text!r}: expected PERCENT%/day[,max DAYS], e.g. '10%/day,max 3'")
+        try:
+            return cls(float(match[1]) / 100, int(match[2]) if match[2] else None)
+        except UserError as mistake:
+            raise UserError(f"--late-policy {text!r}: {mistake}") from None
+
+    def penalty(self, days: int) -> float:
+        """The fraction of the points lost when handed in `days` started days late."""
+        if days <= 0:
+            return 0.0
+        if self.max_days is not None and days > self.max_days:
+            return 1.0
+        return min(1.0, round(days * self.per_day, 6))
+
+    def describe(self) -> str:
+        cut = f", nothing after {self.max_days} days" if self.max_days is not None else ""
+        return f"{self.per_day * 100:g}% per day late{cut}"
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str
     title: str
@@ -63,6 +102,7 @@ class Spec:
     profiles: dict[str, Profile]
     root: Path
     sandbox_preload: tuple[str, ...] = ()
+    late: LatePolicy | None = None  # [late]: the penalty of a hand-in after `grade batch --deadline`
 
     @property
     def folder(self) -> Path:
@@ -137,4 +177,21 @@ def load_spec(name: str, root: Path | None = None) -> Spec:
         profiles=profiles,
         root=root,
         sandbox_preload=tuple(data.get("sandbox_preload", ())),
+        late=_late_policy(data.get("late"), path),
     )
+
+
+def _late_policy(table: dict[str, Any] | None, path: Path) -> LatePolicy | None:
+    """The spec's `[late]` table: `per_day = 0.10` (a fraction of the points), `max_days = 3` (optional)."""
+    if table is None:
+        return None
+    unknown = sorted(set(table) - {"per_day", "max_days"})
+    if unknown or "per_day" not in table:
+        what = f"unknown key {', '.join(unknown)}" if unknown else "no per_day"
+        raise UserError(f"{path} [late]: {what} (it takes per_day = 0.10 and, optionally, max_days = 3)")
+    try:
+        return LatePolicy(float(table["per_day"]), int(table["max_days"]) if "max_days" in table else None)
+    except (TypeError, ValueError):
+        raise UserError(f"{path} [late]: per_day and max_days are numbers") from None
+    except UserError as mistake:
+        raise UserError(f"{path} [late]: {mistake}") from None

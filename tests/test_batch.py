@@ -13,21 +13,24 @@ import subprocess
 import sys
 import threading
 import time
-import xml.etree.ElementTree as ET
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+import grader.batch.run as run_module
 from grader.batch.executors import LocalExecutor, cpu_count
-from grader.batch.gradebook import summarize, write_gradebook
-from grader.batch.run import Outcome, run_batch
-from grader.batch.store import find_entries, grader_key
+from grader.batch.late import Deadline, parse_time
+from grader.batch.run import BatchResult, Eta, run_batch
+from grader.batch.store import Store, find_entries, grader_key
+from grader.errors import UserError
 from grader.options import SANDBOX_ENV, GradingOptions
+from grader.plugin.session import resolve_profile
 from grader.report import Report, build_report
 from grader.runner import Run
-from grader.spec import load_spec
+from grader.spec import LatePolicy, load_spec
 from tests.gallery import ENTRIES, LIMITS, build, problems
 from tests.kit import ROOT, make_variant, spec_of, variants
 
@@ -95,15 +98,16 @@ def test_workers_run_at_once_each_with_a_folder_and_cores_of_its_own():
     assert not any(s.tmp.exists() for s in slots + theirs)  # removed at shutdown
 
 
-def test_a_hand_in_that_cannot_be_read_gets_a_zero_report_saying_why(tmp_path):
+def test_a_hand_in_that_cannot_be_read_gets_a_zero_report_saying_why_once(tmp_path):
+    spec = spec_of("assignment2")
     submissions, out = tmp_path / "submissions", tmp_path / "grades"
     submissions.mkdir()
     (submissions / "empty").mkdir()
     (submissions / "broken.zip").write_bytes(b"PK\x03\x04 not really")
     (submissions / "notes.txt").write_text("I did it all in my head")
-    (submissions / "link").symlink_to(spec_of("assignment2").reference_dir)
-    options = GradingOptions(profile="quick", marks="not accuracy")
-    result = run_batch(spec_of("assignment2"), submissions, out, options, console=QUIET)
+    (submissions / "link").symlink_to(spec.reference_dir)
+    options = GradingOptions(marks="not accuracy")  # profile auto
+    result = run_batch(spec, submissions, out, options, console=QUIET)
     reasons = {o.id: (o.status, o.report.score, o.report.problem) for o in result.outcomes}
     assert reasons == {
         "empty": ("unreadable", 0, "the submission has none of the assignment's files (lenet.py, training.py)"),
@@ -111,12 +115,18 @@ def test_a_hand_in_that_cannot_be_read_gets_a_zero_report_saying_why(tmp_path):
         "notes.txt": ("unreadable", 0, f"cannot grade notes.txt: hand in {KINDS}"),
         "link": ("unreadable", 0, "link is a symbolic link: hand in the files themselves"),
     }
+    used = resolve_profile(spec, "auto", None).name  # quick without a GPU and the full dataset
     for outcome in result.outcomes:
-        assert all(t.reason == outcome.report.problem for t in outcome.report.tests)
-        assert outcome.report.problem in (out / "students" / outcome.id / "feedback.md").read_text()
+        report = outcome.report
+        assert report.profile == used and all(t.reason == t.output == "" for t in report.tests)
+        feedback = (out / "students" / outcome.id / "feedback.md").read_text()
+        assert feedback.count(report.problem) == 1, feedback
     rows = list(csv.DictReader((out / "grades.csv").open()))
     assert [(r["id"], r["status"], r["score"]) for r in rows] == [(i, "unreadable", "0.0") for i in sorted(reasons)]
-    again = run_batch(spec_of("assignment2"), submissions, out, options, console=QUIET)
+    tests = [name for name in rows[0] if name.startswith(("lenet.", "training.", "hidden."))]
+    assert len(tests) > 5 and all(row[name] == "" for row in rows for name in tests)  # no test ran: no 0.0 either
+    assert "4 submissions (4 unreadable)\n\nno submission could be graded" in (out / "summary.md").read_text()
+    again = run_batch(spec, submissions, out, options, console=QUIET)
     assert again.graded_now == 0
 
 
@@ -156,66 +166,6 @@ def test_a_batch_refuses_to_run_unisolated_unless_told_and_then_says_so(tmp_path
     assert "isolation: not isolated" in (out / "students" / "ada" / "feedback.md").read_text()
 
 
-def sample_outcome(student: str, passed: set[str], problem: str = "") -> Outcome:
-    collected = [
-        {"nodeid": f"a/tests/t.py::{n}", "name": n, "points": p, "tasks": [], "accuracy": False, "hidden": False}
-        for n, p in (("shapes", 4.0), ("update", 2.0), ("modes", 1.0))
-    ]
-    results = {}
-    for test in collected:
-        ok = test["name"] in passed
-        results[test["nodeid"]] = {
-            "outcome": "passed" if ok else "failed",
-            "reason": "" if ok else f"{test['name']} is wrong",
-            "output": "",
-            "duration_s": 1.0,
-            "limit": "cpu" if test["name"] == "modes" and not ok else "",
-        }
-    run = Run(session={"profile": "quick"}, collected=collected, results={} if problem else results, duration_s=3.0)
-    report = build_report(spec_of("assignment2"), run, f"submissions/{student}", problem=problem)
-    return Outcome(student, report, "unreadable" if problem else "graded", "k")
-
-
-def test_the_gradebook_has_a_row_a_suite_and_a_line_per_student(tmp_path):
-    outcomes = [
-        sample_outcome("ada", {"shapes", "update", "modes"}),
-        sample_outcome("bob", {"shapes"}),
-        sample_outcome("cy", {"shapes", "update"}),
-        sample_outcome("dee", set(), problem="dee.zip is not a readable zip file"),
-    ]
-    write_gradebook(tmp_path, outcomes)
-    rows = list(csv.DictReader((tmp_path / "grades.csv").open()))
-    assert list(rows[0])[:10] == [
-        "id",
-        "score",
-        "max_score",
-        "percent",
-        "status",
-        "duration_s",
-        "limits",
-        "problem",
-        "profile",
-        "isolation",
-    ]
-    assert [(r["id"], r["score"], r["shapes"], r["update"], r["modes"], r["limits"]) for r in rows] == [
-        ("ada", "7.0", "4.0", "2.0", "1.0", ""),
-        ("bob", "4.0", "4.0", "0.0", "0.0", "cpu"),
-        ("cy", "6.0", "4.0", "2.0", "0.0", "cpu"),
-        ("dee", "0.0", "0.0", "0.0", "0.0", ""),
-    ]
-    suites = ET.parse(tmp_path / "junit.xml").getroot()
-    failures = [(s.get("name"), s.get("failures")) for s in suites]
-    assert failures == [("ada", "0"), ("bob", "2"), ("cy", "1"), ("dee", "3")]
-    stats = summarize(outcomes)
-    percents = [100, 400 / 7, 600 / 7, 0]
-    assert stats["mean"] == pytest.approx(sum(percents) / 4)
-    assert stats["median"] == pytest.approx((400 / 7 + 600 / 7) / 2)
-    assert [(t["name"], t["pass_rate"]) for t in stats["tests"]] == [("modes", 0.25), ("update", 0.5), ("shapes", 0.75)]
-    assert stats["tests"][0]["common_reason"] == "modes is wrong (2)"
-    assert dict(stats["distribution"])["50-59%"] == 1 and dict(stats["distribution"])["90-100%"] == 1
-    assert "| modes" in (tmp_path / "summary.md").read_text()
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -223,14 +173,191 @@ def test_the_gradebook_has_a_row_a_suite_and_a_line_per_student(tmp_path):
         (["assignments", "--out", "x", "--limit", "bogus=1"], "error: unknown limit bogus (known: test_timeout_s"),
         (["assignments", "--out", "x", "--limit", "processes"], "error: --limit processes: expected NAME=NUMBER"),
         (["assignments", "--out", "pyproject.toml/x"], "error: --out pyproject.toml/x: cannot create it"),
+        (
+            ["assignments", "--out", "x", "--only", "assignment3,zed"],
+            "error: --only zed: assignments has no submission",
+        ),
+        (["assignments", "--out", "x", "--late-policy", "10%/day"], "error: --late-policy needs a --deadline"),
+        (
+            ["assignments", "--out", "x", "--deadline", "2025-03-14T23:59"],
+            "error: --deadline needs a late policy: --late-policy '10%/day,max 3', or [late] in assignment2's spec",
+        ),
+        (
+            ["assignments", "--out", "x", "--deadline", "friday", "--late-policy", "10%/day"],
+            "error: --deadline: 'friday' is not an ISO-8601 time, e.g. 2025-03-14T23:59+07:00",
+        ),
+        (
+            ["assignments", "--out", "x", "--deadline", "2025-03-14T23:59", "--late-policy", "10% a day"],
+            "error: --late-policy '10% a day': expected PERCENT%/day[,max DAYS], e.g. '10%/day,max 3'",
+        ),
     ],
-    ids=["missing folder", "unknown limit", "no value", "gradebook folder cannot be made"],
+    ids=[
+        "missing folder",
+        "unknown limit",
+        "no value",
+        "gradebook folder cannot be made",
+        "unknown student",
+        "policy without a deadline",
+        "deadline without a policy",
+        "bad deadline",
+        "bad policy",
+    ],
 )
 def test_mistakes_in_the_command_are_one_line(args, message, tmp_path):
     result = subprocess.run([*GRADE, "batch", "assignment2", *args], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_time_left_comes_from_the_gradings_of_this_run_only():
+    now = [0.0]
+    eta = Eta(workers=2, clock=lambda: now[0])
+    eta.add(6)  # six to grade now, whatever was resumed before
+    eta.started("a"), eta.started("b")
+    now[0] = 1.0
+    assert eta.left() is None  # nothing to go by yet
+    now[0] = 10.0
+    eta.finished("a"), eta.finished("b"), eta.started("c"), eta.started("d")
+    now[0] = 15.0
+    assert eta.left() == pytest.approx(15)  # c and d end at 20, e and f (10 s each, two at once) at 30
+    now[0] = 20.0
+    eta.finished("c"), eta.finished("d"), eta.started("e")
+    assert eta.left() == pytest.approx(10)  # f waits for no one: one worker is free
+    eta.started("f")
+    now[0] = 26.0
+    assert eta.left() == pytest.approx(4)  # the last two end together
+    now[0] = 40.0
+    assert eta.left() == 0  # late, but not negative
+
+
+def three_hand_ins(tmp_path: Path) -> tuple[Path, Path]:
+    spec = spec_of("assignment2")
+    submissions, out = tmp_path / "submissions", tmp_path / "grades"
+    shutil.copytree(spec.reference_dir, submissions / "ada")
+    shutil.copytree(spec.starter_dir, submissions / "bob")
+    (submissions / "cy.py").write_text("\n".join((spec.reference_dir / f).read_text() for f in spec.files))
+    return submissions, out
+
+
+def graded(result: BatchResult) -> list[str]:
+    return [o.id for o in result.outcomes if not o.resumed]
+
+
+def test_regrades_grade_the_students_asked_for_and_keep_the_others_as_stored(tmp_path, monkeypatch):
+    spec = spec_of("assignment2")
+    submissions, out = three_hand_ins(tmp_path)
+    graded_by_fake = []  # whom a batch picks is its own business: the grading is a fake here, the rest is real
+
+    def fake_grade(spec, folder, options, env, cancel, label, worker):
+        graded_by_fake.append(Path(label).stem)
+        test = {"nodeid": "t.py::test_a", "name": "a", "points": 2.0, "tasks": [], "accuracy": False, "hidden": False}
+        run = Run(
+            session={"profile": "quick"},
+            collected=[test],
+            results={"t.py::test_a": {"outcome": "passed", "reason": "", "output": "", "duration_s": 0.1}},
+        )
+        return build_report(spec, run, label)
+
+    monkeypatch.setattr(run_module, "grade", fake_grade)
+    real_collect, collected = run_module._collect, {}
+
+    def collect_once(spec, options):  # the tests, collected once per selection (else a pytest child each run)
+        key = options.to_json()
+        if key not in collected:
+            collected[key] = real_collect(spec, options)
+        return collected[key]
+
+    monkeypatch.setattr(run_module, "_collect", collect_once)
+    options = GradingOptions(profile="quick", select="test_parameter_count")
+    with LocalExecutor(1) as executor:
+        regrade = partial(run_batch, spec, submissions, out, options, executor=executor, console=QUIET)
+        assert graded(regrade()) == graded_by_fake == ["ada", "bob", "cy"]
+        assert graded(regrade()) == []
+        with pytest.raises(UserError, match=r"^--only bbo: .* has no submission of that name \(did you mean bob\?\)$"):
+            regrade(only=("bbo",))
+        shutil.copytree(spec.reference_dir, submissions / "dan")  # handed in late: never graded yet
+        only = regrade(only=("bob",))
+        assert (
+            graded(only) == ["bob"]
+            and only.left_out == ["dan"]
+            and [o.id for o in only.outcomes] == ["ada", "bob", "cy"]
+        )
+        assert "dan" not in (out / "grades.csv").read_text()
+
+        store = Store(out)  # last time, a busy machine stopped one of ada's tests and the grader failed cy
+        ada, cy = store.stored("ada"), store.stored("cy")
+        assert ada and cy
+        ada.report.tests[0].limit = "backstop"
+        store.save("ada", ada.report, "graded", ada.key, False)
+        store.save("cy", cy.report, "error", cy.key, False)
+        failed = regrade(failed=True)
+        assert graded(failed) == ["ada", "cy"] and failed.left_out == ["dan"]
+        assert [(o.status, o.limits) for o in failed.outcomes] == [("graded", [])] * 3
+        assert graded(regrade(only=("bob",), failed=True)) == ["bob"]  # nobody failed now
+
+        assert graded(regrade()) == ["dan"]  # resuming grades only who was never graded
+        graded_by_fake.clear()
+        assert graded(regrade(force=True)) == graded_by_fake == ["ada", "bob", "cy", "dan"]
+
+        wider = options.with_(marks="not accuracy")  # a new resume key for everyone
+        picked = run_batch(spec, submissions, out, wider, executor=executor, console=QUIET, only=("ada",))
+        assert graded(picked) == ["ada"]
+        keys = {s: Store(out).stored(s).key.split(":")[0] for s in ("ada", "bob", "cy", "dan")}
+        assert keys["bob"] == keys["cy"] == keys["dan"] != keys["ada"]  # kept with what they were graded with
+        assert graded(run_batch(spec, submissions, out, wider, executor=executor, console=QUIET)) == [
+            "bob",
+            "cy",
+            "dan",
+        ]
+
+
+def test_a_deadline_sets_each_penalty_without_grading_again(tmp_path):
+    spec = spec_of("assignment2")
+    submissions, out = three_hand_ins(tmp_path)
+    options = GradingOptions(profile="quick", select="test_parameter_count")
+    first = run_batch(spec, submissions, out, options, workers=1, console=QUIET)
+    assert [(o.id, o.report.score, o.report.late) for o in first.outcomes] == [
+        ("ada", 2, {}),
+        ("bob", 0, {}),
+        ("cy", 2, {}),
+    ]
+    times = "id,time\nada,2025-03-14T23:00+07:00\nbob,2025-03-15T08:00+07:00\ncy,2025-03-16T05:59+07:00\n"
+    (submissions / "submissions.csv").write_text(times)
+    command = [*GRADE, "batch", "assignment2", str(submissions), "--out", str(out), "--profile", "quick"]
+    command += [
+        "--select",
+        "test_parameter_count",
+        "--deadline",
+        "2025-03-14T23:59+07:00",
+        "--late-policy",
+        "10%/day,max 3",
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("nothing to grade: 3 submissions (3 graded; 2 late) up to date"), done.stdout
+    reports = {p.parent.name: json.loads(p.read_text()) for p in out.glob("students/*/report.json")}
+    assert {s: (r["late"]["days"], r["late"]["penalty"], r["score"]) for s, r in reports.items()} == {
+        "ada": (0, 0.0, 2),
+        "bob": (1, 0.1, 0),
+        "cy": (2, 0.2, 2),
+    }
+    note = "handed in 2 days late (10% per day late, nothing after 3 days): -20%, 1.6 / 2 points"
+    assert reports["cy"]["score_after_penalty"] == 1.6 and note in reports["cy"]["output"]
+    assert note in (out / "students" / "cy" / "feedback.md").read_text()
+    assert json.loads((out / "students" / "cy" / "results.json").read_text())["score"] == 1.6
+    rows = {r["id"]: r for r in csv.DictReader((out / "grades.csv").open())}
+    assert (rows["cy"]["late_days"], rows["cy"]["penalty"], rows["cy"]["final_score"]) == ("2", "0.2", "1.6")
+    assert rows["ada"]["submitted_at"] == "2025-03-14T23:00:00+07:00"
+    assert list(csv.reader((out / "canvas.csv").open()))[4] == ["cy", "cy", "", "", "", "1.6"]
+    assert list(csv.reader((out / "moodle.csv").open()))[3] == ["cy", "1.6", note]
+
+    later = Deadline(parse_time("2025-03-20T00:00+07:00", "--deadline"), LatePolicy(0.1, 3))
+    moved = run_batch(spec, submissions, out, options, console=QUIET, deadline=later)
+    assert graded(moved) == [] and [o.report.final_score for o in moved.outcomes] == [2, 0, 2]
+    assert "late" not in (out / "students" / "cy" / "feedback.md").read_text()
+    none = run_batch(spec, submissions, out, options, console=QUIET)
+    assert graded(none) == [] and all(o.report.late == {} for o in none.outcomes)
 
 
 # --- twenty hand-ins, the batch killed halfway, then resumed ------------------------------------

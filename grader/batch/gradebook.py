@@ -1,21 +1,31 @@
 """The gradebook of a batch, rendered from the students' reports: the batch's counterpart of render.
 
-DIR/grades.csv (a row per student), DIR/junit.xml (a suite per student), DIR/summary.md (the
-class's statistics), and the same statistics on the terminal.
+DIR/grades.csv    a row per student: totals, the late penalty, status, then each test's points
+                  under a short id (`lenet.parameter_count`); DIR/legend.csv says which test each is
+DIR/canvas.csv    Canvas's gradebook import (Grades > Import)
+DIR/moodle.csv    Moodle's CSV grade import (an identifier column, a grade column, a feedback column)
+DIR/junit.xml     a suite per student
+DIR/summary.md    the class's statistics, and the same on the terminal
+
+grades.csv and legend.csv are the instructor's: they name the hidden tests. The LMS files hold
+only ids, grades and the late note. A grade is the score after any late penalty; a hand-in that
+could not be read counts 0, and one that the grader failed to grade (status `error`) is left blank.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 import statistics
 import xml.etree.ElementTree as ET
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from tabulate import tabulate
 
 from grader import render
@@ -24,31 +34,72 @@ from grader.batch.store import write_whole
 if TYPE_CHECKING:
     from grader.batch.run import BatchResult, Outcome
 
+FIRST_COLUMNS = (
+    "id",
+    "score",
+    "late_days",
+    "penalty",
+    "final_score",
+    "max_score",
+    "percent",
+    "status",
+    "submitted_at",
+    "duration_s",
+    "limits",
+    "problem",
+    "profile",
+    "isolation",
+)
+CANVAS_STUDENT_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 
-def gradebook_rows(outcomes: list[Outcome]) -> list[dict[str, Any]]:
-    """One row per student: totals, status, time, the limits tripped, then each test's points."""
-    return [
-        {
-            "id": o.id,
-            "status": o.status,
-            "limits": " ".join(o.limits),
-            "isolation": o.report.isolation,
-            **render.csv_row(o.report),
-        }
-        for o in outcomes
-    ]
+
+def short_ids(nodeids: list[str]) -> dict[str, str]:
+    """Short, stable column names from the tests' node ids: `lenet.parameter_count` for
+    assignment2/tests/test_lenet.py::test_parameter_count; with the folder (`hidden/lenet.x`)
+    where two files share a name."""
+
+    def short(nodeid: str, folder: bool = False) -> str:
+        path, _, function = nodeid.partition("::")
+        module = re.sub(r"^test_(\d+_)?", "", PurePosixPath(path).stem)
+        *classes, last = function.split("::")
+        name = ".".join([module, *classes, re.sub(r"^test_", "", last)])
+        return f"{PurePosixPath(path).parent.name}/{name}" if folder else name
+
+    names = Counter(short(n) for n in nodeids)
+    return {n: short(n, folder=names[short(n)] > 1) for n in nodeids}
 
 
-def write_gradebook(out: Path, outcomes: list[Outcome], show_hidden: bool = False) -> None:
-    """grades.csv, junit.xml and summary.md, from the students' reports."""
-    rows = gradebook_rows(outcomes)
-    first = ["id", "score", "max_score", "percent", "status", "duration_s", "limits", "problem", "profile", "isolation"]
-    columns = first + [k for k in dict.fromkeys(k for row in rows for k in row) if k not in first]
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_whole(out / "grades.csv", text.getvalue())
+def _tests(outcomes: list[Outcome]) -> dict[str, Any]:
+    """Every test of the batch, by node id, in the order the reports list them."""
+    return {t.nodeid: t for o in outcomes for t in o.report.tests}
+
+
+def gradebook_rows(outcomes: list[Outcome], ids: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per student: totals, the late penalty, status, time, the limits tripped, then each
+    test's points under its short id (`ids`; empty where no test ran: a hand-in that could not be graded)."""
+    rows = []
+    for o in outcomes:
+        row = {"id": o.id, "status": o.status, "limits": " ".join(o.limits), "isolation": o.report.isolation}
+        row.update(render.csv_row(o.report))
+        row.update({ids[t.nodeid]: "" if o.report.problem else t.score for t in o.report.tests})
+        rows.append(row)
+    return rows
+
+
+def write_gradebook(
+    out: Path, outcomes: list[Outcome], show_hidden: bool = False, canvas_assignment: str | None = None
+) -> None:
+    """grades.csv, legend.csv, canvas.csv, moodle.csv, junit.xml and summary.md, from the students' reports."""
+    tests = _tests(outcomes)
+    ids = short_ids(list(tests))
+    rows = gradebook_rows(outcomes, ids)
+    columns = list(FIRST_COLUMNS) + [k for k in dict.fromkeys(k for row in rows for k in row) if k not in FIRST_COLUMNS]
+    write_whole(out / "grades.csv", _csv([columns, *([row.get(c, "") for c in columns] for row in rows)]))
+    legend = [("id", "test", "points", "hidden", "nodeid")]
+    legend += [(ids[n], t.name, f"{t.max_score:g}", "yes" if t.hidden else "no", n) for n, t in tests.items()]
+    write_whole(out / "legend.csv", _csv(legend))
+    write_whole(out / "canvas.csv", canvas_csv(outcomes, canvas_assignment))
+    write_whole(out / "moodle.csv", moodle_csv(outcomes))
     suites = ET.Element("testsuites", name=outcomes[0].report.assignment if outcomes else "")
     for outcome in outcomes:
         suite = ET.fromstring(render.junit(outcome.report, show_hidden))
@@ -58,12 +109,51 @@ def write_gradebook(out: Path, outcomes: list[Outcome], show_hidden: bool = Fals
     write_whole(out / "summary.md", summary_markdown(outcomes))
 
 
+def canvas_csv(outcomes: list[Outcome], assignment_id: str | None = None) -> str:
+    """Canvas's gradebook import: its student columns (the id under Student and ID), then the
+    assignment's column, "Title (Canvas id)" so that Canvas updates that assignment (without an
+    id, Canvas takes the assignment of that title, or makes a new one), and the Points Possible row."""
+    title = outcomes[0].report.title if outcomes else ""
+    column = f"{title} ({assignment_id})" if assignment_id else title
+    points = max((o.report.max_score for o in outcomes), default=0)
+    rows: list[list[str]] = [[*CANVAS_STUDENT_COLUMNS, column], ["Points Possible", "", "", "", "", _number(points)]]
+    rows += [[o.id, o.id, "", "", "", _grade(o)] for o in outcomes]
+    return _csv(rows)
+
+
+def moodle_csv(outcomes: list[Outcome]) -> str:
+    """Moodle's CSV grade import: map "ID number" to the users' ID number (or username), the grade
+    column to the assignment's grade item, and Feedback (the late note) to its feedback, or ignore it."""
+    title = outcomes[0].report.title if outcomes else "grade"
+    rows = [["ID number", title, "Feedback"]]
+    rows += [[o.id, _grade(o), o.report.late_note()] for o in outcomes]
+    return _csv(rows)
+
+
+def _grade(outcome: Outcome) -> str:
+    """What an LMS records: the score after any late penalty; nothing where the grader failed."""
+    return "" if outcome.status == "error" else _number(outcome.report.final_score)
+
+
+def _number(value: float) -> str:
+    return f"{round(value, 2):.2f}".rstrip("0").rstrip(".")  # as Canvas exports them: two decimals at most
+
+
+def _csv(rows: list[Any]) -> str:
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    return text.getvalue()
+
+
 def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
-    """Class statistics: scores, their distribution, and each test's pass rate and commonest reason."""
-    percents = [o.report.percent for o in outcomes]
+    """Class statistics over the graded hand-ins (those that could not be read or graded are only
+    counted): scores after any late penalty, their distribution, each test's pass rate and the
+    commonest reason of failure, if more than one student has it."""
+    graded = [o for o in outcomes if o.status == "graded"]
+    percents = [o.report.final_percent for o in graded]
     bins = Counter(min(int(p // 10), 9) for p in percents)
     tests: dict[str, dict[str, Any]] = {}
-    for outcome in outcomes:
+    for outcome in graded:
         for test in outcome.report.tests:
             entry = tests.setdefault(
                 test.nodeid, {"name": test.name, "max_score": test.max_score, "passed": 0, "points": [], "reasons": []}
@@ -74,19 +164,21 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
                 entry["reasons"].append(test.reason.splitlines()[0] if test.reason else "")
     per_test = []
     for entry in tests.values():
-        reasons = Counter(entry["reasons"]).most_common(1)
+        common = [(reason, n) for reason, n in Counter(entry["reasons"]).most_common(1) if n > 1]
         per_test.append(
             {
                 "name": entry["name"],
                 "max_score": entry["max_score"],
-                "pass_rate": entry["passed"] / len(outcomes),
+                "pass_rate": entry["passed"] / len(graded),
                 "mean": statistics.fmean(entry["points"]),
-                "common_reason": f"{reasons[0][0]} ({reasons[0][1]})" if reasons else "",
+                "common_reason": f"{common[0][0]} ({common[0][1]})" if common else "",
             }
         )
     return {
         "students": len(outcomes),
+        "graded": len(graded),
         "status": dict(Counter(o.status for o in outcomes)),
+        "late": sum(o.report.late.get("days", 0) > 0 for o in outcomes),
         "mean": statistics.fmean(percents) if percents else 0.0,
         "median": statistics.median(percents) if percents else 0.0,
         "distribution": [(f"{10 * b}-{10 * b + 9 if b < 9 else 100}%", bins.get(b, 0)) for b in range(10)],
@@ -94,13 +186,25 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
     }
 
 
+def _headline(stats: dict[str, Any]) -> str:
+    """The class in one line: "12 submissions (10 graded, 2 unreadable; 3 late)"."""
+    status = ", ".join(f"{n} {s}" for s, n in sorted(stats["status"].items()))
+    late = f"; {stats['late']} late" if stats["late"] else ""
+    return f"{stats['students']} submissions ({status}{late})"
+
+
+def _scores(stats: dict[str, Any]) -> str:
+    if not stats["graded"]:
+        return "no submission could be graded"
+    return f"mean {stats['mean']:.1f}% · median {stats['median']:.1f}% (of the {stats['graded']} graded)"
+
+
 def summary_markdown(outcomes: list[Outcome]) -> str:
     stats = summarize(outcomes)
-    status = ", ".join(f"{n} {s}" for s, n in sorted(stats["status"].items()))
     lines = [
-        f"### {outcomes[0].report.assignment if outcomes else ''}: {stats['students']} submissions ({status})",
+        f"### {outcomes[0].report.assignment if outcomes else ''}: {_headline(stats)}",
         "",
-        f"mean {stats['mean']:.1f}% · median {stats['median']:.1f}%",
+        _scores(stats),
         "",
         tabulate(
             [(band, n, "█" * n) for band, n in stats["distribution"]],
@@ -123,13 +227,18 @@ def summary_markdown(outcomes: list[Outcome]) -> str:
 
 
 def print_summary(result: BatchResult, console: Console) -> None:
-    """The end of a batch on the terminal: totals, distribution, the most failed tests."""
+    """The end of a batch on the terminal: totals, distribution, the most failed tests; one line
+    when the run graded nobody (everything was up to date)."""
     stats = summarize(result.outcomes)
-    status = ", ".join(f"{n} {s}" for s, n in sorted(stats["status"].items()))
-    console.print(
-        f"[bold]{stats['students']} submissions[/] ({status}; {result.graded_now} graded now) · "
-        f"mean {stats['mean']:.1f}% · median {stats['median']:.1f}%"
-    )
+    where = f"gradebook: {result.out / 'grades.csv'} · reports: {result.out / 'students'}/<id>/"
+    plain = {"markup": False, "highlight": False, "soft_wrap": True}  # ids and paths are the user's: no markup
+    if result.left_out:
+        names = ", ".join(result.left_out[:5]) + (" ..." if len(result.left_out) > 5 else "")
+        console.print(f"{len(result.left_out)} never graded, left out of the gradebook: {names}", **plain)
+    if not result.graded_now:
+        console.print(f"nothing to grade: {_headline(stats)} up to date · {_scores(stats)} · {where}", **plain)
+        return
+    console.print(Text(_headline(stats), "bold"), f"· {result.graded_now} graded now · {_scores(stats)}", **plain)
     table = Table(show_edge=False, pad_edge=False, box=None)
     for column in ("test", "points", "passed", "commonest reason of failure"):
         table.add_column(column, overflow="fold")
@@ -137,4 +246,4 @@ def print_summary(result: BatchResult, console: Console) -> None:
         table.add_row(test["name"], f"{test['max_score']:g}", f"{test['pass_rate']:.0%}", test["common_reason"])
     console.print(table)
     console.print(" · ".join(f"{band}: {n}" for band, n in stats["distribution"] if n))
-    console.print(f"gradebook: {result.out / 'grades.csv'} · reports: {result.out / 'students'}/<id>/")
+    console.print(where, **plain)

@@ -10,32 +10,41 @@ is graded once more, at the end, before it is scored.
 
 Running the same command again grades only the students whose submission, tests, spec, grader or
 scoring options changed, and those whose last grading hit a grader error (grader.batch.store).
+A regrade picks its students instead: `--only ID` and `--failed` (a grader error or a busy
+machine last time) grade those again and keep the others as stored; `--force` grades everyone.
+`--deadline` sets each report's late penalty (grader.batch.late) without grading again.
 """
 
 from __future__ import annotations
 
+import difflib
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from grader import data
 from grader.batch.executors import Executor, LocalExecutor, Slot, Warm, default_workers
 from grader.batch.gradebook import print_summary, write_gradebook
-from grader.batch.store import STATE, Entry, Snapshot, Store, exclusive, find_entries, grader_key, take_snapshot
+from grader.batch.late import Deadline, hand_in_times, parse_time
+from grader.batch.store import STATE, Entry, Snapshot, Store, Stored, exclusive, find_entries, grader_key, take_snapshot
 from grader.errors import GraderError, UserError, make_folder
 from grader.grading import BrokenRun, grade
 from grader.options import GradingOptions, parse_limits
+from grader.plugin.session import resolve_profile
 from grader.report import Report, build_report
 from grader.runner import Run, collect, selection
 from grader.sandbox import platform
-from grader.spec import Spec, load_spec
+from grader.spec import LatePolicy, Spec, load_spec
 
 
 @dataclass
@@ -56,13 +65,19 @@ class Outcome:
     def busy(self) -> bool:
         """Whether the machine or the grader, not the code, failed a test (the wall-clock backstop, a
         broken sandbox): graded again, later, before it counts."""
-        return bool({"backstop", "grader"} & set(self.limits))
+        return machine_failed(self.report)
+
+
+def machine_failed(report: Report) -> bool:
+    """Whether a test of `report` met the wall-clock backstop (a busy machine) or a broken sandbox."""
+    return any(t.limit in ("backstop", "grader") for t in report.tests)
 
 
 @dataclass
 class BatchResult:
     out: Path
     outcomes: list[Outcome]
+    left_out: list[str] = field(default_factory=list)  # never graded, and not picked by --only/--failed
 
     @property
     def graded_now(self) -> int:
@@ -81,17 +96,26 @@ def run_batch(
     workers: int | None = None,
     executor: Executor | None = None,
     console: Console | None = None,
+    only: tuple[str, ...] = (),
+    failed: bool = False,
+    force: bool = False,
+    deadline: Deadline | None = None,
+    canvas_assignment: str | None = None,
 ) -> BatchResult:
     """Grade every submission in `submissions` that `out` does not hold already; write the gradebook.
 
-    Interrupting it (KeyboardInterrupt) stops the running gradings at once: what they did is lost,
-    what was finished before is kept.
+    `only` (ids) and `failed` (those whose last grading the grader or a busy machine failed) grade
+    those students again, whatever is stored, and keep the others as they are; `force` grades every
+    student again. `deadline` sets each report's late penalty. Interrupting it (KeyboardInterrupt)
+    stops the running gradings at once: what they did is lost, what was finished before is kept.
     """
     options = options or GradingOptions(allow_unisolated=False)
     console = console or Console(stderr=True)
     entries = find_entries(submissions)
     if not entries:
         raise UserError(f"{submissions} holds no submission")
+    _check_ids(only, entries, submissions)
+    handed_in = hand_in_times(entries, submissions) if deadline else {}  # its mistakes before any grading
     if not options.allow_unisolated and platform.mechanism() == platform.NONE:
         raise UserError(
             "no sandbox on this machine (bubblewrap is missing or refused: apt-get install bubblewrap): "
@@ -100,20 +124,36 @@ def run_batch(
     make_folder(out, f"--out {out}")
     with exclusive(out / STATE):
         collected = _collect(spec, options)
+        profile = resolve_profile(spec, options.profile, options.data_dir).name  # what "auto" is here
         key = grader_key(spec, options)
         store = Store(out)
-        snapshots = [take_snapshot(e, spec, out / STATE / "snapshots" / e.id) for e in entries]
         outcomes: dict[str, Outcome] = {}
+        left_out = []
+
+        def record(outcome: Outcome) -> None:
+            """Keep a student's outcome, with the late penalty of this run, and save their files."""
+            outcome.report.late = deadline.late(handed_in[outcome.id]) if deadline else {}
+            outcomes[outcome.id] = outcome
+            store.save(outcome.id, outcome.report, outcome.status, outcome.key, options.show_hidden)
+
+        last = {entry.id: store.stored(entry.id) for entry in entries}
+        picked = _picked(last, only, failed)
         pending = []
-        for snap in snapshots:
+        for entry in entries:
+            stored = last[entry.id]
+            if picked is not None and entry.id not in picked:  # a regrade of others: kept as stored
+                if stored:
+                    outcomes[entry.id] = Outcome(entry.id, stored.report, stored.status, stored.key, resumed=True)
+                else:
+                    left_out.append(entry.id)
+                continue
+            snap = take_snapshot(entry, spec, out / STATE / "snapshots" / entry.id)
             student_key = f"{key}:{snap.digest}"
-            previous = store.previous(snap.entry.id, student_key)
-            if previous is not None:
-                outcomes[snap.entry.id] = Outcome(snap.entry.id, previous[0], previous[1], student_key, resumed=True)
+            if picked is None and not force and stored and stored.current(student_key):
+                outcomes[entry.id] = Outcome(entry.id, stored.report, stored.status, student_key, resumed=True)
             elif snap.problem:
-                report = _zero_report(spec, collected, snap.entry, snap.problem, options)
-                outcomes[snap.entry.id] = Outcome(snap.entry.id, report, "unreadable", student_key)
-                store.save(snap.entry.id, report, "unreadable", student_key, options.show_hidden)
+                report = _zero_report(spec, collected, entry, snap.problem, profile)
+                record(Outcome(entry.id, report, "unreadable", student_key))
             else:
                 pending.append((snap, student_key))
         if pending:
@@ -122,32 +162,105 @@ def run_batch(
             workers = workers or default_workers(options.apply(spec.limits).memory_mb)
             executor = executor or LocalExecutor(workers, gpu=gpu, warm=warm_for([spec], options, gpu))
             try:
-                _grade_all(spec, pending, collected, options, executor, outcomes, store, console)
+                _grade_all(spec, pending, collected, profile, options, executor, outcomes, record, store, console)
             finally:
                 if owned:
                     executor.shutdown()
-        ordered = [outcomes[e.id] for e in entries]
-        for outcome in ordered:  # re-rendered from the reports: presentation may have changed
-            store.save(outcome.id, outcome.report, outcome.status, outcome.key, options.show_hidden)
-        write_gradebook(out, ordered, options.show_hidden)
-    return BatchResult(out, ordered)
+        ordered = [outcomes[e.id] for e in entries if e.id in outcomes]
+        for outcome in ordered:  # re-rendered from the reports: presentation and the penalty may have changed
+            record(outcome)
+        write_gradebook(out, ordered, options.show_hidden, canvas_assignment)
+    return BatchResult(out, ordered, left_out)
+
+
+def _check_ids(only: tuple[str, ...], entries: list[Entry], submissions: Path) -> None:
+    """Every id of --only names a submission: a typo is one line, with the nearest name."""
+    ids = [e.id for e in entries]
+    for student in only:
+        if student not in ids:
+            near = difflib.get_close_matches(student, ids, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise UserError(f"--only {student}: {submissions} has no submission of that name{hint}")
+
+
+def _picked(last: dict[str, Stored | None], only: tuple[str, ...], failed: bool) -> set[str] | None:
+    """The students a regrade grades again: those named, and with `failed` those whose last grading
+    the grader or a busy machine failed; None: no regrade, every student as resuming decides."""
+    if not only and not failed:
+        return None
+    broken = {s for s, stored in last.items() if stored and (stored.status == "error" or machine_failed(stored.report))}
+    return set(only) | (broken if failed else set())
+
+
+class Eta:
+    """Time left in a batch, from the gradings done in this run only (what was resumed or could not
+    be read took no time): each worker grades one hand-in at a time, so what is left takes about
+    the mean grading time for each hand-in not started, and the rest of it for each running one,
+    shared by the workers."""
+
+    def __init__(self, workers: int, clock: Callable[[], float] = time.monotonic):
+        self.workers = workers
+        self.clock = clock
+        self.queued = 0
+        self.running: dict[str, float] = {}  # id -> when it started
+        self.durations: list[float] = []
+        self.lock = threading.Lock()
+
+    def add(self, count: int = 1) -> None:
+        with self.lock:
+            self.queued += count
+
+    def started(self, student: str) -> None:
+        with self.lock:
+            self.queued -= 1
+            self.running[student] = self.clock()
+
+    def finished(self, student: str) -> None:
+        with self.lock:
+            self.durations.append(self.clock() - self.running.pop(student))
+
+    def left(self) -> float | None:
+        """Seconds left, or None until one grading is done."""
+        with self.lock:
+            if not self.durations:
+                return None
+            mean = sum(self.durations) / len(self.durations)
+            now = self.clock()
+            rests = [max(0.0, mean - (now - begun)) for begun in self.running.values()]
+            return max((self.queued * mean + sum(rests)) / self.workers, max(rests, default=0.0))
+
+
+class _EtaColumn(ProgressColumn):
+    """rich's TimeRemainingColumn estimates from the bar's own speed, which counts the resumed
+    hand-ins as if they had been graded now; this one asks the Eta."""
+
+    def __init__(self, eta: Eta):
+        super().__init__()
+        self.eta = eta
+
+    def render(self, task: Task) -> Text:
+        left = self.eta.left()
+        return Text("-:--:--" if left is None else str(timedelta(seconds=round(left))), style="progress.remaining")
 
 
 def _grade_all(
     spec: Spec,
     pending: list[tuple[Snapshot, str]],
     collected: list[dict[str, Any]],
+    profile: str,
     options: GradingOptions,
     executor: Executor,
     outcomes: dict[str, Outcome],
+    record: Callable[[Outcome], None],
     store: Store,
     console: Console,
 ) -> None:
-    """Grade the pending snapshots on the executor, saving each student as soon as they are done;
+    """Grade the pending snapshots on the executor, recording each student as soon as they are done;
     those a busy machine stopped are graded once more, after the rest."""
     cancel = threading.Event()
     counts = {"running": 0, "failed": sum(o.status != "graded" for o in outcomes.values())}
     lock = threading.Lock()
+    eta = Eta(executor.workers)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -155,7 +268,7 @@ def _grade_all(
         TextColumn("{task.fields[running]} running · {task.fields[failed]} failed"),
         TimeElapsedColumn(),
         TextColumn("· left"),
-        TimeRemainingColumn(),
+        _EtaColumn(eta),
         console=console,
     )
     task = progress.add_task(spec.name, total=len(outcomes) + len(pending), completed=len(outcomes), **counts)
@@ -166,7 +279,8 @@ def _grade_all(
             progress.update(task, **counts)
 
     def submit(snap: Snapshot) -> Future[Report]:
-        return executor.submit(partial(_grade_one, spec, snap, options, cancel, count))
+        eta.add()
+        return executor.submit(partial(_grade_one, spec, snap, options, cancel, count, eta))
 
     keys = dict(pending)
     with progress:
@@ -175,13 +289,12 @@ def _grade_all(
             while futures:  # a round: what is pending now; retries go to the next round
                 for future in as_completed(list(futures)):
                     snap, retried = futures.pop(future)
-                    outcome = _outcome_of(future, snap, keys[snap], spec, collected, options, store)
+                    outcome = _outcome_of(future, snap, keys[snap], spec, collected, profile, store)
                     if outcome.busy and not retried:  # the machine's fault: once more, after the rest
                         futures[submit(snap)] = (snap, True)
                         progress.console.print(f"{snap.entry.id}: the machine was too busy; graded again later")
                         continue
-                    outcomes[outcome.id] = outcome
-                    store.save(outcome.id, outcome.report, outcome.status, outcome.key, options.show_hidden)
+                    record(outcome)
                     if outcome.status != "graded":
                         count("failed", 1)
                     progress.advance(task)
@@ -199,7 +312,7 @@ def _outcome_of(
     key: str,
     spec: Spec,
     collected: list[dict[str, Any]],
-    options: GradingOptions,
+    profile: str,
     store: Store,
 ) -> Outcome:
     try:
@@ -207,7 +320,7 @@ def _outcome_of(
         broken = any(t.limit == "grader" for t in report.tests)  # still, after its retry: graded again next run
         return Outcome(snap.entry.id, report, "error" if broken else "graded", key)
     except Exception as broken:  # the grader's fault, not the student's: graded again next time
-        report = _zero_report(spec, collected, snap.entry, f"grader error: {broken}".strip(), options)
+        report = _zero_report(spec, collected, snap.entry, f"grader error: {broken}".strip(), profile)
         run_log = store.folder(snap.entry.id) / "run.log"  # the instructor's: it may quote hidden tests
         if isinstance(broken, BrokenRun) and broken.log:
             run_log.parent.mkdir(parents=True, exist_ok=True)
@@ -221,20 +334,26 @@ def _grade_one(
     options: GradingOptions,
     cancel: threading.Event,
     count: Callable[[str, int], None],
+    eta: Eta,
     slot: Slot,
 ) -> Report:
     """On a worker: grade one snapshot, checked to be still what was read, by the one grading path."""
-    if cancel.is_set():
-        raise GraderError("cancelled")
-    if not snapshot.intact():
-        raise GraderError("its snapshot changed after it was read: run the batch again")
-    assert snapshot.folder is not None
-    count("running", 1)
+    student = snapshot.entry.id
+    eta.started(student)
     try:
-        label = str(snapshot.entry.path)
-        return grade(spec, snapshot.folder, slot.options(options), slot.env, cancel, label, slot.worker)
+        if cancel.is_set():
+            raise GraderError("cancelled")
+        if not snapshot.intact():
+            raise GraderError("its snapshot changed after it was read: run the batch again")
+        assert snapshot.folder is not None
+        count("running", 1)
+        try:
+            label = str(snapshot.entry.path)
+            return grade(spec, snapshot.folder, slot.options(options), slot.env, cancel, label, slot.worker)
+        finally:
+            count("running", -1)
     finally:
-        count("running", -1)
+        eta.finished(student)
 
 
 def _collect(spec: Spec, options: GradingOptions) -> list[dict[str, Any]]:
@@ -248,10 +367,9 @@ def _collect(spec: Spec, options: GradingOptions) -> list[dict[str, Any]]:
     return run.collected
 
 
-def _zero_report(
-    spec: Spec, collected: list[dict[str, Any]], entry: Entry, problem: str, options: GradingOptions
-) -> Report:
-    session = {"profile": options.profile, "device": "-", "dataset": "-", "isolation": "not run"}
+def _zero_report(spec: Spec, collected: list[dict[str, Any]], entry: Entry, problem: str, profile: str) -> Report:
+    """The report of a hand-in that could not be graded at all: every test at zero, the problem said once."""
+    session = {"profile": profile, "device": "-", "dataset": "-", "isolation": "not run"}
     run = Run(session=session, collected=collected)
     return build_report(spec, run, str(entry.path), problem=problem)
 
@@ -277,7 +395,10 @@ def _line(outcome: Outcome) -> str:
     report = outcome.report
     limits = f" · limits: {', '.join(outcome.limits)}" if outcome.limits else ""
     problem = f" · {report.problem}" if report.problem else ""
-    return f"{outcome.id}: {report.score:g} / {report.max_score:g} ({report.duration_s:.0f} s){limits}{problem}"
+    days = report.late.get("days", 0)
+    late = f" · {days} day{'s' if days > 1 else ''} late: {report.final_score:g} after the penalty" if days else ""
+    score = f"{report.score:g} / {report.max_score:g} ({report.duration_s:.0f} s)"
+    return f"{outcome.id}: {score}{late}{limits}{problem}"
 
 
 def command(
@@ -293,6 +414,12 @@ def command(
     data_dir: str | None,
     show_hidden: bool,
     allow_unisolated: bool,
+    only: tuple[str, ...],
+    failed: bool,
+    force: bool,
+    deadline: str | None,
+    late_policy: str | None,
+    canvas_assignment: str | None,
 ) -> int:
     """`grade batch`: see grader/cli.py for its options."""
     overrides = parse_limits(limits)
@@ -308,10 +435,37 @@ def command(
         show_hidden=show_hidden,
         allow_unisolated=allow_unisolated,
     )
+    ids = tuple(i.strip() for item in only for i in item.split(",") if i.strip())  # --only a --only b,c
     console = Console()
-    result = run_batch(spec, submissions, out, options, workers, console=console)
+    result = run_batch(
+        spec,
+        submissions,
+        out,
+        options,
+        workers,
+        console=console,
+        only=ids,
+        failed=failed,
+        force=force,
+        deadline=_deadline(spec, deadline, late_policy),
+        canvas_assignment=canvas_assignment,
+    )
     print_summary(result, console)
     if result.errors:
         names = ", ".join(o.id for o in result.errors)
         raise GraderError(f"{len(result.errors)} submissions could not be graded ({names}): run again to retry them")
     return 0
+
+
+def _deadline(spec: Spec, deadline: str | None, late_policy: str | None) -> Deadline | None:
+    """--deadline with --late-policy, or with the spec's [late]."""
+    if deadline is None:
+        if late_policy is not None:
+            raise UserError("--late-policy needs a --deadline")
+        return None
+    policy = LatePolicy.parse(late_policy) if late_policy is not None else spec.late
+    if policy is None:
+        raise UserError(
+            f"--deadline needs a late policy: --late-policy '10%/day,max 3', or [late] in {spec.name}'s spec.toml"
+        )
+    return Deadline(parse_time(deadline, "--deadline"), policy)

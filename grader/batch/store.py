@@ -33,6 +33,7 @@ from grader.spec import Spec
 from grader.submission import SubmissionProblem, materialize
 
 SUBMISSION_SUFFIXES = (".zip", ".py", ".ipynb")
+TIMES_FILE = "submissions.csv"  # beside the submissions: when each was handed in (id,time), not one of them
 STATE = ".batch"  # DIR/.batch: the lock, the ledger and the snapshots
 _PRESENTATION = {"cli.py", "render.py", "release.py", "calibrate.py"}  # reports are re-rendered at each run
 
@@ -60,10 +61,11 @@ class Snapshot:
 
 
 def find_entries(folder: Path) -> list[Entry]:
-    """The submissions in `folder`, by name; hidden files and macOS's __MACOSX are not ones."""
+    """The submissions in `folder`, by name; hidden files, macOS's __MACOSX and the hand-in times
+    (submissions.csv) are not ones."""
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder of submissions")
-    paths = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX")))
+    paths = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX")) and p.name != TIMES_FILE)
     stems = Counter(_stem(p) for p in paths)
     return [Entry(_stem(p) if stems[_stem(p)] == 1 else p.name, p) for p in paths]
 
@@ -113,6 +115,19 @@ def _folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Stored:
+    """What the batch wrote of a student last time: `status` is graded, unreadable or error (the grader's)."""
+
+    report: Report
+    status: str
+    key: str  # what the grades depended on: a different key means grading again
+
+    def current(self, key: str) -> bool:
+        """Whether this still stands for a grading with `key` (a grader error never does: graded again)."""
+        return self.key == key and self.status in ("graded", "unreadable")
+
+
 class Store:
     """DIR: the students' reports and the ledger of what this batch wrote."""
 
@@ -127,20 +142,18 @@ class Store:
     def folder(self, student: str) -> Path:
         return self.out / "students" / student
 
-    def previous(self, student: str, key: str) -> tuple[Report, str] | None:
-        """A student's earlier report and status, if graded with the same key, by this batch, unchanged
-        since (and not ended by a grader error or a busy machine: those are graded again)."""
+    def stored(self, student: str) -> Stored | None:
+        """A student's last report, its status and resume key, if the batch wrote it and it is unchanged since."""
         entry = self.ledger.get(student)
-        if not entry or entry.get("key") != key or entry.get("status") not in ("graded", "unreadable"):
+        if not entry:
             return None
         try:
             data = (self.folder(student) / "report.json").read_bytes()
             if hashlib.sha256(data).hexdigest() != entry.get("report"):
                 return None  # changed since the batch wrote it: graded again
-            report = Report.from_json(json.loads(data))
+            return Stored(Report.from_json(json.loads(data)), entry["status"], entry["key"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return report, entry["status"]
 
     def save(self, student: str, report: Report, status: str, key: str, show_hidden: bool) -> None:
         """The student's files, then their line in the ledger (last: the student is done)."""
