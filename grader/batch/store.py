@@ -35,7 +35,9 @@ from grader.submission import SubmissionProblem, materialize
 SUBMISSION_SUFFIXES = (".zip", ".py", ".ipynb")
 TIMES_FILE = "submissions.csv"  # beside the submissions: when each was handed in (id,time), not one of them
 STATE = ".batch"  # DIR/.batch: the lock, the ledger and the snapshots
-_PRESENTATION = {"cli.py", "render.py", "release.py", "calibrate.py"}  # reports are re-rendered at each run
+# Modules that present or start things but decide no score: a change to them re-renders, not regrades.
+_PRESENTATION = {"cli.py", "render.py", "progress.py", "release.py", "calibrate.py", "similarity.py", "gradescope.py"}
+_PRESENTATION |= {"gradebook.py", "late.py"}
 
 
 @dataclass(frozen=True)
