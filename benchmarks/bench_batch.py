@@ -52,8 +52,9 @@ def import_torch_s(times: int = 3) -> float:
 def floor_s(marks: str, rounds: int) -> tuple[float, float]:
     """(cold, warm median) seconds of the same checks run in this process: pytest in-process, each
     probe called here on the reference, as if there were no sandbox (a benchmark, never a grading)."""
+    import importlib
+
     from grader.plugin import hooks, session
-    from grader.sandbox import child
 
     class NoZygote:  # nothing runs in a sandbox here
         mechanism, isolation = "none", "the floor: no sandbox"
@@ -61,10 +62,19 @@ def floor_s(marks: str, rounds: int) -> tuple[float, float]:
         def ready(self) -> None:
             pass
 
+    class Here:  # `sub`: the submission's modules, imported in this process
+        device = "cpu"
+
+        def __init__(self, modules: dict[str, str]):
+            self.modules = modules
+
+        def __getattr__(self, name: str) -> object:
+            return importlib.import_module(Path(self.modules[name]).stem)
+
     def run_here(self: session.Submission, probe, *args, seed: int = 0):
         sys.path.insert(0, str(self.materialized.folder))
         try:
-            return probe(child.StudentModules(self.materialized.modules, "cpu"), *args)
+            return probe(Here(self.materialized.modules), *args)
         finally:
             sys.path.remove(str(self.materialized.folder))
 

@@ -1,9 +1,9 @@
 """The probes of assignment1: they run in the sandbox, on inputs the grader chose, and return data.
 
 No expected value lives here: the tests (tests/*.py) compare what comes back with their own
-computation (nn.Conv2d, F.conv2d, F.max_pool2d, torchvision's CenterCrop, their own copies of the
-slides' models...). `sub.conv`, `sub.layers`, `sub.pooling`, `sub.filters` and `sub.counting` are
-the student's modules.
+computation (nn.Conv2d, F.conv2d, F.max_pool2d, torchvision's CenterCrop, their own copy of the
+slides' CNN filled with the weights the probe gives the student's...). `sub.conv`, `sub.layers`,
+`sub.pooling`, `sub.filters` and `sub.counting` are the student's modules.
 """
 
 import functools
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from grader.probing import plain, state_of
+from grader.probing import fill, plain
 
 
 def each(sub, module, function, cases):
@@ -96,12 +96,15 @@ def measure_mixed(sub, function, config, dtypes):
     return [plain(getattr(sub.counting, function)(mixed_model(config, dtype))) for dtype in dtypes]
 
 
-def small_cnn(sub, x):
-    """The student's SmallCNN: its weights, and its logits for the images x (N, 1, 28, 28)."""
+def small_cnn(sub, x, seed):
+    """The student's SmallCNN: each parameter's name and shape, then, with weights drawn from the
+    grader's `seed`, its logits for the images x (N, 1, 28, 28)."""
     model = sub.counting.SmallCNN()
+    shapes = [(name, list(p.shape)) for name, p in model.named_parameters()]
+    fill(model, seed)
     with torch.no_grad():
         logits = model(x)
-    return {"state": state_of(model), "logits": plain(logits)}
+    return {"shapes": shapes, "logits": plain(logits)}
 
 
 def big_mlp(sub):

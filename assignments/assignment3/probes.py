@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from grader.probing import TRAINING_CALLS, TensorBatches, moves_to, recording, state_of, to_float
+from grader.probing import TRAINING_CALLS, TensorBatches, fill, moves_to, recording, state_of, to_float
 
 # --- cnn.py -----------------------------------------------------------------------------------
 
@@ -53,30 +53,33 @@ def _layer_calls(model, x):
     return {"calls": calls, "error": error, "logits": logits}
 
 
-def trace(sub, class_name, x, training_x=None):
-    """A new `class_name`: its weights as built, each layer's type (and dropout rate), and every
-    layer call of a forward pass on the images x in evaluation mode (and on training_x in training
-    mode, where dropout is on)."""
+def trace(sub, class_name, seed, x, training_x=None, initial=False):
+    """A new `class_name`: each weight's shape, each layer's type (and dropout rate), and (when
+    `initial`) its weights as built; then, with weights drawn from the grader's `seed`, every layer
+    call of a forward pass on the images x in evaluation mode (and on training_x in training mode,
+    where dropout is on)."""
     model = getattr(sub.cnn, class_name)()
-    state = state_of(model)
     layers = {
         name: {"type": type(layer).__name__, "p": getattr(layer, "p", None)} for name, layer in model.named_children()
     }
-    result = {"state": state, "layers": layers, "eval": _layer_calls(model.eval(), x)}
+    result = {"shapes": {name: list(t.shape) for name, t in model.state_dict().items()}, "layers": layers}
+    if initial:
+        result["initial"] = state_of(model)
+    fill(model, seed)
+    result["eval"] = _layer_calls(model.eval(), x)
     if training_x is not None:
         result["train"] = _layer_calls(model.train(), training_x)
     return result
 
 
-def maps_of(sub, image):
-    """feature_maps of a new MnistCNN for one image (1, 1, 28, 28), with the model's weights."""
+def maps_of(sub, seed, image):
+    """feature_maps of a new MnistCNN, its weights drawn from the grader's `seed`, for one image (1, 1, 28, 28)."""
     model = sub.cnn.MnistCNN()
+    fill(model, seed)
     maps = sub.cnn.feature_maps(model, image)
     if isinstance(maps, (tuple, list)):
-        maps = [_copy(m) if isinstance(m, torch.Tensor) else type(m).__name__ for m in maps]
-    else:
-        maps = type(maps).__name__
-    return {"maps": maps, "state": state_of(model)}
+        return [_copy(m) if isinstance(m, torch.Tensor) else type(m).__name__ for m in maps]
+    return type(maps).__name__
 
 
 # --- training.py ------------------------------------------------------------------------------

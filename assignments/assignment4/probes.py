@@ -3,40 +3,34 @@
 No expected value lives here: the tests (tests/*.py) compare what comes back with their own
 computation. `sub.cnns`, `sub.resnet` and `sub.training` are the student's modules, `sub.device`
 the device. Where a test needs the student's model and its own to hold the same weights, the
-probe fills the student's model with `fill_in_order` from a seed the grader drew, and the grader
-fills its own copy the same way: no large state crosses the boundary, and the values (random
-scales, shifts and running statistics of every BatchNorm layer) are the grader's, not defaults.
+probe fills the student's model with `grader.probing.fill` from a seed the grader drew, and the
+grader fills its own copy the same way: no state crosses the boundary, and the values (random
+scales, shifts and running statistics of every BatchNorm layer too) are the grader's, not the
+student's or defaults.
 """
-
-import math
 
 import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from grader.probing import TensorBatches, layer_outputs, moves_to, plain, recording, state_of, to_float
+from grader.probing import TensorBatches, fill, layer_outputs, moves_to, plain, recording, state_of, to_float
 
 # --- helpers, also used by the tests on their own side ------------------------------------------
 
 
-def fill_in_order(module, generator):
-    """Overwrite every floating-point weight and buffer of `module`, in state-dict order, with values
-    drawn from `generator`: weights of variance 1 / fan-in, scales in [0.5, 1.5), shifts in
-    [-0.5, 0.5), running means in [-0.5, 0.5) and variances in [0.5, 1.5). Two models with the same
-    tensors in the same order get the same values from generators seeded alike."""
-    with torch.no_grad():
-        for name, tensor in module.state_dict().items():
-            if not tensor.is_floating_point():
-                continue
-            kind = name.rsplit(".", 1)[-1]
-            if tensor.ndim >= 2:
-                fan_in = tensor[0].numel()
-                values = torch.randn(tensor.shape, generator=generator) * math.sqrt(1 / max(fan_in, 1))
-            elif kind in ("weight", "running_var"):
-                values = torch.rand(tensor.shape, generator=generator) + 0.5
-            else:  # bias, running_mean
-                values = torch.rand(tensor.shape, generator=generator) - 0.5
-            tensor.copy_(values)
+def fill_unit(unit, seed):
+    """Fill a residual unit from `seed`: main_layers and skip_connection each from its own seed, so
+    that their BatchNorm layers (tensors of the same shapes) get the same values whichever of the
+    two the unit declares first."""
+    fill(unit.main_layers, seed)
+    fill(unit.skip_connection, seed + 1)
+
+
+def fill_resnet(model, units, seed):
+    """Fill a ResNet34 from `seed`, then each of its residual `units` (in order) from a seed of its own."""
+    fill(model, seed)
+    for index, unit in enumerate(units):
+        fill_unit(unit, seed + 2 * (index + 1))
 
 
 def summary(t):
@@ -91,8 +85,8 @@ def _first_line(exc):
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _norms(model):
-    """Every BatchNorm layer of `model`, in order, described."""
+def _norms(modules):
+    """BatchNorm layers described."""
     return [
         {
             "layer": type(m).__name__,
@@ -101,18 +95,20 @@ def _norms(model):
             "eps": m.eps,
             "affine": m.affine,
         }
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for m in modules
     ]
 
 
 # --- cnns.py: fashion_cnn -----------------------------------------------------------------------
 
 
-def fashion_outputs(sub, x, noise):
-    """fashion_cnn() in evaluation mode on the images x: each layer's output, each layer's parameter
-    count, the weights, and what every Dropout layer makes of `noise` in training mode."""
+def fashion_outputs(sub, seed, x, noise):
+    """fashion_cnn(): each layer's parameter count; then, with weights drawn from the grader's `seed`,
+    in evaluation mode on the images x, each layer's output; and what every Dropout layer makes of
+    `noise` in training mode."""
     model = sub.cnns.fashion_cnn()
+    counts = [sum(p.numel() for p in layer.parameters()) for layer in model.children()]
+    fill(model, seed)
     model.eval()
     dropouts = []
     for layer in model.children():
@@ -121,12 +117,7 @@ def fashion_outputs(sub, x, noise):
             with torch.no_grad():
                 dropouts.append({"p": layer.p, "output": layer(noise)})
             layer.eval()
-    return {
-        "layers": layer_outputs(model, x),
-        "counts": [sum(p.numel() for p in layer.parameters()) for layer in model.children()],
-        "dropouts": dropouts,
-        "state": state_of(model),
-    }
+    return {"layers": layer_outputs(model, x), "counts": counts, "dropouts": dropouts}
 
 
 # --- cnns.py: BatchNormCNN ----------------------------------------------------------------------
@@ -137,9 +128,7 @@ def bn_cnn_layers(sub, num_classes, seed, x):
     x: the outputs of the layers of cnn_layers and of fc_layers, the model's output, its parameters' shapes."""
     model = sub.cnns.BatchNormCNN(num_classes)
     shapes = [list(p.shape) for p in model.parameters()]
-    generator = torch.Generator().manual_seed(seed)
-    fill_in_order(model.cnn_layers, generator)
-    fill_in_order(model.fc_layers, generator)
+    fill(model, seed)
     model.eval()
     with torch.no_grad():
         features = model.cnn_layers(x)
@@ -160,17 +149,17 @@ def bn_pass(sub, seed, x, training):
     and statistics after the pass.
     """
     model = sub.cnns.BatchNormCNN(10)
-    generator = torch.Generator().manual_seed(seed)
-    fill_in_order(model.cnn_layers, generator)
-    fill_in_order(model.fc_layers, generator)
+    fill(model, seed)
     seen = []
-    modules = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    # in the order of the forward pass, whichever of cnn_layers and fc_layers the model declares first
+    parts = (model.cnn_layers, model.fc_layers)
+    modules = [m for part in parts for m in part.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in modules:
         m.register_forward_hook(lambda m, args, out: seen.append({"input": args[0].detach(), "output": out.detach()}))
     model.train(training)
     with torch.no_grad():
         logits = model(x)
-    norms = _norms(model)
+    norms = _norms(modules)
     for norm, m in zip(norms, modules, strict=True):
         running = m.running_mean is not None
         norm["mean_after"] = m.running_mean.detach().clone() if running else None
@@ -186,20 +175,23 @@ def bn_pass(sub, seed, x, training):
 # --- resnet.py ----------------------------------------------------------------------------------
 
 
-def separable(sub, x, in_channels, out_channels, kernel_size, stride, padding):
-    """SeparableConv2d(...) on x: its parameter count, its two convolutions' weights and output."""
+def separable(sub, seed, x, in_channels, out_channels, kernel_size, stride, padding):
+    """SeparableConv2d(...): its parameter count, its two convolutions' parameter counts and weight
+    and bias shapes; then, with weights drawn from the grader's `seed`, its output for x."""
     layer = sub.resnet.SeparableConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
-    with torch.no_grad():
-        y = layer(x)
     parts = {}
     for name in ("depthwise_conv", "pointwise_conv"):
         conv = getattr(layer, name)
         parts[name] = {
             "parameters": sum(p.numel() for p in conv.parameters()),
-            "weight": conv.weight.detach(),
-            "bias": None if conv.bias is None else conv.bias.detach(),
+            "weight": list(conv.weight.shape),
+            "bias": None if conv.bias is None else list(conv.bias.shape),
         }
-    return {"parameters": sum(p.numel() for p in layer.parameters()), "parts": parts, "y": y}
+    found = {"parameters": sum(p.numel() for p in layer.parameters()), "parts": parts}
+    fill(layer, seed)
+    with torch.no_grad():
+        found["y"] = layer(x)
+    return found
 
 
 def describe(module):
@@ -224,12 +216,10 @@ def describe(module):
 
 
 def residual_unit(sub, in_channels, out_channels, stride, seed, x):
-    """ResidualUnit(in, out, stride), main_layers then skip_connection filled from `seed`, in
-    evaluation mode on x: its parts described, main_layers' outputs, F(x), skip(x) and the output."""
+    """ResidualUnit(in, out, stride), filled from `seed` (`fill_unit`), in evaluation mode on x: its
+    parts described, main_layers' outputs, F(x), skip(x) and the output."""
     unit = sub.resnet.ResidualUnit(in_channels, out_channels, stride=stride)
-    generator = torch.Generator().manual_seed(seed)
-    fill_in_order(unit.main_layers, generator)
-    fill_in_order(unit.skip_connection, generator)
+    fill_unit(unit, seed)
     unit.eval()
     found = {
         "main": describe(unit.main_layers),
@@ -247,17 +237,17 @@ def residual_unit(sub, in_channels, out_channels, stride, seed, x):
 
 def resnet_facts(sub, seed, x, direction):
     """ResNet34() as data: its residual units (in, out, stride), the shapes of each layer's
-    parameters; then, filled from `seed`, in evaluation mode on x: each layer of `resnet` in brief
+    parameters; then, filled from `seed` (`fill_resnet`), in evaluation mode on x: each layer of `resnet` in brief
     (type, output shape, channel means and RMS), the logits, and the norm of each parameter's
     gradient of sum(logits * direction)."""
     model = sub.resnet.ResNet34()
+    modules = [module for module in model.modules() if isinstance(module, sub.resnet.ResidualUnit)]
     units = []
-    for module in model.modules():
-        if isinstance(module, sub.resnet.ResidualUnit):
-            first = module.main_layers[0]
-            units.append([first.in_channels, first.out_channels, first.stride[0]])
+    for module in modules:
+        first = module.main_layers[0]
+        units.append([first.in_channels, first.out_channels, first.stride[0]])
     shapes = [[list(p.shape) for p in layer.parameters()] for layer in model.resnet.children()]
-    fill_in_order(model, torch.Generator().manual_seed(seed))
+    fill_resnet(model, modules, seed)
     model.eval()
     layers, out = [], x
     with torch.no_grad():

@@ -2,18 +2,23 @@
 
 Expected counts come from PyTorch's own layers, built here (the large ones on the meta device:
 shapes, no memory), on layer sizes drawn for this grading next to the slides' own; the slides'
-totals are checked against them. The SmallCNN's weights come back and are loaded into the
-grader's own copy of the slides' CNN, which must reproduce the logits the student's model gave.
+totals are checked against them. The probe fills the student's SmallCNN with weights drawn from a
+seed of this grading (`grader.probing.fill`), the grader fills its own copy of the slides' CNN
+alike (architectures.py), and the two must give the same logits on images drawn for this grading:
+the layer counts, which come from the shapes the probe returns, are only believed then.
 """
 
 import pytest
 import torch
 from torch import nn
 
+from grader.probing import fill
 from grader.sandbox import SubmissionError
-from grader.testing import generator, load_in_order, probes_for
+from grader.testing import architectures_for, derived_seed, generator, probes_for
 
 probes = probes_for(__file__)
+architectures = architectures_for(__file__)
+SmallCNN, BigMLP = architectures.SmallCNN, architectures.BigMLP
 
 # Per layer, weights + biases (the slides' annotations).
 SMALL_CNN_LAYERS = {
@@ -38,34 +43,6 @@ IMAGES = 3  # the SmallCNN's logits are checked on this many images
 def randint(rng, low, high):
     """A whole number in low..high (both included), drawn from rng."""
     return int(torch.randint(low, high + 1, (1,), generator=rng))
-
-
-class SmallCNN(nn.Module):
-    """The grader's own copy of the slides' CNN, into which the student's weights are loaded."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, kernel_size=3, padding=1)
-        self.conv2 = nn.Conv2d(4, 8, kernel_size=3, padding=1)
-        self.conv3 = nn.Conv2d(8, 16, kernel_size=3, padding=1)
-        self.fc_layer = nn.Sequential(nn.Linear(16 * 28 * 28, 100), nn.ReLU(), nn.Linear(100, 10))
-
-    def forward(self, x):
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        x = torch.relu(self.conv3(x))
-        return self.fc_layer(torch.flatten(x, 1))
-
-
-class BigMLP(nn.Module):
-    """The grader's own copy of the slides' MLP (with Linear(1000, 100), as their count needs)."""
-
-    def __init__(self):
-        super().__init__()
-        self.linear1 = nn.Linear(3 * 224 * 224, 10_000)
-        self.linear2 = nn.Linear(10_000, 1_000)
-        self.linear3 = nn.Linear(1_000, 100)
-        self.output = nn.Linear(100, 10)
 
 
 def mixed_config(label):
@@ -172,32 +149,20 @@ def test_model_size_bytes(submission):
         )
 
 
-def by_my_names(model, state):
-    """The returned state in the order of the grader's model when it holds the same names (layers
-    declared in another order), else as it came back (load_in_order then goes by position)."""
-    names = list(model.state_dict())
-    if isinstance(state, dict) and set(state) == set(names):
-        return {name: state[name] for name in names}
-    return state
-
-
 @pytest.mark.points(2)
 @pytest.mark.task("SmallCNN")
 def test_small_cnn(submission):
     """SmallCNN: 1,257,014 parameters, layer by layer, and 10 logits"""
-    mine = SmallCNN()
+    mine, seed = SmallCNN(), derived_seed("SmallCNN weights")
     counts = layer_counts((name, list(p.shape)) for name, p in mine.named_parameters())
     assert counts == SMALL_CNN_LAYERS and sum(counts.values()) == SMALL_CNN_TOTAL  # the slides' figures hold
+    fill(mine, seed)  # the weights the probe gives the student's SmallCNN too
     x = torch.rand(IMAGES, 1, 28, 28, generator=generator("SmallCNN images"))
-    got = submission.run(probes.small_cnn, x)
-    state = got["state"]
-    assert isinstance(state, dict), "SmallCNN's weights did not come back as a state dict"
-    check_layers("SmallCNN", layer_counts((name, list(t.shape)) for name, t in state.items()), SMALL_CNN_LAYERS)
+    got = submission.run(probes.small_cnn, x, seed)
+    check_layers("SmallCNN", layer_counts(got["shapes"]), SMALL_CNN_LAYERS)
     logits = got["logits"]
     shape = list(logits.shape) if isinstance(logits, torch.Tensor) else logits
     assert shape == [IMAGES, 10], f"SmallCNN maps {IMAGES} images to {shape}, expected [{IMAGES}, 10]"
-    problem = load_in_order(mine, by_my_names(mine, state))
-    assert not problem, f"SmallCNN: {problem}"
     with torch.no_grad():
         expected = mine(x)
     error = (logits.double() - expected.double()).abs().nan_to_num(nan=float("inf")).max().item()

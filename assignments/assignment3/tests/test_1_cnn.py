@@ -1,9 +1,11 @@
 """The models of cnn.py: MnistCNN, MnistCNN3, feature_maps and HighAccuracyCNN.
 
-The probe builds the student's model and runs random images, drawn for this grading, through it:
-it returns the model's weights and the input and output of every call of its layers. The grader
-loads those weights into its own copy of the architecture (the statement fixes it) and recomputes
-here: a shape, a parameter count or a forward pass is only believed when the weights reproduce it.
+The probe builds the student's model, returns its weights' shapes, fills it with weights drawn from
+a seed of this grading (`grader.probing.fill`) and runs random images, drawn too, through it: it
+returns the input and output of every call of its layers. The grader fills its own copy of the
+architecture (architectures.py: the statement fixes it) alike and recomputes here: a shape, a
+parameter count or a forward pass is only believed when its own copy, with the same weights,
+computes what each of the student's layers computed.
 What runs between the layers with weights (torch.relu or nn.ReLU, nn.MaxPool2d or F.max_pool2d,
 torch.flatten or nn.Flatten) is the student's choice: only what it computes is checked.
 """
@@ -15,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grader.testing import generator, load_in_order, probes_for
+from grader.probing import fill
+from grader.testing import architectures_for, derived_seed, generator, probes_for
 
 probes = probes_for(__file__)
+MODELS = architectures_for(__file__).MODELS  # the grader's own MnistCNN, MnistCNN3 and HighAccuracyCNN
 
 # Each stage of the forward pass and its output shape for one 1x28x28 image: the statement's
 # table. 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5 (floor). A stage without weights (pool,
@@ -55,63 +59,12 @@ DROPOUT = {"dropout1": ("fc1", 0.25), "dropout2": ("fc2", 0.5)}  # each dropout,
 IMAGES, HIGH_ACCURACY_IMAGES, DROPOUT_IMAGES = 4, 2, 8
 
 
-class LessonCNN(nn.Module):
-    """The grader's own MnistCNN, or MnistCNN3 with `three`: [conv -> ReLU -> max pool] x 2 (or 3) -> fc1."""
-
-    def __init__(self, three: bool = False) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3)
-        self.conv2 = nn.Conv2d(16, 32, 3)
-        self.fc1 = nn.Linear(64 if three else 800, 10)
-        if three:  # after fc1, as MnistCNN3 adds it to MnistCNN's layers
-            self.conv3 = nn.Conv2d(32, 64, 3)
-        self.convs = ["conv1", "conv2", "conv3"] if three else ["conv1", "conv2"]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv in self.convs:
-            x = F.max_pool2d(F.relu(getattr(self, conv)(x)), 2)
-        return self.fc1(x.flatten(1))
-
-
-class HighAccuracy(nn.Module):
-    """The grader's own HighAccuracyCNN (dropout left out: evaluation mode)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.fc1 = nn.Linear(12544, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """What dropout1 gets: the pooled maps of conv2, flattened."""
-        return F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.relu(self.fc1(self.features(x))))
-
-
-MODELS = {"MnistCNN": LessonCNN, "MnistCNN3": lambda: LessonCNN(three=True), "HighAccuracyCNN": HighAccuracy}
-
-
-def load_weights(model: nn.Module, state) -> str:
-    """Load returned weights into the grader's copy: by name when they carry the statement's names
-    (MnistCNN3's conv3 may come before or after fc1), else entry by entry in order."""
-    mine = model.state_dict()
-    if isinstance(state, dict) and set(state) == set(mine) and all(isinstance(v, torch.Tensor) for v in state.values()):
-        for name, expected in mine.items():
-            if state[name].shape != expected.shape:
-                return f"weights {name} are {list(state[name].shape)}, expected {list(expected.shape)}"
-        model.load_state_dict({name: state[name].to(mine[name].dtype) for name in mine})
-        return ""
-    return load_in_order(model, state)
-
-
-def loaded(class_name: str, state) -> nn.Module:
-    model = MODELS[class_name]()
-    problem = load_weights(model, state)
-    assert not problem, problem
-    return model.eval()
+def filled(class_name: str, label: str = "") -> tuple[nn.Module, int]:
+    """The grader's own `class_name` in evaluation mode, with weights drawn for this grading (for
+    `label`); and their seed, which the probe fills the student's model from."""
+    model, seed = MODELS[class_name](), derived_seed(label or f"{class_name} weights")
+    fill(model, seed)
+    return model.eval(), seed
 
 
 def one(shape) -> list[int]:
@@ -119,11 +72,11 @@ def one(shape) -> list[int]:
     return [1, *shape[1:]]
 
 
-def counts_of(state) -> dict[str, int]:
-    """The parameters of each layer, counted from the returned weights."""
+def counts_of(shapes) -> dict[str, int]:
+    """The parameters of each layer, counted from the returned shapes {name: shape} of its weights."""
     counts: dict[str, int] = {}
-    for key, value in state.items():
-        counts[key.split(".")[0]] = counts.get(key.split(".")[0], 0) + value.numel()
+    for key, shape in shapes.items():
+        counts[key.split(".")[0]] = counts.get(key.split(".")[0], 0) + math.prod(shape)
     return counts
 
 
@@ -131,7 +84,7 @@ def check_layer_calls(traced, expected, x):
     """Fail on the first layer with weights whose input or output differs from the stages
     `expected` [(stage, shape), ...]; stages without weights are seen in the next layer's input."""
     run = traced["eval"]
-    weighted = set(counts_of(traced["state"]))
+    weighted = set(counts_of(traced["shapes"]))
     calls = [call for call in run["calls"] if call["layer"] in weighted]
     error, order = run["error"], ", ".join(name for name, _ in expected)
     last, last_output, between, index = None, one(x.shape), [], 0
@@ -173,29 +126,31 @@ def check_layer_calls(traced, expected, x):
     assert torch.equal(logits, calls[-1]["output"]), f"the model does not return {last}'s output: return the logits"
 
 
-def check_reproduced(traced, class_name, x):
-    """The returned weights, loaded into the grader's copy, must compute what each layer returned:
-    a shape or a count is only believed when the weights reproduce the layer's output."""
-    model = loaded(class_name, traced["state"])
-    weighted = set(counts_of(traced["state"]))
+def check_reproduced(traced, mine, x):
+    """The grader's copy `mine`, with the weights the student's model was given, must compute what
+    each of its layers returned: a shape or a count is only believed when the layer outputs agree."""
+    weighted = set(counts_of(traced["shapes"]))
     calls = [call for call in traced["eval"]["calls"] if call["layer"] in weighted and call["output"] is not None]
     if calls and calls[0]["input"] is not None and calls[0]["input"].shape == x.shape:
         difference = (calls[0]["input"] - x).abs().max().item()
         assert difference == 0, f"{calls[0]['layer']} does not get the images passed to the model"
+    layers = dict(mine.named_children())
     with torch.no_grad():
         for call in calls:
-            expected = getattr(model, call["layer"])(call["input"])
+            name = call["layer"]
+            assert name in layers, f"the model has a layer {name} with weights, expected only {', '.join(layers)}"
+            expected = layers[name](call["input"])
             difference = (call["output"].double() - expected.double()).abs().max().item()
             scale = max(1.0, expected.abs().max().item())
             assert difference < 1e-4 * scale, (
-                f"{call['layer']} does not compute what {call['layer']} computes with its weights"
+                f"{name} does not compute what the statement's {name} computes with the same weights"
                 f" (off by {difference:.3g})"
             )
 
 
-def check_parameters(traced, class_name, expected, x):
+def check_parameters(traced, class_name, expected, mine, x):
     """Fail when the total differs from `expected` {layer: count}, naming the first layer that differs."""
-    counts = counts_of(traced["state"])
+    counts = counts_of(traced["shapes"])
     total, wanted = sum(counts.values()), sum(expected.values())
     if total != wanted:
         for name, count in expected.items():
@@ -213,17 +168,7 @@ def check_parameters(traced, class_name, expected, x):
         raise AssertionError(
             f"{class_name} has {total:,} parameters, expected {wanted:,}: it has layers beyond {known}"
         )
-    check_reproduced(traced, class_name, x)
-
-
-def lesson_weights(class_name, state):
-    """The weights under the statement's names (conv1.weight, ...): as returned, or loaded in order."""
-    names = {f"{layer}.{kind}" for layer in MNIST_CNN3_PARAMETERS for kind in ("weight", "bias")}
-    if class_name == "MnistCNN":
-        names = {name for name in names if not name.startswith("conv3")}
-    if isinstance(state, dict) and names <= set(state):
-        return state
-    return loaded(class_name, state).state_dict()
+    check_reproduced(traced, mine, x)
 
 
 def lesson_forward(weights, x, skip_relu=None, pool=F.max_pool2d):
@@ -236,19 +181,21 @@ def lesson_forward(weights, x, skip_relu=None, pool=F.max_pool2d):
     return F.linear(x.flatten(1), weights["fc1.weight"], weights["fc1.bias"])
 
 
-def check_forward(traced, class_name, convs, x):
-    """Compare with the grader's forward pass, and name the step that a near-miss leaves out."""
+def check_forward(traced, mine, convs, x):
+    """Compare with the grader's forward pass, with the weights the student's model was given, and
+    name the step that a near-miss leaves out."""
     run = traced["eval"]
     logits = run["logits"]
     assert run["error"] is None, f"the forward pass fails: {run['error']}"
-    weights = lesson_weights(class_name, traced["state"])
+    weights = mine.state_dict()
+    for name, tensor in weights.items():
+        shape = traced["shapes"].get(name)
+        assert shape in (None, list(tensor.shape)), (
+            f"the weights do not fit [conv -> ReLU -> max pool] x {len(convs)} -> fc1: {name} is {shape},"
+            f" expected {list(tensor.shape)}"
+        )
     with torch.no_grad():
-        try:
-            expected = lesson_forward(weights, x)
-        except RuntimeError as exc:
-            raise AssertionError(
-                f"the weights do not fit [conv -> ReLU -> max pool] x {len(convs)} -> fc1: {exc}"
-            ) from None
+        expected = lesson_forward(weights, x)
         assert isinstance(logits, torch.Tensor) and logits.shape == expected.shape, (
             f"the model returns {logits if isinstance(logits, str) else list(logits.shape)}, expected logits"
             f" {list(expected.shape)}"
@@ -278,67 +225,88 @@ IMAGE = images("feature_maps image", 1)
 
 
 @pytest.fixture(scope="module")
-def mnist_cnn(submission):
-    return submission.run(probes.trace, "MnistCNN", X)
+def mnist_cnn_mine():
+    return filled("MnistCNN")
 
 
 @pytest.fixture(scope="module")
-def mnist_cnn3(submission):
-    return submission.run(probes.trace, "MnistCNN3", X3)
+def mnist_cnn(submission, mnist_cnn_mine):
+    return submission.run(probes.trace, "MnistCNN", mnist_cnn_mine[1], X)
 
 
 @pytest.fixture(scope="module")
-def high_accuracy(submission):
-    return submission.run(probes.trace, "HighAccuracyCNN", X_HIGH, X_DROPOUT)
+def mnist_cnn3_mine():
+    return filled("MnistCNN3")
+
+
+@pytest.fixture(scope="module")
+def mnist_cnn3(submission, mnist_cnn3_mine):
+    return submission.run(probes.trace, "MnistCNN3", mnist_cnn3_mine[1], X3)
+
+
+@pytest.fixture(scope="module")
+def high_accuracy_mine():
+    return filled("HighAccuracyCNN")
+
+
+@pytest.fixture(scope="module")
+def high_accuracy(submission, high_accuracy_mine):
+    return submission.run(probes.trace, "HighAccuracyCNN", high_accuracy_mine[1], X_HIGH, X_DROPOUT, True)
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("MnistCNN")
-def test_mnist_cnn_layer_shapes(mnist_cnn):
+def test_mnist_cnn_layer_shapes(mnist_cnn, mnist_cnn_mine):
     """MnistCNN: output shape of each layer"""
     check_layer_calls(mnist_cnn, MNIST_CNN_LAYERS, X)
-    check_reproduced(mnist_cnn, "MnistCNN", X)
+    check_reproduced(mnist_cnn, mnist_cnn_mine[0], X)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("MnistCNN")
-def test_mnist_cnn_parameters(mnist_cnn):
+def test_mnist_cnn_parameters(mnist_cnn, mnist_cnn_mine):
     """MnistCNN: 12,810 parameters"""
-    check_parameters(mnist_cnn, "MnistCNN", MNIST_CNN_PARAMETERS, X)
+    check_parameters(mnist_cnn, "MnistCNN", MNIST_CNN_PARAMETERS, mnist_cnn_mine[0], X)
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("MnistCNN")
-def test_mnist_cnn_forward(mnist_cnn):
+def test_mnist_cnn_forward(mnist_cnn, mnist_cnn_mine):
     """MnistCNN: conv -> ReLU -> max pool, twice, then fc1"""
-    check_forward(mnist_cnn, "MnistCNN", ["conv1", "conv2"], X)
+    check_forward(mnist_cnn, mnist_cnn_mine[0], ["conv1", "conv2"], X)
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("MnistCNN3", "MnistCNN")
-def test_mnist_cnn3_layer_shapes(mnist_cnn3):
+def test_mnist_cnn3_layer_shapes(mnist_cnn3, mnist_cnn3_mine):
     """MnistCNN3: output shape of each layer, conv3 included"""
     check_layer_calls(mnist_cnn3, MNIST_CNN3_LAYERS, X3)
-    check_reproduced(mnist_cnn3, "MnistCNN3", X3)
+    check_reproduced(mnist_cnn3, mnist_cnn3_mine[0], X3)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("MnistCNN3", "MnistCNN")
-def test_mnist_cnn3_parameters(mnist_cnn3):
+def test_mnist_cnn3_parameters(mnist_cnn3, mnist_cnn3_mine):
     """MnistCNN3: 23,946 parameters"""
-    check_parameters(mnist_cnn3, "MnistCNN3", MNIST_CNN3_PARAMETERS, X3)
+    check_parameters(mnist_cnn3, "MnistCNN3", MNIST_CNN3_PARAMETERS, mnist_cnn3_mine[0], X3)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("MnistCNN3", "MnistCNN")
-def test_mnist_cnn3_forward(mnist_cnn3):
+def test_mnist_cnn3_forward(mnist_cnn3, mnist_cnn3_mine):
     """MnistCNN3: conv -> ReLU -> max pool, three times, then fc1"""
-    check_forward(mnist_cnn3, "MnistCNN3", ["conv1", "conv2", "conv3"], X3)
+    check_forward(mnist_cnn3, mnist_cnn3_mine[0], ["conv1", "conv2", "conv3"], X3)
 
 
 @pytest.fixture(scope="module")
-def maps(submission):
-    return submission.run(probes.maps_of, IMAGE)
+def maps_mine():
+    """The grader's MnistCNN with the weights the probe gives the student's for feature_maps."""
+    return filled("MnistCNN", "feature_maps weights")
+
+
+@pytest.fixture(scope="module")
+def maps(submission, maps_mine):
+    return {"maps": submission.run(probes.maps_of, maps_mine[1], IMAGE), "mine": maps_mine[0]}
 
 
 @pytest.mark.points(2)
@@ -356,9 +324,10 @@ def test_feature_map_shapes(maps):
 
 
 def expected_maps(maps):
-    """The grader's own maps for the image, with the model's weights: ReLU(conv1(image)), and
-    ReLU(conv2(pool(ReLU(conv1(image))))); also conv2's maps from conv1's maps pooled without ReLU."""
-    weights = lesson_weights("MnistCNN", maps["state"])
+    """The grader's own maps for the image, with the weights the student's model was given:
+    ReLU(conv1(image)), and ReLU(conv2(pool(ReLU(conv1(image))))); also conv2's maps from conv1's
+    maps pooled without ReLU."""
+    weights = maps["mine"].state_dict()
     with torch.no_grad():
         conv1 = F.conv2d(IMAGE, weights["conv1.weight"], weights["conv1.bias"])
         conv2 = F.relu(F.conv2d(F.max_pool2d(F.relu(conv1), 2), weights["conv2.weight"], weights["conv2.bias"]))
@@ -394,17 +363,17 @@ def test_feature_map_values(maps):
 
 @pytest.mark.points(2)
 @pytest.mark.task("HighAccuracyCNN")
-def test_high_accuracy_layer_shapes(high_accuracy):
+def test_high_accuracy_layer_shapes(high_accuracy, high_accuracy_mine):
     """HighAccuracyCNN: output shape of each layer"""
     check_layer_calls(high_accuracy, HIGH_ACCURACY_LAYERS, X_HIGH)
-    check_reproduced(high_accuracy, "HighAccuracyCNN", X_HIGH)
+    check_reproduced(high_accuracy, high_accuracy_mine[0], X_HIGH)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("HighAccuracyCNN")
-def test_high_accuracy_parameters(high_accuracy):
+def test_high_accuracy_parameters(high_accuracy, high_accuracy_mine):
     """HighAccuracyCNN: 1,625,866 parameters"""
-    check_parameters(high_accuracy, "HighAccuracyCNN", HIGH_ACCURACY_PARAMETERS, X_HIGH)
+    check_parameters(high_accuracy, "HighAccuracyCNN", HIGH_ACCURACY_PARAMETERS, high_accuracy_mine[0], X_HIGH)
 
 
 def check_dropped(layer, clean, got, p):
@@ -438,7 +407,7 @@ def check_dropped(layer, clean, got, p):
 
 @pytest.mark.points(1)
 @pytest.mark.task("HighAccuracyCNN")
-def test_high_accuracy_dropout(high_accuracy):
+def test_high_accuracy_dropout(high_accuracy, high_accuracy_mine):
     """HighAccuracyCNN: dropout 0.25 before fc1, 0.5 before fc2"""
     layers = high_accuracy["layers"]
     for name, (_, p) in DROPOUT.items():  # the modules' own rates, when there are such modules: a precise reason
@@ -449,7 +418,7 @@ def test_high_accuracy_dropout(high_accuracy):
     run = high_accuracy["train"]
     assert run["error"] is None, f"the forward pass fails in training mode: {run['error']}"
     inputs = {call["layer"]: call["input"] for call in run["calls"] if call["layer"] in ("fc1", "fc2")}
-    model = loaded("HighAccuracyCNN", high_accuracy["state"])
+    model = high_accuracy_mine[0]  # the weights the student's model had in that pass
     with torch.no_grad():
         check_dropped("fc1", model.features(X_DROPOUT), inputs.get("fc1"), DROPOUT["dropout1"][1])
         check_dropped("fc2", F.relu(model.fc1(inputs["fc1"])), inputs.get("fc2"), DROPOUT["dropout2"][1])
@@ -459,7 +428,7 @@ def test_high_accuracy_dropout(high_accuracy):
 @pytest.mark.task("HighAccuracyCNN")
 def test_high_accuracy_he_init(high_accuracy):
     """HighAccuracyCNN: He (Kaiming) normal weights, zero biases"""
-    state = high_accuracy["state"]  # the weights of a new HighAccuracyCNN, as its __init__ left them
+    state = high_accuracy["initial"]  # the weights of a new HighAccuracyCNN, as its __init__ left them
     for name in HIGH_ACCURACY_PARAMETERS:
         weight, bias = state.get(f"{name}.weight"), state.get(f"{name}.bias")
         assert weight is not None and weight.dim() >= 2, f"HighAccuracyCNN has no convolution or linear layer {name}"

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from grader.probing import state_of, to_float
-from grader.testing import derived_seed, generator, load_in_order, max_difference, probes_for
+from grader.testing import architectures_for, derived_seed, generator, load_in_order, max_difference, probes_for
 
 probes = probes_for(__file__)
+architectures = architectures_for(__file__)
 
 EPOCH_COUNTS = [5, 10]
 RATES = [0.001, 0.01, 0.1]
@@ -247,23 +248,9 @@ def test_learning_rate_experiment_fresh_models(rates_tiny):
 # --- the runs on MNIST, scored here ------------------------------------------------------------
 
 
-class LessonCNN(nn.Module):
-    """The grader's own MnistCNN, into which the trained weights are loaded."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3)
-        self.conv2 = nn.Conv2d(16, 32, 3)
-        self.fc1 = nn.Linear(800, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return self.fc1(x.flatten(1))
-
-
 def lesson_cnn(state) -> nn.Module:
-    model = LessonCNN()
+    """The grader's own MnistCNN with the trained weights."""
+    model = architectures.LessonCNN()
     problem = load_in_order(model, state)
     assert not problem, f"MnistCNN's {problem}"
     return model.eval()

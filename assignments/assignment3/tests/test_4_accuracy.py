@@ -3,52 +3,19 @@
 The statement fixes both architectures (MnistCNN's and HighAccuracyCNN's layers, shapes and
 parameters). The probe gets the training images and labels, trains a new model with the student's
 train() and returns its weights; no test image enters the sandbox. The grader loads the weights
-into its own copy of the architecture and evaluates it on the test images itself. Budgets and
+into its own copy of the architecture (architectures.py; by name, so the layers may be declared in
+any order) and evaluates it on the test images itself. Budgets and
 thresholds come from the profile (spec.toml); the quick profile's are calibrated in calibration.md.
 """
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from grader.probing import to_float
-from grader.testing import evaluate, generator, load_in_order, probes_for
+from grader.testing import architectures_for, evaluate, generator, load_in_order, probes_for
 
 probes = probes_for(__file__)
-
-
-class MnistCNN(nn.Module):
-    """The grader's own MnistCNN: [conv -> ReLU -> max pool] x 2 -> fc1."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3)
-        self.conv2 = nn.Conv2d(16, 32, 3)
-        self.fc1 = nn.Linear(800, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return self.fc1(x.flatten(1))
-
-
-class HighAccuracyCNN(nn.Module):
-    """The grader's own HighAccuracyCNN, in evaluation mode (its dropout does nothing there)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.fc1 = nn.Linear(12544, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-        return self.fc2(F.relu(self.fc1(x.flatten(1))))
-
-
-MODELS = {"MnistCNN": MnistCNN, "HighAccuracyCNN": HighAccuracyCNN}
+architectures = architectures_for(__file__)  # the grader's own MnistCNN and HighAccuracyCNN
 
 
 def training_images(dataset, budget):
@@ -70,7 +37,7 @@ def grader_device(profile) -> torch.device:
 def check_accuracy(submission, profile, dataset, record_property, class_name, budget, threshold):
     x, y = training_images(dataset, budget)
     state = submission.run(probes.train_weights, class_name, x, y, budget)
-    model = MODELS[class_name]()  # the grader's own: the weights are evaluated here, on images no sandbox sees
+    model = architectures.MODELS[class_name]()  # the grader's own: it scores the weights on images no sandbox sees
     problem = load_in_order(model, state)
     assert not problem, f"{class_name}'s {problem}"
     device = grader_device(profile)

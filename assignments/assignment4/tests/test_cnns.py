@@ -1,21 +1,22 @@
 """The two CNNs of cnns.py: the Fashion-MNIST CNN (layers, shapes, parameters) and the BatchNorm CNN
 (layers, parameters, and what its BatchNorm layers do in training and in evaluation mode).
 
-Every input is drawn for this grading. fashion_cnn: the probe passes random images through each
-layer and returns every output with the weights; the grader loads those weights into its own
-Fashion-MNIST CNN and recomputes each output, so a shape, a count or an output is only believed
-when the weights reproduce it. BatchNormCNN: the probe fills the student's model with weights and
-BatchNorm statistics drawn from a seed of this grading (`probes.fill_in_order`), the grader fills
-its own copy alike, and the two must compute the same layer outputs, logits and statistics.
+Every input is drawn for this grading. The probe fills the student's model with weights (and
+BatchNorm statistics) drawn from a seed of this grading (`grader.probing.fill`), the grader fills
+its own copy of the architecture (architectures.py) alike, and the two must compute the same layer
+outputs (fashion_cnn), or the same layer outputs, logits and statistics (BatchNormCNN): a shape or
+a count is only believed when the outputs agree.
 """
 
 import pytest
 import torch
 from torch import nn
 
-from grader.testing import derived_seed, generator, load_in_order, probes_for
+from grader.probing import fill
+from grader.testing import architectures_for, derived_seed, generator, probes_for
 
 probes = probes_for(__file__)
+architectures = architectures_for(__file__)
 
 # fashion_cnn(): each layer's name in messages, its type and its output shape for one 1x28x28 image.
 FASHION_LAYERS = [
@@ -67,28 +68,16 @@ FASHION_IMAGES = 2
 DROPOUT_INPUTS = 4096  # what each Dropout layer drops from, in training mode: about half
 
 
-def fashion_cnn():
-    """The grader's own Fashion-MNIST CNN, into which the student's weights are loaded."""
-    return nn.Sequential(
-        nn.Conv2d(1, 64, 7, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 3, padding="same"), nn.ReLU(),
-        nn.Conv2d(128, 128, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(128, 256, 3, padding="same"), nn.ReLU(),
-        nn.Conv2d(256, 256, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(2304, 128), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(128, 64), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(64, 10),
-    )  # fmt: skip
-
-
 FASHION_X = torch.rand(FASHION_IMAGES, 1, 28, 28, generator=generator("fashion_cnn images"))
 DROPOUT_NOISE = torch.rand(DROPOUT_INPUTS, generator=generator("fashion_cnn dropout")) + 0.5  # never 0
 
 
+FASHION_SEED = derived_seed("fashion_cnn weights")
+
+
 @pytest.fixture(scope="module")
 def fashion(submission):
-    return submission.run(probes.fashion_outputs, FASHION_X, DROPOUT_NOISE)
+    return submission.run(probes.fashion_outputs, FASHION_SEED, FASHION_X, DROPOUT_NOISE)
 
 
 def off_by(got, expected):
@@ -100,10 +89,9 @@ def off_by(got, expected):
 
 
 def fashion_reproduced(found):
-    """The returned outputs must be what the Fashion-MNIST CNN computes with the returned weights."""
-    net = fashion_cnn()
-    problem = load_in_order(net, found["state"])
-    assert not problem, f"fashion_cnn: {problem}"
+    """The returned outputs must be what the Fashion-MNIST CNN computes with the same weights."""
+    net = architectures.fashion_cnn()
+    fill(net, FASHION_SEED)
     layers = found["layers"]
     assert len(layers) == len(FASHION_LAYERS), f"fashion_cnn has {len(layers)} layers, expected {len(FASHION_LAYERS)}"
     net.eval()
@@ -113,7 +101,7 @@ def fashion_reproduced(found):
             x = layer(x)
             off = off_by(got["output"], x)
             assert off < 1e-4, (
-                f"{name} (layer {index}) does not compute what the notebook's {name} does with its weights "
+                f"{name} (layer {index}) does not compute what the notebook's {name} does with the same weights "
                 f"(off by {off:.3g})"
             )
 
@@ -209,28 +197,10 @@ BN_CNN_PARAMETERS = {10: 6_178, 5: 6_073}
 assert all(count == BN_CNN_TOTAL + linear_parameters(20, c) for c, count in BN_CNN_PARAMETERS.items())
 
 
-class BatchNormCNN(nn.Module):
-    """The grader's own BatchNorm CNN of the slides."""
-
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.cnn_layers = nn.Sequential(
-            nn.Conv2d(1, 3, 5), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        )  # fmt: skip
-        self.fc_layers = nn.Sequential(nn.Linear(32, 20), nn.BatchNorm1d(20), nn.ReLU(), nn.Linear(20, num_classes))
-
-    def forward(self, x):
-        return self.fc_layers(self.cnn_layers(x).flatten(1))
-
-
 def filled_bn_cnn(num_classes, seed):
     """The grader's BatchNormCNN with the weights and statistics the probe gives the student's."""
-    model = BatchNormCNN(num_classes)
-    generator = torch.Generator().manual_seed(seed)
-    probes.fill_in_order(model.cnn_layers, generator)
-    probes.fill_in_order(model.fc_layers, generator)
+    model = architectures.BatchNormCNN(num_classes)
+    fill(model, seed)
     return model
 
 

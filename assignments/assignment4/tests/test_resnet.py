@@ -3,12 +3,13 @@
 Expected values are computed here from the layer formulas: a k x k convolution from c_in to c_out
 channels has k*k*c_in*c_out weights (+ c_out biases), a BatchNorm layer 2*c (scale and shift).
 
-Every input is drawn for this grading. SeparableConv2d returns its two convolutions' weights, and
-the grader recomputes its output from them. ResidualUnit and ResNet34 are filled by the probe with
-weights and BatchNorm statistics drawn from a seed of this grading (`probes.fill_in_order`); the
-grader fills its own copy of the statement's architecture alike, and the outputs (and, for
-ResNet34, the gradients) must match: no ResNet-34 state crosses the boundary for these. Only the
-fitting check brings the trained weights back, for the grader to classify the images itself.
+Every input is drawn for this grading. SeparableConv2d, ResidualUnit and ResNet34 are filled by
+the probe with weights and BatchNorm statistics drawn from a seed of this grading
+(`grader.probing.fill`; `probes.fill_unit` and `probes.fill_resnet` give a unit's main path and
+skip seeds of their own, so the order they are declared in does not matter); the grader fills its
+own copy of the statement's architecture (architectures.py) alike, and the outputs (and, for
+ResNet34, the gradients) must match: shapes and counts come back, no weight does. Only the fitting
+check brings the trained weights back, for the grader to classify the images itself.
 """
 
 import math
@@ -16,12 +17,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from grader.probing import to_float
-from grader.testing import accuracy_of, derived_seed, generator, load_in_order, probes_for
+from grader.probing import fill, to_float
+from grader.testing import accuracy_of, architectures_for, derived_seed, generator, load_in_order, probes_for
 
 probes = probes_for(__file__)
+architectures = architectures_for(__file__)
 
 
 def off_by(got, expected):
@@ -39,28 +40,30 @@ DEPTHWISE = SEP_IN * SEP_K * SEP_K + SEP_IN  # one k x k filter (and bias) per i
 POINTWISE = SEP_IN * SEP_OUT + SEP_OUT  # a 1x1 convolution across the channels
 REGULAR = SEP_OUT * SEP_IN * SEP_K * SEP_K + SEP_OUT
 SEP_X = torch.randn(2, SEP_IN, 9, 9, generator=generator("SeparableConv2d input"))
+SEP_SEED = derived_seed("SeparableConv2d weights")
 
 
 @pytest.fixture(scope="module")
 def separable_found(submission):
-    return submission.run(probes.separable, SEP_X, SEP_IN, SEP_OUT, SEP_K, SEP_STRIDE, SEP_PADDING)
+    return submission.run(probes.separable, SEP_SEED, SEP_X, SEP_IN, SEP_OUT, SEP_K, SEP_STRIDE, SEP_PADDING)
 
 
 def separable_reproduced(found):
-    """The output must be the point-wise convolution of the depth-wise one, with the returned weights."""
+    """The output must be the point-wise convolution of the depth-wise one, with the same weights."""
     depthwise, pointwise = found["parts"]["depthwise_conv"], found["parts"]["pointwise_conv"]
     y = found["y"]
-    assert list(depthwise["weight"].shape) == [SEP_IN, 1, SEP_K, SEP_K], (
-        f"the depth-wise weight is {list(depthwise['weight'].shape)}, expected {[SEP_IN, 1, SEP_K, SEP_K]}"
+    assert depthwise["weight"] == [SEP_IN, 1, SEP_K, SEP_K], (
+        f"the depth-wise weight is {depthwise['weight']}, expected {[SEP_IN, 1, SEP_K, SEP_K]}"
     )
-    assert list(pointwise["weight"].shape) == [SEP_OUT, SEP_IN, 1, 1], (
-        f"the point-wise weight is {list(pointwise['weight'].shape)}, expected {[SEP_OUT, SEP_IN, 1, 1]}"
+    assert pointwise["weight"] == [SEP_OUT, SEP_IN, 1, 1], (
+        f"the point-wise weight is {pointwise['weight']}, expected {[SEP_OUT, SEP_IN, 1, 1]}"
     )
     for name, part, channels in (("depth-wise", depthwise, SEP_IN), ("point-wise", pointwise, SEP_OUT)):
-        bias = part["bias"]
-        assert bias is not None and list(bias.shape) == [channels], f"the {name} conv has no bias of {channels} values"
-    middle = F.conv2d(SEP_X, depthwise["weight"], depthwise["bias"], SEP_STRIDE, SEP_PADDING, groups=SEP_IN)
-    expected = F.conv2d(middle, pointwise["weight"], pointwise["bias"])
+        assert part["bias"] == [channels], f"the {name} conv has no bias of {channels} values"
+    mine = architectures.SeparableConv2d(SEP_IN, SEP_OUT, SEP_K, SEP_STRIDE, SEP_PADDING)
+    fill(mine, SEP_SEED)  # the weights the probe gave the student's layer
+    with torch.no_grad():
+        expected = mine(SEP_X)
     assert isinstance(y, torch.Tensor) and list(y.shape) == list(expected.shape), (
         f"SeparableConv2d(8, 16, 3, stride=2, padding=1) maps {list(SEP_X.shape)} to "
         f"{list(y.shape) if isinstance(y, torch.Tensor) else y}, expected {list(expected.shape)}: "
@@ -101,28 +104,6 @@ def test_separable_output(separable_found):
 # --- ResidualUnit -------------------------------------------------------------------------------
 
 
-class ResidualUnit(nn.Module):
-    """The grader's own residual unit: ReLU(F(x) + skip(x))."""
-
-    def __init__(self, in_channels, out_channels, stride=1):
-        super().__init__()
-        self.main_layers = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-        )
-        self.skip_connection = nn.Identity()
-        if stride > 1 or in_channels != out_channels:
-            self.skip_connection = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
-            )
-
-    def forward(self, x):
-        return F.relu(self.main_layers(x) + self.skip_connection(x))
-
-
 UNIT_X = torch.randn(2, 8, 10, 10, generator=generator("ResidualUnit input"))  # 8 channels
 UNIT_SEED = derived_seed("ResidualUnit weights")
 
@@ -130,10 +111,8 @@ UNIT_SEED = derived_seed("ResidualUnit weights")
 def expected_unit(in_channels, out_channels, stride):
     """The grader's unit, filled as the probe fills the student's, on UNIT_X in evaluation mode:
     main_layers' outputs, F(x), skip(x) and the output."""
-    unit = ResidualUnit(in_channels, out_channels, stride)
-    rng = torch.Generator().manual_seed(UNIT_SEED)
-    probes.fill_in_order(unit.main_layers, rng)
-    probes.fill_in_order(unit.skip_connection, rng)
+    unit = architectures.ResidualUnit(in_channels, out_channels, stride)
+    probes.fill_unit(unit, UNIT_SEED)
     unit.eval()
     with torch.no_grad():
         outputs, x = [], UNIT_X
@@ -292,7 +271,7 @@ def test_residual_adds_then_relu(unit_found, in_channels, out_channels, stride):
 
 # --- ResNet34 ---------------------------------------------------------------------------------
 
-STAGES = [(64, 3), (128, 4), (256, 6), (512, 3)]  # (channels, residual units)
+STAGES = architectures.STAGES  # (channels, residual units)
 
 
 def conv_count(k, c_in, c_out):
@@ -306,17 +285,7 @@ def unit_count(c_in, c_out, stride):
     return count
 
 
-def expected_units():
-    """(in_channels, out_channels, stride) of each of ResNet-34's 16 residual units, in order."""
-    units, previous = [], 64
-    for channels, count in STAGES:
-        for index in range(count):
-            units.append((previous, channels, 2 if index == 0 and channels != 64 else 1))
-            previous = channels
-    return units
-
-
-UNITS = expected_units()
+UNITS = architectures.resnet34_units()  # (in_channels, out_channels, stride) of each unit, in order
 STEM = conv_count(7, 3, 64) + 2 * 64
 HEAD = 512 * 10 + 10
 RESNET34_TOTAL = STEM + sum(unit_count(*unit) for unit in UNITS) + HEAD
@@ -336,25 +305,6 @@ RESNET_SHAPES = (
 )  # the output of each layer of `resnet`: stem (4 layers), 16 units, pooling, Flatten, Linear
 
 
-class ResNet34(nn.Module):
-    """The grader's own ResNet-34, into which the student's weights are loaded or filled alike."""
-
-    def __init__(self, num_classes=10):
-        super().__init__()
-        layers = [
-            nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
-            nn.BatchNorm2d(64),
-            nn.ReLU(),
-            nn.MaxPool2d(3, stride=2, padding=1),
-        ]
-        layers += [ResidualUnit(*unit) for unit in UNITS]
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
-        self.resnet = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.resnet(x)
-
-
 @pytest.fixture(scope="module")
 def resnet(submission):
     return submission.run(probes.resnet_facts, RESNET_SEED, RESNET_X, DIRECTION)
@@ -363,8 +313,8 @@ def resnet(submission):
 @pytest.fixture(scope="module")
 def expected_resnet():
     """What the probe's findings must be: the grader's ResNet-34, filled alike, on the same input."""
-    model = ResNet34()
-    probes.fill_in_order(model, torch.Generator().manual_seed(RESNET_SEED))
+    model = architectures.ResNet34()
+    probes.fill_resnet(model, [m for m in model.modules() if isinstance(m, architectures.ResidualUnit)], RESNET_SEED)
     model.eval()
     summaries, x = [], RESNET_X
     with torch.no_grad():
@@ -450,7 +400,11 @@ def gradients_reproduced(found, expected):
     assert len(gradients) == len(expected["gradients"]), (
         f"ResNet34 has {len(gradients)} parameter tensors, expected {len(expected['gradients'])}"
     )
-    for (name, norm), (_, want) in zip(gradients, expected["gradients"], strict=True):
+    pairs = list(zip(gradients, expected["gradients"], strict=True))
+    if {name for name, _ in gradients} == {name for name, _ in expected["gradients"]}:  # by name: any order
+        norms = dict(gradients)
+        pairs = [((name, norms[name]), (name, want)) for name, want in expected["gradients"]]
+    for (name, norm), (_, want) in pairs:
         assert math.isclose(norm, want, rel_tol=1e-3, abs_tol=1e-9), (
             f"the gradient of {name} differs from ResNet-34's with the same weights (norm {norm:.4g}, expected "
             f"{want:.4g}): is a path detached?"
@@ -486,7 +440,7 @@ def test_resnet34_fits_a_few_images(submission, dataset, resnet, expected_resnet
     assert losses[-1] < losses[0], (
         f"{FIT_STEPS} AdamW steps on {FIT_IMAGES} images took the loss from {losses[0]:.3f} to {losses[-1]:.3f}"
     )
-    model = ResNet34()  # the grader's own: it classifies the images with the trained weights itself
+    model = architectures.ResNet34()  # the grader's own: it classifies the images with the trained weights itself
     problem = load_in_order(model, found["state"])
     assert not problem, f"ResNet34: {problem}"
     model.train()  # a few steps cannot settle BatchNorm's running statistics: the batch's are used

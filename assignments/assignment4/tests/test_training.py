@@ -16,12 +16,20 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from grader.probing import state_of, to_float
-from grader.testing import derived_seed, evaluate, generator, load_in_order, max_difference, probes_for
+from grader.testing import (
+    architectures_for,
+    derived_seed,
+    evaluate,
+    generator,
+    load_in_order,
+    max_difference,
+    probes_for,
+)
 
 probes = probes_for(__file__)
+architectures = architectures_for(__file__)  # the grader's own copies of the profile's CNNs
 LR, EPOCHS = 0.1, 2
 TRAIN_BATCH, VALID_BATCH = 4, 3  # different sizes tell training passes from evaluation passes
 TRAIN_BATCHES, VALID_BATCHES = 3, 2
@@ -268,37 +276,6 @@ def test_evaluate_value(evaluated):
 # --- a CNN trained with train -----------------------------------------------------------------
 
 
-def fashion_cnn():
-    """The grader's own Fashion-MNIST CNN (as in test_cnns.py), into which trained weights are loaded."""
-    return nn.Sequential(
-        nn.Conv2d(1, 64, 7, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 3, padding="same"), nn.ReLU(),
-        nn.Conv2d(128, 128, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(128, 256, 3, padding="same"), nn.ReLU(),
-        nn.Conv2d(256, 256, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(2304, 128), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(128, 64), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(64, 10),
-    )  # fmt: skip
-
-
-class BatchNormCNN(nn.Module):
-    """The grader's own BatchNorm CNN of the slides (as in test_cnns.py)."""
-
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.cnn_layers = nn.Sequential(
-            nn.Conv2d(1, 3, 5), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        )  # fmt: skip
-        self.fc_layers = nn.Sequential(nn.Linear(32, 20), nn.BatchNorm1d(20), nn.ReLU(), nn.Linear(20, num_classes))
-
-    def forward(self, x):
-        return self.fc_layers(self.cnn_layers(x).flatten(1))
-
-
 MODELS = {"BatchNormCNN": "BatchNormCNN(10)", "fashion_cnn": "fashion_cnn()"}  # the profile's budget picks one
 
 
@@ -307,9 +284,9 @@ def trained_model(budget, state):
     if not isinstance(state, dict):
         return None, "the trained weights did not come back"
     if budget["model"] == "fashion_cnn":
-        model = fashion_cnn()
+        model = architectures.fashion_cnn()
         return model, load_in_order(model, state.get("model"))
-    model = BatchNormCNN(10)
+    model = architectures.BatchNormCNN(10)
     for part, layers in (("cnn", model.cnn_layers), ("fc", model.fc_layers)):
         problem = load_in_order(layers, state.get(part))
         if problem:
