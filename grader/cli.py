@@ -3,7 +3,7 @@
     grade list
     grade <assignment> [--submission PATH] [--profile quick|full|auto] [--json F] [--markdown F]
                        [--junit F] [--fail-under PCT] [--select EXPR] [--marks EXPR]
-    grade batch <assignment> <submissions> --out DIR [--workers N] [--timeout S]
+    grade batch <assignment> <submissions> --out DIR [--workers N] [--timeout S] [--executor local|ray]
     grade release <assignment> --out DIR
     grade notebook <assignment> [--out F]
     grade calibrate <assignment> [--profile quick|full] [--seeds N] [--workers N]
@@ -129,7 +129,11 @@ def release_command(assignment: str, out: Path) -> None:
 @click.argument("assignment")
 @click.argument("submissions", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="The gradebook's folder.")
-@click.option("--workers", type=click.IntRange(1, 512), help="Submissions graded at once (default: cores and memory).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 512),
+    help="Submissions graded at once (default: cores and memory; with Ray, what the cluster's nodes hold).",
+)
 @click.option("--timeout", type=click.FloatRange(1), help="Seconds per submission (default: the spec's).")
 @click.option("--limit", "limits", multiple=True, metavar="NAME=N", help="Override a spec limit: test_timeout_s=30.")
 @click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True)
@@ -138,6 +142,16 @@ def release_command(assignment: str, out: Path) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the datasets are.")
 @click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests in feedback.md and junit.xml.")
 @click.option("--allow-unisolated", is_flag=True, help="Grade even where no sandbox works (recorded in every report).")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Grade on this machine's workers, or one Ray task per submission on a cluster (pip install '.[ray]').",
+)
+@click.option(
+    "--address", metavar="ADDR", help="With --executor ray: the cluster (auto, HOST:PORT; default $RAY_ADDRESS)."
+)
 def batch_command(**options: Any) -> int:
     """Grade a folder of submissions (one per student); run it again to grade only what is left or changed."""
     from grader.batch.run import command

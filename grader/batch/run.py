@@ -20,7 +20,7 @@ from concurrent.futures import Future, as_completed
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -30,12 +30,15 @@ from grader.batch.executors import Executor, LocalExecutor, Slot, Warm, default_
 from grader.batch.gradebook import print_summary, write_gradebook
 from grader.batch.store import STATE, Entry, Snapshot, Store, exclusive, find_entries, grader_key, take_snapshot
 from grader.errors import GraderError, UserError, make_folder
-from grader.grading import BrokenRun, grade
+from grader.grading import BrokenRun
 from grader.options import GradingOptions, parse_limits
 from grader.report import Report, build_report
 from grader.runner import Run, collect, selection
 from grader.sandbox import platform
 from grader.spec import Spec, load_spec
+
+if TYPE_CHECKING:
+    from grader.batch.ray import RayExecutor
 
 
 @dataclass
@@ -81,8 +84,13 @@ def run_batch(
     workers: int | None = None,
     executor: Executor | None = None,
     console: Console | None = None,
+    where: str = "local",
+    address: str | None = None,
 ) -> BatchResult:
     """Grade every submission in `submissions` that `out` does not hold already; write the gradebook.
+
+    `where` the gradings run when no `executor` is given: "local" (this machine's workers) or "ray"
+    (the Ray cluster at `address`, whose nodes each check their own sandbox).
 
     Interrupting it (KeyboardInterrupt) stops the running gradings at once: what they did is lost,
     what was finished before is kept.
@@ -92,7 +100,7 @@ def run_batch(
     entries = find_entries(submissions)
     if not entries:
         raise UserError(f"{submissions} holds no submission")
-    if not options.allow_unisolated and platform.mechanism() == platform.NONE:
+    if where == "local" and not options.allow_unisolated and platform.mechanism() == platform.NONE:
         raise UserError(
             "no sandbox on this machine (bubblewrap is missing or refused: apt-get install bubblewrap): "
             "student code would run as you; pass --allow-unisolated to grade anyway"
@@ -118,9 +126,7 @@ def run_batch(
                 pending.append((snap, student_key))
         if pending:
             owned = executor is None
-            gpu = _uses_gpu(spec, options)
-            workers = workers or default_workers(options.apply(spec.limits).memory_mb)
-            executor = executor or LocalExecutor(workers, gpu=gpu, warm=warm_for([spec], options, gpu))
+            executor = executor or _executor(spec, options, workers, where, address)
             try:
                 _grade_all(spec, pending, collected, options, executor, outcomes, store, console)
             finally:
@@ -232,9 +238,25 @@ def _grade_one(
     count("running", 1)
     try:
         label = str(snapshot.entry.path)
-        return grade(spec, snapshot.folder, slot.options(options), slot.env, cancel, label, slot.worker)
+        return slot.grade(spec, snapshot.folder, options, cancel, label)
     finally:
         count("running", -1)
+
+
+def _executor(spec: Spec, options: GradingOptions, workers: int | None, where: str, address: str | None) -> Executor:
+    if where == "ray":
+        return ray_executor().for_batch(spec, options, address, workers)
+    gpu = uses_gpu(spec, options)
+    workers = workers or default_workers(options.apply(spec.limits).memory_mb)
+    return LocalExecutor(workers, gpu=gpu, warm=warm_for([spec], options, gpu))
+
+
+def ray_executor() -> type[RayExecutor]:
+    try:
+        from grader.batch.ray import RayExecutor
+    except ImportError as missing:
+        raise UserError(f"--executor ray needs Ray ({missing}): pip install '.[ray]'") from None
+    return RayExecutor
 
 
 def _collect(spec: Spec, options: GradingOptions) -> list[dict[str, Any]]:
@@ -264,7 +286,8 @@ def warm_for(specs: list[Spec], options: GradingOptions, gpu: bool = False) -> W
     return Warm(preload, datasets, gpu)
 
 
-def _uses_gpu(spec: Spec, options: GradingOptions) -> bool:
+def uses_gpu(spec: Spec, options: GradingOptions) -> bool:
+    """Whether the gradings of `spec` with `options` on this machine train on its GPU."""
     name = "full" if options.profile == "auto" else options.profile
     if not spec.profile(name).device.startswith("cuda"):
         return False
@@ -293,8 +316,14 @@ def command(
     data_dir: str | None,
     show_hidden: bool,
     allow_unisolated: bool,
+    executor: str,
+    address: str | None,
 ) -> int:
     """`grade batch`: see grader/cli.py for its options."""
+    if executor == "ray":
+        ray_executor().check_address(address)  # before any test is collected: a mistake costs no time
+    elif address is not None:
+        raise UserError("--address is the Ray cluster's: give it with --executor ray")
     overrides = parse_limits(limits)
     if timeout is not None:
         overrides["total_timeout_s"] = timeout
@@ -309,7 +338,7 @@ def command(
         allow_unisolated=allow_unisolated,
     )
     console = Console()
-    result = run_batch(spec, submissions, out, options, workers, console=console)
+    result = run_batch(spec, submissions, out, options, workers, console=console, where=executor, address=address)
     print_summary(result, console)
     if result.errors:
         names = ", ".join(o.id for o in result.errors)
