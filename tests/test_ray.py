@@ -78,9 +78,9 @@ def most_at_once(spans: list[tuple[float, float]]) -> int:
 
 @pytest.fixture(scope="class")
 def ray_instance():
-    """One Ray instance on this machine: four logical CPUs (so that the GPUs bind), two logical GPUs,
-    and the memory of two gradings."""
-    ray.init(num_cpus=4, num_gpus=2, _memory=2 * TASK_BYTES, include_dashboard=False, log_to_driver=False)
+    """A new Ray instance on this machine (not one already running): four logical CPUs (so that
+    the GPUs bind), two logical GPUs, and the memory of two gradings."""
+    ray.init("local", num_cpus=4, num_gpus=2, _memory=2 * TASK_BYTES, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
