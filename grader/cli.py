@@ -5,6 +5,7 @@
                        [--junit F] [--fail-under PCT] [--select EXPR] [--marks EXPR]
     grade batch <assignment> <submissions> --out DIR [--workers N] [--timeout S] [--only ID] [--failed]
                 [--force] [--deadline TIME [--late-policy RULE]] [--canvas-assignment ID]
+                [--executor local|ray [--address ADDR]]
     grade release <assignment> --out DIR
     grade notebook <assignment> [--out F]
     grade calibrate <assignment> [--profile quick|full] [--seeds N] [--workers N]
@@ -132,7 +133,11 @@ def release_command(assignment: str, out: Path) -> None:
 @click.argument("assignment")
 @click.argument("submissions", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="The gradebook's folder.")
-@click.option("--workers", type=click.IntRange(1, 512), help="Submissions graded at once (default: cores and memory).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 512),
+    help="Submissions graded at once (default: cores and memory; with Ray, what the cluster's nodes hold).",
+)
 @click.option("--timeout", type=click.FloatRange(1), help="Seconds per submission (default: the spec's).")
 @click.option("--limit", "limits", multiple=True, metavar="NAME=N", help="Override a spec limit: test_timeout_s=30.")
 @click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True)
@@ -147,6 +152,16 @@ def release_command(assignment: str, out: Path) -> None:
 @click.option("--deadline", metavar="TIME", help="ISO-8601 (2025-03-14T23:59+07:00): later hand-ins lose points.")
 @click.option("--late-policy", metavar="RULE", help="With --deadline: '10%/day,max 3' (default: the spec's [late]).")
 @click.option("--canvas-assignment", metavar="ID", help="The Canvas assignment's id, for canvas.csv's column.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Grade on this machine's workers, or one Ray task per submission on a cluster (pip install '.[ray]').",
+)
+@click.option(
+    "--address", metavar="ADDR", help="With --executor ray: the cluster (auto, HOST:PORT; default $RAY_ADDRESS)."
+)
 def batch_command(**options: Any) -> int:
     """Grade a folder of submissions (one per student); run it again to grade only what is left or changed."""
     from grader.batch.run import command

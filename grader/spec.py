@@ -30,6 +30,7 @@ class Limits:
     file_mb: int = 64  # each file a probe writes
     processes: int = 64
     result_mb: int = 256  # what one probe may hand back
+    gpu_share: float = 0.25  # of one GPU, what a hand-in asks a Ray cluster for (several share a GPU)
 
     @property
     def scratch_mb(self) -> int:

@@ -3,9 +3,10 @@
 A worker is a `Slot`: what one grading at a time may use (a temporary folder of its own, a share
 of the cores and of the GPU). The sandboxes keep the workers apart: each probe has namespaces of
 its own, sees no other worker's folder and cannot signal any process outside it.
-`Executor.submit(job)` runs `job(slot)` on a free worker and returns a Future. `LocalExecutor`
-drives its workers from threads, each waiting on the child processes it starts; a distributed
-backend would implement the same two methods, running each job where its slot lives.
+`Executor.submit(job)` runs `job(slot)` on a free worker and returns a Future; a job grades with
+`slot.grade(...)`. A `SlotPool` drives its slots from threads of this process, one job per slot at
+a time: `LocalExecutor`'s slots grade here, each in a child process of its own; a Ray executor's
+(grader.batch.ray) ship each grading to a node of a cluster and wait for its report.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import queue
 import shutil
 import tempfile
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,9 +24,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from grader.batch.warm import WarmWorker
+from grader.grading import grade
 from grader.options import GradingOptions
+from grader.report import Report
+from grader.spec import Spec
 
 T = TypeVar("T")
+GPU_MEMORY = 0.9  # of the GPU's memory, what the probes of the workers sharing it may take (the rest: CUDA's own)
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,17 @@ class Slot:
     def options(self, options: GradingOptions) -> GradingOptions:
         """`options` for a grading on this worker: its threads, its share of the GPU."""
         return options.with_(threads=self.threads, gpu_fraction=self.gpu_fraction)
+
+    def grade(
+        self,
+        spec: Spec,
+        submission: Path,
+        options: GradingOptions,
+        cancel: threading.Event | None = None,
+        label: str | None = None,
+    ) -> Report:
+        """Grade `submission` by the one grading path, with this worker's folder, cores, GPU share and warm process."""
+        return grade(spec, submission, self.options(options), self.env, cancel, label, self.worker)
 
 
 class Executor(ABC):
@@ -76,25 +93,16 @@ class Warm:
     gpu: bool = False
 
 
-class LocalExecutor(Executor):
-    """Workers on this machine: threads, each driving one grading child process at a time (with
-    `warm`, a fork of a warm process of its own: grader.batch.warm)."""
+class SlotPool(Executor):
+    """Jobs driven from threads of this process, one per slot: a job holds its slot while it runs."""
 
-    def __init__(self, workers: int, threads: int | None = None, gpu: bool = False, warm: Warm | None = None):
-        self.workers = workers
-        threads = threads or max(1, cpu_count() // workers)
-        _remove_stale_work()
-        self._work = Path(tempfile.mkdtemp(prefix=f"grader-batch-{os.getpid()}-"))
-        share = round(0.9 / workers, 4) if gpu else 0.0
-        self._slots = [
-            Slot(i, self._work / f"worker-{i}", threads, share, warm and WarmWorker(threads, *astuple(warm)))
-            for i in range(workers)
-        ]
+    def __init__(self, slots: list[Slot]):
+        self.workers = len(slots)
+        self._slots = slots
         self._free: queue.Queue[Slot] = queue.Queue()
-        for slot in self._slots:
-            slot.tmp.mkdir()
+        for slot in slots:
             self._free.put(slot)
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="grader-worker")
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="grader-worker")
         self._closed = False
 
     def submit(self, job: Callable[[Slot], T]) -> Future[T]:
@@ -109,9 +117,32 @@ class LocalExecutor(Executor):
 
     def shutdown(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=True, cancel_futures=cancel)
-        if self._closed:
-            return
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    def _release(self) -> None:
+        """Free what the slots hold, once every job has ended."""
+
+
+class LocalExecutor(SlotPool):
+    """Workers on this machine: threads, each driving one grading child process at a time (with
+    `warm`, a fork of a warm process of its own: grader.batch.warm)."""
+
+    def __init__(self, workers: int, threads: int | None = None, gpu: bool = False, warm: Warm | None = None):
+        threads = threads or max(1, cpu_count() // workers)
+        _remove_stale_work()
+        self._work = Path(tempfile.mkdtemp(prefix=f"grader-batch-{os.getpid()}-"))
+        share = round(GPU_MEMORY / workers, 4) if gpu else 0.0
+        slots = [
+            Slot(i, self._work / f"worker-{i}", threads, share, warm and WarmWorker(threads, *astuple(warm)))
+            for i in range(workers)
+        ]
+        for slot in slots:
+            slot.tmp.mkdir()
+        super().__init__(slots)
+
+    def _release(self) -> None:
         for slot in self._slots:
             if slot.worker is not None:
                 slot.worker.close()
@@ -123,10 +154,14 @@ def cpu_count() -> int:
 
 
 def default_workers(memory_mb: int) -> int:
-    """As many workers as there are cores, and as the memory holds (each sandbox's limit plus a
-    gigabyte for its grading child and fork server)."""
-    available_mb = _meminfo_mb("MemAvailable") or memory_mb + 1024
-    return max(1, min(cpu_count(), available_mb // (memory_mb + 1024)))
+    """As many workers as there are cores, and as the memory holds."""
+    available_mb = _meminfo_mb("MemAvailable") or worker_memory_mb(memory_mb)
+    return max(1, min(cpu_count(), available_mb // worker_memory_mb(memory_mb)))
+
+
+def worker_memory_mb(memory_mb: int) -> int:
+    """What one grading takes at most: its sandbox's limit, plus a gigabyte for its grading child and fork server."""
+    return memory_mb + 1024
 
 
 def _meminfo_mb(key: str) -> int:

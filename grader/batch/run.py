@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
@@ -38,13 +38,16 @@ from grader.batch.gradebook import print_summary, write_gradebook
 from grader.batch.late import Deadline, hand_in_times, parse_time
 from grader.batch.store import STATE, Entry, Snapshot, Store, Stored, exclusive, find_entries, grader_key, take_snapshot
 from grader.errors import GraderError, UserError, make_folder
-from grader.grading import BrokenRun, grade
+from grader.grading import BrokenRun
 from grader.options import GradingOptions, parse_limits
 from grader.plugin.session import resolve_profile
 from grader.report import Report, build_report
 from grader.runner import Run, collect, selection
 from grader.sandbox import platform
 from grader.spec import LatePolicy, Spec, load_spec
+
+if TYPE_CHECKING:
+    from grader.batch.ray import RayExecutor
 
 
 @dataclass
@@ -101,13 +104,17 @@ def run_batch(
     force: bool = False,
     deadline: Deadline | None = None,
     canvas_assignment: str | None = None,
+    where: str = "local",
+    address: str | None = None,
 ) -> BatchResult:
     """Grade every submission in `submissions` that `out` does not hold already; write the gradebook.
 
     `only` (ids) and `failed` (those whose last grading the grader or a busy machine failed) grade
     those students again, whatever is stored, and keep the others as they are; `force` grades every
-    student again. `deadline` sets each report's late penalty. Interrupting it (KeyboardInterrupt)
-    stops the running gradings at once: what they did is lost, what was finished before is kept.
+    student again. `deadline` sets each report's late penalty. `where` the gradings run when no
+    `executor` is given: "local" (this machine's workers) or "ray" (the Ray cluster at `address`,
+    whose nodes each check their own sandbox). Interrupting it (KeyboardInterrupt) stops the running
+    gradings at once: what they did is lost, what was finished before is kept.
     """
     options = options or GradingOptions(allow_unisolated=False)
     console = console or Console(stderr=True)
@@ -116,7 +123,7 @@ def run_batch(
         raise UserError(f"{submissions} holds no submission")
     _check_ids(only, entries, submissions)
     handed_in = hand_in_times(entries, submissions) if deadline else {}  # its mistakes before any grading
-    if not options.allow_unisolated and platform.mechanism() == platform.NONE:
+    if where == "local" and not options.allow_unisolated and platform.mechanism() == platform.NONE:
         raise UserError(
             "no sandbox on this machine (bubblewrap is missing or refused: apt-get install bubblewrap): "
             "student code would run as you; pass --allow-unisolated to grade anyway"
@@ -158,9 +165,7 @@ def run_batch(
                 pending.append((snap, student_key))
         if pending:
             owned = executor is None
-            gpu = _uses_gpu(spec, options)
-            workers = workers or default_workers(options.apply(spec.limits).memory_mb)
-            executor = executor or LocalExecutor(workers, gpu=gpu, warm=warm_for([spec], options, gpu))
+            executor = executor or _executor(spec, options, workers, where, address)
             try:
                 _grade_all(spec, pending, collected, profile, options, executor, outcomes, record, store, console)
             finally:
@@ -348,12 +353,27 @@ def _grade_one(
         assert snapshot.folder is not None
         count("running", 1)
         try:
-            label = str(snapshot.entry.path)
-            return grade(spec, snapshot.folder, slot.options(options), slot.env, cancel, label, slot.worker)
+            return slot.grade(spec, snapshot.folder, options, cancel, str(snapshot.entry.path))
         finally:
             count("running", -1)
     finally:
         eta.finished(student)
+
+
+def _executor(spec: Spec, options: GradingOptions, workers: int | None, where: str, address: str | None) -> Executor:
+    if where == "ray":
+        return ray_executor().for_batch(spec, options, address, workers)
+    gpu = uses_gpu(spec, options)
+    workers = workers or default_workers(options.apply(spec.limits).memory_mb)
+    return LocalExecutor(workers, gpu=gpu, warm=warm_for([spec], options, gpu))
+
+
+def ray_executor() -> type[RayExecutor]:
+    try:
+        from grader.batch.ray import RayExecutor
+    except ImportError as missing:
+        raise UserError(f"--executor ray needs Ray ({missing}): pip install '.[ray]'") from None
+    return RayExecutor
 
 
 def _collect(spec: Spec, options: GradingOptions) -> list[dict[str, Any]]:
@@ -382,7 +402,8 @@ def warm_for(specs: list[Spec], options: GradingOptions, gpu: bool = False) -> W
     return Warm(preload, datasets, gpu)
 
 
-def _uses_gpu(spec: Spec, options: GradingOptions) -> bool:
+def uses_gpu(spec: Spec, options: GradingOptions) -> bool:
+    """Whether the gradings of `spec` with `options` on this machine train on its GPU."""
     name = "full" if options.profile == "auto" else options.profile
     if not spec.profile(name).device.startswith("cuda"):
         return False
@@ -420,8 +441,14 @@ def command(
     deadline: str | None,
     late_policy: str | None,
     canvas_assignment: str | None,
+    executor: str,
+    address: str | None,
 ) -> int:
     """`grade batch`: see grader/cli.py for its options."""
+    if executor == "ray":
+        ray_executor().check_address(address)  # before any test is collected: a mistake costs no time
+    elif address is not None:
+        raise UserError("--address is the Ray cluster's: give it with --executor ray")
     overrides = parse_limits(limits)
     if timeout is not None:
         overrides["total_timeout_s"] = timeout
@@ -449,6 +476,8 @@ def command(
         force=force,
         deadline=_deadline(spec, deadline, late_policy),
         canvas_assignment=canvas_assignment,
+        where=executor,
+        address=address,
     )
     print_summary(result, console)
     if result.errors:

@@ -22,6 +22,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from grader.options import PARENT_ENV
@@ -35,7 +36,8 @@ class WarmWorker:
     def __init__(self, threads: int, preload: tuple[str, ...] = (), datasets: tuple[str, ...] = (), gpu: bool = False):
         ours, theirs = socket.socketpair()
         setup = json.dumps({"threads": threads, "preload": list(preload), "datasets": list(datasets), "gpu": gpu})
-        env = {**os.environ, PARENT_ENV: str(os.getpid()), "OMP_NUM_THREADS": str(threads)}
+        kit = str(Path(__file__).resolve().parents[2])  # this grader, wherever it runs from (a Ray node's worker too)
+        env = {**os.environ, PARENT_ENV: str(os.getpid()), "OMP_NUM_THREADS": str(threads), "PYTHONPATH": kit}
         self._process = subprocess.Popen(
             [sys.executable, "-m", "grader.batch.warm", str(theirs.fileno()), setup],
             pass_fds=(theirs.fileno(),),
