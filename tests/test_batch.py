@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+import grader.batch.executors as executors_module
 import grader.batch.run as run_module
 from grader.batch.executors import LocalExecutor, cpu_count
 from grader.batch.late import Deadline, parse_time
@@ -259,7 +260,7 @@ def test_regrades_grade_the_students_asked_for_and_keep_the_others_as_stored(tmp
         )
         return build_report(spec, run, label)
 
-    monkeypatch.setattr(run_module, "grade", fake_grade)
+    monkeypatch.setattr(executors_module, "grade", fake_grade)  # a worker grades through Slot.grade
     real_collect, collected = run_module._collect, {}
 
     def collect_once(spec, options):  # the tests, collected once per selection (else a pytest child each run)
