@@ -96,12 +96,14 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
 
 def summary_markdown(outcomes: list[Outcome]) -> str:
     stats = summarize(outcomes)
+    left_out = next(filter(None, (render.left_out(o.report) for o in outcomes)), "")  # --select, --marks
     status = ", ".join(f"{n} {s}" for s, n in sorted(stats["status"].items()))
     lines = [
         f"### {outcomes[0].report.assignment if outcomes else ''}: {stats['students']} submissions ({status})",
         "",
         f"mean {stats['mean']:.1f}% · median {stats['median']:.1f}%",
         "",
+        *([left_out, ""] if left_out else []),
         tabulate(
             [(band, n, "█" * n) for band, n in stats["distribution"]],
             headers=("score", "students", ""),
