@@ -5,8 +5,10 @@ reference has an expression or a statement, or a body `raise NotImplementedError
 reference has a whole body. `pair_blanks` walks the two syntax trees side by side: every other
 difference is a violation, so the pair can be checked in the kit's tests.
 
-Which blanks a submission still leaves open is found by aligning its tokens with the starter's:
-a blank whose token survives unchanged, inside an unchanged run, is still open.
+Which blanks a submission still leaves open is found by aligning its tokens with the starter's as
+it was released (`Released`: in the kit, the starter folder paired with the reference; in a
+student bundle, whose starter students fill in place, blanks.json): a blank whose token survives
+unchanged, inside an unchanged run, is still open.
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ import difflib
 import io
 import json
 import tokenize
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grader.spec import Spec
+    from grader.submission import Materialized
 
 BLANKS_FILE = "blanks.json"  # written into a student bundle, which has no reference
 
@@ -32,9 +39,10 @@ class Blank:
     task: str
     code: str
     kind: str = "expression"  # "expression", "statement" or "body"
+    where: str = ""  # the place as its author knows it, where that is not the file's line: "cell 14, line 3"
 
     def describe(self) -> str:
-        return f"{self.file} line {self.line}: {self.code}"
+        return f"{self.where or f'{self.file} line {self.line}'}: {self.code}"
 
 
 @dataclass(frozen=True)
@@ -162,37 +170,54 @@ def pair_blanks(starter_src: str, reference_src: str, file: str) -> tuple[list[B
     return walker.blanks, walker.violations
 
 
-def assignment_blanks(starter_dir: Path, reference_dir: Path, files: tuple[str, ...]) -> list[Blank]:
-    """The blanks the starter still has: from the starter/reference pair, or from a bundle's blanks.json.
+@dataclass(frozen=True)
+class Released:
+    """The starter as released to students: each file's text, and its blanks (positions in that text).
 
-    Students fill the starter in place. A bundle has no reference, but its blanks.json keeps the
-    starter as released: the blanks it still leaves open are found where they are now.
+    What a submission leaves open is always measured against this, never against the starter
+    folder as it is now: students fill that folder in place.
     """
-    if not reference_dir.is_dir():
-        saved = starter_dir.parent.parent / "assignments" / starter_dir.name / BLANKS_FILE
-        if not saved.is_file():
-            return []
-        table = json.loads(saved.read_text())
+
+    starters: dict[str, str]
+    blanks: list[Blank]
+
+    def save(self, path: Path) -> None:
+        """blanks.json, for a bundle (which has no reference to pair the starter with)."""
+        document = {"starters": self.starters, "blanks": [asdict(b) for b in self.blanks]}
+        path.write_text(json.dumps(document, indent=1) + "\n")
+
+    def left_open(self, submission: Materialized) -> list[Blank]:
+        """The blanks `submission` leaves as they were, at its lines (and, for a notebook, its cells)."""
+        still_open = []
+        for file, starter in self.starters.items():
+            text = submission.source(file)
+            if text is not None:
+                mine = [b for b in self.blanks if b.file == file]
+                found = open_blanks(starter, mine, text, file)
+                still_open += [replace(b, where=submission.where(file, b.line)) for b in found]
+        return still_open
+
+    def in_missing_files(self, submission: Materialized) -> int:
+        """How many blanks are in files the submission does not have: neither open nor filled."""
+        return sum(b.file in submission.missing for b in self.blanks)
+
+
+def released_blanks(spec: Spec) -> Released:
+    """The starter as released: paired with the reference in the kit, read from blanks.json in a bundle."""
+    if spec.reference_dir.is_dir():
+        starters = {file: (spec.starter_dir / file).read_text() for file in spec.files}
         blanks: list[Blank] = []
-        for file, released in table["starters"].items():
-            if (starter_dir / file).is_file():
-                mine = [Blank(**b) for b in table["blanks"] if b["file"] == file]
-                blanks += open_blanks(released, mine, (starter_dir / file).read_text(), file)
-        return blanks
-    blanks = []
-    for file in files:
-        try:
-            found, _ = pair_blanks((starter_dir / file).read_text(), (reference_dir / file).read_text(), file)
-        except SyntaxError:  # a starter being filled in that does not parse yet: its tests will say so
-            continue
-        blanks += found
-    return blanks
-
-
-def save_blanks(blanks: list[Blank], starter_dir: Path, files: tuple[str, ...], path: Path) -> None:
-    """blanks.json for a bundle: the blanks, and the starter they are positions in."""
-    starters = {file: (starter_dir / file).read_text() for file in files}
-    path.write_text(json.dumps({"starters": starters, "blanks": [asdict(b) for b in blanks]}, indent=1) + "\n")
+        for file, starter in starters.items():
+            try:
+                blanks += pair_blanks(starter, (spec.reference_dir / file).read_text(), file)[0]
+            except SyntaxError:  # an instructor's starter being written: its tests will say so
+                continue
+        return Released(starters, blanks)
+    saved = spec.folder / BLANKS_FILE
+    if not saved.is_file():
+        return Released({}, [])
+    table = json.loads(saved.read_text())
+    return Released(table["starters"], [Blank(**b) for b in table["blanks"]])
 
 
 # --- which blanks a submission leaves open ------------------------------------------------

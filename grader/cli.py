@@ -12,6 +12,9 @@
     grade similarity <assignment> <submissions> --out DIR [--top N]
     grade gradescope <assignment> --out autograder.zip
 
+A report file F may be `-`: standard output (the table then goes to standard error). In a student
+bundle, batch, calibrate and release are refused: they need the kit.
+
 Exit codes: 0 graded, 1 below --fail-under, 2 a mistake in the command or the submission,
 3 the grader itself is broken.
 """
@@ -29,18 +32,36 @@ from rich.table import Table
 
 from grader import render
 from grader.errors import GraderError, UserError
-from grader.spec import Spec, assignment_names, find_root, load_spec
+from grader.spec import Spec, assignment_names, did_you_mean, find_root, load_spec
 
 EXIT_BELOW_THRESHOLD = 1
 EXIT_USAGE = 2
 EXIT_GRADER_BROKEN = 3
 
 
+INSTRUCTOR_COMMANDS = ("batch", "calibrate", "release")  # they need the kit: the reference, the hidden tests
+STDOUT = Path("-")  # `--json -`: the report on standard output
+
+
 class AssignmentGroup(click.Group):
-    """Subcommands, plus one grading command per assignment: `grade assignment2`."""
+    """Subcommands, plus one grading command per assignment: `grade assignment2`. In a student bundle,
+    the instructors' commands are neither listed nor run."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return [n for n in names if n not in INSTRUCTOR_COMMANDS] if _in_bundle() else names
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        return super().get_command(ctx, name) or _grade_command(name)
+        if name in INSTRUCTOR_COMMANDS and _in_bundle():
+            raise UserError(f"`grade {name}` is an instructor's command: it needs the course kit, not a student bundle")
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        known = assignment_names(find_root())
+        if name not in known:
+            hint = did_you_mean(name, known + self.list_commands(ctx))
+            raise UserError(f"unknown assignment '{name}'{hint} (known: {', '.join(known) or 'none'})")
+        return _grade_command(name)
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         try:
@@ -55,6 +76,15 @@ class AssignmentGroup(click.Group):
 @click.version_option(package_name="cnn-assignment-kit")
 def cli() -> None:
     """Grade convolutional-network assignments: `grade list`, then `grade assignment2`."""
+
+
+def _in_bundle() -> bool:
+    from grader.release import is_bundle
+
+    try:
+        return is_bundle(find_root())
+    except UserError:  # not in a kit at all: a command will say so
+        return False
 
 
 @cli.command("list")
@@ -208,9 +238,11 @@ def _grade_command(name: str) -> click.Command:
         "--submission", type=click.Path(path_type=Path), help="A folder, .py, .zip or .ipynb (default: the starter)."
     )
     @click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True)
-    @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report here.")
-    @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report here.")
-    @click.option("--junit", type=click.Path(path_type=Path), help="Write a JUnit XML report here.")
+    @click.option(
+        "--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report here (-: standard output)."
+    )
+    @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report here (-: stdout).")
+    @click.option("--junit", type=click.Path(path_type=Path), help="Write a JUnit XML report here (-: stdout).")
     @click.option("--fail-under", type=click.FloatRange(0, 100), help="Exit 1 when the score is below this percentage.")
     @click.option(
         "--data-dir", type=click.Path(file_okay=False), help="Where the datasets are (default: $GRADER_DATA_DIR)."
@@ -242,6 +274,9 @@ def _grade_command(name: str) -> click.Command:
         outputs = {"--json": json_path, "--markdown": markdown, "--junit": junit}
         for flag, path in outputs.items():
             _check_writable(flag, path)  # before grading, so that a typo costs no grading time
+        to_stdout = [flag for flag, path in outputs.items() if path == STDOUT]
+        if len(to_stdout) > 1:
+            raise UserError(f"{' and '.join(to_stdout)} both ask for standard output (-): give all but one a file")
         options = GradingOptions(
             profile=profile,
             data_dir=data_dir,
@@ -251,7 +286,7 @@ def _grade_command(name: str) -> click.Command:
             seed=seed,
             show_hidden=show_hidden,
         )
-        console = Console()
+        console = Console(stderr=bool(to_stdout))  # stdout is the report's: the table goes to stderr
         with LiveProgress(Console(stderr=True)) as live:
             report = grade(spec, submission or spec.starter_dir, options, on_progress=live.update)
         render.terminal(report, console, show_hidden)
@@ -270,7 +305,7 @@ def _grade_command(name: str) -> click.Command:
 
 
 def _check_writable(flag: str, path: Path | None) -> None:
-    if path is None:
+    if path is None or path == STDOUT:
         return
     if path.is_dir():
         raise UserError(f"{flag} {path}: is a folder, give a file name")
@@ -280,6 +315,10 @@ def _check_writable(flag: str, path: Path | None) -> None:
 
 def _write(flag: str, path: Path | None, text: Any) -> None:
     if path is None:
+        return
+    if path == STDOUT:
+        sys.stdout.write(text())
+        sys.stdout.flush()
         return
     try:
         path.write_text(text())

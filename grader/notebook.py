@@ -19,6 +19,9 @@ from it (`from training import train`), as the `.py` files do.
 - A module's own names must be defined (def, class, assignment), not imported: in one
   namespace, an import made for another module must not stand for them.
 - A name that no cell defines is reported by name when a test asks for it.
+- Each rebuilt module marks where its statements come from (`# cell 14, line 3`): reasons and
+  blanks then say where the student wrote the code (`cell_places`), and a module's header notes
+  each of its names defined more than once, which definition is graded and where the others are.
 
 Writing. `build_notebook` turns the starter modules into cells (one per function or class, the
 imports and assignments between them grouped), tagging `grade` any top-level statement that the
@@ -32,6 +35,7 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import itertools
 import re
 import symtable
 import warnings
@@ -63,6 +67,7 @@ class Statement:
     """One top-level statement of a code cell, with the global names it binds and reads."""
 
     cell: int  # 1-based position of its cell in the notebook
+    line: int  # 1-based line of the cell where the statement starts
     text: str
     binds: frozenset[str]
     definite: bool  # it surely binds `binds` (a plain assignment, import, def or class)
@@ -161,6 +166,7 @@ def _blank_magic(line: str) -> str:
 
 def _statement(node: ast.stmt, source: str, cell: int, tagged: bool) -> Statement:
     text = _source_of(node, source)
+    line = min([d.lineno for d in getattr(node, "decorator_list", [])] + [node.lineno])
     table = symtable.symtable(text, f"cell {cell}", "exec")
     binds = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
     changed = _changed_names(node)  # `net.fc = ...` changes `net`: it is part of defining it
@@ -176,6 +182,7 @@ def _statement(node: ast.stmt, source: str, cell: int, tagged: bool) -> Statemen
         )
     return Statement(
         cell=cell,
+        line=line,
         text=text,
         binds=frozenset(binds | changed),
         definite=isinstance(node, _BINDINGS) and not changed,
@@ -344,7 +351,8 @@ def notebook_modules(path: Path, names: dict[str, list[str]]) -> dict[str, str]:
         kept_binds = {name for statement in kept for name in statement.binds}
         defined |= kept_binds & set(wanted)
         missing = [name for name in wanted if name not in kept_binds]
-        modules[file] = module_source(path.name, file, header, kept, missing, cells.notes)
+        notes = redefined(statements, kept, wanted)
+        modules[file] = module_source(path.name, file, header, kept, missing, cells.notes, notes)
     if not defined and not any(s.star for s in cells.statements):
         wanted = ", ".join(name for found in names.values() for name in found)
         notes = "".join(f"; {note}" for note in cells.notes)
@@ -352,27 +360,100 @@ def notebook_modules(path: Path, names: dict[str, list[str]]) -> dict[str, str]:
     return modules
 
 
+def redefined(statements: list[Statement], kept: list[Statement], names: list[str]) -> list[str]:
+    """A note for each of `names` defined more than once, where an earlier definition is not graded:
+    which one is (its cell), and where the others are."""
+    notes = []
+    for name in names:
+        binders = [s for s in statements if name in s.binds and s.definite and s.definition and not s.imports]
+        graded = [s for s in binders if any(s is k for k in kept)]
+        ignored = [s for s in binders if not any(s is k for k in kept)]
+        if graded and ignored:
+            last, others = graded[-1], " and ".join(f"cell {s.cell} (line {s.line})" for s in ignored)
+            notes.append(
+                f"`{name}` is defined {len(binders)} times: graded is the last one, in cell {last.cell}"
+                f" (line {last.line}), not {'the one' if len(ignored) == 1 else 'those'} in {others}"
+            )
+    return notes
+
+
+# How a rebuilt module marks where its lines come from: its first line, its notes, and before each
+# statement that does not follow the previous one in its cell, the cell and line it starts on.
+_HEADER = re.compile(r"^# \S+\.py, read from .+ by the grader: ")
+_NOTE = "# note: "
+_PLACE = re.compile(r"^# cell (\d+), line (\d+)$")
+_GRADER_LINES = "# added by the grader"
+
+
 def module_source(
-    notebook: str, file: str, header: list[str], kept: list[Statement], missing: list[str], notes: list[str]
+    notebook: str,
+    file: str,
+    header: list[str],
+    kept: list[Statement],
+    missing: list[str],
+    skipped: list[str],
+    notes: list[str],
 ) -> str:
-    """One module: its header (imports), then the kept statements, each cell's under a `# cell N` line."""
+    """One module: its header (notes on the cells `skipped` and others, imports), then the kept statements,
+    each under a `# cell N, line L` line unless it follows the previous one in its cell (`cell_places`
+    reads them back). A name `missing` from the notebook says so when asked for, with the cells skipped."""
     lines = [f"# {file}, read from {notebook} by the grader: what its names need, in notebook order."]
-    lines += [f"# {note}" for note in notes]
+    lines += [f"{_NOTE}{note}" for note in (*skipped, *notes)]
     lines += header
-    cell = None
+    follows = None  # (cell, line) where a statement that needs no mark would start
     for statement in kept:
-        if statement.cell != cell:
-            cell = statement.cell
-            lines += ["", f"# cell {cell}"]
+        if (statement.cell, statement.line) != follows:
+            if follows is None or statement.cell != follows[0]:
+                lines.append("")
+            lines.append(f"# cell {statement.cell}, line {statement.line}")
         lines.append(statement.text)
-    if missing:
+        follows = (statement.cell, statement.line + statement.text.count("\n") + 1)
+    if missing:  # asking for a name the notebook never defined says so, by name (in plain code: the
+        # sandbox sees nothing of the grader but its runtime)
+        said = "".join(f"; {note}" for note in skipped)
+        why = {
+            name: f"the notebook does not define `{name}` (a name of {file} in the assignment){said}"
+            for name in missing
+        }
         lines += [
             "",
-            "from grader.probing import MissingNames as _MissingNames",
+            _GRADER_LINES,
+            f"__grader_missing__ = {why!r}",
             "",
-            f"__getattr__ = _MissingNames({file!r}, {missing!r}, {notes!r})",
+            "",
+            "def __getattr__(name):",
+            "    if name in __grader_missing__:",
+            "        raise AttributeError(__grader_missing__[name])",
+            '    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")',
         ]
     return "\n".join(lines) + "\n"
+
+
+def cell_places(text: str) -> dict[int, tuple[int, int]]:
+    """For a module rebuilt from a notebook: each of its lines that came from a cell -> (cell, line)."""
+    lines = text.splitlines()
+    if not lines or not _HEADER.match(lines[0]):
+        return {}
+    places: dict[int, tuple[int, int]] = {}
+    at: tuple[int, int] | None = None
+    for number, line in enumerate(lines, start=1):
+        mark = _PLACE.match(line)
+        if mark:
+            at = (int(mark[1]), int(mark[2]))
+        elif line == _GRADER_LINES:
+            at = None
+        elif at is not None:
+            places[number] = at
+            at = (at[0], at[1] + 1)
+    return places
+
+
+def module_notes(text: str) -> list[str]:
+    """For a module rebuilt from a notebook: the notes in its header (cells skipped, names defined twice)."""
+    lines = text.splitlines()
+    if not lines or not _HEADER.match(lines[0]):
+        return []
+    return [line.removeprefix(_NOTE) for line in itertools.takewhile(lambda x: x.startswith(_NOTE), lines[1:])]
 
 
 # --- writing a starter notebook ------------------------------------------------------------------
@@ -415,8 +496,31 @@ def _is_docstring(node: ast.stmt) -> bool:
     return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
 
 
+# The notebook's first code cell: where `import grader` fails (Colab), it installs the grader from the
+# student's repository (a bundle: `pip install` gives `grader.d2l` and the `grade` command). The
+# grader leaves it out of every module: it defines none of the assignment's names.
+SETUP_CELL = """\
+# Setup, once per session, for Colab (or any Jupyter where `import grader` fails): this installs the
+# course's grader (what the cells below import of it, and the `grade` command) from your copy of the
+# assignment's repository. Put its address here (GitHub: Code > HTTPS). In Jupyter started in that
+# repository, nothing is done.
+REPOSITORY = "https://github.com/YOUR-ACCOUNT/YOUR-REPOSITORY"
+
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("grader") is None:
+    if "YOUR-ACCOUNT" in REPOSITORY:
+        raise RuntimeError("put your repository's address in REPOSITORY, then run this cell again")
+    subprocess.run(["git", "clone", "--depth", "1", REPOSITORY, "assignment-repository"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "./assignment-repository"], check=True)
+    importlib.invalidate_caches()"""
+
+
 def build_notebook(spec: Spec, folder: Path | None = None) -> NotebookNode:
-    """The modules of `folder` (default: the starter) as a notebook, after one markdown cell."""
+    """The modules of `folder` (default: the starter) as a notebook, after a markdown cell and the setup cell."""
     import nbformat
 
     folder = folder or spec.starter_dir
@@ -435,6 +539,7 @@ def build_notebook(spec: Spec, folder: Path | None = None) -> NotebookNode:
         f"cells tagged `{GRADE_TAG}` run as they are."
     )
     notebook.cells.append(nbformat.v4.new_markdown_cell(intro))
+    notebook.cells.append(nbformat.v4.new_code_cell(SETUP_CELL))
     for file in spec.files:
         siblings = frozenset(Path(other).stem for other in spec.files if other != file)
         for index, (text, tagged) in enumerate(module_cells((folder / file).read_text(), siblings)):

@@ -154,20 +154,6 @@ def recording(**targets: tuple[Any, str]) -> Iterator[list[tuple[str, Any, tuple
             setattr(owner, name, original)
 
 
-class MissingNames:
-    """The `__getattr__` of a module rebuilt from a notebook (grader.notebook): asking for a name the
-    notebook never defined says so, by name."""
-
-    def __init__(self, file: str, names: list[str], notes: list[str]):
-        self.file, self.names, self.notes = file, names, notes
-
-    def __call__(self, name: str) -> object:
-        if name not in self.names:
-            raise AttributeError(f"module {self.file.removesuffix('.py')!r} has no attribute {name!r}")
-        notes = "".join(f"; {note}" for note in self.notes)
-        raise AttributeError(f"the notebook does not define `{name}` (a name of {self.file} in the assignment){notes}")
-
-
 class ModeSpy(nn.Module):
     """An identity layer that remembers (training mode?, batch size) at every forward pass."""
 

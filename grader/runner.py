@@ -38,6 +38,7 @@ class Run:
 
     session: dict[str, Any] = field(default_factory=dict)
     collected: list[dict[str, Any]] | None = None
+    selection: dict[str, Any] = field(default_factory=dict)  # -k/-m and what they left out
     collect_errors: list[dict[str, Any]] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     load_errors: list[dict[str, Any]] = field(default_factory=list)
@@ -185,6 +186,7 @@ def _take(record: dict[str, Any], run: Run) -> None:
         run.session = record
     elif kind == "collected":
         run.collected = record["tests"]
+        run.selection = record.get("selection", {})
     elif kind == "collect_error":
         run.collect_errors.append(record)
     elif kind == "result":

@@ -57,7 +57,10 @@ class Similarity:
 
 def similarity(spec: Spec, submissions: Path, out: Path) -> Similarity:
     """Compare every two hand-ins in `submissions`; write DIR/pairs.csv, DIR/report.html and DIR/handins/."""
-    from copydetect import CopyDetector
+    try:
+        from copydetect import CopyDetector
+    except ImportError:
+        raise UserError("grade similarity needs copydetect: pip install '.[similarity]'") from None
 
     entries = find_entries(submissions)
     make_folder(out, f"--out {out}")

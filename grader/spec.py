@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
@@ -157,12 +158,18 @@ def assignment_names(root: Path) -> list[str]:
     return sorted(p.parent.name for p in (root / "assignments").glob("*/spec.toml"))
 
 
+def did_you_mean(name: str, known: list[str]) -> str:
+    """A hint for a mistyped name, ": did you mean assignment2?", from the closest known one; else ""."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f": did you mean {close[0]}?" if close else ""
+
+
 def load_spec(name: str, root: Path | None = None) -> Spec:
     root = root or find_root()
     path = root / "assignments" / name / "spec.toml"
     if not path.is_file():
-        known = ", ".join(assignment_names(root)) or "none"
-        raise UserError(f"unknown assignment '{name}' (known: {known})")
+        known = assignment_names(root)
+        raise UserError(f"unknown assignment '{name}'{did_you_mean(name, known)} (known: {', '.join(known) or 'none'})")
     with path.open("rb") as f:
         data = tomllib.load(f)
     profiles = {pname: Profile(name=pname, **pdata) for pname, pdata in data.get("profiles", {}).items()}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from grader.errors import UserError
@@ -29,9 +31,41 @@ class Materialized:
     def source(self, file: str) -> str | None:
         """The text of the submission's version of an assignment file, or None if it has none."""
         name = self.modules.get(Path(file).stem)
-        if name is None:
-            return None
+        return None if name is None else self._text(name)
+
+    def _text(self, name: str) -> str:
         return (self.folder / name).read_bytes().decode("utf-8", errors="replace")
+
+    @cached_property
+    def _places(self) -> dict[str, dict[int, tuple[int, int]]]:
+        """For each module rebuilt from a notebook, by its file here: line -> (cell, line in the cell)."""
+        from grader.notebook import cell_places
+
+        return {name: places for name in set(self.modules.values()) if (places := cell_places(self._text(name)))}
+
+    def where(self, file: str, line: int) -> str:
+        """Where line `line` of `file` (the assignment's name for it, or its name here) is for its
+        author, when that is not the file's line: "cell 14, line 3"; else ""."""
+        name = file if file in self._places else self.modules.get(Path(file).stem, "")
+        place = self._places.get(name, {}).get(line)
+        return f"cell {place[0]}, line {place[1]}" if place else ""
+
+    def localize(self, text: str) -> str:
+        """`text` with each "lenet.py line 22" of a module rebuilt from a notebook said as "cell 14, line 3"."""
+        for name in self._places:
+            pattern = re.compile(rf"\b{re.escape(name)},? line (\d+)")
+            text = pattern.sub(lambda m, name=name: self.where(name, int(m[1])) or m[0], text)
+        return text
+
+    @property
+    def notes(self) -> list[str]:
+        """What the grader noted reading the submission (files missing; in a notebook, cells skipped and
+        names defined twice), each once."""
+        from grader.notebook import module_notes
+
+        names = dict.fromkeys(self.modules.values())
+        notes = [f"{file} is missing from the submission" for file in self.missing]
+        return list(dict.fromkeys(notes + [note for name in names for note in module_notes(self._text(name))]))
 
 
 def materialize(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Path | None = None) -> Materialized:
@@ -47,7 +81,7 @@ def materialize(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Pat
         return _from_folder(path, files, dest, starter_dir)
     suffix = path.suffix.lower()
     if suffix == ".py":
-        return _single_module(_read_limited(path), files, dest, "file")
+        return _single_module(_read_limited(path), files, dest, starter_dir)
     if suffix == ".zip":
         return _from_zip(path, files, dest, starter_dir)
     if suffix == ".ipynb":  # one module per assignment file, each with what its starter's names need
@@ -66,9 +100,22 @@ def _read_limited(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _single_module(data: bytes, files: tuple[str, ...], dest: Path, kind: str) -> Materialized:
+def _single_module(data: bytes, files: tuple[str, ...], dest: Path, starter_dir: Path | None) -> Materialized:
+    """One .py for the assignment: it stands for each module whose starter names it defines (for
+    all of them when it defines none, or does not parse: its tests then say why)."""
     (dest / SINGLE_MODULE).write_bytes(data)
-    return Materialized(dest, {Path(f).stem: SINGLE_MODULE for f in files}, kind)
+    stands_for = files
+    if starter_dir is not None and len(files) > 1:
+        from grader.notebook import starter_names, top_level_names
+
+        try:
+            defined = set(top_level_names(data.decode("utf-8", errors="replace")))
+        except (SyntaxError, ValueError):  # ValueError: a null byte
+            defined = set()
+        named = tuple(file for file, names in starter_names(starter_dir, files).items() if defined & set(names))
+        stands_for = named or files
+    missing = tuple(f for f in files if f not in stands_for)
+    return Materialized(dest, {Path(f).stem: SINGLE_MODULE for f in stands_for}, "file", missing)
 
 
 def _collect(found: dict[str, bytes], files: tuple[str, ...], dest: Path, kind: str) -> Materialized:

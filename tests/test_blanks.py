@@ -1,6 +1,9 @@
 """Blanks: the starter/reference pair check, and which blanks a submission leaves open."""
 
-from grader.blanks import open_blanks, pair_blanks
+from dataclasses import replace
+
+from grader.blanks import Blank, Released, open_blanks, pair_blanks
+from grader.submission import materialize
 
 REFERENCE = '''\
 import torch
@@ -100,3 +103,23 @@ def test_a_filled_body_blank_is_closed_even_if_another_raise_remains():
 
 def test_an_unparsable_submission_has_no_open_blanks_to_report():
     assert _open("def broken(:\n") == []
+
+
+def test_what_is_open_is_measured_against_the_starter_as_released_not_as_edited(tmp_path):
+    """A student bundle's starter is filled in place: its blanks are still counted from the released one."""
+    starter = STARTER.replace('    """Double x."""\n', "")
+    blanks = [*pair_blanks(starter, REFERENCE, "m.py")[0], Blank("n.py", 1, 4, "x", "x = None")]
+    released = Released({"m.py": starter, "n.py": "x = None\n"}, blanks)
+    (tmp_path / "in").mkdir()
+    filled = starter.replace("optimizer = None", "optimizer = torch.optim.SGD(net.parameters())")
+    (tmp_path / "in" / "m.py").write_text(filled.replace("Linear(None, 2)", "Linear(4, 2)"))
+    submission = materialize(tmp_path / "in", ("m.py", "n.py"), tmp_path / "out")
+    still = [(b.task, b.line) for b in released.left_open(submission)]
+    assert len(released.blanks) == 6 and still == [("train", 6), ("train", 7), ("helper", 13)]
+    assert submission.missing == ("n.py",) and released.in_missing_files(submission) == 1  # neither open nor filled
+
+
+def test_a_blank_says_where_its_author_put_it(tmp_path):
+    blank = Blank("lenet.py", 8, 4, "net", "nn.Conv2d(1, None)")
+    assert blank.describe() == "lenet.py line 8: nn.Conv2d(1, None)"
+    assert replace(blank, where="cell 4, line 2").describe() == "cell 4, line 2: nn.Conv2d(1, None)"

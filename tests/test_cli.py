@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,7 +52,11 @@ def test_fail_under_sets_the_exit_code():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["assignment9"], "error: unknown assignment 'assignment9' (known: "),
+        (["zzz"], "error: unknown assignment 'zzz' (known: assignment1, "),
+        (["asignment2"], "error: unknown assignment 'asignment2': did you mean assignment2? (known: "),
+        (["lsit"], "error: unknown assignment 'lsit': did you mean list? (known: "),
+        (["notebook", "asignment2"], "error: unknown assignment 'asignment2': did you mean assignment2? (known: "),
+        (["assignment2", "--json", "-", "--junit", "-"], "error: --json and --junit both ask for standard output"),
         (["assignment2", "--submission", "no/such/folder"], "error: submission not found: no/such/folder"),
         (["assignment2", "--profile", "fastest"], "error: Invalid value for '--profile'"),
         (["assignment2", "--bogus"], "error: No such option '--bogus'"),
@@ -61,6 +66,10 @@ def test_fail_under_sets_the_exit_code():
     ],
     ids=[
         "unknown assignment",
+        "mistyped assignment",
+        "mistyped command",
+        "mistyped assignment of a command",
+        "two reports on stdout",
         "missing submission",
         "bad profile",
         "unknown flag",
@@ -99,3 +108,32 @@ def test_a_broken_grader_is_exit_3(tmp_path):
     result = grade("assignment2", cwd=kit)
     assert result.returncode == 3
     assert result.stderr.startswith("grader error: the tests of assignment2 did not start")
+
+
+def test_a_partial_grading_of_a_one_file_hand_in_says_what_it_left_out_and_what_is_missing(tmp_path):
+    """`--json -` is the report alone on stdout (the table goes to stderr); the report says which
+    tests the options left out, which file is missing, and each reason is the test's own message."""
+    hand_in = tmp_path / "lenet.py"
+    hand_in.write_text(
+        (ROOT / "reference/assignment2/lenet.py").read_text().replace("(6, 16, kernel_size=5)", "(6, 16, 3)")
+    )
+    result = grade("assignment2", "--submission", str(hand_in), "--marks", "not accuracy", "--json", "-")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert "assignment2 · LeNet and train_ch6" in result.stderr
+    selection = report["selection"]
+    assert selection["marks"] == "not accuracy" and selection["left_out_points"] > 0 and selection["left_out"]
+    total = report["max_score"] + selection["left_out_points"]
+    said = f"points (of {total:g}: {selection['left_out_points']:g} points of tests left out by --marks 'not accuracy')"
+    assert said in report["output"] and said in " ".join(result.stderr.split())
+    reasons = {t["name"]: t["reason"] for t in report["tests"] if not t["hidden"]}
+    assert (
+        reasons["net: each layer's type and output shape"]
+        == "conv2 output is [1, 16, 12, 12], expected [1, 16, 10, 10]"
+    )
+    for test in report["tests"]:  # the test's own message, none of pytest's explanation of it
+        assert not re.search(r"^(assert |AssertionError)|Use -v", test["output"], re.M), test["output"]
+    training = [reason for name, reason in reasons.items() if name.startswith(("train_ch6", "evaluate_accuracy_gpu"))]
+    assert training and all(reason == "training.py is missing from the submission" for reason in training)
+    assert "training.py is missing from the submission" in report["notes"]
+    assert report["blanks"] == {"total": 26, "open": [], "missing": 16}

@@ -6,6 +6,7 @@ import ast
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -15,9 +16,17 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from grader import render
 from grader.cli import main
 from grader.grading import grade
-from grader.notebook import GRADE_TAG, build_notebook, module_cells, notebook_modules, python_source
+from grader.notebook import (
+    GRADE_TAG,
+    SETUP_CELL,
+    build_notebook,
+    module_cells,
+    notebook_modules,
+    python_source,
+)
 from grader.options import GradingOptions
 from grader.report import Report
 from grader.submission import SubmissionProblem, materialize
@@ -135,6 +144,40 @@ def test_a_missing_name_is_reported_by_name_with_the_cells_that_were_skipped(tmp
         module.other  # noqa: B018
 
 
+def test_places_in_a_rebuilt_module_are_the_cells_and_lines_its_author_wrote(tmp_path):
+    notebook = write_notebook(
+        tmp_path / "nb.ipynb",
+        ("markdown", "# Homework"),
+        "import math\n\ndef train(net):\n    return None",  # the first try: not graded
+        "data = load()  # top-level work, left out\nSCALE = 2",
+        "%matplotlib inline\n# my second try\ndef train(net):\n    return net * SCALE\nnet = 3; other = 1",
+    )
+    folder = tmp_path / "modules"
+    modules = materialize(
+        notebook, ("m.py",), folder, starter_dir=_starter(tmp_path, "net = None\ndef train(n): pass\n")
+    )
+    lines = modules.source("m.py").splitlines()
+    at = {text: number for number, text in enumerate(lines, start=1)}
+    assert modules.where("m.py", at["SCALE = 2"]) == "cell 3, line 2"
+    assert modules.where("m.py", at["    return net * SCALE"]) == "cell 4, line 4"
+    assert modules.where("m.py", at["net = 3"]) == "cell 4, line 5"
+    assert modules.where("m.py", 1) == ""  # the grader's own header
+    reason = f"NameError (m.py line {at['    return net * SCALE']}): name 'SCALE' is not defined"
+    assert modules.localize(reason) == "NameError (cell 4, line 4): name 'SCALE' is not defined"
+    assert modules.notes == [
+        "`train` is defined 2 times: graded is the last one, in cell 4 (line 3), not the one in cell 2 (line 3)"
+    ]
+    # a snapshot of the rebuilt modules (as `grade batch` keeps them) keeps the places and the notes
+    again = materialize(folder, ("m.py",), tmp_path / "again")
+    assert again.where("m.py", at["net = 3"]) == "cell 4, line 5" and again.notes == modules.notes
+
+
+def _starter(tmp_path: Path, source: str) -> Path:
+    (tmp_path / "starter").mkdir()
+    (tmp_path / "starter" / "m.py").write_text(source)
+    return tmp_path / "starter"
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -199,17 +242,18 @@ def test_a_starter_statement_that_runs_at_top_level_survives_the_round_trip(tmp_
     assert ast.dump(ast.parse(module)) == ast.dump(ast.parse(source))
 
 
-def test_the_starter_notebook_holds_the_starter_modules_after_a_title(tmp_path):
+def test_the_starter_notebook_holds_the_starter_modules_after_a_title_and_a_setup_cell(tmp_path):
     assert main(["notebook", "assignment2", "--out", str(tmp_path / "hw.ipynb")]) == 0
     notebook = nbformat.read(str(tmp_path / "hw.ipynb"), as_version=4)
     nbformat.validate(notebook)
-    title, *cells = notebook.cells
+    title, setup, *cells = notebook.cells
     assert title.cell_type == "markdown" and [c.cell_type for c in cells] == ["code"] * len(cells)
     assert (
         title.source.startswith(f"# assignment2: {SPEC.title}") and "assignments/assignment2/README.md" in title.source
     )
+    assert setup.source == SETUP_CELL and "pip" in SETUP_CELL and 'find_spec("grader")' in SETUP_CELL
     modules: dict[str, list[str]] = {}
-    for text in code_cells(notebook):  # each module starts a cell with its name
+    for text in code_cells(notebook)[1:]:  # each module starts a cell with its name
         header = text.split("\n", 1)[0].removeprefix("# ")
         modules.setdefault(header if header in SPEC.files else list(modules)[-1], []).append(text)
     assert list(modules) == list(SPEC.files)
@@ -218,6 +262,19 @@ def test_the_starter_notebook_holds_the_starter_modules_after_a_title(tmp_path):
         assert ast.dump(ast.parse("\n\n".join(texts))) == ast.dump(ast.parse(expected)), file
     assert nbformat.writes(build_notebook(SPEC)) == nbformat.writes(notebook)  # the same every time
     assert main(["notebook", "assignment2", "--out", str(tmp_path / "hw.ipynb")]) == 2  # never overwrites
+
+
+def test_the_setup_cell_installs_the_grader_from_the_repository_only_where_it_is_missing(monkeypatch):
+    ran: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", lambda command, check: ran.append(command))
+    exec(SETUP_CELL, {})  # here `grader` imports: nothing to do
+    assert ran == []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # Colab
+    with pytest.raises(RuntimeError, match="put your repository's address in REPOSITORY"):
+        exec(SETUP_CELL, {})
+    exec(SETUP_CELL.replace("https://github.com/YOUR-ACCOUNT/YOUR-REPOSITORY", "https://example.org/me/hw"), {})
+    assert ran[0][:2] == ["git", "clone"] and "https://example.org/me/hw" in ran[0]
+    assert ran[1][1:4] == ["-m", "pip", "install"] and ran[1][-1] == f"./{ran[0][-1]}"
 
 
 def reference_notebook_modules(name: str, folder: Path):
@@ -316,6 +373,7 @@ def test_a_messy_notebook_of_the_reference_scores_the_same_without_running_its_t
     assert [t.name for t in ran] == [t.name for t in report.tests if not t.accuracy]
     assert [(t.name, t.reason) for t in ran if t.status != "passed"] == []
     assert report.blanks["open"] == []
+    assert any(note.startswith("`train_ch6` is defined 2 times: graded is the last one") for note in report.notes)
 
 
 def test_the_starter_as_a_notebook_scores_zero_and_every_failure_names_a_blank(tmp_path):
@@ -323,9 +381,27 @@ def test_the_starter_as_a_notebook_scores_zero_and_every_failure_names_a_blank(t
     nbformat.write(build_notebook(SPEC), str(path))
     report = grade(SPEC, path, GradingOptions(profile="quick"))
     assert report.score == 0
-    for test in report.tests:
-        assert test.reason.startswith("not filled in yet: "), f"{test.name}: {test.reason}"
+    for test in report.tests:  # each blank where the student sees it: in a cell, not in a rebuilt module
+        assert re.match(r"not filled in yet: cell \d+, line \d+: ", test.reason), f"{test.name}: {test.reason}"
     assert len(report.blanks["open"]) == report.blanks["total"] > 0
+    assert all(re.match(r"cell \d+, line \d+: ", blank) for blank in report.blanks["open"])
+
+
+def test_a_name_defined_twice_says_which_is_graded_and_its_errors_point_to_its_cell(tmp_path):
+    cells = code_cells(build_notebook(SPEC, SPEC.reference_dir))
+    retry = "# my second try\nnet = nn.Sequential(nn.Flatten(), my_layer())"
+    path = write_notebook(tmp_path / "retry.ipynb", ("markdown", "# LeNet"), *cells, retry)
+    report = grade(SPEC, path, GradingOptions(profile="quick", select="lenet"))
+    cell, first = len(cells) + 2, next(n for n, c in enumerate(cells, start=2) if "net = nn.Sequential" in c)
+    (error,) = report.load_errors
+    assert error["place"] == f"cell {cell}, line 2" and error["reason"].startswith(f"NameError (cell {cell}, line 2)")
+    assert render.load_errors(report)[1] == f"  cell {cell}, line 2: net = nn.Sequential(nn.Flatten(), my_layer())"
+    ran = [t for t in report.tests if t.outcome != "not run" and not t.hidden]
+    assert ran and all(f"(cell {cell}, line 2)" in t.reason and ".py line" not in t.reason for t in ran)
+    (note,) = [n for n in report.notes if n.startswith("`net`")]
+    assert note.startswith(f"`net` is defined 2 times: graded is the last one, in cell {cell} (line 2), not the one")
+    assert f"in cell {first} (line " in note
+    assert render.markdown(report).count(note) == 1  # said once, above the table
 
 
 def test_a_name_the_notebook_lacks_fails_its_tests_by_name(tmp_path):

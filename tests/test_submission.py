@@ -34,6 +34,21 @@ def test_a_single_py_file_stands_for_every_module(tmp_path):
     assert out.source("lenet.py") == out.source("training.py")
 
 
+def test_a_single_py_file_stands_for_the_modules_whose_names_it_defines(tmp_path):
+    starter = tmp_path / "starter"
+    starter.mkdir()
+    (starter / "lenet.py").write_text("net = None\n")
+    (starter / "training.py").write_text("def train_ch6(net):\n    return None\n")
+    (tmp_path / "lenet_only.py").write_text("from torch import nn\n\nnet = nn.Flatten()\n")
+    out = materialize(tmp_path / "lenet_only.py", FILES, tmp_path / "out", starter)
+    assert out.modules == {"lenet": "submission.py"} and out.missing == ("training.py",)
+    assert out.notes == ["training.py is missing from the submission"]
+    (tmp_path / "both.py").write_text("net = 1\ndef train_ch6(net): pass\n")
+    assert materialize(tmp_path / "both.py", FILES, tmp_path / "out2", starter).missing == ()
+    (tmp_path / "broken.py").write_text("def net(:\n")  # every module, so that each test says what is wrong
+    assert materialize(tmp_path / "broken.py", FILES, tmp_path / "out3", starter).missing == ()
+
+
 def test_a_zip_is_read_without_extracting_escaping_paths(tmp_path):
     archive = tmp_path / "hand-in.zip"
     with zipfile.ZipFile(archive, "w") as z:

@@ -201,11 +201,13 @@ def _scores(stats: dict[str, Any]) -> str:
 
 def summary_markdown(outcomes: list[Outcome]) -> str:
     stats = summarize(outcomes)
+    left_out = next(filter(None, (render.left_out(o.report) for o in outcomes)), "")  # --select, --marks
     lines = [
         f"### {outcomes[0].report.assignment if outcomes else ''}: {_headline(stats)}",
         "",
         _scores(stats),
         "",
+        *([left_out, ""] if left_out else []),
         tabulate(
             [(band, n, "█" * n) for band, n in stats["distribution"]],
             headers=("score", "students", ""),

@@ -141,6 +141,21 @@ def _budget(item: pytest.Item, assignment: Assignment) -> float:
     return assignment.profile.timeout_s if item.get_closest_marker("accuracy") else limits.test_timeout_s
 
 
+def _entry(item: pytest.Item, spec: Spec, cases: Counter) -> dict[str, Any]:
+    """A test as the report lists it: its title, its points (its share of a parametrized test's), its tasks."""
+    points = item.get_closest_marker("points")
+    if points is None:
+        raise pytest.UsageError(f"{item.nodeid} has no @pytest.mark.points(n)")
+    return {
+        "nodeid": item.nodeid,
+        "name": test_title(item),
+        "points": float(points.args[0]) / cases[(item.path, getattr(item, "originalname", item.name))],
+        "tasks": list(item_tasks(item)),
+        "accuracy": item.get_closest_marker("accuracy") is not None,
+        "hidden": Path(str(item.path)).relative_to(spec.folder).parts[0] == "hidden",
+    }
+
+
 def progress_sender(records: Records, nodeid: str) -> Callable[[dict[str, Any]], None]:
     """What a probe says of its progress, as a record for the screen: numbers only, once a second."""
     last = [0.0]
@@ -173,7 +188,7 @@ class SessionHooks:
         self.grading.deselected += items
 
     @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the tests that run must report
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         grading = self.grading
         # a parametrized test's points are split over all its cases, deselected ones included
         cases = Counter((i.path, getattr(i, "originalname", i.name)) for i in (*items, *grading.deselected))
@@ -184,23 +199,21 @@ class SessionHooks:
             spec = spec_for(Path(str(item.path)))
             if spec is None:
                 raise pytest.UsageError(f"{item.nodeid} is not inside assignments/<name>/")
-            points = item.get_closest_marker("points")
-            if points is None:
-                raise pytest.UsageError(f"{item.nodeid} has no @pytest.mark.points(n)")
             if not collecting and item.get_closest_marker("timeout") is None:  # a backstop: the sandbox counts CPU
                 backstop = backstop_s(_budget(item, _assignment(item))) + _GRADER_MARGIN_S
                 # func_only: the alarm can then fire in the test, never in a hook (which crashes the session)
                 item.add_marker(pytest.mark.timeout(backstop, func_only=True))
-            relative = Path(str(item.path)).relative_to(spec.folder)
-            grading.tests[item.nodeid] = {
-                "nodeid": item.nodeid,
-                "name": test_title(item),
-                "points": float(points.args[0]) / cases[(item.path, getattr(item, "originalname", item.name))],
-                "tasks": list(item_tasks(item)),
-                "accuracy": item.get_closest_marker("accuracy") is not None,
-                "hidden": relative.parts[0] == "hidden",
-            }
-        grading.records.send("collected", tests=list(grading.tests.values()))
+            grading.tests[item.nodeid] = _entry(item, spec, cases)
+        # what -k/-m left out, so that a report can say it graded only part of the assignment
+        specs = {item: spec_for(Path(str(item.path))) for item in grading.deselected}
+        left_out = [_entry(item, spec, cases) for item, spec in specs.items() if spec is not None]
+        selection = {
+            "select": config.getoption("keyword") or None,
+            "marks": config.getoption("markexpr") or None,
+            "left_out": [entry["name"] for entry in left_out],
+            "left_out_points": sum(entry["points"] for entry in left_out),
+        }
+        grading.records.send("collected", tests=list(grading.tests.values()), selection=selection)
         if items and grading.zygote is not None:
             grading.zygote.ready()  # not within the first test's time
 
@@ -276,8 +289,8 @@ class SessionHooks:
         line = f"grader: {grading.earned:g} / {total:g} points"
         for name, assignment in grading.assignments.items():
             sub = assignment.submission
-            filled = sub.total_blanks - len(sub.open_blanks)
-            line += f" · {name}: blanks filled {filled}/{sub.total_blanks}, profile {assignment.profile.name}"
+            blanks = f"blanks filled {sub.filled_blanks}/{sub.total_blanks}"
+            line += f" · {name}: {blanks}, profile {assignment.profile.name}"
         terminalreporter.write_line(line, bold=True)
 
 

@@ -7,6 +7,7 @@ printed): a hidden probe could otherwise read the hidden test's own probe and pr
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -31,7 +32,13 @@ def item_tasks(item: pytest.Item) -> tuple[str, ...]:
 
 
 def explain(exc: BaseException, tasks: tuple[str, ...], submission: Any, hidden: bool) -> tuple[str, str]:
-    """(one-line reason, details) for a failed test, naming an open blank when there is one."""
+    """(one-line reason, details) for a failed test, naming an open blank when there is one, and each
+    place in the student's code as its author knows it (a notebook's cell and line)."""
+    reason, details = _explain(exc, tasks, submission, hidden)
+    return submission.materialized.localize(reason), details
+
+
+def _explain(exc: BaseException, tasks: tuple[str, ...], submission: Any, hidden: bool) -> tuple[str, str]:
     # The blanks of the test's first task first: that is the one it is about.
     if isinstance(exc, SandboxBroken):  # before any blank: it is no fault of the submission's
         return f"{GRADER_FAULT}: {exc}", ""
@@ -42,20 +49,28 @@ def explain(exc: BaseException, tasks: tuple[str, ...], submission: Any, hidden:
         at_error = [b for b in submission.open_blanks if (b.file, b.line) in set(exc.frames)]
         open_blanks = at_error or open_blanks
     elif isinstance(exc, AssertionError):
-        details = str(exc).partition("\n")[2].strip()
+        details = own_message(exc).partition("\n")[2].strip()
     if open_blanks:
         more = len(set(submission.blanks_for(tasks)) - {open_blanks[0]})
         extra = f" (+{more} more in {', '.join(tasks)})" if more else ""
         return f"{NOT_FILLED}: {open_blanks[0].describe()}{extra}", details
     if isinstance(exc, SubmissionError):
         return (exc.brief if hidden else exc.reason), details
-    text = str(exc).strip()
+    text = (own_message(exc) if isinstance(exc, AssertionError) else str(exc)).strip()
     first = text.splitlines()[0] if text else ""
     if isinstance(exc, pytest.fail.Exception) and first.startswith("Timeout"):
         return "the test ran past its wall-clock backstop: the grading machine was too busy", ""
     if isinstance(exc, (AssertionError, pytest.fail.Exception)):  # a test's own verdict
         return first or "assertion failed", details
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__, details
+
+
+def own_message(exc: AssertionError) -> str:
+    """A failed assertion's own message, without pytest's explanation after it (`assert 0`, a diff,
+    "Use -v to get more diff"); the explanation's first line when the assertion has no message."""
+    lines = str(exc).splitlines()
+    own = itertools.takewhile(lambda line: not line.startswith("assert "), lines)
+    return "\n".join(line.removeprefix("  ") for line in own).strip() or (lines[0] if lines else "")
 
 
 def limit_of(exc: BaseException) -> str:

@@ -40,6 +40,7 @@ class LoadError:
     line: int = 0
     source: str = ""
     column: int = 0
+    place: str = ""  # where the line is for its author, when not in the file: "cell 14, line 3"
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -57,6 +58,8 @@ class Submission:
     task_files: dict[str, set[str]]
     load_errors: dict[str, LoadError] = field(default_factory=dict)
     first_reported: dict[str, str] = field(default_factory=dict)  # file -> the test that reported its load error
+    task_sources: dict[str, set[str]] = field(default_factory=dict)  # task -> the assignment files it is in
+    missing_blanks: int = 0  # blanks in files the submission does not have: neither open nor filled
     budget_s: float | None = None  # CPU seconds left to the running test
     tasks: tuple[str, ...] = ()  # the running test's tasks
     on_progress: Callable[[dict[str, Any]], None] | None = None  # the running test's progress, for the screen
@@ -69,6 +72,9 @@ class Submission:
         """
         if not probe.__module__.startswith(PROBES_PACKAGE):
             raise TypeError(f"{probe.__name__} is not a probe: probes come from grader.testing.probes_for(__file__)")
+        for file in self.materialized.missing:  # the running test's tasks are defined in a file not handed in
+            if any(file in self.task_sources.get(task, ()) for task in self.tasks):
+                raise SubmissionError(f"{file} is missing from the submission")
         for file in sorted(self.files_needed()):
             if file in self.load_errors:
                 raise self.pointer_to(file)
@@ -101,6 +107,10 @@ class Submission:
         found = set().union(*(self.task_files.get(task, set()) for task in self.tasks)) if self.tasks else set()
         return found or set(self.materialized.modules.values())
 
+    @property
+    def filled_blanks(self) -> int:
+        return self.total_blanks - len(self.open_blanks) - self.missing_blanks
+
     def blanks_for(self, tasks: tuple[str, ...]) -> list[blanks_mod.Blank]:
         return [b for b in self.open_blanks if b.task in tasks]
 
@@ -111,7 +121,8 @@ class Submission:
         text = self.materialized.source(Path(file).stem) or ""
         lines = text.splitlines()
         source = lines[line - 1] if 0 < line <= len(lines) else ""
-        return LoadError(file, failure.reason, line, source.rstrip()[:300], column)
+        reason, place = self.materialized.localize(failure.reason), self.materialized.where(file, line)
+        return LoadError(file, reason, line, source.rstrip()[:300], column, place)
 
 
 @dataclass
@@ -156,16 +167,11 @@ def prepare(spec: Spec, options: GradingOptions, source: Path, scratch: Path, zy
     """Read the submission into `scratch`, find its open blanks, give it a sandbox on `zygote`."""
     profile = resolve_profile(spec, options.profile, options.data_dir)
     materialized = materialize(source.expanduser().resolve(), spec.files, scratch / "submission", spec.starter_dir)
-    all_blanks = blanks_mod.assignment_blanks(spec.starter_dir, spec.reference_dir, spec.files)
-    open_blanks = []
-    for file in spec.files:
-        text = materialized.source(Path(file).stem)
-        if text is not None:
-            starter = (spec.starter_dir / file).read_text()
-            mine = [b for b in all_blanks if b.file == file]
-            open_blanks += blanks_mod.open_blanks(starter, mine, text, file)
+    released = blanks_mod.released_blanks(spec)  # measured against the starter as released, not as edited
     task_files: dict[str, set[str]] = {}
-    for blank in all_blanks:
+    task_sources: dict[str, set[str]] = {}
+    for blank in released.blanks:
+        task_sources.setdefault(blank.task, set()).add(blank.file)
         module = materialized.modules.get(Path(blank.file).stem)
         if module:
             task_files.setdefault(blank.task, set()).add(module)
@@ -178,7 +184,16 @@ def prepare(spec: Spec, options: GradingOptions, source: Path, scratch: Path, zy
         profile.device,
         options.gpu_fraction,
     )
-    submission = Submission(spec, materialized, sandbox, open_blanks, len(all_blanks), task_files)
+    submission = Submission(
+        spec,
+        materialized,
+        sandbox,
+        released.left_open(materialized),
+        len(released.blanks),
+        task_files,
+        task_sources=task_sources,
+        missing_blanks=released.in_missing_files(materialized),
+    )
     return Assignment(spec, profile, submission, source)
 
 
@@ -228,7 +243,12 @@ class Grading:
                 submission=str(source),
                 submission_kind=sub.materialized.kind,
                 missing_files=list(sub.materialized.missing),
-                blanks={"total": sub.total_blanks, "open": [b.describe() for b in sub.open_blanks]},
+                blanks={
+                    "total": sub.total_blanks,
+                    "open": [b.describe() for b in sub.open_blanks],
+                    "missing": sub.missing_blanks,
+                },
+                notes=sub.materialized.notes,
                 isolation=self.zygote.isolation,
                 min_accuracy=assignment.profile.min_accuracy,
                 calibrated=assignment.profile.calibrated,

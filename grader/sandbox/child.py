@@ -137,7 +137,7 @@ class StudentModules:
             raise AttributeError(name)
         file = self._modules.get(name)
         if file is None:
-            raise ModuleNotFoundError(f"the submission has no {name}.py")
+            raise ModuleNotFoundError(f"{name}.py is missing from the submission")
         module = Path(file).stem
         if module in sys.modules:
             return sys.modules[module]
