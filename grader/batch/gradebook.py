@@ -49,6 +49,8 @@ FIRST_COLUMNS = (
     "problem",
     "profile",
     "isolation",
+    "selection",
+    "left_out_points",
 )
 CANVAS_STUDENT_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 
