@@ -1,7 +1,8 @@
 """The gradebook of a batch, rendered from the students' reports: the batch's counterpart of render.
 
 DIR/grades.csv (a row per student), DIR/junit.xml (a suite per student), DIR/summary.md (the
-class's statistics), and the same statistics on the terminal.
+class's statistics), DIR/index.html (the class page: the same, with charts, linking each student's
+feedback.html), and the same statistics on the terminal.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from tabulate import tabulate
 
-from grader import render
+from grader import render, render_html
 from grader.batch.store import write_whole
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def gradebook_rows(outcomes: list[Outcome]) -> list[dict[str, Any]]:
 
 
 def write_gradebook(out: Path, outcomes: list[Outcome], show_hidden: bool = False) -> None:
-    """grades.csv, junit.xml and summary.md, from the students' reports."""
+    """grades.csv, junit.xml, summary.md and index.html, from the students' reports."""
     rows = gradebook_rows(outcomes)
     first = ["id", "score", "max_score", "percent", "status", "duration_s", "limits", "problem", "profile", "isolation"]
     columns = first + [k for k in dict.fromkeys(k for row in rows for k in row) if k not in first]
@@ -56,6 +57,7 @@ def write_gradebook(out: Path, outcomes: list[Outcome], show_hidden: bool = Fals
         suites.append(suite)
     write_whole(out / "junit.xml", ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
     write_whole(out / "summary.md", summary_markdown(outcomes))
+    write_whole(out / "index.html", render_html.class_page(outcomes, summarize(outcomes)))
 
 
 def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
