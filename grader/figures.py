@@ -26,6 +26,7 @@ import base64
 import functools
 import html
 import io
+import itertools
 import math
 import re
 import threading
@@ -114,7 +115,7 @@ def curves(title: str, series: Any, xlabel: str = "epoch") -> dict[str, Any] | N
     if not isinstance(series, dict):
         return None
     lines: dict[str, list[list[float]]] = {}
-    for name, points in list(series.items())[:MAX_SERIES]:
+    for name, points in itertools.islice(series.items(), MAX_SERIES):
         if not isinstance(points, (list, tuple)):
             continue
         kept = []
@@ -123,7 +124,7 @@ def curves(title: str, series: Any, xlabel: str = "epoch") -> dict[str, Any] | N
                 x, y = _number(point[0]), _number(point[1])
                 if x is not None and y is not None:
                     kept.append([x, y])
-        label = _NAME.sub("", str(name))[:40].strip() or f"line {len(lines) + 1}"
+        label = _NAME.sub("", str(name)[:200])[:40].strip() or f"line {len(lines) + 1}"
         if kept and label not in lines:
             lines[label] = _evenly(kept, MAX_POINTS)
     return {"kind": "curves", "title": title, "xlabel": xlabel, "series": lines} if lines else None

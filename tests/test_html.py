@@ -69,7 +69,7 @@ def sample_figures() -> dict[str, dict[str, Any]]:
         ),
     }
     assert all(made.values()), [name for name, figure in made.items() if figure is None]
-    return made  # type: ignore[return-value]
+    return made
 
 
 def test_figure_data_is_bounded_and_checked():
@@ -416,3 +416,8 @@ def test_the_training_probe_returns_what_train_ch6_handed_its_animator():
         assert probes.train_lenet(sub, x, y, {"steps": 4, "batch_size": 16, "lr": 0.1, "val_size": 16})["history"] == {}
     finally:
         probes.d2l.Animator.add = d2l_add
+
+
+def test_an_html_path_that_cannot_be_written_is_one_line_before_grading(capsys, tmp_path):
+    assert main(["assignment2", "--html", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: --html {tmp_path}: is a folder, give a file name\n"
