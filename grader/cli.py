@@ -2,7 +2,7 @@
 
     grade list
     grade <assignment> [--submission PATH] [--profile quick|full|auto] [--json F] [--markdown F]
-                       [--junit F] [--fail-under PCT] [--select EXPR] [--marks EXPR]
+                       [--junit F] [--html F] [--fail-under PCT] [--select EXPR] [--marks EXPR]
     grade batch <assignment> <submissions> --out DIR [--workers N] [--timeout S] [--only ID] [--failed]
                 [--force] [--deadline TIME [--late-policy RULE]] [--canvas-assignment ID]
                 [--executor local|ray [--address ADDR]]
@@ -30,7 +30,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from grader import render
+from grader import render, render_html
 from grader.errors import GraderError, UserError
 from grader.spec import Spec, assignment_names, did_you_mean, find_root, load_spec
 
@@ -243,6 +243,7 @@ def _grade_command(name: str) -> click.Command:
     )
     @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report here (-: stdout).")
     @click.option("--junit", type=click.Path(path_type=Path), help="Write a JUnit XML report here (-: stdout).")
+    @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write an HTML report, with pictures.")
     @click.option("--fail-under", type=click.FloatRange(0, 100), help="Exit 1 when the score is below this percentage.")
     @click.option(
         "--data-dir", type=click.Path(file_okay=False), help="Where the datasets are (default: $GRADER_DATA_DIR)."
@@ -258,6 +259,7 @@ def _grade_command(name: str) -> click.Command:
         json_path: Path | None,
         markdown: Path | None,
         junit: Path | None,
+        html_path: Path | None,
         fail_under: float | None,
         data_dir: str | None,
         download: bool,
@@ -271,7 +273,7 @@ def _grade_command(name: str) -> click.Command:
         from grader.progress import LiveProgress
 
         spec = load_spec(name)
-        outputs = {"--json": json_path, "--markdown": markdown, "--junit": junit}
+        outputs = {"--json": json_path, "--markdown": markdown, "--junit": junit, "--html": html_path}
         for flag, path in outputs.items():
             _check_writable(flag, path)  # before grading, so that a typo costs no grading time
         to_stdout = [flag for flag, path in outputs.items() if path == STDOUT]
@@ -294,6 +296,7 @@ def _grade_command(name: str) -> click.Command:
         _write("--json", json_path, lambda: json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
         _write("--markdown", markdown, lambda: render.markdown(report, show_hidden))
         _write("--junit", junit, lambda: render.junit(report, show_hidden))
+        _write("--html", html_path, lambda: render_html.report_page(report, show_hidden))
         if broken:
             raise GraderError(f"the sandbox failed in {len(broken)} tests ({', '.join(broken)}): grade again")
         if fail_under is not None and report.percent < fail_under:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 from tabulate import tabulate
 
+from grader.figures import image_tags
 from grader.report import THRESHOLD, Report, TestResult
 
 HIDDEN_NOTE = "details hidden until grades are released"
@@ -22,7 +24,7 @@ def _visible(report: Report, show_hidden: bool) -> list[tuple[str, TestResult]]:
     for test in report.tests:
         if test.hidden and not show_hidden:
             hidden += 1
-            shown = TestResult(**{**test.__dict__, "reason": HIDDEN_NOTE, "output": HIDDEN_NOTE})
+            shown = TestResult(**{**test.__dict__, "reason": HIDDEN_NOTE, "output": HIDDEN_NOTE, "images": []})
             rows.append((f"hidden test {hidden}", shown))
         else:
             rows.append((test.name, test))
@@ -172,9 +174,16 @@ def junit(report: Report, show_hidden: bool = False) -> str:
     return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True) + "\n"
 
 
+def _gradescope_output(test: TestResult) -> dict[str, str]:
+    """A test's output; with pictures, as HTML with the images inline (Gradescope's "html" format)."""
+    if not test.images:
+        return {"output": test.output}
+    return {"output": f"<pre>{html.escape(test.output)}</pre>{image_tags(test.images)}", "output_format": "html"}
+
+
 def gradescope(report: Report, show_hidden: bool = False) -> dict[str, Any]:
     """Gradescope's results.json: hidden tests are shown once published, and only their points
-    unless `show_hidden`."""
+    unless `show_hidden`. A test's pictures are in its output, as HTML."""
     return {
         "score": report.final_score,  # the total, which Gradescope takes over the tests' sum: after the late penalty
         "execution_time": round(report.duration_s, 3),
@@ -186,7 +195,7 @@ def gradescope(report: Report, show_hidden: bool = False) -> dict[str, Any]:
                 "score": test.score,
                 "max_score": test.max_score,
                 "status": test.status,
-                "output": test.output,
+                **_gradescope_output(test),
                 "visibility": "after_published" if test.hidden else "visible",
             }
             for name, test in _visible(report, show_hidden)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from grader import __version__
+from grader.figures import PREFIX, draw_images
 from grader.runner import Run
 from grader.spec import Spec
 
@@ -37,6 +38,8 @@ class TestResult:
     accuracy: bool = False
     measured: dict[str, Any] = field(default_factory=dict)  # what the test measured (an accuracy...)
     limit: str = ""  # the limit it tripped: "timeout", "total_timeout", "memory", "output", "files", "processes"
+    figures: dict[str, Any] = field(default_factory=dict)  # figure data the test recorded, by name (grader.figures)
+    images: list[dict[str, str]] = field(default_factory=list)  # drawn from them: PrairieLearn's {"label", "url"}
 
 
 @dataclass
@@ -155,6 +158,8 @@ def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Re
         outcome = record["outcome"] if record else "not run"
         passed = outcome == "passed"
         reason = record["reason"] if record else unreported
+        measured = record.get("measured", {}) if record else {}
+        figures = {k.removeprefix(PREFIX): v for k, v in measured.items() if k.startswith(PREFIX)}
         tests.append(
             TestResult(
                 name=entry["name"],
@@ -169,10 +174,13 @@ def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Re
                 duration_s=record["duration_s"] if record else 0.0,
                 hidden=entry["hidden"],
                 accuracy=entry["accuracy"],
-                measured=record.get("measured", {}) if record else {},
+                measured={k: v for k, v in measured.items() if not k.startswith(PREFIX)},
                 limit=record.get("limit", "") if record else ("total_timeout" if run.timed_out else ""),
+                figures={} if entry["hidden"] else figures,  # a hidden test's data is never drawn
             )
         )
+    if any(test.figures for test in tests):
+        draw_images(tests)
     session = run.session
     return Report(
         assignment=spec.name,

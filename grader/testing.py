@@ -117,9 +117,13 @@ def accuracy_of(predictions: Any, labels: torch.Tensor) -> float:
     return (predictions.long() == labels).float().mean().item()
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """The grader's own test accuracy of `model` (already loaded) on float images x (N, C, H, W)."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The classes `model` (already loaded) predicts, in evaluation mode, for float images x (N, C, H, W)."""
     model.eval()
     with torch.no_grad():
-        predictions = torch.cat([model(batch).argmax(1) for batch in x.split(batch_size)])
-    return accuracy_of(predictions, y)
+        return torch.cat([model(batch).argmax(1) for batch in x.split(batch_size)])
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """The grader's own test accuracy of `model` (already loaded) on float images x (N, C, H, W)."""
+    return accuracy_of(predict(model, x, batch_size), y)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from grader import d2l
 from grader.probing import (
     TRAINING_CALLS,
     ModeSpy,
@@ -86,7 +87,8 @@ def evaluate_tiny(sub, state, batches):
 
 
 def train_lenet(sub, train_x, train_y, budget):
-    """The student's LeNet trained by the student's train_ch6 on the grader's training images; its weights.
+    """The student's LeNet trained by the student's train_ch6 on the grader's training images: its
+    weights, and the points train_ch6 handed its d2l Animator (for the report's picture only).
 
     No test image comes here: the grader evaluates the weights itself.
     """
@@ -97,5 +99,19 @@ def train_lenet(sub, train_x, train_y, budget):
     validation = TensorBatches(x[::every][: budget["val_size"]], y[::every][: budget["val_size"]], 1000)
     epochs = budget.get("epochs") or math.ceil(budget["steps"] / len(train_iter))
     net = sub.lenet.net
-    sub.training.train_ch6(net, train_iter, validation, epochs, budget["lr"], device)
-    return state_of(net)
+    with recording(animator=(d2l.Animator, "add")) as calls:
+        sub.training.train_ch6(net, train_iter, validation, epochs, budget["lr"], device)
+    return {"state": state_of(net), "history": plotted(calls)}
+
+
+def plotted(calls):
+    """The points the last d2l Animator called kept, {legend: [(x, y), ...]}, as numbers; {} when
+    there are none to take. Only a picture is made of them: this never fails the probe."""
+    try:
+        history = calls[-1][1].history
+        return {
+            str(name)[:40]: [(float(x), float(y)) for x, y in points[-5000:]]
+            for name, points in list(history.items())[:6]
+        }
+    except Exception:
+        return {}

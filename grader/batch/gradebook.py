@@ -6,6 +6,7 @@ DIR/canvas.csv    Canvas's gradebook import (Grades > Import)
 DIR/moodle.csv    Moodle's CSV grade import (an identifier column, a grade column, a feedback column)
 DIR/junit.xml     a suite per student
 DIR/summary.md    the class's statistics, and the same on the terminal
+DIR/index.html    the class page: the same, with charts, linking each student's feedback.html
 
 grades.csv and legend.csv are the instructor's: they name the hidden tests. The LMS files hold
 only ids, grades and the late note. A grade is the score after any late penalty; a hand-in that
@@ -28,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 from tabulate import tabulate
 
-from grader import render
+from grader import render, render_html
 from grader.batch.store import write_whole
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def gradebook_rows(outcomes: list[Outcome], ids: dict[str, str]) -> list[dict[st
 def write_gradebook(
     out: Path, outcomes: list[Outcome], show_hidden: bool = False, canvas_assignment: str | None = None
 ) -> None:
-    """grades.csv, legend.csv, canvas.csv, moodle.csv, junit.xml and summary.md, from the students' reports."""
+    """grades.csv, legend.csv, canvas.csv, moodle.csv, junit.xml, summary.md and index.html, from the reports."""
     tests = _tests(outcomes)
     ids = short_ids(list(tests))
     rows = gradebook_rows(outcomes, ids)
@@ -109,6 +110,7 @@ def write_gradebook(
         suites.append(suite)
     write_whole(out / "junit.xml", ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
     write_whole(out / "summary.md", summary_markdown(outcomes))
+    write_whole(out / "index.html", render_html.class_page(outcomes, summarize(outcomes)))
 
 
 def canvas_csv(outcomes: list[Outcome], assignment_id: str | None = None) -> str:

@@ -3,7 +3,7 @@ ledger that says which stored reports the batch wrote itself.
 
 DIR/.batch/snapshots/<id>/  each submission's files, read before any student code runs
 DIR/.batch/ledger.json      per student: the resume key and the SHA-256 of the report the batch wrote
-DIR/students/<id>/          report.json (the source of the rest), feedback.md, results.json
+DIR/students/<id>/          report.json (the source of the rest), feedback.md, feedback.html, results.json
 
 Resuming trusts only what the batch wrote: a stored report counts only if its bytes still have the
 digest in the ledger, and a snapshot is checked against the digest it was taken with before it is
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grader
-from grader import render
+from grader import render, render_html
 from grader.errors import UserError
 from grader.options import GradingOptions
 from grader.report import Report
@@ -37,7 +37,7 @@ TIMES_FILE = "submissions.csv"  # beside the submissions: when each was handed i
 STATE = ".batch"  # DIR/.batch: the lock, the ledger and the snapshots
 # Modules that present or start things but decide no score: a change to them re-renders, not regrades.
 _PRESENTATION = {"cli.py", "render.py", "progress.py", "release.py", "calibrate.py", "similarity.py", "gradescope.py"}
-_PRESENTATION |= {"gradebook.py", "late.py"}
+_PRESENTATION |= {"gradebook.py", "late.py", "render_html.py", "figures.py"}  # a figure never changes a score
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,7 @@ class Store:
         document = json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
         write_whole(folder / "report.json", document)
         write_whole(folder / "feedback.md", render.markdown(report, show_hidden))
+        write_whole(folder / "feedback.html", render_html.report_page(report, show_hidden))
         gradescope = json.dumps(render.gradescope(report, show_hidden), indent=2, ensure_ascii=False) + "\n"
         write_whole(folder / "results.json", gradescope)
         self.ledger[student] = {"key": key, "status": status, "report": hashlib.sha256(document.encode()).hexdigest()}

@@ -8,6 +8,7 @@ recomputes each output: a shape, a count or an output is only believed when they
 import pytest
 import torch
 
+from grader import figures
 from grader.probing import fill, to_float
 from grader.testing import architectures_for, derived_seed, evaluate, generator, load_in_order, probes_for
 
@@ -111,7 +112,10 @@ def test_parameters_per_layer(outputs, images, grader_lenet):
 @pytest.mark.task("net", "train_ch6", "evaluate_accuracy_gpu")
 def test_trained_accuracy(submission, profile, dataset, record_property):
     """net + train_ch6: trained test accuracy"""
-    state = submission.run(probes.train_lenet, dataset.train.x, dataset.train.y, profile.budget)
+    trained = submission.run(probes.train_lenet, dataset.train.x, dataset.train.y, profile.budget)
+    state = trained.get("state") if isinstance(trained, dict) else None
+    curves = trained.get("history") if isinstance(trained, dict) else None  # the student's numbers: only drawn
+    figures.record(record_property, "training", figures.curves("the curves train_ch6 drew while training", curves))
     net = lenet()  # the grader's own: the student's weights are evaluated here, on images no sandbox sees
     problem = load_in_order(net, state)
     assert not problem, problem

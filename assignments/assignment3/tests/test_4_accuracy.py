@@ -10,9 +10,11 @@ thresholds come from the profile (spec.toml); the quick profile's are calibrated
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from grader import figures
 from grader.probing import to_float
-from grader.testing import architectures_for, evaluate, generator, load_in_order, probes_for
+from grader.testing import architectures_for, evaluate, generator, load_in_order, predict, probes_for
 
 probes = probes_for(__file__)
 architectures = architectures_for(__file__)  # the grader's own MnistCNN and HighAccuracyCNN
@@ -41,9 +43,16 @@ def check_accuracy(submission, profile, dataset, record_property, class_name, bu
     problem = load_in_order(model, state)
     assert not problem, f"{class_name}'s {problem}"
     device = grader_device(profile)
-    accuracy = evaluate(model.to(device), to_float(dataset.test.x).to(device), dataset.test.y.to(device))
+    test_x = to_float(dataset.test.x).to(device)
+    accuracy = evaluate(model.to(device), test_x, dataset.test.y.to(device))
     record_property("accuracy", round(accuracy, 4))
     record_property("min_accuracy", threshold)
+    title = f"{class_name} trained: the test images' true class (rows) against the predicted one (columns)"
+    figures.record(record_property, "confusion", figures.confusion(title, predict(model, test_x), dataset.test.y, 10))
+    with torch.no_grad():
+        maps = F.relu(model.conv1(test_x[:1]))[0]
+    title = f"{class_name} trained: conv1's feature maps (after ReLU) of a test image"
+    figures.record(record_property, "conv1 maps", figures.feature_maps(title, test_x[0], maps))
     spent = f"{budget['steps']:,} steps" if "steps" in budget else f"{budget['epochs']} epochs"
     assert accuracy >= threshold, (
         f"test accuracy {accuracy:.1%} is below the {threshold:.0%} required"

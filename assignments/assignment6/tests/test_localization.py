@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert, box_iou
 
+from grader import figures
 from grader.probing import to_float
 from grader.testing import generator, load_in_order, probes_for
 
@@ -271,6 +272,10 @@ def test_trained_localization_accuracy(submission, profile, dataset, record_prop
     record_property("min_accuracy", profile.min_accuracy)
     record_property("class_accuracy", round(right_class.float().mean().item(), 4))
     record_property("mean_iou", round(iou.mean().item(), 4))
+    predicted = box_convert(boxes * canvas, "cxcywh", "xyxy")
+    title = "the first test canvases: the true box (green) and the predicted one (red)"
+    figure = figures.boxes(title, test_x[:6], test_boxes[:6], predicted[:6], dataset.test.y[:6], classes[:6])
+    figures.record(record_property, "boxes", figure)
     assert accuracy >= profile.min_accuracy, (
         f"{accuracy:.1%} of the test digits are named and boxed (IoU >= 0.5), below the {profile.min_accuracy:.0%} "
         f"required (class accuracy {right_class.float().mean():.1%}, mean IoU {iou.mean():.2f}, "

@@ -1,0 +1,180 @@
+"""The HTML formats: a student's report page (`grade --html`, feedback.html) and a batch's class page.
+
+Both are rendered from the reports (the JSON documents), and each is one self-contained file: the
+styles inline, the pictures as base64 PNG data URLs, no script, and a Content-Security-Policy that
+lets the page load nothing else, so it opens offline and shows the same everywhere. Every text
+comes through `html.escape`: a reason may quote what a submission printed.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from grader import figures
+from grader.render import _footer, _note, _points, _visible, load_errors
+from grader.report import Report
+
+if TYPE_CHECKING:
+    from grader.batch.run import Outcome
+
+# Nothing but this page, its inline styles and its data-URL images: no network, no script.
+_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+_STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; color: #1d2430; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; }
+h1 { font-size: 1.4rem; margin: 0 0 .2rem; } h2 { font-size: 1.1rem; margin-top: 2rem; }
+.muted { color: #5c6677; } .small { font-size: .85rem; }
+.score { font-size: 1.2rem; margin: .8rem 0 .3rem; } .score b { font-size: 1.7rem; }
+.bar { height: .55rem; background: #e4e8ef; border-radius: .3rem; overflow: hidden; margin-bottom: 1rem; }
+.bar span { display: block; height: 100%; background: #2f7d4f; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; vertical-align: top; padding: .35rem .5rem; border-bottom: 1px solid #e4e8ef; }
+td.points, th.points { text-align: right; white-space: nowrap; }
+.mark { width: 1.2rem; font-weight: bold; } .passed .mark { color: #2f7d4f; } .failed .mark { color: #b3261e; }
+.note { color: #5c6677; font-size: .9rem; white-space: pre-wrap; } .failed .note { color: #8a4b00; }
+pre.errors { background: #fdecea; color: #8c1d18; padding: .6rem; white-space: pre-wrap; }
+figure { display: inline-block; margin: .5rem 1rem .5rem 0; }
+figure img { max-width: 100%; border: 1px solid #e4e8ef; }
+figcaption { font-size: .8rem; color: #5c6677; }
+footer { margin-top: 1.5rem; }
+"""
+
+
+def _page(title: str, body: list[str]) -> str:
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            '<head><meta charset="utf-8">',
+            f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{html.escape(title)}</title>",
+            f"<style>{_STYLE}</style></head>",
+            "<body>",
+            *body,
+            "</body></html>",
+            "",
+        ]
+    )
+
+
+def _bar(percent: float) -> str:
+    return f'<div class="bar"><span style="width: {max(0.0, min(100.0, percent)):.1f}%"></span></div>'
+
+
+def _lines(lines: Sequence[str], css: str) -> str:
+    return "".join(f'<p class="{css}">{html.escape(line)}</p>' for line in lines)
+
+
+def report_page(report: Report, show_hidden: bool = False) -> str:
+    """A student's report as one HTML page: the score, each test with its reason and its pictures."""
+    e = html.escape
+    body = [
+        f"<h1>{e(report.assignment)} · {e(report.title)}</h1>",
+        f'<p class="muted">{e(Path(report.submission).name)}</p>',
+        f'<p class="score"><b>{report.score:g}</b> / {report.max_score:g} points ({report.percent:.0f}%)</p>',
+        _bar(report.percent),
+        f"<p>{e(report.summary())}</p>",
+    ]
+    if report.load_errors:
+        body.append(f'<pre class="errors">{e(chr(10).join(load_errors(report)))}</pre>')
+    body.append('<table><thead><tr><th></th><th>test</th><th class="points">points</th></tr></thead><tbody>')
+    for name, test in _visible(report, show_hidden):
+        status = "passed" if test.status == "passed" else "failed"
+        note = f'<div class="note">{e(_note(test))}</div>' if _note(test) else ""
+        pictures = f'<div class="figures">{figures.image_tags(test.images)}</div>' if test.images else ""
+        body.append(
+            f'<tr class="{status}"><td class="mark">{"✓" if status == "passed" else "✗"}</td>'
+            f'<td>{e(name)}{note}{pictures}</td><td class="points">{_points(test)}</td></tr>'
+        )
+    body += ["</tbody></table>", f"<footer>{_lines(_footer(report), 'muted small')}</footer>"]
+    return _page(f"{report.assignment}: {report.score:g} / {report.max_score:g}", body)
+
+
+def class_page(outcomes: list[Outcome], stats: dict[str, Any]) -> str:
+    """A batch's class page: the score histogram, each test's pass rate, the commonest reasons of
+    failure, and every student's line with a link to their feedback.html."""
+    e = html.escape
+    assignment = outcomes[0].report.assignment if outcomes else ""
+    title = outcomes[0].report.title if outcomes else ""
+    status = ", ".join(f"{n} {s}" for s, n in sorted(stats["status"].items()))
+    bands, counts = zip(*stats["distribution"], strict=True)
+    histogram = figures.bars("score distribution", bands, counts, "students")
+    tests = stats["tests"]
+    pass_rates = figures.bars(
+        "each test's pass rate",
+        [t["name"] for t in tests],
+        [100 * t["pass_rate"] for t in tests],
+        "% passed",
+        True,
+        100,
+    )
+    body = [
+        f"<h1>{e(assignment)} · {e(title)}</h1>",
+        f'<p class="score"><b>{stats["students"]}</b> submissions ({e(status)})</p>',
+        f"<p>mean {stats['mean']:.1f}% · median {stats['median']:.1f}%</p>",
+        _chart(histogram),
+        "<h2>Tests, the most failed first</h2>",
+        _chart(pass_rates),
+        _table(
+            ("test", "points", "passed", "mean points", "commonest reason of failure"),
+            [
+                (t["name"], f"{t['max_score']:g}", f"{t['pass_rate']:.0%}", f"{t['mean']:.2g}", t["common_reason"])
+                for t in tests
+            ],
+        ),
+        "<h2>The commonest reasons of failure</h2>",
+        _table(("reason", "students", "tests"), _common_reasons(outcomes)),
+        "<h2>Students</h2>",
+        _students(outcomes),
+    ]
+    return _page(f"{assignment}: {stats['students']} submissions", body)
+
+
+def _chart(figure: dict[str, Any] | None) -> str:
+    """A chart drawn for the page (nothing without matplotlib)."""
+    png = figures.draw(figure) if figure is not None else None
+    return figures.image_tags([{"label": figure["title"], "url": figures.data_url(png)}]) if figure and png else ""
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    cells = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>"
+
+
+def _common_reasons(outcomes: list[Outcome], count: int = 10) -> list[tuple[str, str, str]]:
+    """The reasons of failure that most students share (a reason's first line, once per student)."""
+    students: Counter[str] = Counter()
+    tests: dict[str, Counter[str]] = {}
+    for outcome in outcomes:
+        reasons = {}
+        for test in outcome.report.tests:
+            if test.status != "passed" and test.reason:
+                reasons.setdefault(test.reason.splitlines()[0], []).append(test.name)
+        for reason, names in reasons.items():
+            students[reason] += 1
+            tests.setdefault(reason, Counter()).update(names)
+    return [
+        (reason, str(n), ", ".join(name for name, _ in tests[reason].most_common(3)))
+        for reason, n in students.most_common(count)
+    ]
+
+
+def _students(outcomes: list[Outcome]) -> str:
+    e = html.escape
+    rows = []
+    for o in outcomes:
+        link = f'<a href="students/{quote(o.id)}/feedback.html">{e(o.id)}</a>'
+        report = o.report
+        rows.append(
+            f"<tr><td>{link}</td><td class='points'>{report.score:g} / {report.max_score:g}</td>"
+            f"<td class='points'>{report.percent:.0f}%</td><td>{e(o.status)}</td><td>{e(report.problem)}</td></tr>"
+        )
+    head = "<tr><th>student</th><th class='points'>score</th><th class='points'>%</th><th>status</th><th></th></tr>"
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"

@@ -1,0 +1,423 @@
+"""The HTML reports and their pictures: figure data bounded, drawn within a budget, carried in the
+JSON report (PrairieLearn's `images`, Gradescope's HTML output), and each page opened in headless
+Chromium, which must load it without an error or a request beyond the page, and show every image."""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import importlib.util
+import io
+import json
+import math
+import os
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from rich.console import Console
+
+from grader import figures, render, render_html
+from grader.batch.gradebook import summarize
+from grader.batch.run import Outcome, run_batch
+from grader.cli import main
+from grader.options import GradingOptions
+from grader.report import Report, build_report
+from grader.runner import Run
+from grader.testing import probes_for
+from tests.kit import ROOT, spec_of, submit_graded
+
+QUIET = Console(file=io.StringIO())
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (apt-get install chromium)")
+PNG = b"\x89PNG\r\n\x1a\n"
+IMAGES_SCRIPT = "JSON.stringify([...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]))"
+
+
+# --- figure data -------------------------------------------------------------------------------
+
+
+def sample_figures() -> dict[str, dict[str, Any]]:
+    """One figure of each kind, at its largest."""
+    rng = torch.Generator().manual_seed(0)
+    epochs = torch.linspace(0, 30, 1000)
+    predicted = torch.randint(0, 10, (1000,), generator=rng)
+    made = {
+        "training": figures.curves(
+            "training",
+            {"train loss": list(zip(epochs.tolist(), torch.exp(-epochs / 8).mul(2.3).tolist(), strict=True))},
+        ),
+        "confusion": figures.confusion("confusion", predicted, predicted.roll(1), 10),
+        "maps": figures.feature_maps(
+            "maps", torch.rand(1, 28, 28, generator=rng), torch.rand(32, 26, 26, generator=rng)
+        ),
+        "boxes": figures.boxes(
+            "boxes",
+            torch.rand(12, 1, 64, 64, generator=rng),
+            torch.tensor([[8.0, 8.0, 40.0, 40.0]]).repeat(12, 1),
+            torch.tensor([[10.0, 6.0, 44.0, 38.0]]).repeat(12, 1),
+            torch.arange(12),
+            torch.arange(12).flip(0),
+        ),
+    }
+    assert all(made.values()), [name for name, figure in made.items() if figure is None]
+    return made
+
+
+def test_figure_data_is_bounded_and_checked():
+    made = sample_figures()
+    assert len(made["training"]["series"]["train loss"]) == figures.MAX_POINTS
+    assert made["maps"]["maps"]["shape"] == [figures.MAX_MAPS, 26, 26]
+    assert len(made["boxes"]["true"]) == figures.MAX_BOX_IMAGES
+    assert sum(map(sum, made["confusion"]["values"])) == 1000
+    json.dumps(made)  # plain data, as a test record carries it
+    # what a sandbox hands back may be anything: only finite numbers are kept, or nothing at all
+    crafted = {
+        "<b>loss</b> $\\frac{1}{0}$": [(0, 1.0), (1, math.nan), (2, math.inf), "x", (3, 1e300), (4, True)],
+        "empty": [],
+        **{f"line {i}": [(0, i)] for i in range(20)},
+    }
+    series = figures.curves("t", crafted)["series"]
+    assert len(series) <= figures.MAX_SERIES
+    assert series["bloss/b frac10"] == [[0.0, 1.0], [3.0, 1e9]]
+    assert "empty" not in series
+    for junk in (None, "text", {"a": "text"}, {"a": [(1, 2, 3)]}, 7):
+        assert figures.curves("t", junk) is None
+    # a figure that cannot be made is left out, it never fails the test that records it
+    assert figures.feature_maps("t", "not a tensor", None) is None
+    assert figures.confusion("t", torch.zeros(3), torch.zeros(3), 1000) is None
+    recorded = []
+    figures.record(lambda *pair: recorded.append(pair), "x", None)
+    assert recorded == []
+
+
+def report_with(figure_sets: list[dict[str, Any]], hidden: set[int] = frozenset(), reason: str = "") -> Report:
+    """A report whose i-th test recorded figure_sets[i] (hidden when i is in `hidden`), built as a grading builds it."""
+    collected, results = [], {}
+    for index, recorded in enumerate(figure_sets):
+        nodeid = f"{'hidden' if index in hidden else 'tests'}/t.py::test_{index}"
+        collected.append(
+            {
+                "nodeid": nodeid,
+                "name": f"test {index}",
+                "points": 1.0,
+                "tasks": [],
+                "accuracy": True,
+                "hidden": index in hidden,
+            }
+        )
+        measured = {"accuracy": 0.5, **{figures.PREFIX + name: data for name, data in recorded.items()}}
+        results[nodeid] = {
+            "nodeid": nodeid,
+            "outcome": "failed",
+            "reason": reason or f"reason {index}",
+            "output": reason or f"reason {index}",
+            "duration_s": 1.0,
+            "measured": measured,
+        }
+    run = Run(session={"profile": "quick", "device": "cpu", "dataset": "MNIST"}, collected=collected, results=results)
+    return build_report(spec_of("assignment3"), run, "/instructor/subs/dung")
+
+
+def test_the_report_keeps_figure_data_and_draws_them_under_one_megabyte():
+    made = sample_figures()
+    report = report_with([made] * 6)  # far more than a grading records
+    first = report.tests[0]
+    assert first.measured == {"accuracy": 0.5}
+    assert first.figures == made
+    assert [image["label"] for image in first.images] == [figure["title"] for figure in made.values()]
+    for image in first.images:
+        assert base64.b64decode(image["url"].removeprefix("data:image/png;base64,")).startswith(PNG)
+    urls = sum(len(image["url"]) for test in report.tests for image in test.images)
+    assert urls <= figures.IMAGE_BUDGET < 1_000_000
+    assert sum(len(test.images) for test in report.tests) < 6 * len(made)  # past the budget: data kept, no picture
+    assert report.tests[-1].figures == made
+    document = json.dumps(report.to_json())
+    assert Report.from_json(json.loads(document)).tests[0].images == first.images
+    gradescope = json.dumps(render.gradescope(report))
+    assert len(gradescope.encode()) < 1_000_000
+
+
+def test_a_hidden_tests_figures_are_never_kept_or_drawn():
+    report = report_with([sample_figures()] * 2, hidden={1})
+    assert report.tests[0].images
+    assert report.tests[1].figures == {} and report.tests[1].images == []
+    assert "figure:" not in json.dumps(report.to_json())
+
+
+def test_gradescope_and_prairielearn_read_the_pictures():
+    report = report_with([{"training": sample_figures()["training"]}, {}], reason="loss <b>exploded</b>")
+    pictured, plain = render.gradescope(report)["tests"]
+    assert pictured["output_format"] == "html"  # Gradescope renders data-URL images in HTML output
+    assert pictured["output"].startswith(
+        '<pre>loss &lt;b&gt;exploded&lt;/b&gt;</pre><figure><img src="data:image/png;base64,'
+    )
+    assert plain["output"] == "loss <b>exploded</b>" and "output_format" not in plain
+    images = report.to_json()["tests"][0]["images"]  # PrairieLearn's per-test images: {label, url}
+    assert set(images[0]) == {"label", "url"} and images[0]["url"].startswith("data:image/png;base64,")
+
+
+def test_the_page_escapes_what_a_submission_wrote_and_loads_nothing():
+    crafted = figures.curves("t", {"<img src=x onerror=alert(1)>": [(0, 1), (1, 2)]})
+    report = report_with([{"training": crafted}], reason='<script>alert("x")</script>')
+    page = render_html.report_page(report)
+    assert "<script" not in page and "&lt;script&gt;" in page
+    assert "onerror" not in page  # a series' name is drawn in the picture, never written in the page
+    assert "http://" not in page and "https://" not in page
+    assert "/instructor/subs" not in page  # the student's page names the hand-in, not the instructor's folder
+    assert page.count("<img ") == 1
+
+
+# --- in Chromium ---------------------------------------------------------------------------------
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe: fd 3
+    in, fd 4 out, messages ended by NUL): what a page logged, requested, and how its images came out."""
+
+    def __init__(self) -> None:
+        to_browser, self._write = os.pipe()
+        self._read, from_browser = os.pipe()
+        # the browser reads fd 3 and writes fd 4: bash moves the pipe there, from fds above both
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_browser, from_browser)]
+        for fd in (to_browser, from_browser):
+            os.close(fd)
+        self.profile = tempfile.TemporaryDirectory(prefix="chromium-")
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+        flags += ["--disable-extensions", "--remote-debugging-pipe", f"--user-data-dir={self.profile.name}"]
+        shell = f'exec "$@" 3<&{ends[0]} 4>&{ends[1]} {ends[0]}<&- {ends[1]}>&-'
+        self.process = subprocess.Popen(
+            ["bash", "-c", shell, "bash", CHROMIUM, *flags, "about:blank"],
+            pass_fds=ends,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for fd in ends:
+            os.close(fd)
+        self._pending, self._events, self._id = b"", [], 0
+
+    def _send(self, method: str, params: dict | None = None, session: str | None = None) -> int:
+        self._id += 1
+        message = {
+            "id": self._id,
+            "method": method,
+            "params": params or {},
+            **({"sessionId": session} if session else {}),
+        }
+        os.write(self._write, json.dumps(message).encode() + b"\0")
+        return self._id
+
+    def _receive(self, answer: int | None = None, event: str | None = None, timeout_s: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            while b"\0" in self._pending:
+                raw, self._pending = self._pending.split(b"\0", 1)
+                message = json.loads(raw)
+                if answer is not None and message.get("id") == answer:
+                    assert "error" not in message, message["error"]
+                    return message.get("result", {})
+                self._events.append(message)
+                if event is not None and message.get("method") == event:
+                    return message["params"]
+            if select.select([self._read], [], [], 0.5)[0]:
+                chunk = os.read(self._read, 1 << 20)
+                assert chunk, "chromium closed its pipe"
+                self._pending += chunk
+        raise TimeoutError(f"chromium: no {event or answer} in {timeout_s:.0f} s")
+
+    def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        return self._receive(answer=self._send(method, params, session))
+
+    def open(self, path: Path) -> dict[str, Any]:
+        """Load a page: its errors (console, exceptions, log), the URLs it requested, its images and a screenshot."""
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.call(f"{domain}.enable", session=session)
+        self._events.clear()
+        self.call("Page.navigate", {"url": path.resolve().as_uri()}, session)
+        self._receive(event="Page.loadEventFired")
+        images = self.call(
+            "Runtime.evaluate",
+            {
+                "expression": IMAGES_SCRIPT,
+                "returnByValue": True,
+            },
+            session,
+        )["result"]["value"]
+        shot = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)
+        errors, requests = [], []
+        for message in self._events:
+            method, params = message.get("method"), message.get("params", {})
+            if method == "Runtime.exceptionThrown" or (
+                method == "Runtime.consoleAPICalled" and params["type"] == "error"
+            ):
+                errors.append(json.dumps(params)[:300])
+            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+                errors.append(params["entry"]["text"])
+            elif method == "Network.requestWillBeSent":
+                requests.append(params["request"]["url"])
+        self.call("Target.closeTarget", {"targetId": target})
+        return {"errors": errors, "requests": requests, "images": json.loads(images), "screenshot": shot["data"]}
+
+    def close(self) -> None:
+        try:
+            self._send("Browser.close")
+            self.process.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+        os.close(self._write)
+        os.close(self._read)
+        self.profile.cleanup()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    browser = Chromium()
+    yield browser
+    browser.close()
+
+
+def check_page(chromium: Chromium, path: Path, images: int) -> None:
+    """The page loads with no error and no request but itself and its data URLs, and shows `images` images."""
+    page = chromium.open(path)
+    assert page["errors"] == [], f"{path.name}: {page['errors']}"
+    beyond = [
+        url
+        for url in page["requests"]
+        if not url.startswith("data:image/png;base64,") and url != path.resolve().as_uri()
+    ]
+    assert beyond == [], f"{path.name} requested {beyond}"
+    assert len(page["images"]) == images, f"{path.name} has {len(page['images'])} images, expected {images}"
+    assert all(complete and width > 0 and height > 0 for complete, width, height in page["images"]), page["images"]
+    assert base64.b64decode(page["screenshot"]).startswith(PNG)
+
+
+@needs_chromium
+def test_a_report_page_with_each_kind_of_picture_opens_in_chromium(chromium, tmp_path):
+    report = report_with([sample_figures(), {}], reason="a reason with <tags> & more")
+    path = tmp_path / "report.html"
+    path.write_text(render_html.report_page(report))
+    check_page(chromium, path, images=4)
+    assert chromium.open(path)["images"][0][1] >= 300  # drawn at a readable size
+
+
+@needs_chromium
+def test_a_page_that_loads_anything_else_fails_the_check(chromium, tmp_path):
+    """The check itself: a request beyond the page or a console error is caught."""
+    report = report_with([{}])
+    path = tmp_path / "bad.html"
+    path.write_text(render_html.report_page(report).replace("</body>", '<img src="https://example.com/x.png"></body>'))
+    with pytest.raises(AssertionError, match=r"Content Security Policy|requested"):
+        check_page(chromium, path, images=1)
+
+
+@needs_chromium
+def test_grade_html_writes_a_page_with_pictures_that_opens_in_chromium(chromium, tmp_path):
+    """`grade assignment3 --html`: the trained MnistCNN's confusion matrix and conv1's feature maps."""
+    page, document = tmp_path / "report.html", tmp_path / "report.json"
+    code = main(
+        [
+            "assignment3",
+            "--submission",
+            str(ROOT / "reference" / "assignment3"),
+            "--profile",
+            "quick",
+            "--select",
+            "mnist_cnn_accuracy",
+            "--html",
+            str(page),
+            "--json",
+            str(document),
+        ]
+    )
+    assert code == 0
+    (test,) = json.loads(document.read_text())["tests"]
+    assert set(test["figures"]) == {"confusion", "conv1 maps"}
+    assert [image["label"].split(":")[0] for image in test["images"]] == ["MnistCNN trained"] * 2
+    check_page(chromium, page, images=2)
+
+
+@needs_chromium
+def test_a_batch_writes_feedback_pages_and_a_class_page_that_open_in_chromium(chromium, tmp_path):
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    shutil.copytree(ROOT / "reference" / "assignment3", submissions / "ana")
+    shutil.copytree(ROOT / "starter" / "assignment3", submissions / "binh")
+    (submissions / "chi.zip").write_bytes(b"not a zip")
+    options = GradingOptions(profile="quick", select="mnist_cnn_accuracy")
+    result = run_batch(spec_of("assignment3"), submissions, tmp_path / "out", options, workers=2, console=QUIET)
+    out = result.out
+    check_page(chromium, out / "students" / "ana" / "feedback.html", images=2)  # trained: its pictures
+    check_page(chromium, out / "students" / "binh" / "feedback.html", images=0)  # blanks: nothing trained
+    check_page(chromium, out / "students" / "chi" / "feedback.html", images=0)
+    check_page(chromium, out / "index.html", images=2)  # the score histogram, each test's pass rate
+    index = (out / "index.html").read_text()
+    for student in ("ana", "binh", "chi"):
+        assert f'href="students/{student}/feedback.html"' in index
+    assert "not filled in yet" in index  # the commonest reason
+
+
+def test_the_class_page_counts_students_once_per_reason():
+    reports = [report_with([{}, {}], reason="same reason\nsecond line") for _ in range(3)]
+    outcomes = [Outcome(f"s{i}", report, "graded", "") for i, report in enumerate(reports)]
+    page = render_html.class_page(outcomes, summarize(outcomes))
+    assert "<td>same reason</td><td>3</td><td>test 0, test 1</td>" in page
+    assert "second line" not in page
+
+
+@pytest.mark.parametrize("name", ["assignment2", "assignment3", "assignment6"])
+def test_the_reference_grading_draws_its_pictures(name):
+    """The pictures each assignment promises: assignment2's training curve, assignment3's confusion
+    matrices and feature maps, assignment6's boxes; drawn from the reference's graded report."""
+    expected = {
+        "assignment2": {"training"},
+        "assignment3": {"confusion", "conv1 maps"},
+        "assignment6": {"boxes"},
+    }[name]
+    report = submit_graded(name, "reference").result()
+    pictured = [test for test in report.tests if test.figures]
+    assert pictured and all(set(test.figures) == expected for test in pictured), [t.figures.keys() for t in pictured]
+    assert all(len(test.images) == len(expected) for test in pictured)
+    if name == "assignment2":
+        (test,) = pictured
+        assert set(test.figures["training"]["series"]) == {"train loss", "train acc", "test acc"}
+
+
+def test_the_training_probe_returns_what_train_ch6_handed_its_animator():
+    """assignment2's training probe, run here on the reference with a tiny budget: its weights and
+    the Animator's points (whatever a submission made of them, the probe still returns its weights)."""
+    modules = {}
+    for name in ("lenet", "training"):
+        spec = importlib.util.spec_from_file_location(f"html_{name}", ROOT / "reference" / "assignment2" / f"{name}.py")
+        modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[name])
+    probes = probes_for(str(ROOT / "assignments" / "assignment2" / "tests" / "test_lenet.py"))
+    sub = SimpleNamespace(device="cpu", **modules)
+    x, y = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (64,))
+    trained = probes.train_lenet(sub, x, y, {"steps": 8, "batch_size": 16, "lr": 0.1, "val_size": 16})
+    assert set(trained["state"]) == set(modules["lenet"].net.state_dict())
+    history = trained["history"]
+    assert set(history) == {"train loss", "train acc", "test acc"}
+    assert len(history["test acc"]) == 2  # two epochs of 4 batches, one evaluation each
+    assert figures.curves("t", history)["series"].keys() == history.keys()
+    d2l_add = probes.d2l.Animator.add
+    probes.d2l.Animator.add = lambda self, x, ys: setattr(self, "history", "not points")
+    try:
+        assert probes.train_lenet(sub, x, y, {"steps": 4, "batch_size": 16, "lr": 0.1, "val_size": 16})["history"] == {}
+    finally:
+        probes.d2l.Animator.add = d2l_add
+
+
+def test_an_html_path_that_cannot_be_written_is_one_line_before_grading(capsys, tmp_path):
+    assert main(["assignment2", "--html", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: --html {tmp_path}: is a folder, give a file name\n"
