@@ -3,8 +3,10 @@ in each language (grader/i18n.py; how to add a message: assignments/README.md)."
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import string
 import subprocess
 import sys
 
@@ -64,6 +66,28 @@ def test_every_message_has_a_vietnamese_translation_with_the_same_placeholders(e
         mismatched += [(msgid, s) for s in strings if sorted(PLACEHOLDER.findall(s)) != wanted]
     assert not untranslated, f"{len(untranslated)} messages without Vietnamese, the first {untranslated[:5]}"
     assert not mismatched, f"translations whose placeholders differ from their message's: {mismatched[:5]}"
+
+
+def formatted_messages():
+    """(place, msgid, keyword names) of every `_("...").format(...)` call in grader/ and assignments/."""
+    for path in sorted([*(ROOT / "grader").rglob("*.py"), *(ROOT / "assignments").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format"):
+                continue
+            inner = node.func.value
+            if not (isinstance(inner, ast.Call) and getattr(inner.func, "id", "") == "_" and inner.args):
+                continue
+            if isinstance(inner.args[0], ast.Constant) and all(k.arg for k in node.keywords):  # no **kwargs
+                yield f"{path.relative_to(ROOT)}:{node.lineno}", inner.args[0].value, {k.arg for k in node.keywords}
+
+
+def test_every_formatted_message_is_given_each_of_its_placeholders():
+    """A message shows only when its test fails: a placeholder without its value would fail the grading then."""
+    found = list(formatted_messages())
+    assert len(found) > 500
+    for place, msgid, given in found:
+        fields = {name for _, name, _, _ in string.Formatter().parse(msgid) if name}
+        assert fields == given, f"{place}: {msgid!r} has {sorted(fields)}, .format() gives {sorted(given)}"
 
 
 def test_messages_are_translated_and_the_language_restored():

@@ -50,7 +50,9 @@ def test_relu_random(submission):
     assert isinstance(got, torch.Tensor) and got.shape == x.shape, _(
         "relu returned {describe}, expected {shape}"
     ).format(describe=describe(got), shape=list(x.shape))
-    assert got.dtype == x.dtype, _("relu returned {dtype}, expected {dtype2}").format(dtype=got.dtype, dtype2=x.dtype)
+    assert got.dtype == x.dtype, _("relu returned {dtype}, expected {expected_dtype}").format(
+        dtype=got.dtype, expected_dtype=x.dtype
+    )
     assert torch.equal(got, F.relu(x)), _("relu(x) differs from max(0, x)")
     assert result["unchanged"] is True, _("relu changed its input in place: return a new tensor")
 
@@ -75,11 +77,11 @@ def test_linear_example(submission):
         "linear returned {describe} for x = {drawn}, expected [2]"
     ).format(describe=describe(got_drawn), drawn=drawn.tolist())
     assert torch.allclose(got_drawn.double(), expected.double()), _(
-        "linear gives {value} for x = {drawn} and the same W and b, expected {value2}"
+        "linear gives {value} for x = {drawn} and the same W and b, expected {expected_value}"
     ).format(
         value=[round(v, 4) for v in got_drawn.tolist()],
         drawn=drawn.tolist(),
-        value2=[round(v, 4) for v in expected.tolist()],
+        expected_value=[round(v, 4) for v in expected.tolist()],
     )
 
 

@@ -62,8 +62,8 @@ def inputs_for(function):
 def check_result(function, out, expected):
     """A by-hand or global-pooling check counts only for a function that gives the right result."""
     shape = list(out.shape) if isinstance(out, torch.Tensor) else out if isinstance(out, str) else type(out).__name__
-    assert shape == list(expected.shape), _("{function} returned {shape}, expected {shape2}").format(
-        function=function, shape=shape, shape2=list(expected.shape)
+    assert shape == list(expected.shape), _("{function} returned {shape}, expected {expected_shape}").format(
+        function=function, shape=shape, expected_shape=list(expected.shape)
     )
     error = (out.double() - expected.double()).abs().nan_to_num(nan=float("inf")).max().item()
     assert error < 1e-4, _("{function} differs from the expected result by up to {error:.3g}").format(

@@ -63,8 +63,8 @@ def check_reproduced(outputs, images, grader_lenet):
             zip(EXPECTED, net, outputs["layers"], strict=True)
         ):
             x = layer(x)
-            assert got["output"] is not None, _("{name} (layer {index}) fails on its input: {get}").format(
-                name=name, index=index, get=got.get("error")
+            assert got["output"] is not None, _("{name} (layer {index}) fails on its input: {error}").format(
+                name=name, index=index, error=got.get("error")
             )
             difference = (got["output"].double() - x.double()).abs().max().item()
             wrong = _(
@@ -82,8 +82,8 @@ def test_layer_output_shapes(outputs, images, grader_lenet):
         assert got["layer"] == kind, _("layer {index} is {layer}, expected {kind} ({name})").format(
             index=index, layer=got["layer"], kind=kind, name=name
         )
-        assert got["output"] is not None, _("{name} (layer {index}) fails on its input {get}: {get2}").format(
-            name=name, index=index, get=got.get("input"), get2=got.get("error")
+        assert got["output"] is not None, _("{name} (layer {index}) fails on its input {input}: {error}").format(
+            name=name, index=index, input=got.get("input"), error=got.get("error")
         )
         got_shape = [1, *got["output"].shape[1:]]
         assert got_shape == [1, *shape], _("{name} output is {got_shape}, expected {value}").format(

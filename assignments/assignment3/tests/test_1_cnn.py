@@ -232,8 +232,9 @@ def check_forward(traced, mine, convs, x):
     for name, tensor in weights.items():
         shape = traced["shapes"].get(name)
         assert shape in (None, list(tensor.shape)), _(
-            "the weights do not fit [conv -> ReLU -> max pool] x {n_convs} -> fc1: {name} is {shape}, expected {shape2}"
-        ).format(n_convs=len(convs), name=name, shape=shape, shape2=list(tensor.shape))
+            "the weights do not fit [conv -> ReLU -> max pool] x {n_convs} -> fc1: {name} is {shape}, "
+            "expected {expected_shape}"
+        ).format(n_convs=len(convs), name=name, shape=shape, expected_shape=list(tensor.shape))
     with torch.no_grad():
         expected = lesson_forward(weights, x)
         assert isinstance(logits, torch.Tensor) and logits.shape == expected.shape, _(
@@ -368,8 +369,8 @@ def test_feature_map_shapes(maps):
             name=name, value=value
         )
         hint = _(": pool conv1's maps before conv2, as the forward pass does") if name == "conv2" else ""
-        assert list(value.shape) == shape, _("the {name} maps are {shape}, expected {shape2}{hint}").format(
-            name=name, shape=list(value.shape), shape2=shape, hint=hint
+        assert list(value.shape) == shape, _("the {name} maps are {shape}, expected {expected_shape}{hint}").format(
+            name=name, shape=list(value.shape), expected_shape=shape, hint=hint
         )
     check_maps_come_from_the_model(maps)
 
@@ -476,8 +477,8 @@ def test_high_accuracy_dropout(high_accuracy, high_accuracy_mine):
     for name, (_unused, p) in DROPOUT.items():  # the modules' own rates, when there are such modules: a precise reason
         layer = layers.get(name)
         if layer is not None and layer["type"] == "Dropout":
-            assert layer["p"] == p, _("{name} drops {p} of its inputs, expected {p2}").format(
-                name=name, p=layer["p"], p2=p
+            assert layer["p"] == p, _("{name} drops {p} of its inputs, expected {expected_p}").format(
+                name=name, p=layer["p"], expected_p=p
             )
     # What counts: what fc1 and fc2 receive in training mode, against what they receive without dropout.
     run = high_accuracy["train"]

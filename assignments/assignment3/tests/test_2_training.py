@@ -81,8 +81,8 @@ def check_update(trained, optimizer, kind, lr, momentum=None):
         lr=first["lr"], lr2=lr
     )
     if momentum is not None:
-        assert first["momentum"] == momentum, _("SGD's momentum is {momentum}, expected {momentum2}").format(
-            momentum=first["momentum"], momentum2=momentum
+        assert first["momentum"] == momentum, _("SGD's momentum is {momentum}, expected {expected_momentum}").format(
+            momentum=first["momentum"], expected_momentum=momentum
         )
     assert forwards, _("the model never ran a forward pass during training")
     final = trained["final"]

@@ -118,8 +118,8 @@ def test_fashion_cnn_layer_shapes(fashion):
         assert got["layer"] == kind, _("layer {index} is {layer}, expected {kind} ({name})").format(
             index=index, layer=got["layer"], kind=kind, name=name
         )
-        assert got["output"] is not None, _("{name} (layer {index}) fails on its input {get}: {get2}").format(
-            name=name, index=index, get=got.get("input"), get2=got.get("error")
+        assert got["output"] is not None, _("{name} (layer {index}) fails on its input {input}: {error}").format(
+            name=name, index=index, input=got.get("input"), error=got.get("error")
         )
         got_shape = [1, *got["output"].shape[1:]]
         assert got_shape == shape, _("{name} output is {got_shape}, expected {shape}").format(
@@ -232,8 +232,8 @@ def check_layers(part, layers, expected):
         assert got["layer"] == kind, _("{part}[{index}] is {layer}, expected {kind}").format(
             part=part, index=index, layer=got["layer"], kind=kind
         )
-        assert got["output"] is not None, _("{part}[{index}] fails on its input {get}: {get2}").format(
-            part=part, index=index, get=got.get("input"), get2=got.get("error")
+        assert got["output"] is not None, _("{part}[{index}] fails on its input {input}: {error}").format(
+            part=part, index=index, input=got.get("input"), error=got.get("error")
         )
         got_shape = list(got["output"].shape)
         assert got_shape == shape, _("{part}[{index}] ({kind}) output is {got_shape}, expected {shape}").format(

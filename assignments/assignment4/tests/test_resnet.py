@@ -69,9 +69,11 @@ def separable_reproduced(found):
         expected = mine(SEP_X)
     assert isinstance(y, torch.Tensor) and list(y.shape) == list(expected.shape), _(
         "SeparableConv2d(8, 16, 3, stride=2, padding=1) maps {shape} to {value}, expected "
-        "{shape2}: pass stride and padding to the depth-wise conv"
+        "{expected_shape}: pass stride and padding to the depth-wise conv"
     ).format(
-        shape=list(SEP_X.shape), value=list(y.shape) if isinstance(y, torch.Tensor) else y, shape2=list(expected.shape)
+        shape=list(SEP_X.shape),
+        value=list(y.shape) if isinstance(y, torch.Tensor) else y,
+        expected_shape=list(expected.shape),
     )
     difference = off_by(y, expected)
     assert difference < 1e-4, _("the output differs from point-wise(depth-wise(x)) by up to {difference:.3g}").format(
@@ -87,12 +89,13 @@ def test_separable_parameters(separable_found):
     depthwise, pointwise = parts["depthwise_conv"]["parameters"], parts["pointwise_conv"]["parameters"]
     assert depthwise == DEPTHWISE, _(
         "the depth-wise conv of SeparableConv2d({sep_in}, {sep_out}, {sep_k}) has {depthwise:,} "
-        "parameters, expected {depthwise2} = {sep_in}x1x{sep_k}x{sep_k} + {sep_in}: one filter per "
-        "input channel (groups=in_channels)"
-    ).format(sep_in=SEP_IN, sep_out=SEP_OUT, sep_k=SEP_K, depthwise=depthwise, depthwise2=DEPTHWISE)
+        "parameters, expected {expected_depthwise} = {sep_in}x1x{sep_k}x{sep_k} + {sep_in}: one "
+        "filter per input channel (groups=in_channels)"
+    ).format(sep_in=SEP_IN, sep_out=SEP_OUT, sep_k=SEP_K, depthwise=depthwise, expected_depthwise=DEPTHWISE)
     assert pointwise == POINTWISE, _(
-        "the point-wise conv has {pointwise:,} parameters, expected {pointwise2} = {sep_out}x{sep_in}x1x1 + {sep_out}"
-    ).format(pointwise=pointwise, pointwise2=POINTWISE, sep_out=SEP_OUT, sep_in=SEP_IN)
+        "the point-wise conv has {pointwise:,} parameters, expected {expected_pointwise} = "
+        "{sep_out}x{sep_in}x1x1 + {sep_out}"
+    ).format(pointwise=pointwise, expected_pointwise=POINTWISE, sep_out=SEP_OUT, sep_in=SEP_IN)
     total = separable_found["parameters"]
     assert total == DEPTHWISE + POINTWISE, _(
         "SeparableConv2d has {total:,} parameters, expected {depthwise} (a regular conv has {regular:,})"
@@ -179,8 +182,8 @@ def test_residual_main_path(unit_found):
         assert got["layer"] == kind, _("{name}: main_layers[{index}] is {layer}, expected {kind}").format(
             name=name, index=index, layer=got["layer"], kind=kind
         )
-        assert got["output"] is not None, _("{name}: main_layers[{index}] fails on {get}: {get2}").format(
-            name=name, index=index, get=got.get("input"), get2=got.get("error")
+        assert got["output"] is not None, _("{name}: main_layers[{index}] fails on {input}: {error}").format(
+            name=name, index=index, input=got.get("input"), error=got.get("error")
         )
         got_shape = list(got["output"].shape)
         assert got_shape == shape, _(
@@ -259,8 +262,8 @@ def test_residual_projection_skip(unit_found, in_channels, out_channels, stride)
         name=name, kernel=conv["kernel"]
     )
     assert conv["stride"] == [stride, stride], _(
-        "{name}: the skip's conv has stride {stride}, expected {stride2}"
-    ).format(name=name, stride=conv["stride"], stride2=stride)
+        "{name}: the skip's conv has stride {stride}, expected {expected_stride}"
+    ).format(name=name, stride=conv["stride"], expected_stride=stride)
     assert conv["channels"] == [in_channels, out_channels], _(
         "{name}: the skip's conv maps {channels0} to {channels1} channels, expected {in_channels} to {out_channels}"
     ).format(
@@ -310,7 +313,9 @@ def test_residual_adds_then_relu(unit_found, in_channels, out_channels, stride):
         }
         mistake = next((text for text, value in wrong.items() if close(y, value)), None)
         if mistake is None and y.shape != fx.shape:
-            mistake = _("it outputs {shape}, expected {shape2}").format(shape=list(y.shape), shape2=list(fx.shape))
+            mistake = _("it outputs {shape}, expected {expected_shape}").format(
+                shape=list(y.shape), expected_shape=list(fx.shape)
+            )
         pytest.fail(_("{name}: {value}").format(name=name, value=mistake or "the output is not ReLU(F(x) + skip(x))"))
 
 
@@ -400,8 +405,8 @@ def test_resnet34_stage_layout(resnet, expected_resnet):
         assert got == count, _("the stage with {channels} channels has {got} residual units, expected {count}").format(
             channels=channels, got=got, count=count
         )
-    assert len(units) == len(UNITS), _("ResNet34 has {n_units} residual units, expected {n_units2}").format(
-        n_units=len(units), n_units2=len(UNITS)
+    assert len(units) == len(UNITS), _("ResNet34 has {n_units} residual units, expected {expected_n_units}").format(
+        n_units=len(units), expected_n_units=len(UNITS)
     )
     for index, (got, expected) in enumerate(zip(units, UNITS, strict=True)):
         assert got == expected, _(
@@ -428,8 +433,8 @@ def test_resnet34_output_shapes(resnet, expected_resnet):
         "ResNet34.resnet has {n_layers} layers, expected {n_resnet_shapes}"
     ).format(n_layers=len(layers), n_resnet_shapes=len(RESNET_SHAPES))
     for index, (got, shape) in enumerate(zip(layers, RESNET_SHAPES, strict=True)):
-        assert got["shape"] == shape, _("layer {index} ({layer}) outputs {shape}, expected {shape2}").format(
-            index=index, layer=got["layer"], shape=got["shape"], shape2=shape
+        assert got["shape"] == shape, _("layer {index} ({layer}) outputs {shape}, expected {expected_shape}").format(
+            index=index, layer=got["layer"], shape=got["shape"], expected_shape=shape
         )
     resnet_reproduced(resnet, expected_resnet)
 
@@ -460,8 +465,8 @@ def gradients_reproduced(found, expected):
         n_missing=len(missing), missing0=missing[0]
     )
     assert len(gradients) == len(expected["gradients"]), _(
-        "ResNet34 has {n_gradients} parameter tensors, expected {n_gradients2}"
-    ).format(n_gradients=len(gradients), n_gradients2=len(expected["gradients"]))
+        "ResNet34 has {n_gradients} parameter tensors, expected {expected_n_gradients}"
+    ).format(n_gradients=len(gradients), expected_n_gradients=len(expected["gradients"]))
     pairs = list(zip(gradients, expected["gradients"], strict=True))
     if {name for name, _ in gradients} == {name for name, _ in expected["gradients"]}:  # by name: any order
         norms = dict(gradients)

@@ -102,7 +102,9 @@ def _value(data):
         return _TYPES[data["type"]]
     if "dict" in data:
         return {_value(k): _value(v) for k, v in data["dict"]}
-    raise NotReplayable(_("an argument the grader cannot rebuild ({get})").format(get=data.get("unknown", data)))
+    raise NotReplayable(
+        _("an argument the grader cannot rebuild ({unknown})").format(unknown=data.get("unknown", data))
+    )
 
 
 def rebuild(steps):
@@ -242,8 +244,8 @@ def test_eval_transform_is_the_weights_own(evaluated, weights):
     got = evaluated[weights]
     expected = WEIGHTS[weights].transforms()(EVAL_IMAGES)
     assert list(got.shape) == list(expected.shape), _(
-        "eval_transform({weights}) gives {shape} for the photos, expected {shape2}"
-    ).format(weights=weights, shape=list(got.shape), shape2=list(expected.shape))
+        "eval_transform({weights}) gives {shape} for the photos, expected {expected_shape}"
+    ).format(weights=weights, shape=list(got.shape), expected_shape=list(expected.shape))
     assert got.dtype == torch.float32, _("eval_transform({weights}) gives {dtype}, expected torch.float32").format(
         weights=weights, dtype=got.dtype
     )
@@ -285,8 +287,8 @@ def check_replayed(augmented):
 def test_train_transform_augments(augmented):
     """train_transform: a float 3x224x224 image, different at every draw"""
     for first, _unused in augmented["draws"]:
-        assert first.get("shape") == [3, CROP, CROP], _("train_transform gives {get}, expected [3, 224, 224]").format(
-            get=first.get("shape", first["type"])
+        assert first.get("shape") == [3, CROP, CROP], _("train_transform gives {shape}, expected [3, 224, 224]").format(
+            shape=first.get("shape", first["type"])
         )
         assert first["dtype"] == "float32", _("train_transform gives torch.{dtype}, expected torch.float32").format(
             dtype=first["dtype"]
@@ -344,7 +346,7 @@ def splits(submission):
 @pytest.mark.task("split_transforms", "eval_transform", "train_transform")
 def test_only_the_training_split_is_augmented(splits):
     """split_transforms: augmentation on train only; valid and test get the weights' own preprocessing"""
-    assert "type" not in splits, _("split_transforms returns a {get}, expected a dict").format(get=splits.get("type"))
+    assert "type" not in splits, _("split_transforms returns a {type}, expected a dict").format(type=splits.get("type"))
     assert sorted(splits) == ["test", "train", "valid"], _(
         "split_transforms gives {splits}, expected train, valid, test"
     ).format(splits=sorted(splits))
@@ -429,8 +431,8 @@ def test_box_moves_with_its_image(boxed):
     for item in boxed:
         index = item["index"]
         label = int(BOX_LABELS[index])
-        assert item["label"] == label, _("item {index} has label {label!r}, expected {label2}").format(
-            index=index, label=item["label"], label2=label
+        assert item["label"] == label, _("item {index} has label {label!r}, expected {expected_label}").format(
+            index=index, label=item["label"], expected_label=label
         )
         assert item["image"] is not None, _("item {index}'s image is not a tensor").format(index=index)
         assert list(item["image"].shape) == [3, size, size], _(
@@ -451,10 +453,10 @@ def test_box_moves_with_its_image(boxed):
         box_gap = (item["box"].double() - box.double()).abs().max().item() if item["box"].shape == box.shape else None
         assert box_gap is not None and box_gap <= MAX_BOX_GAP, _(
             "item {index}'s box is not where the transform puts it with its image ({value}, expected "
-            "{value2}): transform the image and its box in one call, so they get the same random flip, "
-            "rotation and crop"
+            "{expected_value}): transform the image and its box in one call, so they get the same "
+            "random flip, rotation and crop"
         ).format(
             index=index,
             value=[round(v, 1) for v in item["box"].flatten().tolist()],
-            value2=[round(v, 1) for v in box.flatten().tolist()],
+            expected_value=[round(v, 1) for v in box.flatten().tolist()],
         )

@@ -192,7 +192,7 @@ def check_gradients(variants, recomputed, variant):
     got = variants[variant]
     expected, _unused, problem = recomputed(variant)
     assert not problem, problem
-    assert "error" not in got, _("the model fails after prepare_resnet: {get}").format(get=got.get("error"))
+    assert "error" not in got, _("the model fails after prepare_resnet: {error}").format(error=got.get("error"))
     missing = [name for name in expected if name not in got["grads"]]
     assert not missing, _("one backward pass in {variant} computes no gradient for {listing}: they are frozen").format(
         variant=variant, listing=listing(missing)
@@ -268,7 +268,7 @@ def test_optimizer_holds_exactly_the_trainable_parameters(variants, recomputed, 
     )
     _unused, expected, problem = recomputed(variant)
     assert not problem, problem
-    assert "error" not in got, _("the model fails after prepare_resnet: {get}").format(get=got.get("error"))
+    assert "error" not in got, _("the model fails after prepare_resnet: {error}").format(error=got.get("error"))
     wrong = differing(got["stepped"], expected)
     assert not wrong, _(
         "one step of the optimizer prepare_resnet returned does not give AdamW's (lr={lr}) on "

@@ -214,8 +214,8 @@ def test_train_follows_adamw(trained):
         "train returned {value} losses, expected one per step ({train_steps})"
     ).format(value=None if got is None else len(got), train_steps=TRAIN_STEPS)
     assert all(math.isclose(a, b, abs_tol=TOLERANCE) for a, b in zip(got, losses, strict=True)), _(
-        "train returned the losses {value}, expected {value2}"
-    ).format(value=[round(v, 4) for v in got], value2=[round(v, 4) for v in losses])
+        "train returned the losses {value}, expected {expected_value}"
+    ).format(value=[round(v, 4) for v in got], expected_value=[round(v, 4) for v in losses])
 
 
 # --- fine_tune ---------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ def check_tensor(value, what, shape):
     if isinstance(value, dict) and "error" in value:
         pytest.fail(_("{what} raised {error}").format(what=what, error=value["error"]))
     assert isinstance(value, torch.Tensor), _("{what} returned {value!r}, not a tensor").format(what=what, value=value)
-    assert list(value.shape) == list(shape), _("{what} has shape {shape}, expected {shape2}").format(
-        what=what, shape=list(value.shape), shape2=list(shape)
+    assert list(value.shape) == list(shape), _("{what} has shape {shape}, expected {expected_shape}").format(
+        what=what, shape=list(value.shape), expected_shape=list(shape)
     )
     return value.double()
 
@@ -89,8 +89,8 @@ def results(submission):
 def first_difference(got, expected, rows):
     """The first row where got and expected differ: a message fragment."""
     index = int(((got - expected).abs().max(dim=1).values > 1e-4).nonzero()[0])
-    return _("{show} gives {show2}, expected {show3}").format(
-        show=show(rows[index]), show2=show(got[index]), show3=show(expected[index])
+    return _("{show} gives {show2}, expected {expected_show}").format(
+        show=show(rows[index]), show2=show(got[index]), expected_show=show(expected[index])
     )
 
 
@@ -331,12 +331,12 @@ def test_boxes_follow_the_image(transformed, name):
                 ).format(what=what)
             )
         assert boxes.shape == want_boxes.shape and torch.allclose(boxes, want_boxes, atol=0.05), _(
-            "after a {what} the box {show} became {value}, expected {show2} (is canvas_size (height, width)?)"
+            "after a {what} the box {show} became {value}, expected {expected_show} (is canvas_size (height, width)?)"
         ).format(
             what=what,
             show=show(box[0]),
             value=[round(v, 2) for v in boxes.flatten().tolist()],
-            show2=show(want_boxes[0]),
+            expected_show=show(want_boxes[0]),
         )
 
 

@@ -113,15 +113,15 @@ def test_box_predictor_replaced(model_run):
         "roi_heads.box_predictor is a {type}, expected a FastRCNNPredictor"
     ).format(type=structure["box_predictor"]["type"])
     cls_score, bbox_pred = structure["cls_score"], structure["bbox_pred"]
-    assert cls_score.get("in_features") == 1024, _("the box predictor reads {get} features, expected 1024").format(
-        get=cls_score.get("in_features")
-    )
+    assert cls_score.get("in_features") == 1024, _(
+        "the box predictor reads {in_features} features, expected 1024"
+    ).format(in_features=cls_score.get("in_features"))
     assert cls_score.get("out_features") == NUM_CLASSES, _(
-        "the box predictor scores {get} classes, expected {num_classes}: num_classes counts the background"
-    ).format(get=cls_score.get("out_features"), num_classes=NUM_CLASSES)
+        "the box predictor scores {out_features} classes, expected {num_classes}: num_classes counts the background"
+    ).format(out_features=cls_score.get("out_features"), num_classes=NUM_CLASSES)
     assert bbox_pred.get("out_features") == 4 * NUM_CLASSES, _(
-        "the box predictor regresses {get} numbers, expected 4 per class: {value}"
-    ).format(get=bbox_pred.get("out_features"), value=4 * NUM_CLASSES)
+        "the box predictor regresses {out_features} numbers, expected 4 per class: {value}"
+    ).format(out_features=bbox_pred.get("out_features"), value=4 * NUM_CLASSES)
     check_predictor(model_run["predictors"]["box"], FastRCNNPredictor(1024, NUM_CLASSES), _("box predictor"))
 
 
@@ -134,15 +134,15 @@ def test_mask_predictor_replaced(model_run):
         "roi_heads.mask_predictor is a {type}, expected a MaskRCNNPredictor"
     ).format(type=structure["mask_predictor"]["type"])
     conv5, logits = structure["conv5_mask"], structure["mask_fcn_logits"]
-    assert conv5.get("in_channels") == 256, _("the mask predictor reads {get} channels, expected 256").format(
-        get=conv5.get("in_channels")
+    assert conv5.get("in_channels") == 256, _("the mask predictor reads {in_channels} channels, expected 256").format(
+        in_channels=conv5.get("in_channels")
     )
     assert conv5.get("out_channels") == 256, _(
-        "the mask predictor's hidden layer has {get} channels, expected 256"
-    ).format(get=conv5.get("out_channels"))
+        "the mask predictor's hidden layer has {out_channels} channels, expected 256"
+    ).format(out_channels=conv5.get("out_channels"))
     assert logits.get("out_channels") == NUM_CLASSES, _(
-        "the mask predictor gives {get} masks per object, expected one per class: {num_classes}"
-    ).format(get=logits.get("out_channels"), num_classes=NUM_CLASSES)
+        "the mask predictor gives {out_channels} masks per object, expected one per class: {num_classes}"
+    ).format(out_channels=logits.get("out_channels"), num_classes=NUM_CLASSES)
     check_predictor(model_run["predictors"]["mask"], MaskRCNNPredictor(256, 256, NUM_CLASSES), _("mask predictor"))
 
 
@@ -304,9 +304,9 @@ def test_instance_target(submission):
             "" if (mask == 0).any() else _(" (this mask has no background pixel: drop the id 0, not the first id)")
         )
         assert list(masks.shape) == list(want_masks.shape), _(
-            "masks has shape {shape}, expected {shape2}: one mask per object, the background (0) left "
-            "out{no_background}"
-        ).format(shape=list(masks.shape), shape2=list(want_masks.shape), no_background=no_background)
+            "masks has shape {shape}, expected {expected_shape}: one mask per object, the background "
+            "(0) left out{no_background}"
+        ).format(shape=list(masks.shape), expected_shape=list(want_masks.shape), no_background=no_background)
         assert masks.dtype == torch.uint8, _("masks is {dtype}, expected torch.uint8").format(dtype=masks.dtype)
         for index, object_id in enumerate(ids):
             assert torch.equal(masks[index].bool(), mask == object_id), _(

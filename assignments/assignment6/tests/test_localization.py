@@ -98,8 +98,8 @@ def test_two_outputs(net):
         assert isinstance(got, torch.Tensor), _("the model returned {got!r} for the {key}, not a tensor").format(
             got=got, key=key
         )
-        assert list(got.shape) == shape, _("the {key} have shape {shape}, expected {shape2}").format(
-            key=key, shape=list(got.shape), shape2=shape
+        assert list(got.shape) == shape, _("the {key} have shape {shape}, expected {expected_shape}").format(
+            key=key, shape=list(got.shape), expected_shape=shape
         )
     check_reproduced(net)
 

@@ -116,8 +116,8 @@ def test_precision_envelope(curve):
         ).format(which=which, rises0=rises[0], rises02=rises[0] + 1)
         expected = by_hand_envelope(precisions.tolist())  # the notebook's: [0.96, 0.96, 0.96, 0.95, 0.95, 0.92, ...]
         assert max(abs(g - e) for g, e in zip(got, expected, strict=True)) < 1e-9, _(
-            "the envelope of {which} is {value}, expected {value2}"
-        ).format(which=which, value=[round(v, 4) for v in got], value2=[round(v, 4) for v in expected])
+            "the envelope of {which} is {value}, expected {expected_value}"
+        ).format(which=which, value=[round(v, 4) for v in got], expected_value=[round(v, 4) for v in expected])
 
 
 @pytest.mark.points(2)
