@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from grader.i18n import place
+
 if TYPE_CHECKING:
     from grader.spec import Spec
     from grader.submission import Materialized
@@ -42,7 +44,7 @@ class Blank:
     where: str = ""  # the place as its author knows it, where that is not the file's line: "cell 14, line 3"
 
     def describe(self) -> str:
-        return f"{self.where or f'{self.file} line {self.line}'}: {self.code}"
+        return f"{self.where or place(self.file, self.line)}: {self.code}"
 
 
 @dataclass(frozen=True)

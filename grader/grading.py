@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grader import i18n
 from grader.errors import GraderError, UserError
 from grader.options import GradingOptions
 from grader.report import Report, build_report
@@ -65,4 +66,5 @@ def grade(
         raise UserError(f"no test of {spec.name} matches {what}" if what else f"{spec.name} has no tests")
     if not run.timed_out and run.exit_code not in (0, 1):  # pytest: 0 all passed, 1 some failed
         raise BrokenRun(f"the test run of {spec.name} ended early (exit code {run.exit_code})", run.log_tail)
-    return build_report(spec, run, label or str(submission))
+    with i18n.using(options.lang):  # its own texts (a test that never reported) in the language of the tests'
+        return build_report(spec, run, label or str(submission))

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grader.errors import UserError
+from grader.i18n import _, ngettext
 from grader.spec import Spec
 from grader.submission import SubmissionProblem
 
@@ -95,21 +96,24 @@ def read_notebook(path: Path) -> NotebookNode:
     import nbformat
 
     if path.stat().st_size > MAX_NOTEBOOK_BYTES:
-        raise SubmissionProblem(f"{path.name} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB")
+        raise SubmissionProblem(
+            _("{name} is larger than {mb} MB").format(name=path.name, mb=MAX_NOTEBOOK_BYTES // 2**20)
+        )
     text = path.read_bytes().decode("utf-8", errors="replace")
     try:
         with warnings.catch_warnings():  # a missing cell id or an extra key is no reason to refuse it
             warnings.simplefilter("ignore")
             notebook = nbformat.reads(text, as_version=4, capture_validation_error={})
     except nbformat.reader.NotJSONError:
-        raise SubmissionProblem(f"{path.name} is not a notebook: it is not valid JSON") from None
+        raise SubmissionProblem(_("{name} is not a notebook: it is not valid JSON").format(name=path.name)) from None
     except nbformat.NBFormatError as error:
-        raise SubmissionProblem(f"{path.name} is not a notebook Jupyter can read: {error}") from None
+        problem = _("{name} is not a notebook Jupyter can read: {error}").format(name=path.name, error=error)
+        raise SubmissionProblem(problem) from None
     except Exception as error:  # jsonschema's ValidationError, or JSON that is not an object
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SubmissionProblem(f"{path.name} is not a notebook: {first}") from None
+        raise SubmissionProblem(_("{name} is not a notebook: {error}").format(name=path.name, error=first)) from None
     if not any(_code_cells(notebook)):
-        raise SubmissionProblem(f"{path.name} has no code cells")
+        raise SubmissionProblem(_("{name} has no code cells").format(name=path.name))
     return notebook
 
 
@@ -134,7 +138,8 @@ def notebook_cells(notebook: NotebookNode) -> Cells:
         try:
             statements += [_statement(node, source, index, tagged) for node in ast.parse(source).body]
         except SyntaxError as error:  # from the parser, or from symtable (`nonlocal` at top level...)
-            notes.append(f"cell {index} is not Python (line {error.lineno}: {error.msg}) and was skipped")
+            note = _("cell {cell} is not Python (line {line}: {error}) and was skipped")
+            notes.append(note.format(cell=index, line=error.lineno, error=error.msg))
     return Cells(statements, notes)
 
 
@@ -356,7 +361,8 @@ def notebook_modules(path: Path, names: dict[str, list[str]]) -> dict[str, str]:
     if not defined and not any(s.star for s in cells.statements):
         wanted = ", ".join(name for found in names.values() for name in found)
         notes = "".join(f"; {note}" for note in cells.notes)
-        raise SubmissionProblem(f"{path.name} defines none of the assignment's names ({wanted}){notes}")
+        problem = _("{name} defines none of the assignment's names ({wanted}){notes}")
+        raise SubmissionProblem(problem.format(name=path.name, wanted=wanted, notes=notes))
     return modules
 
 
@@ -369,11 +375,16 @@ def redefined(statements: list[Statement], kept: list[Statement], names: list[st
         graded = [s for s in binders if any(s is k for k in kept)]
         ignored = [s for s in binders if not any(s is k for k in kept)]
         if graded and ignored:
-            last, others = graded[-1], " and ".join(f"cell {s.cell} (line {s.line})" for s in ignored)
-            notes.append(
-                f"`{name}` is defined {len(binders)} times: graded is the last one, in cell {last.cell}"
-                f" (line {last.line}), not {'the one' if len(ignored) == 1 else 'those'} in {others}"
+            where = _("cell {cell} (line {line})")
+            last, others = graded[-1], _(" and ").join(where.format(cell=s.cell, line=s.line) for s in ignored)
+            note = ngettext(
+                "`{name}` is defined {times} times: graded is the last one, in cell {cell} (line {line}),"
+                " not the one in {others}",
+                "`{name}` is defined {times} times: graded is the last one, in cell {cell} (line {line}),"
+                " not those in {others}",
+                len(ignored),
             )
+            notes.append(note.format(name=name, times=len(binders), cell=last.cell, line=last.line, others=others))
     return notes
 
 
@@ -412,7 +423,9 @@ def module_source(
         # sandbox sees nothing of the grader but its runtime)
         said = "".join(f"; {note}" for note in skipped)
         why = {
-            name: f"the notebook does not define `{name}` (a name of {file} in the assignment){said}"
+            name: _("the notebook does not define `{name}` (a name of {file} in the assignment){said}").format(
+                name=name, file=file, said=said
+            )
             for name in missing
         }
         lines += [

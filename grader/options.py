@@ -40,6 +40,9 @@ class GradingOptions:
     gpu_fraction: float = 0.0  # each probe's share of the GPU's memory (workers sharing one GPU)
     allow_unisolated: bool = True  # a student's own `grade` runs anyway; `grade batch` must be told
     show_hidden: bool = False  # the details of hidden tests, in what is rendered
+    lang: str = (
+        "en"  # what the student reads: en | vi (grader.i18n); `grade` defaults it to the spec's, else the locale's
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "limits", typed_limits(self.limits))
@@ -55,8 +58,9 @@ class GradingOptions:
         return replace(self, **changes)
 
     def scoring(self) -> dict[str, Any]:
-        """The options that change a score (not how it is shown): what a batch's resume key holds."""
-        kept = ("profile", "data_dir", "select", "marks", "limits")
+        """The options that change a score, or the texts a report holds (not how it is shown): what a
+        batch's resume key holds."""
+        kept = ("profile", "data_dir", "select", "marks", "limits", "lang")
         return {name: getattr(self, name) for name in kept}
 
     def apply(self, limits: Limits) -> Limits:

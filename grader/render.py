@@ -13,9 +13,10 @@ from rich.text import Text
 from tabulate import tabulate
 
 from grader.figures import image_tags
+from grader.i18n import N_, _
 from grader.report import THRESHOLD, Report, TestResult
 
-HIDDEN_NOTE = "details hidden until grades are released"
+HIDDEN_NOTE = N_("details hidden until grades are released")
 
 
 def _visible(report: Report, show_hidden: bool) -> list[tuple[str, TestResult]]:
@@ -24,8 +25,8 @@ def _visible(report: Report, show_hidden: bool) -> list[tuple[str, TestResult]]:
     for test in report.tests:
         if test.hidden and not show_hidden:
             hidden += 1
-            shown = TestResult(**{**test.__dict__, "reason": HIDDEN_NOTE, "output": HIDDEN_NOTE, "images": []})
-            rows.append((f"hidden test {hidden}", shown))
+            shown = TestResult(**{**test.__dict__, "reason": _(HIDDEN_NOTE), "output": _(HIDDEN_NOTE), "images": []})
+            rows.append((_("hidden test {n}").format(n=hidden), shown))
         else:
             rows.append((test.name, test))
     return rows
@@ -41,14 +42,14 @@ def _note(test: TestResult) -> str:
             continue
         note = f"{key} {value:.1%}" if key.endswith("accuracy") else f"{key} {value}"
         if key == "accuracy" and THRESHOLD in test.measured:
-            note += f" (min {test.measured[THRESHOLD]:.0%})"
+            note += _(" (min {threshold:.0%})").format(threshold=test.measured[THRESHOLD])
         notes.append(note)
     return ", ".join(notes)
 
 
 def _total(report: Report) -> str:
     """The total of a report's header: "8 / 10 (80%)", after the late penalty if there is one."""
-    after = " after the late penalty" if report.late_note() else ""
+    after = _(" after the late penalty") if report.late_note() else ""
     return f"{report.final_score:g} / {report.max_score:g} ({report.final_percent:.0f}%){after}"
 
 
@@ -60,12 +61,12 @@ def _footer(report: Report) -> list[str]:
     lines = []
     open_blanks = report.blanks.get("open", [])
     if open_blanks:
-        lines.append(f"next blank to fill: {open_blanks[0]}")
+        lines.append(_("next blank to fill: {blank}").format(blank=open_blanks[0]))
     if report.min_accuracy is not None and not report.calibrated:
-        lines.append(f"the accuracy thresholds of the {report.profile} profile are provisional: not yet calibrated")
-    lines.append(
-        f"graded in {report.duration_s:.1f} s · isolation: {report.isolation} · grader {report.grader_version}"
-    )
+        provisional = _("the accuracy thresholds of the {profile} profile are provisional: not yet calibrated")
+        lines.append(provisional.format(profile=report.profile))
+    graded = _("graded in {seconds:.1f} s · isolation: {isolation} · grader {version}")
+    lines.append(graded.format(seconds=report.duration_s, isolation=_(report.isolation), version=report.grader_version))
     return lines
 
 
@@ -84,16 +85,17 @@ def left_out(report: Report) -> str:
     if not points:
         return ""
     total = report.max_score + points
-    return f"graded without {points:g} of the {total:g} points: tests left out by {report.selected_by()}"
+    left = _("graded without {points:g} of the {total:g} points: tests left out by {flags}")
+    return left.format(points=points, total=total, flags=report.selected_by())
 
 
 def load_errors(report: Report) -> list[str]:
     """A headline for each student file that could not be imported: the reason, the line, a caret."""
     lines = []
     for error in report.load_errors:
-        lines.append(f"{error['file']} could not be loaded: {error['reason']}")
+        lines.append(_("{file} could not be loaded: {reason}").format(file=error["file"], reason=error["reason"]))
         if error.get("source"):
-            place = error.get("place") or f"line {error['line']}"
+            place = error.get("place") or _("line {line}").format(line=error["line"])
             prefix = f"  {place}: "
             lines.append(prefix + error["source"])
             if error.get("column"):
@@ -107,7 +109,7 @@ def terminal(report: Report, console: Console, show_hidden: bool = False) -> Non
     for line in load_errors(report):
         console.print(Text(line, "bold red"), soft_wrap=True)
     for note in report.notes:
-        console.print(Text(f"note: {note}", "yellow"), soft_wrap=True)
+        console.print(Text(_("note: {note}").format(note=note), "yellow"), soft_wrap=True)
     table = Table(show_edge=False, pad_edge=False, box=None, show_header=False, padding=(0, 1))
     table.add_column(width=1)
     table.add_column(justify="right", no_wrap=True)
@@ -132,15 +134,15 @@ def markdown(report: Report, show_hidden: bool = False) -> str:
         ("✅" if t.status == "passed" else "❌", cell(name), _points(t), cell(_note(t)))
         for name, t in _visible(report, show_hidden)
     ]
-    table = tabulate(rows, headers=("", "test", "points", "reason"), tablefmt="github")
+    table = tabulate(rows, headers=("", _("test"), _("points"), _("reason")), tablefmt="github")
     header = f"### {report.assignment} · {report.title}: {_total(report)}"
     details = [
-        f"- submission: `{handin(report)}`",
+        _("- submission: `{handin}`").format(handin=handin(report)),
         f"- {report.summary()}",
         *(f"- {line}" for line in _footer(report)),
     ]
     headline = "```\n" + "\n".join(load_errors(report)) + "\n```" if report.load_errors else ""
-    notes = "\n".join(f"- note: {cell(note)}" for note in report.notes)
+    notes = "\n".join("- " + _("note: {note}").format(note=cell(note)) for note in report.notes)
     return "\n\n".join(filter(None, [header, headline, notes, table, "\n".join(details)])) + "\n"
 
 
@@ -187,7 +189,9 @@ def gradescope(report: Report, show_hidden: bool = False) -> dict[str, Any]:
     return {
         "score": report.final_score,  # the total, which Gradescope takes over the tests' sum: after the late penalty
         "execution_time": round(report.duration_s, 3),
-        "output": "\n".join([report.summary(), *load_errors(report), *(f"note: {note}" for note in report.notes)]),
+        "output": "\n".join(
+            [report.summary(), *load_errors(report), *(_("note: {note}").format(note=note) for note in report.notes)]
+        ),
         "stdout_visibility": "hidden",
         "tests": [
             {

@@ -14,6 +14,7 @@ from typing import Any
 
 from grader import __version__
 from grader.figures import PREFIX, draw_images
+from grader.i18n import _, ngettext
 from grader.runner import Run
 from grader.spec import Spec
 
@@ -105,8 +106,12 @@ class Report:
             parts.append(self.late_note())
         if self.blanks.get("total"):
             filled = self.blanks["total"] - len(self.blanks.get("open", [])) - self.blanks.get("missing", 0)
-            parts.append(f"blanks filled {filled}/{self.blanks['total']}")
-        parts.append(f"profile {self.profile} ({self.device}, {self.dataset})")
+            parts.append(_("blanks filled {filled}/{total}").format(filled=filled, total=self.blanks["total"]))
+        parts.append(
+            _("profile {profile} ({device}, {dataset})").format(
+                profile=self.profile, device=self.device, dataset=self.dataset
+            )
+        )
         if self.problem:
             parts.append(self.problem)
         return " · ".join(parts)
@@ -117,8 +122,12 @@ class Report:
         days = self.late.get("days", 0)
         if days <= 0:
             return ""
-        when = f"{days} day{'s' if days > 1 else ''} late ({self.late['policy']})"
-        return f"handed in {when}: -{self.late['penalty'] * 100:g}%, {self.final_score:g} / {self.max_score:g} points"
+        when = ngettext("{days} day late ({policy})", "{days} days late ({policy})", days)
+        note = _("handed in {when}: -{penalty:g}%, {score:g} / {max_score:g} points")
+        when = when.format(days=days, policy=self.late["policy"])
+        return note.format(
+            when=when, penalty=self.late["penalty"] * 100, score=self.final_score, max_score=self.max_score
+        )
 
     def points(self) -> str:
         """The points, "10 / 43 points (23%)"; after a selection that left tests out, what it left out (a
@@ -126,16 +135,20 @@ class Report:
         out by --marks 'not accuracy')"."""
         left_out = self.selection.get("left_out_points", 0)
         if not left_out:
-            return f"{self.score:g} / {self.max_score:g} points ({self.percent:.0f}%)"
-        out_of = f"of {self.max_score + left_out:g}: {left_out:g} points of tests left out by {self.selected_by()}"
-        return f"{self.score:g} / {self.max_score:g} points ({out_of})"
+            points = _("{score:g} / {max_score:g} points ({percent:.0f}%)")
+            return points.format(score=self.score, max_score=self.max_score, percent=self.percent)
+        points = _("{score:g} / {max_score:g} points (of {total:g}: {left_out:g} points of tests left out by {flags})")
+        total = self.max_score + left_out
+        return points.format(
+            score=self.score, max_score=self.max_score, total=total, left_out=left_out, flags=self.selected_by()
+        )
 
     def selected_by(self) -> str:
         """The options that selected the tests, as typed: "--select lenet and --marks 'not accuracy'"."""
         flags = [
             f"--{key} {shlex.quote(self.selection[key])}" for key in ("select", "marks") if self.selection.get(key)
         ]
-        return " and ".join(flags)
+        return _(" and ").join(flags)
 
 
 def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Report:
@@ -147,11 +160,11 @@ def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Re
     carry no reason of their own: the problem is said once).
     """
     stopped = (
-        f"the test run was stopped at its {spec.limits.total_timeout_s:.0f} s limit"
+        _("the test run was stopped at its {limit:.0f} s limit").format(limit=spec.limits.total_timeout_s)
         if run.timed_out
-        else f"the test run ended early (exit code {run.exit_code})"
+        else _("the test run ended early (exit code {code})").format(code=run.exit_code)
     )
-    unreported = "" if problem else f"never reported: {stopped}"
+    unreported = "" if problem else _("never reported: {why}").format(why=stopped)
     tests = []
     for entry in run.collected or []:
         record = run.results.get(entry["nodeid"])
@@ -184,7 +197,7 @@ def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Re
     session = run.session
     return Report(
         assignment=spec.name,
-        title=spec.title,
+        title=spec.shown_title,
         submission=submission,
         profile=session.get("profile", "?"),
         device=session.get("device", "?"),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.errors import UserError
+from grader.i18n import LANGUAGES, _, current
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -90,8 +91,8 @@ class LatePolicy:
         return min(1.0, round(days * self.per_day, 6))
 
     def describe(self) -> str:
-        cut = f", nothing after {self.max_days} days" if self.max_days is not None else ""
-        return f"{self.per_day * 100:g}% per day late{cut}"
+        cut = _(", nothing after {days} days").format(days=self.max_days) if self.max_days is not None else ""
+        return _("{percent:g}% per day late{cut}").format(percent=self.per_day * 100, cut=cut)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class Spec:
     root: Path
     sandbox_preload: tuple[str, ...] = ()
     late: LatePolicy | None = None  # [late]: the penalty of a hand-in after `grade batch --deadline`
+    language: str | None = None  # what students read by default (en | vi); None: the locale's
 
     @property
     def folder(self) -> Path:
@@ -117,6 +119,11 @@ class Spec:
     @property
     def hidden_dir(self) -> Path:
         return self.folder / "hidden"
+
+    @property
+    def shown_title(self) -> str:
+        """The title in the language spoken now (grader.i18n): `title_vi` in Vietnamese."""
+        return self.title_vi if current() == "vi" else self.title
 
     @property
     def starter_dir(self) -> Path:
@@ -186,7 +193,14 @@ def load_spec(name: str, root: Path | None = None) -> Spec:
         root=root,
         sandbox_preload=tuple(data.get("sandbox_preload", ())),
         late=_late_policy(data.get("late"), path),
+        language=_language(data.get("language"), path),
     )
+
+
+def _language(value: Any, path: Path) -> str | None:
+    if value is not None and value not in LANGUAGES:
+        raise UserError(f"{path}: language = {value!r} is not one of {', '.join(LANGUAGES)}")
+    return value
 
 
 def _late_policy(table: dict[str, Any] | None, path: Path) -> LatePolicy | None:

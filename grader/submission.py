@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from grader.errors import UserError
+from grader.i18n import _, place_word
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
 SINGLE_MODULE = "submission.py"
@@ -48,12 +49,13 @@ class Materialized:
         author, when that is not the file's line: "cell 14, line 3"; else ""."""
         name = file if file in self._places else self.modules.get(Path(file).stem, "")
         place = self._places.get(name, {}).get(line)
-        return f"cell {place[0]}, line {place[1]}" if place else ""
+        return _("cell {cell}, line {line}").format(cell=place[0], line=place[1]) if place else ""
 
     def localize(self, text: str) -> str:
         """`text` with each "lenet.py line 22" of a module rebuilt from a notebook said as "cell 14, line 3"."""
+        words = "|".join(map(re.escape, {"line", place_word()}))  # Python's own, and the grader's
         for name in self._places:
-            pattern = re.compile(rf"\b{re.escape(name)},? line (\d+)")
+            pattern = re.compile(rf"\b{re.escape(name)},? (?:{words}) (\d+)")
             text = pattern.sub(lambda m, name=name: self.where(name, int(m[1])) or m[0], text)
         return text
 
@@ -64,7 +66,7 @@ class Materialized:
         from grader.notebook import module_notes
 
         names = dict.fromkeys(self.modules.values())
-        notes = [f"{file} is missing from the submission" for file in self.missing]
+        notes = [_("{file} is missing from the submission").format(file=file) for file in self.missing]
         return list(dict.fromkeys(notes + [note for name in names for note in module_notes(self._text(name))]))
 
 
@@ -75,7 +77,7 @@ def materialize(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Pat
     it needs `starter_dir`.
     """
     if not path.exists():
-        raise SubmissionProblem(f"submission not found: {path}")
+        raise SubmissionProblem(_("submission not found: {path}").format(path=path))
     dest.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         return _from_folder(path, files, dest, starter_dir)
@@ -88,15 +90,18 @@ def materialize(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Pat
         from grader.notebook import notebook_modules, starter_names
 
         if starter_dir is None:
-            raise SubmissionProblem(f"{path.name}: a notebook can only be graded for a given assignment")
+            raise SubmissionProblem(
+                _("{name}: a notebook can only be graded for a given assignment").format(name=path.name)
+            )
         modules = notebook_modules(path, starter_names(starter_dir, files))
         return _collect({file: text.encode() for file, text in modules.items()}, files, dest, "notebook")
-    raise SubmissionProblem(f"cannot grade {path.name}: hand in a folder, a .py file, a .zip or a .ipynb notebook")
+    problem = _("cannot grade {name}: hand in a folder, a .py file, a .zip or a .ipynb notebook")
+    raise SubmissionProblem(problem.format(name=path.name))
 
 
 def _read_limited(path: Path) -> bytes:
     if path.stat().st_size > MAX_FILE_BYTES:
-        raise SubmissionProblem(f"{path.name} is larger than {MAX_FILE_BYTES // 2**20} MB")
+        raise SubmissionProblem(_("{name} is larger than {mb} MB").format(name=path.name, mb=MAX_FILE_BYTES // 2**20))
     return path.read_bytes()
 
 
@@ -121,7 +126,7 @@ def _single_module(data: bytes, files: tuple[str, ...], dest: Path, starter_dir:
 def _collect(found: dict[str, bytes], files: tuple[str, ...], dest: Path, kind: str) -> Materialized:
     if not found:
         wanted = ", ".join(files)
-        raise SubmissionProblem(f"the submission has none of the assignment's files ({wanted})")
+        raise SubmissionProblem(_("the submission has none of the assignment's files ({wanted})").format(wanted=wanted))
     for name, data in found.items():
         (dest / name).write_bytes(data)
     missing = tuple(f for f in files if f not in found)
@@ -147,7 +152,7 @@ def _from_zip(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Path 
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise SubmissionProblem(f"{path.name} is not a readable zip file") from None
+        raise SubmissionProblem(_("{name} is not a readable zip file").format(name=path.name)) from None
     with archive:
         members = [
             m
@@ -163,7 +168,8 @@ def _from_zip(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Path 
             name = PurePosixPath(member.filename).name
             if name in files and name not in found:
                 if member.file_size > MAX_FILE_BYTES:
-                    raise SubmissionProblem(f"{member.filename} in {path.name} is too large")
+                    too_large = _("{member} in {name} is too large")
+                    raise SubmissionProblem(too_large.format(member=member.filename, name=path.name))
                 found[name] = archive.read(member)
         if not found:
             singles = [m for m in members if m.filename.endswith((".py", ".ipynb"))]

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from grader.i18n import _
+
 _SEED = [0]
 
 
@@ -96,23 +98,29 @@ def load_in_order(model: nn.Module, state: Any) -> str:
     names are the grader's (the student may declare the layers in another order), else entry by
     entry in order (the names may differ). Returns "" when it fits, else what does not."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        return "the model's weights did not come back as a state dict"
+        return _("the model's weights did not come back as a state dict")
     mine = model.state_dict()
     theirs = [state[name] for name in mine] if set(state) == set(mine) else list(state.values())
     if len(theirs) != len(mine):
-        return f"the model has {len(theirs)} weight and buffer tensors, expected {len(mine)}"
+        return _("the model has {n_theirs} weight and buffer tensors, expected {n_mine}").format(
+            n_theirs=len(theirs), n_mine=len(mine)
+        )
     for (name, expected), got in zip(mine.items(), theirs, strict=True):
         if got.shape != expected.shape:
-            return f"weights {name} are {list(got.shape)}, expected {list(expected.shape)}"
+            return _("weights {name} are {shape}, expected {expected}").format(
+                name=name, shape=list(got.shape), expected=list(expected.shape)
+            )
     model.load_state_dict({k: t.to(mine[k].dtype) for k, t in zip(mine, theirs, strict=True)})
     return ""
 
 
 def accuracy_of(predictions: Any, labels: torch.Tensor) -> float:
     """The accuracy of predicted classes (as returned by a probe) against the true labels."""
-    assert isinstance(predictions, torch.Tensor), f"the predictions are a {type(predictions).__name__}, not a tensor"
-    assert predictions.shape == labels.shape, (
-        f"got predictions of shape {list(predictions.shape)} for {len(labels)} test images"
+    assert isinstance(predictions, torch.Tensor), _("the predictions are a {name}, not a tensor").format(
+        name=type(predictions).__name__
+    )
+    assert predictions.shape == labels.shape, _("got predictions of shape {shape} for {n_labels} test images").format(
+        shape=list(predictions.shape), n_labels=len(labels)
     )
     return (predictions.long() == labels).float().mean().item()
 

@@ -31,6 +31,7 @@ from tabulate import tabulate
 
 from grader import render, render_html
 from grader.batch.store import write_whole
+from grader.i18n import N_, _
 
 if TYPE_CHECKING:
     from grader.batch.run import BatchResult, Outcome
@@ -54,6 +55,8 @@ FIRST_COLUMNS = (
     "left_out_points",
 )
 CANVAS_STUDENT_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
+COMMONEST = N_("commonest reason of failure")
+STATUSES = {"graded": N_("graded"), "unreadable": N_("unreadable"), "error": N_("error")}  # as the summary says them
 
 
 def short_ids(nodeids: list[str]) -> dict[str, str]:
@@ -192,15 +195,15 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
 
 def _headline(stats: dict[str, Any]) -> str:
     """The class in one line: "12 submissions (10 graded, 2 unreadable; 3 late)"."""
-    status = ", ".join(f"{n} {s}" for s, n in sorted(stats["status"].items()))
-    late = f"; {stats['late']} late" if stats["late"] else ""
-    return f"{stats['students']} submissions ({status}{late})"
+    status = ", ".join(f"{n} {_(STATUSES.get(s, s))}" for s, n in sorted(stats["status"].items()))
+    late = _("; {late} late").format(late=stats["late"]) if stats["late"] else ""
+    return _("{students} submissions ({status}{late})").format(students=stats["students"], status=status, late=late)
 
 
 def _scores(stats: dict[str, Any]) -> str:
     if not stats["graded"]:
-        return "no submission could be graded"
-    return f"mean {stats['mean']:.1f}% · median {stats['median']:.1f}% (of the {stats['graded']} graded)"
+        return _("no submission could be graded")
+    return _("mean {mean:.1f}% · median {median:.1f}% (of the {graded} graded)").format(**stats)
 
 
 def summary_markdown(outcomes: list[Outcome]) -> str:
@@ -214,18 +217,18 @@ def summary_markdown(outcomes: list[Outcome]) -> str:
         *([left_out, ""] if left_out else []),
         tabulate(
             [(band, n, "█" * n) for band, n in stats["distribution"]],
-            headers=("score", "students", ""),
+            headers=(_("score"), _("students"), ""),
             tablefmt="github",
         ),
         "",
-        "Tests, the most failed first:",
+        _("Tests, the most failed first:"),
         "",
         tabulate(
             [
                 (t["name"], f"{t['max_score']:g}", f"{t['pass_rate']:.0%}", f"{t['mean']:.2g}", t["common_reason"])
                 for t in stats["tests"]
             ],
-            headers=("test", "points", "passed", "mean points", "commonest reason of failure"),
+            headers=(_("test"), _("points"), _("passed"), _("mean points"), _(COMMONEST)),
             tablefmt="github",
         ),
     ]
@@ -242,11 +245,13 @@ def print_summary(result: BatchResult, console: Console) -> None:
         names = ", ".join(result.left_out[:5]) + (" ..." if len(result.left_out) > 5 else "")
         console.print(f"{len(result.left_out)} never graded, left out of the gradebook: {names}", **plain)
     if not result.graded_now:
-        console.print(f"nothing to grade: {_headline(stats)} up to date · {_scores(stats)} · {where}", **plain)
+        nothing = _("nothing to grade: {headline} up to date · {scores} · {where}")
+        console.print(nothing.format(headline=_headline(stats), scores=_scores(stats), where=where), **plain)
         return
-    console.print(Text(_headline(stats), "bold"), f"· {result.graded_now} graded now · {_scores(stats)}", **plain)
+    now = _("· {n} graded now · {scores}").format(n=result.graded_now, scores=_scores(stats))
+    console.print(Text(_headline(stats), "bold"), now, **plain)
     table = Table(show_edge=False, pad_edge=False, box=None)
-    for column in ("test", "points", "passed", "commonest reason of failure"):
+    for column in (_("test"), _("points"), _("passed"), _(COMMONEST)):
         table.add_column(column, overflow="fold")
     for test in stats["tests"]:
         table.add_row(test["name"], f"{test['max_score']:g}", f"{test['pass_rate']:.0%}", test["common_reason"])

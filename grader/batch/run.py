@@ -32,13 +32,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from grader import data
+from grader import data, i18n
 from grader.batch.executors import Executor, LocalExecutor, Slot, Warm, default_workers
 from grader.batch.gradebook import print_summary, write_gradebook
 from grader.batch.late import Deadline, hand_in_times, parse_time
 from grader.batch.store import STATE, Entry, Snapshot, Store, Stored, exclusive, find_entries, grader_key, take_snapshot
 from grader.errors import GraderError, UserError, make_folder
 from grader.grading import BrokenRun
+from grader.i18n import N_
 from grader.options import GradingOptions, parse_limits
 from grader.plugin.session import resolve_profile
 from grader.report import Report, build_report
@@ -378,7 +379,7 @@ def ray_executor() -> type[RayExecutor]:
 
 def _collect(spec: Spec, options: GradingOptions) -> list[dict[str, Any]]:
     """The tests that will be graded: for the reports of hand-ins that cannot be read at all."""
-    run = collect(spec.root, [spec], args=tuple(selection(options.select, options.marks)))
+    run = collect(spec.root, [spec], args=(*selection(options.select, options.marks), "--lang", options.lang))
     if run.collected is None or run.collect_errors:
         detail = run.collect_errors[0]["text"] if run.collect_errors else run.log_tail
         raise GraderError(f"the tests of {spec.name} could not be collected:\n{detail}")
@@ -389,7 +390,7 @@ def _collect(spec: Spec, options: GradingOptions) -> list[dict[str, Any]]:
 
 def _zero_report(spec: Spec, collected: list[dict[str, Any]], entry: Entry, problem: str, profile: str) -> Report:
     """The report of a hand-in that could not be graded at all: every test at zero, the problem said once."""
-    session = {"profile": profile, "device": "-", "dataset": "-", "isolation": "not run"}
+    session = {"profile": profile, "device": "-", "dataset": "-", "isolation": N_("not run")}
     run = Run(session=session, collected=collected)
     return build_report(spec, run, str(entry.path), problem=problem)
 
@@ -443,6 +444,7 @@ def command(
     canvas_assignment: str | None,
     executor: str,
     address: str | None,
+    lang: str | None,
 ) -> int:
     """`grade batch`: see grader/cli.py for its options."""
     if executor == "ray":
@@ -461,7 +463,9 @@ def command(
         limits=overrides,
         show_hidden=show_hidden,
         allow_unisolated=allow_unisolated,
+        lang=lang or i18n.default_language(spec.language),
     )
+    i18n.use(options.lang)  # feedback.md, summary.md and the terminal's summary
     ids = tuple(i.strip() for item in only for i in item.split(",") if i.strip())  # --only a --only b,c
     console = Console()
     result = run_batch(

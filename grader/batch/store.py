@@ -86,6 +86,7 @@ def grader_key(spec: Spec, options: GradingOptions) -> str:
     digest = hashlib.sha256(grader.__version__.encode())
     package = Path(grader.__file__).parent
     code = [p for p in package.rglob("*.py") if p.name not in _PRESENTATION and "__pycache__" not in p.parts]
+    code += sorted(package.glob("locale/*/LC_MESSAGES/*.po"))  # the texts a report holds, in its language
     kit = [spec.root / "assignments" / "conftest.py", spec.root / "assignments" / "pytest.ini"]
     for folder in (spec.folder, spec.starter_dir, spec.reference_dir):
         kit += [p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts] if folder.is_dir() else []

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from grader import data
+from grader import data, i18n
 from grader import options as options_mod
 from grader.errors import UserError
 from grader.options import GradingOptions
@@ -52,6 +52,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--profile", choices=("quick", "full", "auto"), help="grading profile (default: quick)")
     group.addoption("--data-dir", help="the folder that holds the datasets")
     group.addoption("--seed", type=int, help="this grading's seed (default: a random one)")
+    group.addoption("--lang", choices=i18n.LANGUAGES, help="the language of reasons and titles (default: the spec's)")
     group.addoption("--results-fd", type=int, help=argparse.SUPPRESS)
 
 
@@ -60,15 +61,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "task(*names): the starter definitions the test exercises")
     config.addinivalue_line("markers", "accuracy: a trained-accuracy check, under the profile's CPU budget")
     option = config.getoption
+    specs = _specs_of(config.args)
     options = options_mod.from_environment() or GradingOptions(
-        profile=option("profile") or "quick", data_dir=option("data_dir"), seed=option("seed")
+        profile=option("profile") or "quick",
+        data_dir=option("data_dir"),
+        seed=option("seed"),
+        lang=option("lang") or i18n.default_language(next((s.language for s in specs if s.language), None)),
     )
+    i18n.use(options.lang)  # every reason and title of this session
     seed = options.seed if options.seed is not None else options_mod.seed_from_environment()
     use_seed(seed if seed is not None else secrets.randbits(62))  # inputs no submission can know in advance
     fd = option("results_fd", None)
     if fd is not None and os.environ.get(options_mod.PARENT_ENV):
         _die_with(int(os.environ[options_mod.PARENT_ENV]))
-    specs = _specs_of(config.args, options)
     zygote = None
     if specs and not config.option.collectonly:  # started now: torch's import overlaps with collection
         try:
@@ -88,7 +93,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(SessionHooks(grading), "grader-session")
 
 
-def _specs_of(args: list[str], options: GradingOptions) -> list[Spec]:
+def _specs_of(args: list[str]) -> list[Spec]:
     found = {}
     for arg in args:
         spec = spec_for(Path(arg.split("::")[0]).resolve())
@@ -245,10 +250,11 @@ class SessionHooks:
             report.grader_reason = reason  # type: ignore[attr-defined]
             report.grader_output = "\n\n".join(filter(None, (reason, details)))  # type: ignore[attr-defined]
             report.grader_limit = limit_of(exc)  # type: ignore[attr-defined]
-            if isinstance(exc, SubmissionError) or reason.startswith(NOT_FILLED):
+            if isinstance(exc, SubmissionError) or reason.startswith(i18n._(NOT_FILLED)):
                 report.longrepr = report.grader_output  # the grader's own traceback helps nobody
         elif report.skipped and isinstance(report.longrepr, tuple):
-            report.grader_reason = "skipped: " + report.longrepr[2].removeprefix("Skipped: ")  # type: ignore[attr-defined]
+            why = report.longrepr[2].removeprefix("Skipped: ")
+            report.grader_reason = i18n._("skipped: {why}").format(why=why)  # type: ignore[attr-defined]
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -12,17 +12,18 @@ from typing import Any
 
 import pytest
 
+from grader.i18n import N_, _, docstring_title
 from grader.sandbox.api import SandboxBroken, SubmissionError
 
-NOT_FILLED = "not filled in yet"
-GRADER_FAULT = "the grader's sandbox failed (not your code's doing; this test is graded again)"
+NOT_FILLED = N_("not filled in yet")
+GRADER_FAULT = N_("the grader's sandbox failed (not your code's doing; this test is graded again)")
 
 
 def test_title(item: pytest.Item) -> str:
-    """A test's display name: its docstring's first line (else its name), plus its case."""
+    """A test's display name: its docstring's first line, translated (else its name), plus its case."""
     func = getattr(item, "function", None)
-    doc = (func.__doc__ or "").strip().splitlines() if func else []
-    title = doc[0].rstrip(".") if doc else item.name.split("[")[0].removeprefix("test_").replace("_", " ")
+    doc = docstring_title(func.__doc__) if func else ""
+    title = _(doc) if doc else item.name.split("[")[0].removeprefix("test_").replace("_", " ")
     case = getattr(item, "callspec", None)
     return f"{title} [{case.id}]" if case else title
 
@@ -41,7 +42,7 @@ def explain(exc: BaseException, tasks: tuple[str, ...], submission: Any, hidden:
 def _explain(exc: BaseException, tasks: tuple[str, ...], submission: Any, hidden: bool) -> tuple[str, str]:
     # The blanks of the test's first task first: that is the one it is about.
     if isinstance(exc, SandboxBroken):  # before any blank: it is no fault of the submission's
-        return f"{GRADER_FAULT}: {exc}", ""
+        return f"{_(GRADER_FAULT)}: {exc}", ""
     open_blanks = sorted(submission.blanks_for(tasks), key=lambda blank: tasks.index(blank.task))
     details = ""
     if isinstance(exc, SubmissionError):
@@ -52,16 +53,16 @@ def _explain(exc: BaseException, tasks: tuple[str, ...], submission: Any, hidden
         details = own_message(exc).partition("\n")[2].strip()
     if open_blanks:
         more = len(set(submission.blanks_for(tasks)) - {open_blanks[0]})
-        extra = f" (+{more} more in {', '.join(tasks)})" if more else ""
-        return f"{NOT_FILLED}: {open_blanks[0].describe()}{extra}", details
+        extra = _(" (+{more} more in {tasks})").format(more=more, tasks=", ".join(tasks)) if more else ""
+        return f"{_(NOT_FILLED)}: {open_blanks[0].describe()}{extra}", details
     if isinstance(exc, SubmissionError):
         return (exc.brief if hidden else exc.reason), details
     text = (own_message(exc) if isinstance(exc, AssertionError) else str(exc)).strip()
     first = text.splitlines()[0] if text else ""
     if isinstance(exc, pytest.fail.Exception) and first.startswith("Timeout"):
-        return "the test ran past its wall-clock backstop: the grading machine was too busy", ""
+        return _("the test ran past its wall-clock backstop: the grading machine was too busy"), ""
     if isinstance(exc, (AssertionError, pytest.fail.Exception)):  # a test's own verdict
-        return first or "assertion failed", details
+        return first or _("assertion failed"), details
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__, details
 
 
@@ -86,4 +87,4 @@ def limit_of(exc: BaseException) -> str:
 
 def tail(output: str, lines: int = 30) -> str:
     kept = output.rstrip().splitlines()[-lines:]
-    return ("output (last lines):\n" + "\n".join(kept)) if kept else ""
+    return (_("output (last lines):") + "\n" + "\n".join(kept)) if kept else ""

@@ -22,6 +22,7 @@ from typing import Any
 from grader import blanks as blanks_mod
 from grader import data
 from grader.errors import UserError
+from grader.i18n import _
 from grader.options import GradingOptions
 from grader.sandbox.api import Sandbox, SubmissionError, Zygote
 from grader.spec import Profile, Spec
@@ -74,7 +75,7 @@ class Submission:
             raise TypeError(f"{probe.__name__} is not a probe: probes come from grader.testing.probes_for(__file__)")
         for file in self.materialized.missing:  # the running test's tasks are defined in a file not handed in
             if any(file in self.task_sources.get(task, ()) for task in self.tasks):
-                raise SubmissionError(f"{file} is missing from the submission")
+                raise SubmissionError(_("{file} is missing from the submission").format(file=file))
         for file in sorted(self.files_needed()):
             if file in self.load_errors:
                 raise self.pointer_to(file)
@@ -93,7 +94,8 @@ class Submission:
     def pointer_to(self, file: str) -> SubmissionError:
         """The failure of a test that needs `file`, which could not be loaded: a pointer to the headline."""
         error = self.load_errors[file]
-        return SubmissionError(f"{file} could not be loaded ({error.reason}): see the top of the report")
+        reason = _("{file} could not be loaded ({reason}): see the top of the report")
+        return SubmissionError(reason.format(file=file, reason=error.reason))
 
     def already_reported(self, failure: BaseException, nodeid: str) -> bool:
         """Whether `failure` is a load error that an earlier test reported already (a fixture's cached
@@ -236,10 +238,10 @@ class Grading:
             self.records.send(
                 "session",
                 assignment=spec.name,
-                title=spec.title,
+                title=spec.shown_title,
                 profile=assignment.profile.name,
                 device=assignment.profile.device,
-                dataset=data.title(assignment.profile.dataset) if assignment.profile.dataset else "no dataset",
+                dataset=_(data.title(assignment.profile.dataset)) if assignment.profile.dataset else _("no dataset"),
                 submission=str(source),
                 submission_kind=sub.materialized.kind,
                 missing_files=list(sub.materialized.missing),

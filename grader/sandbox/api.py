@@ -20,13 +20,14 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from grader import codec
+from grader.i18n import N_, _, place
 from grader.sandbox import platform
 from grader.sandbox.child import ERROR, IMPORTED, IMPORTING, RESULT
 from grader.sandbox.supervise import Finished, supervise
@@ -119,8 +120,8 @@ class Zygote:
         """What the report says: the mechanism that ran, or plainly that nothing isolated the code."""
         self.ready()
         if self.mechanism == platform.BWRAP and self.isolated:
-            return "bubblewrap + namespaces per probe"
-        return "not isolated"
+            return N_("bubblewrap + namespaces per probe")  # in the report as is: translated where rendered
+        return N_("not isolated")
 
     def send(self, job: bytes, fds: list[int]) -> None:
         self.ready()
@@ -245,7 +246,7 @@ def _outcome(finished: Finished, budget: float, limits: Limits) -> Any:
     try:
         value = codec.decode(answer[1], codec.Bounds(max_bytes=limits.result_mb * 2**20))
     except codec.BadMessage as bad:
-        raise SubmissionError(f"the probe's result was refused: {bad}", output) from None
+        raise SubmissionError(_("the probe's result was refused: {why}").format(why=bad), output) from None
     if answer[0] == RESULT:
         return value
     raise _error_from(value if isinstance(value, dict) else {}, output, limits, importing)
@@ -254,20 +255,20 @@ def _outcome(finished: Finished, budget: float, limits: Limits) -> Any:
 def _limit_reason(limit: str, status: dict[str, Any], budget: float, limits: Limits) -> str:
     cpu, wall = float(status.get("cpu_s", 0)), float(status.get("wall_s", 0))
     reasons = {
-        "idle": (
-            f"waited {wall:.0f} s while using only {cpu:.0f} s of CPU: the code sleeps, waits for input or"
-            " is deadlocked"
+        "idle": _(
+            "waited {wall:.0f} s while using only {cpu:.0f} s of CPU: the code sleeps, waits for input or is deadlocked"
         ),
-        "cpu": f"your code used {cpu:.0f} s of CPU, the limit is {budget:.0f} s (an endless loop, or too much work?)",
-        "backstop": (
-            f"stopped after {wall:.0f} s of wall-clock time having used only {cpu:.0f} s of its {budget:.0f} s of CPU:"
+        "cpu": _("your code used {cpu:.0f} s of CPU, the limit is {budget:.0f} s (an endless loop, or too much work?)"),
+        "backstop": _(
+            "stopped after {wall:.0f} s of wall-clock time having used only {cpu:.0f} s of its {budget:.0f} s of CPU:"
             " the grading machine was too busy (the grader's problem, not your code's)"
         ),
-        "output": f"printed more than {limits.output_kb} KB of output",
-        "result": "returned more data than the grader accepts",
-        "memory": f"used more than {limits.memory_mb} MB of memory",
+        "output": _("printed more than {output_kb} KB of output"),
+        "result": _("returned more data than the grader accepts"),
+        "memory": _("used more than {memory_mb} MB of memory"),
     }
-    return reasons.get(limit, f"was stopped ({limit})")
+    reason = reasons.get(limit, _("was stopped ({limit})"))
+    return reason.format(wall=wall, cpu=cpu, budget=budget, limit=limit, **asdict(limits))
 
 
 def starved(status: dict[str, Any]) -> bool:
@@ -277,13 +278,13 @@ def starved(status: dict[str, Any]) -> bool:
     return busy >= 0.5 * float(status.get("wall_s", 0) or 1)
 
 
-NOT_DATA = "the probe's result is not plain data (tensors, numbers, strings, lists, dicts)"
+NOT_DATA = N_("the probe's result is not plain data (tensors, numbers, strings, lists, dicts)")
 
 _SIGNAL_REASONS = {
-    signal.SIGKILL: "was killed (out of memory?)",
-    signal.SIGSEGV: "crashed (segmentation fault)",
-    signal.SIGABRT: "aborted (out of memory, or a failed check in native code)",
-    signal.SIGXCPU: "used more CPU time than its limit",
+    signal.SIGKILL: N_("the submission was killed (out of memory?)"),
+    signal.SIGSEGV: N_("the submission crashed (segmentation fault)"),
+    signal.SIGABRT: N_("the submission aborted (out of memory, or a failed check in native code)"),
+    signal.SIGXCPU: N_("the submission used more CPU time than its limit"),
 }
 
 
@@ -292,12 +293,13 @@ def _ended_early(status: dict[str, Any], output: str, importing: str) -> Submiss
         raise SandboxBroken(f"the sandbox's supervisor failed: {status['broken']}")
     sig = status.get("signal")
     if sig:
-        reason = _SIGNAL_REASONS.get(sig, f"was killed by signal {sig}")
+        reason = _(_SIGNAL_REASONS.get(sig, N_("the submission was killed by signal {signal}"))).format(signal=sig)
         limit = "memory" if sig == signal.SIGKILL else "cpu" if sig == signal.SIGXCPU else None
-        return SubmissionError("the submission " + reason, output, limit, importing=importing)
+        return SubmissionError(reason, output, limit, importing=importing)
     return SubmissionError(
-        f"the submission ended its process (exit code {status.get('exit')}) before the test could finish"
-        " (os._exit? a crash?)",
+        _(
+            "the submission ended its process (exit code {code}) before the test could finish (os._exit? a crash?)"
+        ).format(code=status.get("exit")),
         output,
         exited=True,
         importing=importing,
@@ -311,30 +313,34 @@ def _error_from(error: dict, output: str, limits: Limits, importing: str) -> Sub
         for f, n in (pair for pair in error.get("frames", ()) if isinstance(pair, (list, tuple)) and len(pair) == 2)
         if isinstance(n, int)
     )[-50:]
-    where = f" ({frames[-1][0]} line {frames[-1][1]})" if frames else ""
+    where = f" ({place(*frames[-1])})" if frames else ""
     first = text.strip().splitlines()[0][:300] if text.strip() else ""
     builtin = isinstance(getattr(builtins, kind, None), type)  # a class name the student could not choose
-    brief = f"{kind}{where}" if builtin else f"the submission's code failed{where}"
+    brief = f"{kind}{where}" if builtin else _("the submission's code failed{where}").format(where=where)
     syntax = error.get("syntax")
     syntax = (int(syntax[0]), int(syntax[1])) if isinstance(syntax, list) and len(syntax) == 2 else None
     if kind == "SystemExit":
-        reason = f"the submission called sys.exit({text[:100]}){where}"
-        brief = f"the submission called sys.exit(){where}"
+        reason = _("the submission called sys.exit({code}){where}").format(code=text[:100], where=where)
+        brief = _("the submission called sys.exit(){where}").format(where=where)
         return SubmissionError(reason, output, frames=frames, exited=True, importing=importing, brief=brief)
     if kind == "NotData":
-        return SubmissionError(f"the probe's result is not plain data: {first}", output, brief=NOT_DATA)
+        reason = _("the probe's result is not plain data: {what}").format(what=first)
+        return SubmissionError(reason, output, brief=_(NOT_DATA))
     if "File too large" in text:  # Python ignores SIGXFSZ: the write fails with EFBIG instead
-        reason = f"the submission wrote a file larger than the {limits.file_mb} MB limit{where}"
+        reason = _("the submission wrote a file larger than the {file_mb} MB limit{where}")
+        reason = reason.format(file_mb=limits.file_mb, where=where)
         return SubmissionError(reason, output, "files", frames, importing=importing)
     if "No space left on device" in text:
-        reason = f"the submission filled its {limits.scratch_mb} MB of scratch space{where}"
+        reason = _("the submission filled its {scratch_mb} MB of scratch space{where}")
+        reason = reason.format(scratch_mb=limits.scratch_mb, where=where)
         return SubmissionError(reason, output, "files", frames, importing=importing)
     reason = f"{kind}{where}: {first}" if first else f"{kind}{where}"
     limit = None
     if kind == "MemoryError" or "can't allocate memory" in text:
-        brief = f"used more than its {limits.memory_mb} MB of memory{where}"
+        brief = _("used more than its {memory_mb} MB of memory{where}").format(memory_mb=limits.memory_mb, where=where)
         limit, reason = "memory", f"{brief}: {reason}"
     elif "Resource temporarily unavailable" in text or "can't start new thread" in text:  # EAGAIN at RLIMIT_NPROC
-        brief = f"started more than its {limits.processes} processes or threads{where}"
+        brief = _("started more than its {processes} processes or threads{where}")
+        brief = brief.format(processes=limits.processes, where=where)
         limit, reason = "processes", f"{brief}: {reason}"
     return SubmissionError(reason, output, limit, frames, importing=importing, brief=brief, syntax=syntax)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grader.data import sample_photos
+from grader.i18n import _
 from grader.testing import generator, probes_for
 
 probes = probes_for(__file__)
@@ -100,11 +101,15 @@ def torch_output_size(size, kernel_size, padding, stride):
 
 
 def check_sizes(got, cases, expected):
-    assert isinstance(got, list) and len(got) == len(cases), "conv_output_size returned something else than sizes"
+    assert isinstance(got, list) and len(got) == len(cases), _("conv_output_size returned something else than sizes")
     for args, size, wanted in zip(cases, got, expected, strict=True):
         call_text = f"conv_output_size({', '.join(repr(a) for a in args)})"
-        assert not isinstance(size, float), f"{call_text} returned the float {size}: sizes are whole, use // (floor)"
-        assert size == wanted, f"{call_text} is {size}, expected {wanted}"
+        assert not isinstance(size, float), _(
+            "{call_text} returned the float {size}: sizes are whole, use // (floor)"
+        ).format(call_text=call_text, size=size)
+        assert size == wanted, _("{call_text} is {size}, expected {wanted}").format(
+            call_text=call_text, size=size, wanted=wanted
+        )
 
 
 def shape_of(out):
@@ -149,26 +154,30 @@ def test_parameter_shapes(submission):
     for case, shapes in zip(cases, got, strict=True):
         layer = nn.Conv2d(*case, device="meta")
         expected = (tuple(layer.weight.shape), tuple(layer.bias.shape))
-        assert shapes == expected, f"conv_parameter_shapes{case} is {shapes}, expected {expected} (weight, bias)"
+        assert shapes == expected, _(
+            "conv_parameter_shapes{case} is {shapes}, expected {expected} (weight, bias)"
+        ).format(case=case, shapes=shapes, expected=expected)
 
 
 def check_conv(got, x, w, b, stride, padding, where):
     """Compare with F.conv2d and name the likely mistake."""
     expected = F.conv2d(x, w, b, stride=stride, padding=padding)
-    assert shape_of(got) == list(expected.shape), (
-        f"conv2d output is {shape_of(got)}, expected {list(expected.shape)} ({where})"
+    assert shape_of(got) == list(expected.shape), _("conv2d output is {shape_of}, expected {shape} ({where})").format(
+        shape_of=shape_of(got), shape=list(expected.shape), where=where
     )
     error = max_error(got, expected)
     if error <= 1e-4:
         return
     flipped = F.conv2d(x, w.flip(-2, -1), b, stride=stride, padding=padding)
-    assert max_error(got, flipped) > 1e-4, (
-        f"conv2d flips the kernel ({where}): PyTorch's conv2d is a cross-correlation, no flip"
+    assert max_error(got, flipped) > 1e-4, _(
+        "conv2d flips the kernel ({where}): PyTorch's conv2d is a cross-correlation, no flip"
+    ).format(where=where)
+    assert b is None or max_error(got, F.conv2d(x, w, None, stride=stride, padding=padding)) > 1e-4, _(
+        "conv2d leaves out the bias ({where}): add bias[o] to every pixel of output channel o"
+    ).format(where=where)
+    raise AssertionError(
+        _("conv2d differs from F.conv2d by up to {error:.3g} ({where})").format(error=error, where=where)
     )
-    assert b is None or max_error(got, F.conv2d(x, w, None, stride=stride, padding=padding)) > 1e-4, (
-        f"conv2d leaves out the bias ({where}): add bias[o] to every pixel of output channel o"
-    )
-    raise AssertionError(f"conv2d differs from F.conv2d by up to {error:.3g} ({where})")
 
 
 @pytest.mark.points(2)
@@ -181,13 +190,27 @@ def test_digit_seven_feature_map(submission):
     assert expected[0, 0].tolist() == DIGIT_SEVEN_MAP  # the walk-through's map is wrong
     digits = torch.randint(0, 2, (DRAWN_DIGITS, 1, 5, 5), generator=generator("digits")).float()
     seven, drawn = submission.run(probes.each, "conv", "conv2d", [(image, kernel), (digits, kernel)])
-    assert shape_of(seven) == [1, 1, 3, 3], f"conv2d output is {shape_of(seven)}, expected [1, 1, 3, 3]"
+    assert shape_of(seven) == [1, 1, 3, 3], _("conv2d output is {shape_of}, expected [1, 1, 3, 3]").format(
+        shape_of=shape_of(seven)
+    )
     if max_error(seven, expected) > 1e-5:
-        assert max_error(seven, F.conv2d(image, kernel.flip(-2, -1))) > 1e-5, (
+        assert max_error(seven, F.conv2d(image, kernel.flip(-2, -1))) > 1e-5, _(
             "conv2d flips the kernel (a true convolution): PyTorch's conv2d is a cross-correlation, no flip"
         )
-        raise AssertionError(f"conv2d gives {seven[0, 0].tolist()}, expected {DIGIT_SEVEN_MAP}")
-    check_conv(drawn, digits, kernel, None, 1, 0, f"{DRAWN_DIGITS} drawn 5x5 images of 0s and 1s, the same kernel")
+        raise AssertionError(
+            _("conv2d gives {seven}, expected {digit_seven_map}").format(
+                seven=seven[0, 0].tolist(), digit_seven_map=DIGIT_SEVEN_MAP
+            )
+        )
+    check_conv(
+        drawn,
+        digits,
+        kernel,
+        None,
+        1,
+        0,
+        _("{drawn_digits} drawn 5x5 images of 0s and 1s, the same kernel").format(drawn_digits=DRAWN_DIGITS),
+    )
 
 
 @pytest.mark.points(3)
@@ -224,5 +247,7 @@ def test_conv2d_on_the_photo_crop(submission, profile, crop, layer):
     w = torch.randn(profile.budget["crop_filters"], 3, 7, 7, generator=rng)
     b = torch.randn(len(w), generator=rng)
     (got,) = submission.run(probes.each, "conv", "conv2d", [(image, w, b, stride, padding)])
-    where = f"the photos' 70x120 crop at ({top}, {left}), {len(w)} filters of 7x7, {layer}"
+    where = _("the photos' 70x120 crop at ({top}, {left}), {n_w} filters of 7x7, {layer}").format(
+        top=top, left=left, n_w=len(w), layer=layer
+    )
     check_conv(got, image, w, b, stride, padding, where)

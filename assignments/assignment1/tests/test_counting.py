@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from grader.i18n import _
 from grader.probing import fill
 from grader.sandbox import SubmissionError
 from grader.testing import architectures_for, derived_seed, generator, probes_for
@@ -70,10 +71,16 @@ def layer_counts(shapes):
 def check_layers(model_name, got, expected):
     """Compare the parameters of each named layer, then the total."""
     for name, count in expected.items():
-        assert name in got, f"{model_name} has no layer {name} (its layers with parameters: {', '.join(got)})"
-        assert got[name] == count, f"{name} has {got[name]:,} parameters, expected {count:,}"
+        assert name in got, _("{model_name} has no layer {name} (its layers with parameters: {join})").format(
+            model_name=model_name, name=name, join=", ".join(got)
+        )
+        assert got[name] == count, _("{name} has {got:,} parameters, expected {count:,}").format(
+            name=name, got=got[name], count=count
+        )
     total, expected_total = sum(got.values()), sum(expected.values())
-    assert total == expected_total, f"{model_name} has {total:,} parameters, expected {expected_total:,}"
+    assert total == expected_total, _("{model_name} has {total:,} parameters, expected {expected_total:,}").format(
+        model_name=model_name, total=total, expected_total=expected_total
+    )
 
 
 def number(value):
@@ -94,7 +101,9 @@ def test_conv2d_parameters(submission):
         in_channels, out_channels, kernel_size, *bias = case
         layer = nn.Conv2d(in_channels, out_channels, kernel_size, bias=bias[0] if bias else True, device="meta")
         expected = sum(p.numel() for p in layer.parameters())
-        assert got == expected, f"conv2d_parameters{case} is {number(got)}, expected {expected:,}"
+        assert got == expected, _("conv2d_parameters{case} is {number}, expected {expected:,}").format(
+            case=case, number=number(got), expected=expected
+        )
 
 
 @pytest.mark.points(1)
@@ -107,7 +116,9 @@ def test_linear_parameters(submission):
     cases.append((randint(rng, 1, 20_000), randint(rng, 1, 2_000), False))
     for case, got in zip(cases, submission.run(probes.each, "counting", "linear_parameters", cases), strict=True):
         expected = sum(p.numel() for p in nn.Linear(*case, device="meta").parameters())
-        assert got == expected, f"linear_parameters{case} is {number(got)}, expected {expected:,}"
+        assert got == expected, _("linear_parameters{case} is {number}, expected {expected:,}").format(
+            case=case, number=number(got), expected=expected
+        )
 
 
 @pytest.mark.points(1)
@@ -120,11 +131,15 @@ def test_count_parameters(submission):
     expected = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() for b in model.buffers())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert got != expected + buffers, (
-        f"count_parameters gives {number(got)}: it counts BatchNorm's {buffers} buffer values too"
+    assert got != expected + buffers, _(
+        "count_parameters gives {number}: it counts BatchNorm's {buffers} buffer values too"
+    ).format(number=number(got), buffers=buffers)
+    assert got != trainable, _(
+        "count_parameters gives {number}: it leaves out the frozen conv layer's parameters"
+    ).format(number=number(got))
+    assert got == expected, _("count_parameters gives {number}, expected {expected:,}").format(
+        number=number(got), expected=expected
     )
-    assert got != trainable, f"count_parameters gives {number(got)}: it leaves out the frozen conv layer's parameters"
-    assert got == expected, f"count_parameters gives {number(got)}, expected {expected:,}"
 
 
 @pytest.mark.points(1)
@@ -137,16 +152,15 @@ def test_model_size_bytes(submission):
         parameters = list(probes.mixed_model(config, dtype).parameters())
         count = sum(p.numel() for p in parameters)
         expected = sum(p.numel() * p.element_size() for p in parameters)
-        assert got != count, (
-            f"model_size_bytes gives {number(got)}, the number of parameters: multiply by bytes per element"
-        )
-        assert got != 4 * count or dtype == "float32", (
-            f"model_size_bytes gives {number(got)} for torch.{dtype}: it assumes 4 bytes per element,"
-            " ask element_size()"
-        )
-        assert got == expected, (
-            f"model_size_bytes gives {number(got)} for {count:,} torch.{dtype} parameters, expected {expected:,}"
-        )
+        assert got != count, _(
+            "model_size_bytes gives {number}, the number of parameters: multiply by bytes per element"
+        ).format(number=number(got))
+        assert got != 4 * count or dtype == "float32", _(
+            "model_size_bytes gives {number} for torch.{dtype}: it assumes 4 bytes per element, ask element_size()"
+        ).format(number=number(got), dtype=dtype)
+        assert got == expected, _(
+            "model_size_bytes gives {number} for {count:,} torch.{dtype} parameters, expected {expected:,}"
+        ).format(number=number(got), count=count, dtype=dtype, expected=expected)
 
 
 @pytest.mark.points(2)
@@ -162,14 +176,17 @@ def test_small_cnn(submission):
     check_layers("SmallCNN", layer_counts(got["shapes"]), SMALL_CNN_LAYERS)
     logits = got["logits"]
     shape = list(logits.shape) if isinstance(logits, torch.Tensor) else logits
-    assert shape == [IMAGES, 10], f"SmallCNN maps {IMAGES} images to {shape}, expected [{IMAGES}, 10]"
+    assert shape == [IMAGES, 10], _("SmallCNN maps {images} images to {shape}, expected [{images}, 10]").format(
+        images=IMAGES, shape=shape
+    )
     with torch.no_grad():
         expected = mine(x)
     error = (logits.double() - expected.double()).abs().nan_to_num(nan=float("inf")).max().item()
-    assert error < 1e-4, (
-        f"SmallCNN's logits differ by up to {error:.3g} from the slides' CNN with the same weights: three 3x3"
-        " convolutions with padding 1, each followed by ReLU, then flatten, Linear, ReLU, Linear"
-    )
+    assert error < 1e-4, _(
+        "SmallCNN's logits differ by up to {error:.3g} from the slides' CNN with the same weights: "
+        "three 3x3 convolutions with padding 1, each followed by ReLU, then flatten, Linear, ReLU, "
+        "Linear"
+    ).format(error=error)
 
 
 @pytest.mark.points(2)
@@ -184,9 +201,11 @@ def test_big_mlp(submission):
     got = submission.run(probes.big_mlp)
     shapes = [(name, list(shape)) for name, shape in got["shapes"]]
     check_layers("BigMLP", layer_counts(shapes), BIG_MLP_LAYERS)
-    for (name, shape), (_, expected) in zip(shapes, expected_shapes, strict=False):
-        assert shape == expected, f"BigMLP's {name} is {shape}, expected {expected} (out_features, in_features)"
-    assert got["meta"] is True, "some BigMLP parameters are not on the meta device: do not give the layers a device"
+    for (name, shape), (_unused, expected) in zip(shapes, expected_shapes, strict=False):
+        assert shape == expected, _(
+            "BigMLP's {name} is {shape}, expected {expected} (out_features, in_features)"
+        ).format(name=name, shape=shape, expected=expected)
+    assert got["meta"] is True, _("some BigMLP parameters are not on the meta device: do not give the layers a device")
 
 
 @pytest.mark.points(1)
@@ -202,15 +221,17 @@ def test_on_meta(submission):
     try:
         got = submission.run(probes.huge_on_meta, in_features, out_features)
     except SubmissionError as error:
-        assert error.limit != "memory", (
-            f"on_meta allocated the {in_features:,} x {out_features:,} layer's {gigabytes:.1f} GB:"
-            " build the model on the meta device"
-        )
+        assert error.limit != "memory", _(
+            "on_meta allocated the {in_features:,} x {out_features:,} layer's {gigabytes:.1f} GB: "
+            "build the model on the meta device"
+        ).format(in_features=in_features, out_features=out_features, gigabytes=gigabytes)
         raise
-    assert got["devices"] == ["meta"], f"on_meta built parameters on {got['devices']}, expected ['meta']"
-    assert got["shapes"] == expected, (
-        f"on_meta built parameters of shapes {got['shapes']}, expected {expected}: the model that make() builds"
+    assert got["devices"] == ["meta"], _("on_meta built parameters on {devices}, expected ['meta']").format(
+        devices=got["devices"]
     )
+    assert got["shapes"] == expected, _(
+        "on_meta built parameters of shapes {shapes}, expected {expected}: the model that make() builds"
+    ).format(shapes=got["shapes"], expected=expected)
 
 
 @pytest.mark.points(1)
@@ -226,8 +247,12 @@ def test_slides_models_counted(submission, name):
     size = sum(p.numel() * p.element_size() for p in mine.parameters())
     assert count == (SMALL_CNN_TOTAL if name == "SmallCNN" else BIG_MLP_TOTAL)  # the slides' totals hold
     got = submission.run(probes.slides_models, name)
-    assert got["count"] == count, f"count_parameters({name}()) is {number(got['count'])}, expected {count:,}"
-    assert got["bytes"] == size, f"model_size_bytes({name}()) is {number(got['bytes'])}, expected {size:,}"
+    assert got["count"] == count, _("count_parameters({name}()) is {number}, expected {count:,}").format(
+        name=name, number=number(got["count"]), count=count
+    )
+    assert got["bytes"] == size, _("model_size_bytes({name}()) is {number}, expected {size:,}").format(
+        name=name, number=number(got["bytes"]), size=size
+    )
 
 
 @pytest.mark.points(1)
@@ -235,10 +260,12 @@ def test_slides_models_counted(submission, name):
 def test_bytes_per_gb(submission):
     """BYTES_PER_GB: the slides' 0.004683 GB and 5.645276 GB"""
     gb = submission.run(probes.constant, "counting", "BYTES_PER_GB")
-    assert isinstance(gb, (int, float)) and gb > 0, f"BYTES_PER_GB is {gb!r}, expected a number of bytes"
+    assert isinstance(gb, (int, float)) and gb > 0, _("BYTES_PER_GB is {gb!r}, expected a number of bytes").format(
+        gb=gb
+    )
     for name, count in (("SmallCNN", SMALL_CNN_TOTAL), ("BigMLP", BIG_MLP_TOTAL)):
         size = round(4 * count / gb, 6)
-        assert size == SLIDES_GB[name], (
-            f"{name}: {4 * count:,} bytes / BYTES_PER_GB = {size} GB, the slides print {SLIDES_GB[name]}:"
-            " which GB did they divide by?"
-        )
+        assert size == SLIDES_GB[name], _(
+            "{name}: {value:,} bytes / BYTES_PER_GB = {size} GB, the slides print {slides_gb}: which "
+            "GB did they divide by?"
+        ).format(name=name, value=4 * count, size=size, slides_gb=SLIDES_GB[name])

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
 from grader.data import sample_photos
+from grader.i18n import _
 from grader.testing import generator, probes_for
 
 probes = probes_for(__file__)
@@ -94,11 +95,13 @@ def test_center_crop(submission, photos, case):
     (got,) = submission.run(probes.each, "filters", "center_crop", [(images, *size)])
     expected = TF.center_crop(images, list(size))
     expected_shape = list(expected.shape)
-    assert shape_of(got) == expected_shape, f"center_crop output is {shape_of(got)}, expected {expected_shape}"
-    assert torch.equal(got, expected), (
-        f"center_crop keeps other pixels than the centre {size[0]}x{size[1]} of {images.shape[-2]}x{images.shape[-1]}"
-        f" images ({case}): start at row round((H - height) / 2), column round((W - width) / 2)"
+    assert shape_of(got) == expected_shape, _("center_crop output is {shape_of}, expected {expected_shape}").format(
+        shape_of=shape_of(got), expected_shape=expected_shape
     )
+    assert torch.equal(got, expected), _(
+        "center_crop keeps other pixels than the centre {size0}x{size1} of {shape}x{shape2} images "
+        "({case}): start at row round((H - height) / 2), column round((W - width) / 2)"
+    ).format(size0=size[0], size1=size[1], shape=images.shape[-2], shape2=images.shape[-1], case=case)
 
 
 @pytest.mark.points(1)
@@ -110,14 +113,13 @@ def test_line_filter_values(submission):
     got_all = submission.run(probes.each, "filters", "line_filters", cases)
     for (in_channels, size), got in zip(cases, got_all, strict=True):
         expected = expected_filters(in_channels, size)
-        assert shape_of(got) == list(expected.shape), (
-            f"line_filters({in_channels}, {size}) is {shape_of(got)}, expected {list(expected.shape)}"
-        )
+        assert shape_of(got) == list(expected.shape), _(
+            "line_filters({in_channels}, {size}) is {shape_of}, expected {shape}"
+        ).format(in_channels=in_channels, size=size, shape_of=shape_of(got), shape=list(expected.shape))
         for index, line in enumerate(("column", "row")):
-            assert torch.equal(got[index].float(), expected[index]), (
-                f"filter {index} differs: expected ones in the middle {line} ({size // 2}) of each channel, zeros"
-                " elsewhere"
-            )
+            assert torch.equal(got[index].float(), expected[index]), _(
+                "filter {index} differs: expected ones in the middle {line} ({size}) of each channel, zeros elsewhere"
+            ).format(index=index, line=line, size=size // 2)
 
 
 @pytest.mark.points(2)
@@ -130,26 +132,26 @@ def test_filters_respond_to_lines(submission):
     images = {direction: line_image(direction, places[direction]) for direction in directions}
     responses = submission.run(probes.each, "filters", "apply_line_filters", [(images[d],) for d in directions])
     for (direction, (along, across)), maps in zip(directions.items(), responses, strict=True):
-        assert shape_of(maps) == [1, 2, *LINE_IMAGE], (
-            f"apply_line_filters output is {shape_of(maps)}, expected [1, 2, {LINE_IMAGE[0]}, {LINE_IMAGE[1]}]"
-        )
+        assert shape_of(maps) == [1, 2, *LINE_IMAGE], _(
+            "apply_line_filters output is {shape_of}, expected [1, 2, {line_image0}, {line_image1}]"
+        ).format(shape_of=shape_of(maps), line_image0=LINE_IMAGE[0], line_image1=LINE_IMAGE[1])
         # what the line filters give, here: 7 ones over 3 channels on the line (21), 3 across it
         expected = F.conv2d(images[direction].float() / 255, expected_filters(3, 7), padding="same")
         strong, weak = maps[0, along].max().item(), maps[0, across].max().item()
         wanted = expected[0, along].max().item(), expected[0, across].max().item()
-        assert strong > weak, (
-            f"on a {direction} line, filter {along} peaks at {strong:g} and filter {across} at {weak:g}:"
-            f" filter {along} should respond most (it is the {direction} line)"
-        )
-        assert (strong, weak) == wanted, (
-            f"on a {direction} line the filters peak at {strong:g} and {weak:g}, expected {wanted[0]:g} and"
-            f" {wanted[1]:g} (7 ones over 3 channels, pixels in [0, 1])"
-        )
+        assert strong > weak, _(
+            "on a {direction} line, filter {along} peaks at {strong:g} and filter {across} at "
+            "{weak:g}: filter {along} should respond most (it is the {direction} line)"
+        ).format(direction=direction, along=along, strong=strong, across=across, weak=weak)
+        assert (strong, weak) == wanted, _(
+            "on a {direction} line the filters peak at {strong:g} and {weak:g}, expected {wanted0:g} "
+            "and {wanted1:g} (7 ones over 3 channels, pixels in [0, 1])"
+        ).format(direction=direction, strong=strong, weak=weak, wanted0=wanted[0], wanted1=wanted[1])
         peaks = maps[0, along].amax(dim=0 if direction == "vertical" else 1)  # the peak of each column (row)
         position = int(peaks.argmax())
-        assert position == places[direction], (
-            f"filter {along} peaks at {position}, not on the {direction} line at {places[direction]}"
-        )
+        assert position == places[direction], _(
+            "filter {along} peaks at {position}, not on the {direction} line at {places}"
+        ).format(along=along, position=position, direction=direction, places=places[direction])
 
 
 @pytest.mark.points(1)
@@ -160,15 +162,15 @@ def test_apply_line_filters_on_the_photos(submission, photos):
     (got,) = submission.run(probes.each, "filters", "apply_line_filters", [(window,)])
     crop = TF.center_crop(window, list(CROP)).float() / 255
     expected = F.conv2d(crop, expected_filters(3, 7), padding="same")
-    assert shape_of(got) == [2, 2, *CROP], (
-        f"apply_line_filters output is {shape_of(got)}, expected [2, 2, 70, 120]:"
-        " crop the 70x120 centre, then padding 'same' keeps its size"
-    )
-    assert max_error(got, expected * 255) > 1e-2, (
+    assert shape_of(got) == [2, 2, *CROP], _(
+        "apply_line_filters output is {shape_of}, expected [2, 2, 70, 120]: crop the 70x120 "
+        "centre, then padding 'same' keeps its size"
+    ).format(shape_of=shape_of(got))
+    assert max_error(got, expected * 255) > 1e-2, _(
         "apply_line_filters works on pixels in [0, 255]: scale them to [0, 1] first"
     )
     error = max_error(got, expected)
-    assert error < 1e-4, (
-        f"apply_line_filters differs from F.conv2d of the crop with the line filters by up to {error:.3g}"
-        f" ({window.shape[-2]}x{window.shape[-1]} windows of the photos)"
-    )
+    assert error < 1e-4, _(
+        "apply_line_filters differs from F.conv2d of the crop with the line filters by up to "
+        "{error:.3g} ({shape}x{shape2} windows of the photos)"
+    ).format(error=error, shape=window.shape[-2], shape2=window.shape[-1])

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grader.i18n import _
 from grader.testing import generator, probes_for
 
 probes = probes_for(__file__)
@@ -19,7 +20,7 @@ FC_BIAS = [0.1, 0.2]
 
 
 def describe(out):
-    return f"a tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor) else repr(out)
+    return _("a tensor of shape {shape}").format(shape=list(out.shape)) if isinstance(out, torch.Tensor) else repr(out)
 
 
 @pytest.mark.points(1)
@@ -31,8 +32,12 @@ def test_relu_examples(submission):
     got_all = submission.run(probes.each, "layers", "relu", [(x,) for x in examples])
     for x, got in zip(examples, got_all, strict=True):
         expected = F.relu(x)
-        assert isinstance(got, torch.Tensor) and got.shape == x.shape, f"relu returned {describe(got)}, expected [3, 3]"
-        assert torch.equal(got, expected), f"relu({x.tolist()}) is {got.tolist()}, expected {expected.tolist()}"
+        assert isinstance(got, torch.Tensor) and got.shape == x.shape, _(
+            "relu returned {describe}, expected [3, 3]"
+        ).format(describe=describe(got))
+        assert torch.equal(got, expected), _("relu({x}) is {got}, expected {expected}").format(
+            x=x.tolist(), got=got.tolist(), expected=expected.tolist()
+        )
 
 
 @pytest.mark.points(1)
@@ -42,12 +47,14 @@ def test_relu_random(submission):
     x = torch.randn(2, 3, 4, 5, generator=generator("relu batch"))
     result = submission.run(probes.relu_of, x)
     got = result["out"]
-    assert isinstance(got, torch.Tensor) and got.shape == x.shape, (
-        f"relu returned {describe(got)}, expected {list(x.shape)}"
+    assert isinstance(got, torch.Tensor) and got.shape == x.shape, _(
+        "relu returned {describe}, expected {shape}"
+    ).format(describe=describe(got), shape=list(x.shape))
+    assert got.dtype == x.dtype, _("relu returned {dtype}, expected {expected_dtype}").format(
+        dtype=got.dtype, expected_dtype=x.dtype
     )
-    assert got.dtype == x.dtype, f"relu returned {got.dtype}, expected {x.dtype}"
-    assert torch.equal(got, F.relu(x)), "relu(x) differs from max(0, x)"
-    assert result["unchanged"] is True, "relu changed its input in place: return a new tensor"
+    assert torch.equal(got, F.relu(x)), _("relu(x) differs from max(0, x)")
+    assert result["unchanged"] is True, _("relu changed its input in place: return a new tensor")
 
 
 @pytest.mark.points(1)
@@ -59,17 +66,22 @@ def test_linear_example(submission):
     assert torch.allclose(expected, torch.tensor([2.4, -0.5]))  # the walk-through's arithmetic holds
     drawn = torch.randint(0, 4, (4,), generator=generator("linear example")).float()  # another pooled map
     got, got_drawn = submission.run(probes.each, "layers", "linear", [(x, weight, bias), (drawn, weight, bias)])
-    assert isinstance(got, torch.Tensor) and got.shape == (2,), f"linear returned {describe(got)}, expected [2]"
-    assert torch.allclose(got.double(), expected.double()), (
-        f"linear gives {[round(v, 4) for v in got.tolist()]}, expected [2.4, -0.5]"
+    assert isinstance(got, torch.Tensor) and got.shape == (2,), _("linear returned {describe}, expected [2]").format(
+        describe=describe(got)
+    )
+    assert torch.allclose(got.double(), expected.double()), _("linear gives {value}, expected [2.4, -0.5]").format(
+        value=[round(v, 4) for v in got.tolist()]
     )
     expected = F.linear(drawn, weight, bias)
-    assert isinstance(got_drawn, torch.Tensor) and got_drawn.shape == (2,), (
-        f"linear returned {describe(got_drawn)} for x = {drawn.tolist()}, expected [2]"
-    )
-    assert torch.allclose(got_drawn.double(), expected.double()), (
-        f"linear gives {[round(v, 4) for v in got_drawn.tolist()]} for x = {drawn.tolist()} and the same W and b,"
-        f" expected {[round(v, 4) for v in expected.tolist()]}"
+    assert isinstance(got_drawn, torch.Tensor) and got_drawn.shape == (2,), _(
+        "linear returned {describe} for x = {drawn}, expected [2]"
+    ).format(describe=describe(got_drawn), drawn=drawn.tolist())
+    assert torch.allclose(got_drawn.double(), expected.double()), _(
+        "linear gives {value} for x = {drawn} and the same W and b, expected {expected_value}"
+    ).format(
+        value=[round(v, 4) for v in got_drawn.tolist()],
+        drawn=drawn.tolist(),
+        expected_value=[round(v, 4) for v in expected.tolist()],
     )
 
 
@@ -82,8 +94,8 @@ def test_linear_batch(submission, bias):
     x, weight = torch.randn(5, 7, generator=rng), torch.randn(3, 7, generator=rng)
     b = torch.randn(3, generator=rng) if bias else None
     (got,) = submission.run(probes.each, "layers", "linear", [(x, weight, b)])
-    assert isinstance(got, torch.Tensor) and got.shape == (5, 3), (
-        f"linear returned {describe(got)} for x [5, 7] and weight [3, 7], expected [5, 3]: y = x W^T + b"
-    )
+    assert isinstance(got, torch.Tensor) and got.shape == (5, 3), _(
+        "linear returned {describe} for x [5, 7] and weight [3, 7], expected [5, 3]: y = x W^T + b"
+    ).format(describe=describe(got))
     error = (got.double() - F.linear(x, weight, b).double()).abs().nan_to_num(nan=float("inf")).max().item()
-    assert error < 1e-5, f"linear differs from F.linear by up to {error:.3g}"
+    assert error < 1e-5, _("linear differs from F.linear by up to {error:.3g}").format(error=error)

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grader.i18n import _
 from grader.testing import generator, probes_for
 
 probes = probes_for(__file__)
@@ -61,9 +62,13 @@ def inputs_for(function):
 def check_result(function, out, expected):
     """A by-hand or global-pooling check counts only for a function that gives the right result."""
     shape = list(out.shape) if isinstance(out, torch.Tensor) else out if isinstance(out, str) else type(out).__name__
-    assert shape == list(expected.shape), f"{function} returned {shape}, expected {list(expected.shape)}"
+    assert shape == list(expected.shape), _("{function} returned {shape}, expected {expected_shape}").format(
+        function=function, shape=shape, expected_shape=list(expected.shape)
+    )
     error = (out.double() - expected.double()).abs().nan_to_num(nan=float("inf")).max().item()
-    assert error < 1e-4, f"{function} differs from the expected result by up to {error:.3g}"
+    assert error < 1e-4, _("{function} differs from the expected result by up to {error:.3g}").format(
+        function=function, error=error
+    )
 
 
 @pytest.mark.points(5)
@@ -74,7 +79,9 @@ def test_written_by_hand(submission, function):
     args = inputs_for(function)
     got = submission.run(probes.calls_of, module, function, *args)
     forbidden = [name for name, _ in got["calls"] if any(fragment in name for fragment in fragments)]
-    assert not forbidden, f"{function} calls {forbidden[0]}: write it by hand, without {library}"
+    assert not forbidden, _("{function} calls {forbidden0}: write it by hand, without {library}").format(
+        function=function, forbidden0=forbidden[0], library=library
+    )
     check_result(function, got["out"], LIBRARY[function](*args))
 
 
@@ -90,12 +97,18 @@ def test_global_average_pooling(submission, way, size):
     names = [name for name, _ in got["calls"]]
     pools = [name for name in names if "pool" in name]
     if way == "global_avg_pool_mean":
-        assert not pools, f"{way} calls {pools[0]}: this way is a plain mean over height and width"
+        assert not pools, _("{way} calls {pools0}: this way is a plain mean over height and width").format(
+            way=way, pools0=pools[0]
+        )
     elif way == "global_avg_pool_adaptive":
-        assert "adaptive_avg_pool2d" in names, f"{way} never calls adaptive_avg_pool2d: use nn.AdaptiveAvgPool2d(1)"
+        assert "adaptive_avg_pool2d" in names, _(
+            "{way} never calls adaptive_avg_pool2d: use nn.AdaptiveAvgPool2d(1)"
+        ).format(way=way)
     else:
         kernels = [kernel for name, kernel in got["calls"] if name == "avg_pool2d"]
-        assert kernels, f"{way} never calls avg_pool2d: use nn.AvgPool2d with one window as large as x"
-        assert kernels[0] == list(shape[2:]), (
-            f"{way} pools with kernel_size {kernels[0]}, expected x's height and width {list(shape[2:])}"
+        assert kernels, _("{way} never calls avg_pool2d: use nn.AvgPool2d with one window as large as x").format(
+            way=way
         )
+        assert kernels[0] == list(shape[2:]), _(
+            "{way} pools with kernel_size {kernels0}, expected x's height and width {shape}"
+        ).format(way=way, kernels0=kernels[0], shape=list(shape[2:]))

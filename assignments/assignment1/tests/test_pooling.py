@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grader.i18n import _
 from grader.testing import generator, probes_for
 
 probes = probes_for(__file__)
@@ -51,12 +52,14 @@ def max_error(got, expected):
 
 
 def check_pool(got, expected, name, where):
-    hint = ": the stride defaults to kernel_size" if "default stride" in where else ""
-    assert shape_of(got) == list(expected.shape), (
-        f"{name} output is {shape_of(got)}, expected {list(expected.shape)} ({where}){hint}"
-    )
+    hint = _(": the stride defaults to kernel_size") if "default stride" in where else ""
+    assert shape_of(got) == list(expected.shape), _(
+        "{name} output is {shape_of}, expected {shape} ({where}){hint}"
+    ).format(name=name, shape_of=shape_of(got), shape=list(expected.shape), where=where, hint=hint)
     error = max_error(got, expected)
-    assert error < 1e-5, f"{name} differs from F.{name} by up to {error:.3g} ({where})"
+    assert error < 1e-5, _("{name} differs from F.{name} by up to {error:.3g} ({where})").format(
+        name=name, error=error, where=where
+    )
 
 
 def check_examples(submission, name, expected_example):
@@ -66,8 +69,8 @@ def check_examples(submission, name, expected_example):
     drawn = torch.randint(0, 4, (1, 1, 4, 4), generator=generator(f"{name} example")).float()
     assert library(x, 2)[0, 0].tolist() == expected_example  # the walk-through's figures hold
     got, got_drawn = submission.run(probes.each, "pooling", name, [(x, 2), (drawn, 2)])
-    check_pool(got, library(x, 2), name, "the 4x4 example, 2x2 windows, default stride")
-    where = f"the 4x4 map {drawn[0, 0].int().tolist()}, 2x2 windows, default stride"
+    check_pool(got, library(x, 2), name, _("the 4x4 example, 2x2 windows, default stride"))
+    where = _("the 4x4 map {int}, 2x2 windows, default stride").format(int=drawn[0, 0].int().tolist())
     check_pool(got_drawn, library(drawn, 2), name, where)
 
 
@@ -93,7 +96,7 @@ def test_max_pool_matches(submission, case):
     shape, kernel_size, stride = POOL_CASES[case]
     x = random_batch(shape, f"max_pool2d {case}")
     got = pool(submission, "max_pool2d", x, kernel_size, stride)
-    where = f"x {list(shape)}, {case}" + (", default stride" if stride is None else "")
+    where = f"x {list(shape)}, {case}" + (_(", default stride") if stride is None else "")
     check_pool(got, F.max_pool2d(x, kernel_size, stride), "max_pool2d", where)
 
 
@@ -105,7 +108,7 @@ def test_avg_pool_matches(submission, case):
     shape, kernel_size, stride = POOL_CASES[case]
     x = random_batch(shape, f"avg_pool2d {case}")
     got = pool(submission, "avg_pool2d", x, kernel_size, stride)
-    where = f"x {list(shape)}, {case}" + (", default stride" if stride is None else "")
+    where = f"x {list(shape)}, {case}" + (_(", default stride") if stride is None else "")
     check_pool(got, F.avg_pool2d(x, kernel_size, stride), "avg_pool2d", where)
 
 
@@ -132,10 +135,12 @@ def test_depth_max_pool(submission, case):
     x = random_batch((2, channels, 5, 4), f"DepthMaxPool2d {case}")
     got = submission.run(probes.depth_pool, x, kernel_size, stride, padding)
     expected = depth_max_pool(x, kernel_size, stride, padding)
-    assert shape_of(got) == list(expected.shape), (
-        f"DepthMaxPool2d output is {shape_of(got)}, expected {list(expected.shape)} (x [2, {channels}, 5, 4], {case})"
-    )
-    assert torch.equal(got, expected), f"DepthMaxPool2d differs from the max over each group of channels ({case})"
+    assert shape_of(got) == list(expected.shape), _(
+        "DepthMaxPool2d output is {shape_of}, expected {shape} (x [2, {channels}, 5, 4], {case})"
+    ).format(shape_of=shape_of(got), shape=list(expected.shape), channels=channels, case=case)
+    assert torch.equal(got, expected), _(
+        "DepthMaxPool2d differs from the max over each group of channels ({case})"
+    ).format(case=case)
 
 
 @pytest.mark.points(1)
@@ -146,8 +151,10 @@ def test_depth_max_pool_on_a_permuted_crop(submission):
     images = random_batch((2, 20, 30, 3), "DepthMaxPool2d permuted")
     crop = (5, 5, 10, 20)  # top, left, height, width
     got = submission.run(probes.depth_pool_permuted, images, *crop, 3)
-    assert got["contiguous"] is False, "the probe's crop was contiguous"  # the grader's own setup
+    assert got["contiguous"] is False, _("the probe's crop was contiguous")  # the grader's own setup
     expected = probes.permuted_crop(images, *crop).amax(dim=1, keepdim=True)  # kernel 3: the max over R, G, B
     out = got["out"]
-    assert shape_of(out) == [2, 1, 10, 20], f"DepthMaxPool2d output is {shape_of(out)}, expected [2, 1, 10, 20]"
-    assert torch.equal(out, expected), "DepthMaxPool2d differs from the max over R, G and B"
+    assert shape_of(out) == [2, 1, 10, 20], _("DepthMaxPool2d output is {shape_of}, expected [2, 1, 10, 20]").format(
+        shape_of=shape_of(out)
+    )
+    assert torch.equal(out, expected), _("DepthMaxPool2d differs from the max over R, G and B")

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from grader.i18n import _
 from grader.probing import fill
 from grader.testing import architectures_for, derived_seed, generator, probes_for
 
@@ -27,13 +28,19 @@ def test_batch_logits_are_per_image(submission):
     fill(net, seed)
     logits = submission.run(probes.batch_and_single_logits, x, seed)
     batch, single = logits["batch"], logits["single"]
-    assert list(batch.shape) == [BATCH, 10], f"a batch of {BATCH} images gives {list(batch.shape)}, expected [6, 10]"
-    assert torch.isfinite(batch).all(), f"{int((~torch.isfinite(batch)).sum())} logits are NaN or infinite"
+    assert list(batch.shape) == [BATCH, 10], _("a batch of {batch} images gives {shape}, expected [6, 10]").format(
+        batch=BATCH, shape=list(batch.shape)
+    )
+    assert torch.isfinite(batch).all(), _("{sum} logits are NaN or infinite").format(
+        sum=int((~torch.isfinite(batch)).sum())
+    )
     difference = (batch - single).abs().max().item()
-    assert difference < 1e-5, f"an image's logits change by up to {difference:.3g} with the rest of its batch"
+    assert difference < 1e-5, _("an image's logits change by up to {difference:.3g} with the rest of its batch").format(
+        difference=difference
+    )
     with torch.no_grad():  # with the same weights, the net must compute LeNet's logits
         off = (net(x) - batch).abs().max().item()
-    assert off < 1e-4, f"the logits are not LeNet's (off by {off:.3g})"
+    assert off < 1e-4, _("the logits are not LeNet's (off by {off:.3g})").format(off=off)
 
 
 def random_batches(rng, count, size):
@@ -50,16 +57,18 @@ def test_train_ch6_returns_last_epoch_metrics(submission):
     rng = generator("hidden train_ch6")
     train, test = random_batches(rng, 3, 8), random_batches(rng, 2, 5)
     result = submission.run(probes.train_and_return, train, test, EPOCHS, LR)
-    assert result["count"] == 3, f"train_ch6 returned {result['count']} items, expected 3"
-    assert result["numbers"], "train_ch6 returned something other than three numbers"
+    assert result["count"] == 3, _("train_ch6 returned {count} items, expected 3").format(count=result["count"])
+    assert result["numbers"], _("train_ch6 returned something other than three numbers")
     loss, train_acc, test_acc = result["numbers"]
-    assert math.isfinite(loss) and loss > 0, f"the returned train loss is {loss}"
-    assert 0 <= train_acc <= 1, f"the returned train accuracy is {train_acc}, not a fraction"
+    assert math.isfinite(loss) and loss > 0, _("the returned train loss is {loss}").format(loss=loss)
+    assert 0 <= train_acc <= 1, _("the returned train accuracy is {train_acc}, not a fraction").format(
+        train_acc=train_acc
+    )
     net = probes.linear_model()
     net.load_state_dict(result["final"])
     with torch.no_grad():
         correct = sum((net(x).argmax(1) == y).sum().item() for x, y in test)
     total = sum(len(y) for _, y in test)
-    assert math.isclose(test_acc, correct / total), (
-        f"the returned test accuracy is {test_acc:.4f}; the final weights get {correct}/{total} = {correct / total:.4f}"
-    )
+    assert math.isclose(test_acc, correct / total), _(
+        "the returned test accuracy is {test_acc:.4f}; the final weights get {correct}/{total} = {correct2:.4f}"
+    ).format(test_acc=test_acc, correct=correct, total=total, correct2=correct / total)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from grader import figures
+from grader.i18n import _
 from grader.probing import fill, to_float
 from grader.testing import architectures_for, derived_seed, evaluate, generator, load_in_order, probes_for
 
@@ -56,14 +57,20 @@ def outputs(submission, images, grader_lenet):
 
 def check_reproduced(outputs, images, grader_lenet):
     """With the same weights, the student's net must compute what LeNet computes, layer by layer."""
-    net, _ = grader_lenet
+    net, _unused = grader_lenet
     x = images
     with torch.no_grad():
-        for index, ((name, _, _), layer, got) in enumerate(zip(EXPECTED, net, outputs["layers"], strict=True)):
+        for index, ((name, _unused, _unused), layer, got) in enumerate(
+            zip(EXPECTED, net, outputs["layers"], strict=True)
+        ):
             x = layer(x)
-            assert got["output"] is not None, f"{name} (layer {index}) fails on its input: {got.get('error')}"
+            assert got["output"] is not None, _("{name} (layer {index}) fails on its input: {error}").format(
+                name=name, index=index, error=got.get("error")
+            )
             difference = (got["output"].double() - x.double()).abs().max().item()
-            wrong = f"{name} (layer {index}) does not compute what LeNet's {name} does (off by {difference:.3g})"
+            wrong = _(
+                "{name} (layer {index}) does not compute what LeNet's {name} does (off by {difference:.3g})"
+            ).format(name=name, index=index, difference=difference)
             assert difference < 1e-4, wrong
 
 
@@ -73,14 +80,22 @@ def test_layer_output_shapes(outputs, images, grader_lenet):
     """net: each layer's type and output shape"""
     layers = outputs["layers"]
     for index, ((name, kind, shape), got) in enumerate(zip(EXPECTED, layers, strict=False)):
-        assert got["layer"] == kind, f"layer {index} is {got['layer']}, expected {kind} ({name})"
-        assert got["output"] is not None, (
-            f"{name} (layer {index}) fails on its input {got.get('input')}: {got.get('error')}"
+        assert got["layer"] == kind, _("layer {index} is {layer}, expected {kind} ({name})").format(
+            index=index, layer=got["layer"], kind=kind, name=name
+        )
+        assert got["output"] is not None, _("{name} (layer {index}) fails on its input {input}: {error}").format(
+            name=name, index=index, input=got.get("input"), error=got.get("error")
         )
         got_shape = [1, *got["output"].shape[1:]]
-        assert got_shape == [1, *shape], f"{name} output is {got_shape}, expected {[1, *shape]}"
-        assert len(got["output"]) == IMAGES, f"{name} returns {len(got['output'])} outputs for {IMAGES} images"
-    assert len(layers) == len(EXPECTED), f"net has {len(layers)} layers, expected {len(EXPECTED)}"
+        assert got_shape == [1, *shape], _("{name} output is {got_shape}, expected {value}").format(
+            name=name, got_shape=got_shape, value=[1, *shape]
+        )
+        assert len(got["output"]) == IMAGES, _("{name} returns {n_output} outputs for {images} images").format(
+            name=name, n_output=len(got["output"]), images=IMAGES
+        )
+    assert len(layers) == len(EXPECTED), _("net has {n_layers} layers, expected {n_expected}").format(
+        n_layers=len(layers), n_expected=len(EXPECTED)
+    )
     check_reproduced(outputs, images, grader_lenet)
 
 
@@ -89,7 +104,9 @@ def test_layer_output_shapes(outputs, images, grader_lenet):
 def test_parameter_count(outputs, images, grader_lenet):
     """net: 61,706 parameters"""
     total = sum(outputs["counts"])
-    assert total == TOTAL_PARAMETERS, f"net has {total:,} parameters, expected {TOTAL_PARAMETERS:,}"
+    assert total == TOTAL_PARAMETERS, _("net has {total:,} parameters, expected {total_parameters:,}").format(
+        total=total, total_parameters=TOTAL_PARAMETERS
+    )
     check_reproduced(outputs, images, grader_lenet)
 
 
@@ -99,11 +116,15 @@ def test_parameters_per_layer(outputs, images, grader_lenet):
     """net: parameters of each layer"""
     counts = outputs["counts"]
     names = [name for name, _, _ in EXPECTED]
-    assert len(counts) == len(names), f"net has {len(counts)} layers, expected {len(names)}"
+    assert len(counts) == len(names), _("net has {n_counts} layers, expected {n_names}").format(
+        n_counts=len(counts), n_names=len(names)
+    )
     for name, count in zip(names, counts, strict=False):
         if name in LAYER_PARAMETERS:
             expected = LAYER_PARAMETERS[name]
-            assert count == expected, f"{name} has {count:,} parameters, expected {expected:,}"
+            assert count == expected, _("{name} has {count:,} parameters, expected {expected:,}").format(
+                name=name, count=count, expected=expected
+            )
     check_reproduced(outputs, images, grader_lenet)
 
 
@@ -123,7 +144,8 @@ def test_trained_accuracy(submission, profile, dataset, record_property):
     record_property("accuracy", round(accuracy, 4))
     record_property("min_accuracy", profile.min_accuracy)
     budget = profile.budget
-    spent = f"{budget['steps']:,} steps" if "steps" in budget else f"{budget['epochs']} epochs"
-    assert accuracy >= profile.min_accuracy, (
-        f"test accuracy {accuracy:.1%} is below the {profile.min_accuracy:.0%} required ({spent} on {dataset.name})"
-    )
+    steps, epochs = _("{steps:,} steps"), _("{epochs} epochs")
+    spent = steps.format(steps=budget["steps"]) if "steps" in budget else epochs.format(epochs=budget["epochs"])
+    assert accuracy >= profile.min_accuracy, _(
+        "test accuracy {accuracy:.1%} is below the {min_accuracy:.0%} required ({spent} on {name})"
+    ).format(accuracy=accuracy, min_accuracy=profile.min_accuracy, spent=spent, name=dataset.name)

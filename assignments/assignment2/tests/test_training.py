@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from grader.i18n import _
 from grader.probing import state_of
 from grader.testing import derived_seed, generator, max_difference, probes_for
 
@@ -42,7 +43,7 @@ def sgd_reference(initial, accumulate=False):
     net.load_state_dict(initial)
     optimizer = torch.optim.SGD(net.parameters(), lr=LR)
     loss = nn.CrossEntropyLoss()
-    for _ in range(EPOCHS):
+    for _unused in range(EPOCHS):
         net.train()
         for x, y in TRAIN:
             if not accumulate:
@@ -51,7 +52,7 @@ def sgd_reference(initial, accumulate=False):
             optimizer.step()
         net.eval()
         with torch.no_grad():
-            for x, _ in TEST:
+            for x, _unused in TEST:
                 net(x)
     return state_of(net)
 
@@ -64,27 +65,31 @@ def trained(submission):
 def follows_sgd(trained):
     """The outcome every train_ch6 test stands on: the final weights are those of SGD from the start."""
     initial, final = trained["initial"], trained["final"]
-    assert initial, "the model never ran a forward pass during training"
+    assert initial, _("the model never ran a forward pass during training")
     weights = {name for name, _ in probes.tiny_net().named_parameters()}  # not the running statistics
     moved = max_difference(*({k: v for k, v in state.items() if k in weights} for state in (initial, final)))
-    assert moved > 0, "the weights never changed: is backward() or optimizer.step() missing?"
+    assert moved > 0, _("the weights never changed: is backward() or optimizer.step() missing?")
     if max_difference(final, sgd_reference(initial, accumulate=True)) < 1e-5:
-        pytest.fail("the update keeps the previous batch's gradients: zero_grad() comes too late or not at all")
+        pytest.fail(_("the update keeps the previous batch's gradients: zero_grad() comes too late or not at all"))
     difference = max_difference(final, sgd_reference(initial))
-    assert difference < 1e-5, (
-        f"the weights differ from SGD (lr={LR}) on the cross-entropy of net(X) against y, trained in training "
-        f"mode and evaluated in evaluation mode, by up to {difference:.3g}"
-    )
+    assert difference < 1e-5, _(
+        "the weights differ from SGD (lr={lr}) on the cross-entropy of net(X) against y, trained "
+        "in training mode and evaluated in evaluation mode, by up to {difference:.3g}"
+    ).format(lr=LR, difference=difference)
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("train_ch6")
 def test_moves_model_and_batches_to_device(trained):
     """train_ch6: moves the model and every batch to the device"""
-    assert trained["net_moved"], "the model is never moved to the device: call net.to(device)"
+    assert trained["net_moved"], _("the model is never moved to the device: call net.to(device)")
     batches = len(TRAIN) * EPOCHS
-    assert trained["x_moved"] >= batches, f"images X moved to the device in {trained['x_moved']} of {batches} batches"
-    assert trained["y_moved"] >= batches, f"labels y moved to the device in {trained['y_moved']} of {batches} batches"
+    assert trained["x_moved"] >= batches, _("images X moved to the device in {x_moved} of {batches} batches").format(
+        x_moved=trained["x_moved"], batches=batches
+    )
+    assert trained["y_moved"] >= batches, _("labels y moved to the device in {y_moved} of {batches} batches").format(
+        y_moved=trained["y_moved"], batches=batches
+    )
     follows_sgd(trained)
 
 
@@ -93,8 +98,10 @@ def test_moves_model_and_batches_to_device(trained):
 def test_zeroes_gradients_every_batch(trained):
     """train_ch6: zeroes the gradients before every batch"""
     count, batches = trained["zero_grads"], len(TRAIN) * EPOCHS
-    assert count, "zero_grad() is never called: gradients pile up from batch to batch"
-    assert count >= batches, f"zero_grad() ran {count} times for {batches} batches"
+    assert count, _("zero_grad() is never called: gradients pile up from batch to batch")
+    assert count >= batches, _("zero_grad() ran {count} times for {batches} batches").format(
+        count=count, batches=batches
+    )
     follows_sgd(trained)
 
 
@@ -103,8 +110,10 @@ def test_zeroes_gradients_every_batch(trained):
 def test_steps_optimizer_every_batch(trained):
     """train_ch6: one optimizer step per batch"""
     steps, batches = trained["steps"], len(TRAIN) * EPOCHS
-    assert steps, "the optimizer never steps: call optimizer.step() after backward()"
-    assert steps == batches, f"the optimizer stepped {steps} times for {batches} batches"
+    assert steps, _("the optimizer never steps: call optimizer.step() after backward()")
+    assert steps == batches, _("the optimizer stepped {steps} times for {batches} batches").format(
+        steps=steps, batches=batches
+    )
     follows_sgd(trained)
 
 
@@ -122,10 +131,10 @@ def test_train_and_eval_modes(trained):
     modes = trained["modes"]
     training = [mode for mode, size in modes if size == TRAIN_BATCH]
     testing = [mode for mode, size in modes if size == TEST_BATCH]
-    assert training and all(training[: len(TRAIN)]), "some training batches ran in evaluation mode: call net.train()"
-    assert testing, "the model never ran on test_iter: evaluate it at the end of every epoch"
-    assert not any(testing), "the model evaluated test_iter in training mode: call net.eval() first"
-    assert all(training), (
+    assert training and all(training[: len(TRAIN)]), _("some training batches ran in evaluation mode: call net.train()")
+    assert testing, _("the model never ran on test_iter: evaluate it at the end of every epoch")
+    assert not any(testing), _("the model evaluated test_iter in training mode: call net.eval() first")
+    assert all(training), _(
         "after the first evaluation, training ran in evaluation mode: call net.train() at the start of every epoch"
     )
     follows_sgd(trained)
@@ -168,9 +177,9 @@ def expected_accuracy():
 def accuracy_matches(evaluated):
     correct, total = expected_accuracy()
     got = evaluated["accuracy"]
-    assert math.isclose(got, correct / total), (
-        f"evaluate_accuracy_gpu returned {got:.4f}, expected {correct}/{total} = {correct / total:.4f}"
-    )
+    assert math.isclose(got, correct / total), _(
+        "evaluate_accuracy_gpu returned {got:.4f}, expected {correct}/{total} = {correct2:.4f}"
+    ).format(got=got, correct=correct, total=total, correct2=correct / total)
 
 
 @pytest.mark.points(3)
@@ -185,8 +194,12 @@ def test_evaluate_accuracy_matches(evaluated):
 def test_evaluate_uses_eval_mode(evaluated):
     """evaluate_accuracy_gpu: evaluation mode"""
     modes = evaluated["modes"]
-    assert modes, "evaluate_accuracy_gpu never ran the model"
-    assert not any(mode for mode, _ in modes), "evaluate_accuracy_gpu ran the model in training mode: call net.eval()"
+    assert modes, _("evaluate_accuracy_gpu never ran the model")
+    assert not any(mode for mode, _ in modes), _(
+        "evaluate_accuracy_gpu ran the model in training mode: call net.eval()"
+    )
     changed = max_difference(evaluated["state"], EVAL_STATE)
-    assert changed == 0, f"evaluating changed the model's weights or statistics (by up to {changed:.3g})"
+    assert changed == 0, _("evaluating changed the model's weights or statistics (by up to {changed:.3g})").format(
+        changed=changed
+    )
     accuracy_matches(evaluated)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grader.i18n import _
 from grader.probing import fill
 from grader.testing import architectures_for, derived_seed, generator, probes_for
 
@@ -92,13 +93,19 @@ def check_layer_calls(traced, expected, x):
         if name not in weighted and not name.startswith(("conv", "fc")):
             between.append((name, shape))
             continue
-        before = f"after {last}" if last else "first"
+        before = _("after {last}").format(last=last) if last else _("first")
         if index == len(calls):
             ending = f": {error}" if error else ""
-            raise AssertionError(f"the forward pass ends {before}, expected {name} next (order: {order}){ending}")
+            raise AssertionError(
+                _("the forward pass ends {before}, expected {name} next (order: {order}){ending}").format(
+                    before=before, name=name, order=order, ending=ending
+                )
+            )
         got = calls[index]
-        assert got["layer"] == name, f"{before} the forward pass runs {got['layer']}, expected {name} (order: {order})"
-        assert got["input"] is not None, f"{name} is called without a tensor"
+        assert got["layer"] == name, _(
+            "{before} the forward pass runs {layer}, expected {name} (order: {order})"
+        ).format(before=before, layer=got["layer"], name=name, order=order)
+        assert got["input"] is not None, _("{name} is called without a tensor").format(name=name)
         wanted = expected[stage - 1][1] if stage else one(x.shape)
         if name.startswith("fc"):
             wanted = [1, math.prod(wanted[1:])]
@@ -107,23 +114,49 @@ def check_layer_calls(traced, expected, x):
             pooled = any(kind == "pool" for kind, _ in between)
             if pooled and math.prod(got_input) == math.prod(last_output):
                 raise AssertionError(
-                    f"after {last} the forward pass runs {name}, expected pool: {name} gets {last}'s maps"
-                    f" {last_output} unpooled"
+                    _(
+                        "after {last} the forward pass runs {name}, expected pool: {name} gets {last}'s maps "
+                        "{last_output} unpooled"
+                    ).format(last=last, name=name, last_output=last_output)
                 )
             if pooled and name.startswith("conv"):
-                raise AssertionError(f"pool output is {got_input}, expected {wanted} (the input of {name})")
-            source = f": {between[-1][0]}'s output, flattened" if between and name.startswith("fc") else ""
-            raise AssertionError(f"{name} gets {got_input}, expected {wanted}{source}")
-        assert got["output"] is not None, f"{name} fails on its input {got_input}: {error}"
-        assert one(got["output"].shape) == shape, f"{name} output is {one(got['output'].shape)}, expected {shape}"
-        assert len(got["output"]) == len(x), f"{name} returns {len(got['output'])} outputs for {len(x)} images"
+                raise AssertionError(
+                    _("pool output is {got_input}, expected {wanted} (the input of {name})").format(
+                        got_input=got_input, wanted=wanted, name=name
+                    )
+                )
+            source = (
+                _(": {between0}'s output, flattened").format(between0=between[-1][0])
+                if between and name.startswith("fc")
+                else ""
+            )
+            raise AssertionError(
+                _("{name} gets {got_input}, expected {wanted}{source}").format(
+                    name=name, got_input=got_input, wanted=wanted, source=source
+                )
+            )
+        assert got["output"] is not None, _("{name} fails on its input {got_input}: {error}").format(
+            name=name, got_input=got_input, error=error
+        )
+        assert one(got["output"].shape) == shape, _("{name} output is {one}, expected {shape}").format(
+            name=name, one=one(got["output"].shape), shape=shape
+        )
+        assert len(got["output"]) == len(x), _("{name} returns {n_output} outputs for {n_x} images").format(
+            name=name, n_output=len(got["output"]), n_x=len(x)
+        )
         last, last_output, between, index = name, shape, [], index + 1
-    assert error is None, f"the forward pass fails after {last}: {error}"
+    assert error is None, _("the forward pass fails after {last}: {error}").format(last=last, error=error)
     extra = [call["layer"] for call in calls[index:]]
-    assert not extra, f"after {last} the forward pass still runs {', '.join(extra)} (order: {order})"
+    assert not extra, _("after {last} the forward pass still runs {join} (order: {order})").format(
+        last=last, join=", ".join(extra), order=order
+    )
     logits = run["logits"]
-    assert isinstance(logits, torch.Tensor), f"the model returns a {logits}, expected the logits, {last}'s output"
-    assert torch.equal(logits, calls[-1]["output"]), f"the model does not return {last}'s output: return the logits"
+    assert isinstance(logits, torch.Tensor), _(
+        "the model returns a {logits}, expected the logits, {last}'s output"
+    ).format(logits=logits, last=last)
+    assert torch.equal(logits, calls[-1]["output"]), _(
+        "the model does not return {last}'s output: return the logits"
+    ).format(last=last)
 
 
 def check_reproduced(traced, mine, x):
@@ -133,19 +166,21 @@ def check_reproduced(traced, mine, x):
     calls = [call for call in traced["eval"]["calls"] if call["layer"] in weighted and call["output"] is not None]
     if calls and calls[0]["input"] is not None and calls[0]["input"].shape == x.shape:
         difference = (calls[0]["input"] - x).abs().max().item()
-        assert difference == 0, f"{calls[0]['layer']} does not get the images passed to the model"
+        assert difference == 0, _("{layer} does not get the images passed to the model").format(layer=calls[0]["layer"])
     layers = dict(mine.named_children())
     with torch.no_grad():
         for call in calls:
             name = call["layer"]
-            assert name in layers, f"the model has a layer {name} with weights, expected only {', '.join(layers)}"
+            assert name in layers, _("the model has a layer {name} with weights, expected only {join}").format(
+                name=name, join=", ".join(layers)
+            )
             expected = layers[name](call["input"])
             difference = (call["output"].double() - expected.double()).abs().max().item()
             scale = max(1.0, expected.abs().max().item())
-            assert difference < 1e-4 * scale, (
-                f"{name} does not compute what the statement's {name} computes with the same weights"
-                f" (off by {difference:.3g})"
-            )
+            assert difference < 1e-4 * scale, _(
+                "{name} does not compute what the statement's {name} computes with the same weights (off "
+                "by {difference:.3g})"
+            ).format(name=name, difference=difference)
 
 
 def check_parameters(traced, class_name, expected, mine, x):
@@ -157,16 +192,22 @@ def check_parameters(traced, class_name, expected, mine, x):
             got = counts.get(name)
             if got is None:
                 raise AssertionError(
-                    f"{class_name} has {total:,} parameters, expected {wanted:,}: it has no layer {name}"
+                    _("{class_name} has {total:,} parameters, expected {wanted:,}: it has no layer {name}").format(
+                        class_name=class_name, total=total, wanted=wanted, name=name
+                    )
                 )
             if got != count:
                 raise AssertionError(
-                    f"{class_name} has {total:,} parameters, expected {wanted:,}:"
-                    f" {name} has {got:,}, expected {count:,}"
+                    _(
+                        "{class_name} has {total:,} parameters, expected {wanted:,}: {name} has {got:,}, expected "
+                        "{count:,}"
+                    ).format(class_name=class_name, total=total, wanted=wanted, name=name, got=got, count=count)
                 )
         known = ", ".join(expected)
         raise AssertionError(
-            f"{class_name} has {total:,} parameters, expected {wanted:,}: it has layers beyond {known}"
+            _("{class_name} has {total:,} parameters, expected {wanted:,}: it has layers beyond {known}").format(
+                class_name=class_name, total=total, wanted=wanted, known=known
+            )
         )
     check_reproduced(traced, mine, x)
 
@@ -186,30 +227,33 @@ def check_forward(traced, mine, convs, x):
     name the step that a near-miss leaves out."""
     run = traced["eval"]
     logits = run["logits"]
-    assert run["error"] is None, f"the forward pass fails: {run['error']}"
+    assert run["error"] is None, _("the forward pass fails: {error}").format(error=run["error"])
     weights = mine.state_dict()
     for name, tensor in weights.items():
         shape = traced["shapes"].get(name)
-        assert shape in (None, list(tensor.shape)), (
-            f"the weights do not fit [conv -> ReLU -> max pool] x {len(convs)} -> fc1: {name} is {shape},"
-            f" expected {list(tensor.shape)}"
-        )
+        assert shape in (None, list(tensor.shape)), _(
+            "the weights do not fit [conv -> ReLU -> max pool] x {n_convs} -> fc1: {name} is {shape}, "
+            "expected {expected_shape}"
+        ).format(n_convs=len(convs), name=name, shape=shape, expected_shape=list(tensor.shape))
     with torch.no_grad():
         expected = lesson_forward(weights, x)
-        assert isinstance(logits, torch.Tensor) and logits.shape == expected.shape, (
-            f"the model returns {logits if isinstance(logits, str) else list(logits.shape)}, expected logits"
-            f" {list(expected.shape)}"
-        )
+        assert isinstance(logits, torch.Tensor) and logits.shape == expected.shape, _(
+            "the model returns {value}, expected logits {shape}"
+        ).format(value=logits if isinstance(logits, str) else list(logits.shape), shape=list(expected.shape))
         if torch.allclose(logits, expected, atol=1e-5):
             return
         for conv in convs:
             if torch.allclose(logits, lesson_forward(weights, x, skip_relu=conv), atol=1e-5):
-                raise AssertionError(f"no ReLU after {conv}: x = self.pool(torch.relu(self.{conv}(x)))")
+                raise AssertionError(
+                    _("no ReLU after {conv}: x = self.pool(torch.relu(self.{conv}(x)))").format(conv=conv)
+                )
         if torch.allclose(logits, lesson_forward(weights, x, pool=F.avg_pool2d), atol=1e-5):
-            raise AssertionError("the pooling averages: the lesson's network takes the maximum (nn.MaxPool2d)")
+            raise AssertionError(_("the pooling averages: the lesson's network takes the maximum (nn.MaxPool2d)"))
     difference = (logits - expected).abs().max().item()
     raise AssertionError(
-        f"the logits differ from [conv -> ReLU -> max pool] x {len(convs)} -> flatten -> fc1 by up to {difference:.3g}"
+        _(
+            "the logits differ from [conv -> ReLU -> max pool] x {n_convs} -> flatten -> fc1 by up to {difference:.3g}"
+        ).format(n_convs=len(convs), difference=difference)
     )
 
 
@@ -314,12 +358,20 @@ def maps(submission, maps_mine):
 def test_feature_map_shapes(maps):
     """feature_maps: conv1 maps [1, 16, 26, 26], conv2 maps [1, 32, 11, 11]"""
     got = maps["maps"]
-    assert isinstance(got, list), f"feature_maps returned a {got}, expected a tuple (conv1 maps, conv2 maps)"
-    assert len(got) == 2, f"feature_maps returned {len(got)} values, expected 2: (conv1 maps, conv2 maps)"
+    assert isinstance(got, list), _("feature_maps returned a {got}, expected a tuple (conv1 maps, conv2 maps)").format(
+        got=got
+    )
+    assert len(got) == 2, _("feature_maps returned {n_got} values, expected 2: (conv1 maps, conv2 maps)").format(
+        n_got=len(got)
+    )
     for name, value, shape in zip(("conv1", "conv2"), got, ([1, 16, 26, 26], [1, 32, 11, 11]), strict=True):
-        assert isinstance(value, torch.Tensor), f"the {name} maps are a {value}, expected a tensor"
-        hint = ": pool conv1's maps before conv2, as the forward pass does" if name == "conv2" else ""
-        assert list(value.shape) == shape, f"the {name} maps are {list(value.shape)}, expected {shape}{hint}"
+        assert isinstance(value, torch.Tensor), _("the {name} maps are a {value}, expected a tensor").format(
+            name=name, value=value
+        )
+        hint = _(": pool conv1's maps before conv2, as the forward pass does") if name == "conv2" else ""
+        assert list(value.shape) == shape, _("the {name} maps are {shape}, expected {expected_shape}{hint}").format(
+            name=name, shape=list(value.shape), expected_shape=shape, hint=hint
+        )
     check_maps_come_from_the_model(maps)
 
 
@@ -340,9 +392,9 @@ def check_maps_come_from_the_model(maps):
     conv1, conv2, unrectified = expected_maps(maps)
     for name, value, candidates in zip(("conv1", "conv2"), maps["maps"], ([conv1], [conv2, unrectified]), strict=True):
         difference = min((F.relu(value) - expected).abs().max().item() for expected in candidates)
-        assert difference < 1e-5, (
-            f"the {name} maps are not {name}'s output for the image (off by up to {difference:.3g})"
-        )
+        assert difference < 1e-5, _(
+            "the {name} maps are not {name}'s output for the image (off by up to {difference:.3g})"
+        ).format(name=name, difference=difference)
 
 
 @pytest.mark.points(2)
@@ -350,15 +402,19 @@ def check_maps_come_from_the_model(maps):
 def test_feature_map_values(maps):
     """feature_maps: after ReLU, conv2 fed with conv1's pooled maps"""
     got = maps["maps"]
-    assert isinstance(got, list) and len(got) == 2, "feature_maps did not return (conv1 maps, conv2 maps)"
+    assert isinstance(got, list) and len(got) == 2, _("feature_maps did not return (conv1 maps, conv2 maps)")
     for name, value, expected in zip(("conv1", "conv2"), got, expected_maps(maps)[:2], strict=True):
-        assert isinstance(value, torch.Tensor), f"the {name} maps are a {value}, expected a tensor"
-        assert value.shape == expected.shape, f"the {name} maps have the wrong shape"
-        assert value.min() >= 0, f"the {name} maps have negative values ({value.min():.3g}): apply torch.relu"
-        difference = (value - expected).abs().max().item()
-        assert difference < 1e-5, f"the {name} maps differ from ReLU({name}(...)) by up to {difference:.3g}" + (
-            ": feed conv2 with pool(ReLU(conv1(image)))" if name == "conv2" else ""
+        assert isinstance(value, torch.Tensor), _("the {name} maps are a {value}, expected a tensor").format(
+            name=name, value=value
         )
+        assert value.shape == expected.shape, _("the {name} maps have the wrong shape").format(name=name)
+        assert value.min() >= 0, _("the {name} maps have negative values ({min:.3g}): apply torch.relu").format(
+            name=name, min=value.min()
+        )
+        difference = (value - expected).abs().max().item()
+        assert difference < 1e-5, _("the {name} maps differ from ReLU({name}(...)) by up to {difference:.3g}").format(
+            name=name, difference=difference
+        ) + (_(": feed conv2 with pool(ReLU(conv1(image)))") if name == "conv2" else "")
 
 
 @pytest.mark.points(2)
@@ -379,30 +435,38 @@ def test_high_accuracy_parameters(high_accuracy, high_accuracy_mine):
 def check_dropped(layer, clean, got, p):
     """`got`, what `layer` received in training mode, must be `clean` (what it receives in
     evaluation mode, computed here) with about a fraction p of it zeroed and the rest scaled by 1 / (1 - p)."""
-    assert got is not None and got.shape == clean.shape, (
-        f"in training mode, {layer} gets {None if got is None else one(got.shape)}, expected {one(clean.shape)}"
-    )
+    assert got is not None and got.shape == clean.shape, _(
+        "in training mode, {layer} gets {value}, expected {one}"
+    ).format(layer=layer, value=None if got is None else one(got.shape), one=one(clean.shape))
     # Where a dropout's work shows; the ratios are exact but for rounding (fc1 sums 12,544 products).
     seen = clean.abs() > 0.05
     ratio, kept = got[seen] / clean[seen], got[seen] != 0
     if kept.all() and (ratio - 1).abs().max() < 1e-2:
-        raise AssertionError(f"no dropout before {layer} in training mode: expected one of rate {p} (nn.Dropout({p}))")
+        raise AssertionError(
+            _("no dropout before {layer} in training mode: expected one of rate {p} (nn.Dropout({p}))").format(
+                layer=layer, p=p
+            )
+        )
     scale, expected = ratio[kept], 1 / (1 - p)
     if not ((scale - expected).abs() < 1e-2 * expected).all():
         median = scale.median().item()
         if (scale - median).abs().max() < 1e-2 * median:
             raise AssertionError(
-                f"the dropout before {layer} drops {1 - 1 / median:.2f} of its inputs in training mode (it scales the"
-                f" others by {median:.3f}), expected {p}"
+                _(
+                    "the dropout before {layer} drops {value:.2f} of its inputs in training mode (it scales "
+                    "the others by {median:.3f}), expected {p}"
+                ).format(layer=layer, value=1 - 1 / median, median=median, p=p)
             )
         raise AssertionError(
-            f"in training mode, {layer}'s inputs are not its evaluation-mode inputs with some zeroed and the rest"
-            f" scaled by 1 / (1 - {p})"
+            _(
+                "in training mode, {layer}'s inputs are not its evaluation-mode inputs with some zeroed "
+                "and the rest scaled by 1 / (1 - {p})"
+            ).format(layer=layer, p=p)
         )
     dropped, count = 1 - kept.double().mean().item(), kept.numel()
-    assert abs(dropped - p) < 6 * math.sqrt(p * (1 - p) / count) + 0.01, (
-        f"the dropout before {layer} zeroes {dropped:.1%} of its inputs in training mode, expected {p:.0%}"
-    )
+    assert abs(dropped - p) < 6 * math.sqrt(p * (1 - p) / count) + 0.01, _(
+        "the dropout before {layer} zeroes {dropped:.1%} of its inputs in training mode, expected {p:.0%}"
+    ).format(layer=layer, dropped=dropped, p=p)
 
 
 @pytest.mark.points(1)
@@ -410,13 +474,15 @@ def check_dropped(layer, clean, got, p):
 def test_high_accuracy_dropout(high_accuracy, high_accuracy_mine):
     """HighAccuracyCNN: dropout 0.25 before fc1, 0.5 before fc2"""
     layers = high_accuracy["layers"]
-    for name, (_, p) in DROPOUT.items():  # the modules' own rates, when there are such modules: a precise reason
+    for name, (_unused, p) in DROPOUT.items():  # the modules' own rates, when there are such modules: a precise reason
         layer = layers.get(name)
         if layer is not None and layer["type"] == "Dropout":
-            assert layer["p"] == p, f"{name} drops {layer['p']} of its inputs, expected {p}"
+            assert layer["p"] == p, _("{name} drops {p} of its inputs, expected {expected_p}").format(
+                name=name, p=layer["p"], expected_p=p
+            )
     # What counts: what fc1 and fc2 receive in training mode, against what they receive without dropout.
     run = high_accuracy["train"]
-    assert run["error"] is None, f"the forward pass fails in training mode: {run['error']}"
+    assert run["error"] is None, _("the forward pass fails in training mode: {error}").format(error=run["error"])
     inputs = {call["layer"]: call["input"] for call in run["calls"] if call["layer"] in ("fc1", "fc2")}
     model = high_accuracy_mine[0]  # the weights the student's model had in that pass
     with torch.no_grad():
@@ -431,23 +497,27 @@ def test_high_accuracy_he_init(high_accuracy):
     state = high_accuracy["initial"]  # the weights of a new HighAccuracyCNN, as its __init__ left them
     for name in HIGH_ACCURACY_PARAMETERS:
         weight, bias = state.get(f"{name}.weight"), state.get(f"{name}.bias")
-        assert weight is not None and weight.dim() >= 2, f"HighAccuracyCNN has no convolution or linear layer {name}"
+        assert weight is not None and weight.dim() >= 2, _(
+            "HighAccuracyCNN has no convolution or linear layer {name}"
+        ).format(name=name)
         w = weight.double()
         fan_in, std = w[0].numel(), w.std().item()
         he = math.sqrt(2 / fan_in)
         default = (
-            " (PyTorch's default init: the He init never ran)" if abs(std * math.sqrt(3 * fan_in) - 1) < 0.1 else ""
+            _(" (PyTorch's default init: the He init never ran)") if abs(std * math.sqrt(3 * fan_in) - 1) < 0.1 else ""
         )
-        assert abs(std / he - 1) < 0.2, (
-            f"{name} weights have std {std:.4f}, expected He's sqrt(2 / fan_in) = sqrt(2 / {fan_in}) = {he:.4f}"
-            f"{default}: nn.init.kaiming_normal_(m.weight, nonlinearity='relu')"
-        )
+        assert abs(std / he - 1) < 0.2, _(
+            "{name} weights have std {std:.4f}, expected He's sqrt(2 / fan_in) = sqrt(2 / {fan_in}) = "
+            "{he:.4f}{default}: nn.init.kaiming_normal_(m.weight, nonlinearity='relu')"
+        ).format(name=name, std=std, fan_in=fan_in, he=he, default=default)
         largest = bias.abs().max().item() if bias is not None and bias.numel() else 0.0
-        assert largest == 0, f"{name} bias is not zero (up to {largest:.3g}): nn.init.zeros_(m.bias)"
+        assert largest == 0, _("{name} bias is not zero (up to {largest:.3g}): nn.init.zeros_(m.bias)").format(
+            name=name, largest=largest
+        )
         # Enough weights to tell a normal (kurtosis 3) from a uniform distribution (1.8).
         if w.numel() >= 10_000:
             kurtosis = ((w - w.mean()) / w.std()).pow(4).mean().item()
-            assert abs(kurtosis - 3) < 0.3, (
-                f"{name} weights are not normally distributed (kurtosis {kurtosis:.2f}; normal: 3, uniform: 1.8):"
-                " use nn.init.kaiming_normal_"
-            )
+            assert abs(kurtosis - 3) < 0.3, _(
+                "{name} weights are not normally distributed (kurtosis {kurtosis:.2f}; normal: 3, uniform: "
+                "1.8): use nn.init.kaiming_normal_"
+            ).format(name=name, kurtosis=kurtosis)

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grader.i18n import _
 from grader.probing import state_of
 from grader.testing import derived_seed, generator, max_difference, probes_for
 
@@ -53,7 +54,7 @@ def optimizer_reference(optimizer, accumulate=False):
     else:
         opt = torch.optim.AdamW(net.parameters(), lr=ADAMW_LR)
     losses = []
-    for _ in range(EPOCHS):
+    for _unused in range(EPOCHS):
         net.train()
         total = 0.0
         for x, y in TRAIN:
@@ -71,25 +72,31 @@ def check_update(trained, optimizer, kind, lr, momentum=None):
     """The outcome every train test stands on: the final weights are those of `kind` from INITIAL.
     The optimizer seen at each step makes the reason precise."""
     steps, forwards = trained["steps"], trained["forwards"]
-    assert steps, "the optimizer never steps: call optimizer.step() after loss.backward()"
+    assert steps, _("the optimizer never steps: call optimizer.step() after loss.backward()")
     first = steps[0]
-    assert first["type"] == kind, f"train(optimizer={optimizer!r}) trains with {first['type']}, expected {kind}"
-    assert first["lr"] == lr, f"the optimizer's learning rate is {first['lr']}, expected the lr passed to train, {lr}"
+    assert first["type"] == kind, _("train(optimizer={optimizer!r}) trains with {type}, expected {kind}").format(
+        optimizer=optimizer, type=first["type"], kind=kind
+    )
+    assert first["lr"] == lr, _("the optimizer's learning rate is {lr}, expected the lr passed to train, {lr2}").format(
+        lr=first["lr"], lr2=lr
+    )
     if momentum is not None:
-        assert first["momentum"] == momentum, f"SGD's momentum is {first['momentum']}, expected {momentum}"
-    assert forwards, "the model never ran a forward pass during training"
+        assert first["momentum"] == momentum, _("SGD's momentum is {momentum}, expected {expected_momentum}").format(
+            momentum=first["momentum"], expected_momentum=momentum
+        )
+    assert forwards, _("the model never ran a forward pass during training")
     final = trained["final"]
     weights = {name for name, _ in probes.tiny_net().named_parameters()}  # not the running statistics
     moved = max_difference(*({k: v for k, v in state.items() if k in weights} for state in (INITIAL, final)))
-    assert moved > 0, "the weights never changed: is loss.backward() or optimizer.step() missing?"
-    assert max_difference(final, optimizer_reference(optimizer, accumulate=True)[0]) > 1e-5, (
+    assert moved > 0, _("the weights never changed: is loss.backward() or optimizer.step() missing?")
+    assert max_difference(final, optimizer_reference(optimizer, accumulate=True)[0]) > 1e-5, _(
         "the update keeps the previous batches' gradients: call optimizer.zero_grad() before every backward()"
     )
     difference = max_difference(final, optimizer_reference(optimizer)[0])
-    assert difference < 1e-5, (
-        f"the weights differ from {kind} (lr={lr}) on the cross-entropy of model(images) against labels, in"
-        f" training mode, by up to {difference:.3g}"
-    )
+    assert difference < 1e-5, _(
+        "the weights differ from {kind} (lr={lr}) on the cross-entropy of model(images) against "
+        "labels, in training mode, by up to {difference:.3g}"
+    ).format(kind=kind, lr=lr, difference=difference)
 
 
 def follows_sgd(trained):
@@ -105,10 +112,14 @@ def trained(submission):
 @pytest.mark.task("train")
 def test_train_moves_to_device(trained):
     """train: moves the model and every batch to the device"""
-    assert trained["net_moved"], "the model is never moved to the device: call model.to(device)"
+    assert trained["net_moved"], _("the model is never moved to the device: call model.to(device)")
     batches = EPOCHS * BATCHES_PER_EPOCH
-    assert trained["x_moved"] >= batches, f"images moved to the device in {trained['x_moved']} of {batches} batches"
-    assert trained["y_moved"] >= batches, f"labels moved to the device in {trained['y_moved']} of {batches} batches"
+    assert trained["x_moved"] >= batches, _("images moved to the device in {x_moved} of {batches} batches").format(
+        x_moved=trained["x_moved"], batches=batches
+    )
+    assert trained["y_moved"] >= batches, _("labels moved to the device in {y_moved} of {batches} batches").format(
+        y_moved=trained["y_moved"], batches=batches
+    )
     follows_sgd(trained)
 
 
@@ -117,8 +128,10 @@ def test_train_moves_to_device(trained):
 def test_train_zeroes_gradients(trained):
     """train: zeroes the gradients before every batch"""
     count, batches = trained["zero_grads"], EPOCHS * BATCHES_PER_EPOCH
-    assert count, "zero_grad() is never called: gradients pile up from batch to batch"
-    assert count >= batches, f"zero_grad() ran {count} times for {batches} batches"
+    assert count, _("zero_grad() is never called: gradients pile up from batch to batch")
+    assert count >= batches, _("zero_grad() ran {count} times for {batches} batches").format(
+        count=count, batches=batches
+    )
     follows_sgd(trained)
 
 
@@ -127,8 +140,10 @@ def test_train_zeroes_gradients(trained):
 def test_train_steps_every_batch(trained):
     """train: one optimizer step per batch"""
     steps, batches = len(trained["steps"]), EPOCHS * BATCHES_PER_EPOCH
-    assert steps, "the optimizer never steps: call optimizer.step() after loss.backward()"
-    assert steps == batches, f"the optimizer stepped {steps} times for {EPOCHS} epochs of {BATCHES_PER_EPOCH} batches"
+    assert steps, _("the optimizer never steps: call optimizer.step() after loss.backward()")
+    assert steps == batches, _(
+        "the optimizer stepped {steps} times for {epochs} epochs of {batches_per_epoch} batches"
+    ).format(steps=steps, epochs=EPOCHS, batches_per_epoch=BATCHES_PER_EPOCH)
     follows_sgd(trained)
 
 
@@ -152,11 +167,11 @@ def test_train_adamw(submission):
 def test_train_uses_training_mode(trained):
     """train: training mode for every batch"""
     modes = [f["training"] for f in trained["forwards"]]
-    assert modes, "the model never ran a forward pass during training"
-    assert all(modes), (
-        f"{modes.count(False)} of {len(modes)} training batches ran in evaluation mode (dropout off):"
-        " call model.train() at the start of each epoch"
-    )
+    assert modes, _("the model never ran a forward pass during training")
+    assert all(modes), _(
+        "{count} of {n_modes} training batches ran in evaluation mode (dropout off): call "
+        "model.train() at the start of each epoch"
+    ).format(count=modes.count(False), n_modes=len(modes))
     follows_sgd(trained)
 
 
@@ -165,17 +180,27 @@ def test_train_uses_training_mode(trained):
 def test_train_returns_epoch_losses(trained):
     """train: returns the mean batch loss of each epoch"""
     losses = trained["losses"]
-    assert isinstance(losses, list), f"train returned a {losses}, expected a list of {EPOCHS} losses, one per epoch"
-    assert len(losses) == EPOCHS, f"train returned {len(losses)} losses for {EPOCHS} epochs: append one per epoch"
-    assert all(isinstance(v, float) for v in losses), f"train returned {losses}, expected numbers (loss.item())"
+    assert isinstance(losses, list), _(
+        "train returned a {losses}, expected a list of {epochs} losses, one per epoch"
+    ).format(losses=losses, epochs=EPOCHS)
+    assert len(losses) == EPOCHS, _(
+        "train returned {n_losses} losses for {epochs} epochs: append one per epoch"
+    ).format(n_losses=len(losses), epochs=EPOCHS)
+    assert all(isinstance(v, float) for v in losses), _(
+        "train returned {losses}, expected numbers (loss.item())"
+    ).format(losses=losses)
     follows_sgd(trained)  # then the batch losses are those of the grader's own run
     expected = optimizer_reference("sgd")[1]
     shown = ", ".join(f"{v:.4f}" for v in losses), ", ".join(f"{v:.4f}" for v in expected)
     if all(math.isclose(g, e * BATCHES_PER_EPOCH, rel_tol=1e-4) for g, e in zip(losses, expected, strict=True)):
-        raise AssertionError(f"train returned [{shown[0]}], the sums of the batch losses: divide by the batch count")
-    assert all(math.isclose(g, e, rel_tol=1e-4) for g, e in zip(losses, expected, strict=True)), (
-        f"train returned [{shown[0]}], expected the mean batch loss of each epoch, [{shown[1]}]"
-    )
+        raise AssertionError(
+            _("train returned [{shown0}], the sums of the batch losses: divide by the batch count").format(
+                shown0=shown[0]
+            )
+        )
+    assert all(math.isclose(g, e, rel_tol=1e-4) for g, e in zip(losses, expected, strict=True)), _(
+        "train returned [{shown0}], expected the mean batch loss of each epoch, [{shown1}]"
+    ).format(shown0=shown[0], shown1=shown[1])
 
 
 def evaluation_inputs(label, sizes):
@@ -185,7 +210,7 @@ def evaluation_inputs(label, sizes):
     net = initial_weights(f"{label} weights", dropout=0.5)
     net.train()
     with torch.no_grad():  # running statistics of its own
-        for x, _ in random_batches(f"{label} statistics", [16, 16]):
+        for x, _unused in random_batches(f"{label} statistics", [16, 16]):
             net(x * 2 + 0.5)
     net.eval()
     batches = random_batches(f"{label} batches", sizes)
@@ -217,15 +242,15 @@ def accuracy_matches(evaluated):
     predicted, true = predictions(EVAL_STATE, EVAL_BATCHES)
     correct, total = (predicted == true).sum().item(), len(true)
     got = evaluated["result"]
-    assert isinstance(got, float), f"evaluate returned a {got}, expected a float in [0, 1]"
+    assert isinstance(got, float), _("evaluate returned a {got}, expected a float in [0, 1]").format(got=got)
     hint = ""
     if math.isclose(got, correct):
-        hint = ": the count, not the fraction"
+        hint = _(": the count, not the fraction")
     elif math.isclose(got, 100 * correct / total, rel_tol=1e-6):
-        hint = ": a percentage, expected a fraction in [0, 1]"
-    assert math.isclose(got, correct / total, rel_tol=1e-6), (
-        f"evaluate returned {got:.4f}, expected {correct}/{total} = {correct / total:.4f}{hint}"
-    )
+        hint = _(": a percentage, expected a fraction in [0, 1]")
+    assert math.isclose(got, correct / total, rel_tol=1e-6), _(
+        "evaluate returned {got:.4f}, expected {correct}/{total} = {correct2:.4f}{hint}"
+    ).format(got=got, correct=correct, total=total, correct2=correct / total, hint=hint)
 
 
 @pytest.mark.points(2)
@@ -240,13 +265,15 @@ def test_evaluate_accuracy(evaluated):
 def test_evaluate_uses_eval_mode(evaluated):
     """evaluate: evaluation mode, no gradients"""
     forwards = evaluated["forwards"]
-    assert forwards, "evaluate never ran the model"
-    assert not any(f["training"] for f in forwards), (
+    assert forwards, _("evaluate never ran the model")
+    assert not any(f["training"] for f in forwards), _(
         "evaluate ran the model in training mode (dropout on): call model.eval() first"
     )
-    assert not any(f["grad"] for f in forwards), "evaluate tracks gradients: run the model under torch.no_grad()"
+    assert not any(f["grad"] for f in forwards), _("evaluate tracks gradients: run the model under torch.no_grad()")
     changed = max_difference(evaluated["state"], EVAL_STATE)
-    assert changed == 0, f"evaluating changed the model's weights or statistics (by up to {changed:.3g})"
+    assert changed == 0, _("evaluating changed the model's weights or statistics (by up to {changed:.3g})").format(
+        changed=changed
+    )
     accuracy_matches(evaluated)
 
 
@@ -258,22 +285,28 @@ def test_confusion_matrix(submission):
 
     run = submission.run(probes.run_on_tiny, "confusion_matrix", MATRIX_STATE, MATRIX_BATCHES)
     got = run["result"]
-    assert isinstance(got, torch.Tensor), f"confusion_matrix returned a {got}, expected a tensor"
-    assert list(got.shape) == [NUM_CLASSES] * 2, f"the matrix is {list(got.shape)}, expected [10, 10]"
+    assert isinstance(got, torch.Tensor), _("confusion_matrix returned a {got}, expected a tensor").format(got=got)
+    assert list(got.shape) == [NUM_CLASSES] * 2, _("the matrix is {shape}, expected [10, 10]").format(
+        shape=list(got.shape)
+    )
     predicted, true = predictions(MATRIX_STATE, MATRIX_BATCHES)
     expected = MulticlassConfusionMatrix(num_classes=NUM_CLASSES)(predicted, true)
     got = got.long()
     if torch.equal(got, expected):
         return
-    assert not torch.equal(got, expected.T), (
+    assert not torch.equal(got, expected.T), _(
         "the matrix is transposed: entry [t, p] counts images of true class t predicted as p (torchmetrics' layout)"
     )
-    assert not any(f["training"] for f in run["forwards"]), (
+    assert not any(f["training"] for f in run["forwards"]), _(
         "confusion_matrix ran the model in training mode (dropout on): call model.eval()"
     )
-    assert got.sum() == len(true), f"the matrix counts {got.sum()} predictions for {len(true)} images"
+    assert got.sum() == len(true), _("the matrix counts {sum} predictions for {n_true} images").format(
+        sum=got.sum(), n_true=len(true)
+    )
     t, p = (got != expected).nonzero()[0].tolist()
     raise AssertionError(
-        f"the matrix differs from torchmetrics' MulticlassConfusionMatrix in {(got != expected).sum()} entries,"
-        f" first at [{t}, {p}]: {got[t, p]}, expected {expected[t, p]}"
+        _(
+            "the matrix differs from torchmetrics' MulticlassConfusionMatrix in {sum} entries, first "
+            "at [{t}, {p}]: {got}, expected {expected}"
+        ).format(sum=(got != expected).sum(), t=t, p=p, got=got[t, p], expected=expected[t, p])
     )

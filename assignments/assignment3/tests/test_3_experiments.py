@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grader.i18n import _, ngettext
 from grader.probing import state_of, to_float
 from grader.testing import architectures_for, derived_seed, generator, load_in_order, max_difference, probes_for
 
@@ -30,7 +31,7 @@ NUM_CLASSES = 10
 
 
 def models(count):
-    return f"{count} model" + ("" if count == 1 else "s")
+    return ngettext("{count} model", "{count} models", count).format(count=count)
 
 
 # --- the tiny runs, recomputed here ------------------------------------------------------------
@@ -63,7 +64,7 @@ def sgd_run(state, batches, epochs, lr):
     net.load_state_dict(state)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     losses, states = [], []
-    for _ in range(epochs):
+    for _unused in range(epochs):
         net.train()
         total = 0.0
         for x, y in batches:
@@ -116,15 +117,23 @@ def epochs_tiny(submission):
 
 
 def check_epoch_results(results):
-    assert isinstance(results, dict), f"epochs_experiment returned {results}, expected a dict {{epochs: losses}}"
-    assert sorted(results) == EPOCH_COUNTS, f"the results are keyed {sorted(results)}, expected {EPOCH_COUNTS}"
+    assert isinstance(results, dict), _(
+        "epochs_experiment returned {results}, expected a dict {{epochs: losses}}"
+    ).format(results=results)
+    assert sorted(results) == EPOCH_COUNTS, _("the results are keyed {results}, expected {epoch_counts}").format(
+        results=sorted(results), epoch_counts=EPOCH_COUNTS
+    )
     for epochs in EPOCH_COUNTS:
         losses = results[epochs]
-        assert isinstance(losses, list), f"the {epochs}-epoch result is {losses}, expected a list of losses"
-        assert len(losses) == epochs, f"the {epochs}-epoch run has {len(losses)} losses, expected one per epoch"
-        assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in losses), (
-            f"the {epochs}-epoch losses are not all positive finite numbers: {losses}"
+        assert isinstance(losses, list), _("the {epochs}-epoch result is {losses}, expected a list of losses").format(
+            epochs=epochs, losses=losses
         )
+        assert len(losses) == epochs, _("the {epochs}-epoch run has {n_losses} losses, expected one per epoch").format(
+            epochs=epochs, n_losses=len(losses)
+        )
+        assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in losses), _(
+            "the {epochs}-epoch losses are not all positive finite numbers: {losses}"
+        ).format(epochs=epochs, losses=losses)
 
 
 @pytest.mark.points(2)
@@ -135,10 +144,10 @@ def test_epochs_experiment_returns_losses(epochs_tiny):
     check_epoch_results(results)
     # Each list must be the epochs' mean losses of a training that took place, as recomputed here.
     trajectories = [t for t in epochs_tiny["trajectories"] if t]
-    assert trajectories, (
-        f"no model's final weights are those of SGD at lr {EPOCHS_LR} (momentum 0.9) from the weights make_model()"
-        " gave it: pass lr to train (and see train's tests)"
-    )
+    assert trajectories, _(
+        "no model's final weights are those of SGD at lr {epochs_lr} (momentum 0.9) from the "
+        "weights make_model() gave it: pass lr to train (and see train's tests)"
+    ).format(epochs_lr=EPOCHS_LR)
     for epochs in EPOCH_COUNTS:
         got = results[epochs]
         found = any(
@@ -146,10 +155,10 @@ def test_epochs_experiment_returns_losses(epochs_tiny):
             for trajectory in trajectories
             for start in range(len(trajectory) - epochs + 1)
         )
-        assert found, (
-            f"the {epochs}-epoch losses {[round(v, 4) for v in got]} are not the mean batch losses of {epochs} epochs"
-            f" of SGD (lr {EPOCHS_LR}) of any of the models built: pass lr to train, and return what it returns"
-        )
+        assert found, _(
+            "the {epochs}-epoch losses {value} are not the mean batch losses of {epochs} epochs of SGD "
+            "(lr {epochs_lr}) of any of the models built: pass lr to train, and return what it returns"
+        ).format(epochs=epochs, value=[round(v, 4) for v in got], epochs_lr=EPOCHS_LR)
 
 
 @pytest.mark.points(2)
@@ -157,12 +166,12 @@ def test_epochs_experiment_returns_losses(epochs_tiny):
 def test_epochs_experiment_fresh_models(epochs_tiny):
     """epochs_experiment: a fresh model for each run"""
     trained = [model for model in epochs_tiny["models"] if model["forwards"]]
-    assert len(trained) == len(EPOCH_COUNTS), (
-        f"{models(len(trained))} trained for {len(EPOCH_COUNTS)} runs: call make_model() for each epoch count,"
-        " or the 10-epoch run goes on from the 5-epoch model (15 epochs in all)"
-    )
+    assert len(trained) == len(EPOCH_COUNTS), _(
+        "{models} trained for {n_epoch_counts} runs: call make_model() for each epoch count, or "
+        "the 10-epoch run goes on from the 5-epoch model (15 epochs in all)"
+    ).format(models=models(len(trained)), n_epoch_counts=len(EPOCH_COUNTS))
     results = epochs_tiny["results"]
-    assert isinstance(results, dict) and sorted(results) == EPOCH_COUNTS, "no losses for 5 and 10 epochs"
+    assert isinstance(results, dict) and sorted(results) == EPOCH_COUNTS, _("no losses for 5 and 10 epochs")
     trajectories = epochs_tiny["trajectories"]
     used = set()
     for epochs in EPOCH_COUNTS:
@@ -175,13 +184,15 @@ def test_epochs_experiment_fresh_models(epochs_tiny):
         ]
         if not fresh:
             longer = [t for t in trajectories if t and len(t) > epochs and losses_match(results[epochs], t[-epochs:])]
-            assert not longer, (
-                f"the {epochs}-epoch run goes on from a model already trained ({len(longer[0])} epochs in all):"
-                " call make_model() for each epoch count"
-            )
+            assert not longer, _(
+                "the {epochs}-epoch run goes on from a model already trained ({n_longer0} epochs in all): "
+                "call make_model() for each epoch count"
+            ).format(epochs=epochs, n_longer0=len(longer[0]))
             raise AssertionError(
-                f"no model built by make_model() was trained for exactly {epochs} epochs of SGD (lr {EPOCHS_LR}) with"
-                f" the losses returned for {epochs} epochs: see train's tests"
+                _(
+                    "no model built by make_model() was trained for exactly {epochs} epochs of SGD (lr "
+                    "{epochs_lr}) with the losses returned for {epochs} epochs: see train's tests"
+                ).format(epochs=epochs, epochs_lr=EPOCHS_LR)
             )
         used.add(fresh[0])
 
@@ -196,13 +207,21 @@ def rates_tiny(submission):
 
 
 def check_rate_results(results):
-    assert isinstance(results, dict), f"learning_rate_experiment returned {results}, expected a dict {{rate: accuracy}}"
-    assert sorted(results) == RATES, f"the results are keyed {sorted(results)}, expected the rates {RATES}"
+    assert isinstance(results, dict), _(
+        "learning_rate_experiment returned {results}, expected a dict {{rate: accuracy}}"
+    ).format(results=results)
+    assert sorted(results) == RATES, _("the results are keyed {results}, expected the rates {rates}").format(
+        results=sorted(results), rates=RATES
+    )
     for rate in RATES:
         accuracy = results[rate]
-        assert isinstance(accuracy, float), f"the accuracy for lr {rate} is {accuracy}, expected a float"
+        assert isinstance(accuracy, float), _("the accuracy for lr {rate} is {accuracy}, expected a float").format(
+            rate=rate, accuracy=accuracy
+        )
         hint = ": a percentage? expected a fraction" if 1 < accuracy <= 100 else ""
-        assert 0 <= accuracy <= 1, f"the accuracy for lr {rate} is {accuracy}, not in [0, 1]{hint}"
+        assert 0 <= accuracy <= 1, _("the accuracy for lr {rate} is {accuracy}, not in [0, 1]{hint}").format(
+            rate=rate, accuracy=accuracy, hint=hint
+        )
 
 
 @pytest.mark.points(2)
@@ -214,10 +233,10 @@ def test_learning_rate_experiment_returns_accuracies(rates_tiny):
     # Each must be the validation accuracy of a model it trained, as computed here from its final weights.
     scores = [tiny_accuracy(model["final"], RATES_VALID) for model in rates_tiny["models"] if model["forwards"]]
     for rate in RATES:
-        assert any(abs(results[rate] - score) < 1e-6 for score in scores), (
-            f"the accuracy for lr {rate}, {results[rate]:.4f}, is not the accuracy of any trained model on"
-            f" valid_loader ({', '.join(f'{s:.4f}' for s in scores)}): evaluate each trained model on valid_loader"
-        )
+        assert any(abs(results[rate] - score) < 1e-6 for score in scores), _(
+            "the accuracy for lr {rate}, {results:.4f}, is not the accuracy of any trained model on "
+            "valid_loader ({join}): evaluate each trained model on valid_loader"
+        ).format(rate=rate, results=results[rate], join=", ".join(f"{s:.4f}" for s in scores))
 
 
 @pytest.mark.points(2)
@@ -227,11 +246,17 @@ def test_learning_rate_experiment_fresh_models(rates_tiny):
     built = rates_tiny["models"]
     trained = [model["rates"] for model in built if model["rates"]]
     used = sorted({rate for rates in trained for rate in rates})
-    assert used, "no optimizer ever stepped during the experiment: see train's tests"
-    assert used == RATES, f"the models trained with learning rates {used}, expected {RATES}: pass each rate to train"
+    assert used, _("no optimizer ever stepped during the experiment: see train's tests")
+    assert used == RATES, _(
+        "the models trained with learning rates {used}, expected {rates}: pass each rate to train"
+    ).format(used=used, rates=RATES)
     shared = next((rates for rates in trained if len(rates) > 1), None)
-    assert shared is None, f"one model trained with the rates {shared} in turn: call make_model() for each rate"
-    assert len(trained) == len(RATES), f"{models(len(trained))} trained for {len(RATES)} rates"
+    assert shared is None, _(
+        "one model trained with the rates {shared} in turn: call make_model() for each rate"
+    ).format(shared=shared)
+    assert len(trained) == len(RATES), _("{models} trained for {n_rates} rates").format(
+        models=models(len(trained)), n_rates=len(RATES)
+    )
     # The outcome: for each rate, a model whose final weights are those of SGD at that rate from its fresh weights.
     for rate in RATES:
         fresh = [
@@ -239,10 +264,11 @@ def test_learning_rate_experiment_fresh_models(rates_tiny):
             for index, model in enumerate(built)
             if index < len(RATES_STATES) and same(model["final"], rates_tiny["expected"][rate][index])
         ]
-        assert fresh, (
-            f"no model built by make_model() ends with the weights of {TINY_RATE_EPOCHS} epochs of SGD at lr {rate}"
-            " from its fresh weights: train each fresh model for `epochs` epochs at its rate (see train's tests)"
-        )
+        assert fresh, _(
+            "no model built by make_model() ends with the weights of {tiny_rate_epochs} epochs of SGD "
+            "at lr {rate} from its fresh weights: train each fresh model for `epochs` epochs at its "
+            "rate (see train's tests)"
+        ).format(tiny_rate_epochs=TINY_RATE_EPOCHS, rate=rate)
 
 
 # --- the runs on MNIST, scored here ------------------------------------------------------------
@@ -252,7 +278,7 @@ def lesson_cnn(state) -> nn.Module:
     """The grader's own MnistCNN with the trained weights."""
     model = architectures.LessonCNN()
     problem = load_in_order(model, state)
-    assert not problem, f"MnistCNN's {problem}"
+    assert not problem, _("MnistCNN's {problem}").format(problem=problem)
     return model.eval()
 
 
@@ -284,27 +310,29 @@ def validation_accuracy(state, x, y):
 def test_epochs_experiment_loss_falls(submission, profile, dataset):
     """epochs_experiment: the loss falls at lr 0.01"""
     budget = profile.budget["experiments"]
-    x, y, _, _ = training_slices(dataset, budget)
+    x, y, _unused, _unused = training_slices(dataset, budget)
     run = submission.run(probes.epochs_mnist, x, y, budget)
     results = run["results"]
-    assert isinstance(results, dict) and sorted(results) == EPOCH_COUNTS, "no losses for 5 and 10 epochs"
+    assert isinstance(results, dict) and sorted(results) == EPOCH_COUNTS, _("no losses for 5 and 10 epochs")
     for epochs, losses in results.items():
         numbers = isinstance(losses, list) and len(losses) > 1 and all(isinstance(v, float) for v in losses)
-        assert numbers, f"the {epochs}-epoch run returned {losses}, expected a loss per epoch"
-        assert losses[-1] < 0.8 * losses[0], (
-            f"the {epochs}-epoch loss goes from {losses[0]:.3f} to {losses[-1]:.3f}: at lr 0.01 it should end below"
-            f" {0.8 * losses[0]:.3f} (a bug in train, or a learning rate that is not passed on?)"
+        assert numbers, _("the {epochs}-epoch run returned {losses}, expected a loss per epoch").format(
+            epochs=epochs, losses=losses
         )
+        assert losses[-1] < 0.8 * losses[0], _(
+            "the {epochs}-epoch loss goes from {losses0:.3f} to {losses:.3f}: at lr 0.01 it should end "
+            "below {value:.3f} (a bug in train, or a learning rate that is not passed on?)"
+        ).format(epochs=epochs, losses0=losses[0], losses=losses[-1], value=0.8 * losses[0])
     # The outcome, measured here: the training loss of each trained model, before and after.
     trained = [model for model in run["models"] if model["forwards"]]
-    assert trained, "no model was trained"
+    assert trained, _("no model was trained")
     x, y = to_float(x[:LOSS_IMAGES]), y[:LOSS_IMAGES]
     for number, model in enumerate(trained, 1):
         before, after = mean_loss(model["initial"], x, y), mean_loss(model["final"], x, y)
-        assert after < 0.8 * before, (
-            f"the training loss of model {number} goes from {before:.3f} (as built) to {after:.3f} (trained), measured"
-            f" by the grader: at lr 0.01 it should end below {0.8 * before:.3f}"
-        )
+        assert after < 0.8 * before, _(
+            "the training loss of model {number} goes from {before:.3f} (as built) to {after:.3f} "
+            "(trained), measured by the grader: at lr 0.01 it should end below {value:.3f}"
+        ).format(number=number, before=before, after=after, value=0.8 * before)
 
 
 @pytest.mark.points(2)
@@ -315,7 +343,7 @@ def test_learning_rate_experiment_validation_accuracy(submission, profile, datas
     x, y, valid_x, valid_y = training_slices(dataset, budget)
     run = submission.run(probes.rates_mnist, x, y, valid_x, valid_y, budget)
     results = run["results"]
-    assert isinstance(results, dict) and sorted(results) == RATES, "no accuracies keyed by the rates"
+    assert isinstance(results, dict) and sorted(results) == RATES, _("no accuracies keyed by the rates")
     # models trained with one rate, scored here on the validation images
     valid_x = to_float(valid_x)
     scores = {
@@ -326,10 +354,10 @@ def test_learning_rate_experiment_validation_accuracy(submission, profile, datas
     # one image scored differently here (another device, another order of sums) is no mistake
     tolerance = 1.5 / len(valid_y)
     for rate in RATES:
-        assert rate in scores, f"no model was trained with lr {rate} alone: pass each rate to train"
+        assert rate in scores, _("no model was trained with lr {rate} alone: pass each rate to train").format(rate=rate)
         got, expected = results[rate], scores[rate]
-        assert isinstance(got, float), f"for lr {rate} it returned {got}, expected a float"
-        assert abs(got - expected) < tolerance, (
-            f"for lr {rate} it returned {got:.4f}, but the model trained with lr {rate} scores {expected:.4f} on"
-            " valid_loader: evaluate each trained model on valid_loader"
-        )
+        assert isinstance(got, float), _("for lr {rate} it returned {got}, expected a float").format(rate=rate, got=got)
+        assert abs(got - expected) < tolerance, _(
+            "for lr {rate} it returned {got:.4f}, but the model trained with lr {rate} scores "
+            "{expected:.4f} on valid_loader: evaluate each trained model on valid_loader"
+        ).format(rate=rate, got=got, expected=expected)

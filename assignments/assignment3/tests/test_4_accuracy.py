@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from grader import figures
+from grader.i18n import _
 from grader.probing import to_float
 from grader.testing import architectures_for, evaluate, generator, load_in_order, predict, probes_for
 
@@ -41,7 +42,7 @@ def check_accuracy(submission, profile, dataset, record_property, class_name, bu
     state = submission.run(probes.train_weights, class_name, x, y, budget)
     model = architectures.MODELS[class_name]()  # the grader's own: it scores the weights on images no sandbox sees
     problem = load_in_order(model, state)
-    assert not problem, f"{class_name}'s {problem}"
+    assert not problem, _("{class_name}'s {problem}").format(class_name=class_name, problem=problem)
     device = grader_device(profile)
     test_x = to_float(dataset.test.x).to(device)
     accuracy = evaluate(model.to(device), test_x, dataset.test.y.to(device))
@@ -53,10 +54,19 @@ def check_accuracy(submission, profile, dataset, record_property, class_name, bu
         maps = F.relu(model.conv1(test_x[:1]))[0]
     title = f"{class_name} trained: conv1's feature maps (after ReLU) of a test image"
     figures.record(record_property, "conv1 maps", figures.feature_maps(title, test_x[0], maps))
-    spent = f"{budget['steps']:,} steps" if "steps" in budget else f"{budget['epochs']} epochs"
-    assert accuracy >= threshold, (
-        f"test accuracy {accuracy:.1%} is below the {threshold:.0%} required"
-        f" ({class_name}, {spent} of {budget['optimizer']} lr {budget['lr']} on {dataset.name})"
+    steps, epochs = _("{steps:,} steps"), _("{epochs} epochs")
+    spent = steps.format(steps=budget["steps"]) if "steps" in budget else epochs.format(epochs=budget["epochs"])
+    assert accuracy >= threshold, _(
+        "test accuracy {accuracy:.1%} is below the {threshold:.0%} required ({class_name}, {spent} "
+        "of {optimizer} lr {lr} on {name})"
+    ).format(
+        accuracy=accuracy,
+        threshold=threshold,
+        class_name=class_name,
+        spent=spent,
+        optimizer=budget["optimizer"],
+        lr=budget["lr"],
+        name=dataset.name,
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from grader.i18n import _
 from grader.probing import fill
 from grader.testing import architectures_for, derived_seed, generator, probes_for
 
@@ -93,17 +94,19 @@ def fashion_reproduced(found):
     net = architectures.fashion_cnn()
     fill(net, FASHION_SEED)
     layers = found["layers"]
-    assert len(layers) == len(FASHION_LAYERS), f"fashion_cnn has {len(layers)} layers, expected {len(FASHION_LAYERS)}"
+    assert len(layers) == len(FASHION_LAYERS), _(
+        "fashion_cnn has {n_layers} layers, expected {n_fashion_layers}"
+    ).format(n_layers=len(layers), n_fashion_layers=len(FASHION_LAYERS))
     net.eval()
     x = FASHION_X
     with torch.no_grad():
-        for index, ((name, _, _), layer, got) in enumerate(zip(FASHION_LAYERS, net, layers, strict=True)):
+        for index, ((name, _unused, _unused), layer, got) in enumerate(zip(FASHION_LAYERS, net, layers, strict=True)):
             x = layer(x)
             off = off_by(got["output"], x)
-            assert off < 1e-4, (
-                f"{name} (layer {index}) does not compute what the notebook's {name} does with the same weights "
-                f"(off by {off:.3g})"
-            )
+            assert off < 1e-4, _(
+                "{name} (layer {index}) does not compute what the notebook's {name} does with the same "
+                "weights (off by {off:.3g})"
+            ).format(name=name, index=index, off=off)
 
 
 @pytest.mark.points(4)
@@ -112,16 +115,22 @@ def test_fashion_cnn_layer_shapes(fashion):
     """fashion_cnn: each layer's type and output shape"""
     layers = fashion["layers"]
     for index, ((name, kind, shape), got) in enumerate(zip(FASHION_LAYERS, layers, strict=False)):
-        assert got["layer"] == kind, f"layer {index} is {got['layer']}, expected {kind} ({name})"
-        assert got["output"] is not None, (
-            f"{name} (layer {index}) fails on its input {got.get('input')}: {got.get('error')}"
+        assert got["layer"] == kind, _("layer {index} is {layer}, expected {kind} ({name})").format(
+            index=index, layer=got["layer"], kind=kind, name=name
+        )
+        assert got["output"] is not None, _("{name} (layer {index}) fails on its input {input}: {error}").format(
+            name=name, index=index, input=got.get("input"), error=got.get("error")
         )
         got_shape = [1, *got["output"].shape[1:]]
-        assert got_shape == shape, f"{name} output is {got_shape}, expected {shape}"
-        assert len(got["output"]) == FASHION_IMAGES, (
-            f"{name} returns {len(got['output'])} outputs for {FASHION_IMAGES} images"
+        assert got_shape == shape, _("{name} output is {got_shape}, expected {shape}").format(
+            name=name, got_shape=got_shape, shape=shape
         )
-    assert len(layers) == len(FASHION_LAYERS), f"fashion_cnn has {len(layers)} layers, expected {len(FASHION_LAYERS)}"
+        assert len(got["output"]) == FASHION_IMAGES, _(
+            "{name} returns {n_output} outputs for {fashion_images} images"
+        ).format(name=name, n_output=len(got["output"]), fashion_images=FASHION_IMAGES)
+    assert len(layers) == len(FASHION_LAYERS), _(
+        "fashion_cnn has {n_layers} layers, expected {n_fashion_layers}"
+    ).format(n_layers=len(layers), n_fashion_layers=len(FASHION_LAYERS))
     fashion_reproduced(fashion)
 
 
@@ -130,7 +139,9 @@ def test_fashion_cnn_layer_shapes(fashion):
 def test_fashion_cnn_parameter_count(fashion):
     """fashion_cnn: 1,413,834 parameters"""
     total = sum(fashion["counts"])
-    assert total == FASHION_TOTAL, f"fashion_cnn has {total:,} parameters, expected {FASHION_TOTAL:,}"
+    assert total == FASHION_TOTAL, _("fashion_cnn has {total:,} parameters, expected {fashion_total:,}").format(
+        total=total, fashion_total=FASHION_TOTAL
+    )
     fashion_reproduced(fashion)
 
 
@@ -138,20 +149,20 @@ def dropout_checked(found):
     """Each Dropout layer, in training mode, zeroes about half of the grader's inputs and doubles the rest."""
     dropouts = found["dropouts"]
     rates = [d["p"] for d in dropouts]
-    assert rates == [0.5, 0.5], f"the dropout rates are {rates}, expected [0.5, 0.5]"
+    assert rates == [0.5, 0.5], _("the dropout rates are {rates}, expected [0.5, 0.5]").format(rates=rates)
     for index, dropout in enumerate(dropouts):
         out = dropout["output"]
         name = f"dropout{index + 1}"
-        assert isinstance(out, torch.Tensor) and out.shape == DROPOUT_NOISE.shape, (
-            f"{name} changes the shape of its input in training mode"
-        )
+        assert isinstance(out, torch.Tensor) and out.shape == DROPOUT_NOISE.shape, _(
+            "{name} changes the shape of its input in training mode"
+        ).format(name=name)
         kept = out != 0
         fraction = kept.double().mean().item()
         scaled = torch.allclose(out[kept].double(), 2 * DROPOUT_NOISE[kept].double(), rtol=1e-5, atol=1e-6)
-        assert scaled and 0.4 < fraction < 0.6, (
-            f"in training mode {name} kept {fraction:.0%} of {DROPOUT_INPUTS:,} inputs"
-            f"{'' if scaled else ', not doubled'}: expected dropout 0.5 (half zeroed, the rest doubled)"
-        )
+        assert scaled and 0.4 < fraction < 0.6, _(
+            "in training mode {name} kept {fraction:.0%} of {dropout_inputs:,} inputs{value}: expected "
+            "dropout 0.5 (half zeroed, the rest doubled)"
+        ).format(name=name, fraction=fraction, dropout_inputs=DROPOUT_INPUTS, value="" if scaled else ", not doubled")
 
 
 @pytest.mark.points(2)
@@ -159,11 +170,15 @@ def dropout_checked(found):
 def test_fashion_cnn_parameters_per_layer(fashion):
     """fashion_cnn: parameters of each layer, and dropout 0.5"""
     counts, names = fashion["counts"], [name for name, _, _ in FASHION_LAYERS]
-    assert len(counts) == len(names), f"fashion_cnn has {len(counts)} layers, expected {len(names)}"
+    assert len(counts) == len(names), _("fashion_cnn has {n_counts} layers, expected {n_names}").format(
+        n_counts=len(counts), n_names=len(names)
+    )
     for name, count in zip(names, counts, strict=False):
         if name in FASHION_PARAMETERS:
             expected = FASHION_PARAMETERS[name]
-            assert count == expected, f"{name} has {count:,} parameters, expected {expected:,}"
+            assert count == expected, _("{name} has {count:,} parameters, expected {expected:,}").format(
+                name=name, count=count, expected=expected
+            )
     dropout_checked(fashion)
     fashion_reproduced(fashion)
 
@@ -214,11 +229,19 @@ def close(a, b):
 
 def check_layers(part, layers, expected):
     for index, ((kind, shape), got) in enumerate(zip(expected, layers, strict=False)):
-        assert got["layer"] == kind, f"{part}[{index}] is {got['layer']}, expected {kind}"
-        assert got["output"] is not None, f"{part}[{index}] fails on its input {got.get('input')}: {got.get('error')}"
+        assert got["layer"] == kind, _("{part}[{index}] is {layer}, expected {kind}").format(
+            part=part, index=index, layer=got["layer"], kind=kind
+        )
+        assert got["output"] is not None, _("{part}[{index}] fails on its input {input}: {error}").format(
+            part=part, index=index, input=got.get("input"), error=got.get("error")
+        )
         got_shape = list(got["output"].shape)
-        assert got_shape == shape, f"{part}[{index}] ({kind}) output is {got_shape}, expected {shape}"
-    assert len(layers) == len(expected), f"{part} has {len(layers)} layers, expected {len(expected)}"
+        assert got_shape == shape, _("{part}[{index}] ({kind}) output is {got_shape}, expected {shape}").format(
+            part=part, index=index, kind=kind, got_shape=got_shape, shape=shape
+        )
+    assert len(layers) == len(expected), _("{part} has {n_layers} layers, expected {n_expected}").format(
+        part=part, n_layers=len(layers), n_expected=len(expected)
+    )
 
 
 def check_layer_values(part, layers, mine, x):
@@ -226,10 +249,10 @@ def check_layer_values(part, layers, mine, x):
     with torch.no_grad():
         for index, (layer, got) in enumerate(zip(mine, layers, strict=True)):
             x = layer(x)
-            assert close(got["output"], x), (
-                f"{part}[{index}] ({got['layer']}) does not compute what the slides' layer does with these weights "
-                f"and statistics (evaluation mode)"
-            )
+            assert close(got["output"], x), _(
+                "{part}[{index}] ({layer}) does not compute what the slides' layer does with these weights "
+                "and statistics (evaluation mode)"
+            ).format(part=part, index=index, layer=got["layer"])
     return x
 
 
@@ -238,10 +261,10 @@ def bn_cnn_reproduced(found, num_classes):
     model = filled_bn_cnn(num_classes, BN_SEED).eval()
     with torch.no_grad():
         expected = model(BN_LAYERS_X)
-    assert close(found["output"], expected), (
-        f"BatchNormCNN({num_classes}) does not compute the slides' model: with the same weights and statistics, "
-        f"its logits differ (off by {off_by(found['output'], expected):.3g})"
-    )
+    assert close(found["output"], expected), _(
+        "BatchNormCNN({num_classes}) does not compute the slides' model: with the same weights and "
+        "statistics, its logits differ (off by {off_by:.3g})"
+    ).format(num_classes=num_classes, off_by=off_by(found["output"], expected))
     return model
 
 
@@ -257,7 +280,7 @@ def test_batchnorm_cnn_layers(bn_layers):
     check_layers("cnn_layers", bn_layers["cnn"], BN_CNN_LAYERS)
     check_layers("fc_layers", bn_layers["fc"], BN_FC_LAYERS)
     output = list(bn_layers["output"].shape)
-    assert output == [2, 10], f"BatchNormCNN(10) maps 2 images to {output}, expected [2, 10]"
+    assert output == [2, 10], _("BatchNormCNN(10) maps 2 images to {output}, expected [2, 10]").format(output=output)
     model = bn_cnn_reproduced(bn_layers, 10)
     features = check_layer_values("cnn_layers", bn_layers["cnn"], model.cnn_layers, BN_LAYERS_X)
     check_layer_values("fc_layers", bn_layers["fc"], model.fc_layers, features.flatten(1))
@@ -270,7 +293,9 @@ def test_batchnorm_cnn_parameter_count(submission, num_classes, bn_layers):
     """BatchNormCNN: parameter count (6,178 for 10 classes)"""
     found = bn_layers if num_classes == 10 else submission.run(probes.bn_cnn_layers, num_classes, BN_SEED, BN_LAYERS_X)
     total, expected = sum(torch.Size(shape).numel() for shape in found["shapes"]), BN_CNN_PARAMETERS[num_classes]
-    assert total == expected, f"BatchNormCNN({num_classes}) has {total:,} parameters, expected {expected:,}"
+    assert total == expected, _("BatchNormCNN({num_classes}) has {total:,} parameters, expected {expected:,}").format(
+        num_classes=num_classes, total=total, expected=expected
+    )
     bn_cnn_reproduced(found, num_classes)
 
 
@@ -287,14 +312,22 @@ def norms_described(found, evaluation=False):
     """The student's BatchNorm layers as claimed: the right kinds, with running statistics and momentum 0.1."""
     norms = found["norms"]
     kinds = [n["layer"] for n in norms]
-    assert kinds == NORM_KINDS, f"the model's BatchNorm layers are {kinds}, expected {NORM_KINDS}"
+    assert kinds == NORM_KINDS, _("the model's BatchNorm layers are {kinds}, expected {norm_kinds}").format(
+        kinds=kinds, norm_kinds=NORM_KINDS
+    )
     for index, norm in enumerate(norms):
-        name = f"BatchNorm layer {index + 1} ({norm['layer']})"
-        consequence = ": in evaluation mode it normalizes with each batch's statistics" if evaluation else ""
-        assert norm["running"], f"{name} keeps no running statistics (track_running_stats=False?){consequence}"
-        assert norm["momentum"] == 0.1, f"{name} has momentum {norm['momentum']}, expected the default 0.1"
-        assert isinstance(norm["eps"], float) and 0 < norm["eps"] <= 1e-2, f"{name} has eps {norm['eps']}"
-        assert norm["affine"], f"{name} learns no scale and shift (affine=False)"
+        name = _("BatchNorm layer {index} ({layer})").format(index=index + 1, layer=norm["layer"])
+        consequence = _(": in evaluation mode it normalizes with each batch's statistics") if evaluation else ""
+        assert norm["running"], _(
+            "{name} keeps no running statistics (track_running_stats=False?){consequence}"
+        ).format(name=name, consequence=consequence)
+        assert norm["momentum"] == 0.1, _("{name} has momentum {momentum}, expected the default 0.1").format(
+            name=name, momentum=norm["momentum"]
+        )
+        assert isinstance(norm["eps"], float) and 0 < norm["eps"] <= 1e-2, _("{name} has eps {eps}").format(
+            name=name, eps=norm["eps"]
+        )
+        assert norm["affine"], _("{name} learns no scale and shift (affine=False)").format(name=name)
 
 
 def bn_pass_reproduced(found, training):
@@ -311,26 +344,32 @@ def bn_pass_reproduced(found, training):
     with torch.no_grad():
         logits = model(BN_X)
     mode = "training" if training else "evaluation"
-    how = "the batch's mean and variance" if training else "its running statistics"
+    how = _("the batch's mean and variance") if training else _("its running statistics")
     got_seen = found["seen"]
-    assert len(got_seen) == len(norms), f"{len(got_seen)} BatchNorm passes for one forward pass, expected {len(norms)}"
+    assert len(got_seen) == len(norms), _(
+        "{n_got_seen} BatchNorm passes for one forward pass, expected {n_norms}"
+    ).format(n_got_seen=len(got_seen), n_norms=len(norms))
     for index, (norm, claimed, (x, y), got, (mean, var)) in enumerate(
         zip(norms, found["norms"], seen, got_seen, before, strict=True)
     ):
-        name = f"BatchNorm layer {index + 1} ({claimed['layer']})"
-        assert close(got["input"], x), (
-            f"the input of {name} is not what the slides' layers before it compute with these weights ({mode} mode)"
+        name = _("BatchNorm layer {index} ({layer})").format(index=index + 1, layer=claimed["layer"])
+        assert close(got["input"], x), _(
+            "the input of {name} is not what the slides' layers before it compute with these weights ({mode} mode)"
+        ).format(name=name, mode=mode)
+        assert close(got["output"], y), _("{name} did not normalize with {how} in {mode} mode").format(
+            name=name, how=how, mode=mode
         )
-        assert close(got["output"], y), f"{name} did not normalize with {how} in {mode} mode"
         got_mean, got_var = claimed["mean_after"], claimed["var_after"]
         if training:
-            assert close(got_mean, norm.running_mean) and close(got_var, norm.running_var), (
-                f"{name}: the running statistics did not move to 0.9 x old + 0.1 x the batch's"
-            )
+            assert close(got_mean, norm.running_mean) and close(got_var, norm.running_var), _(
+                "{name}: the running statistics did not move to 0.9 x old + 0.1 x the batch's"
+            ).format(name=name)
         else:
             kept = close(got_mean, mean) and close(got_var, var)
-            assert kept, f"{name} changed its running statistics in {mode} mode"
-    assert close(found["logits"], logits), f"the logits differ from the slides' model's in {mode} mode"
+            assert kept, _("{name} changed its running statistics in {mode} mode").format(name=name, mode=mode)
+    assert close(found["logits"], logits), _("the logits differ from the slides' model's in {mode} mode").format(
+        mode=mode
+    )
     for part, mine in (("cnn", model.cnn_layers), ("fc", model.fc_layers)):
         state = mine.state_dict()
         theirs = found["after"][part]
@@ -338,9 +377,9 @@ def bn_pass_reproduced(found, training):
             a.shape == b.shape and torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-4)
             for a, b in zip(theirs.values(), state.values(), strict=False)
         )
-        assert same, (
-            f"after a pass in {mode} mode, the weights or statistics of {part}_layers differ from the slides' model's"
-        )
+        assert same, _(
+            "after a pass in {mode} mode, the weights or statistics of {part}_layers differ from the slides' model's"
+        ).format(mode=mode, part=part)
 
 
 @pytest.mark.points(3)

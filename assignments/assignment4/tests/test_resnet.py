@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grader.i18n import _
 from grader.probing import fill, to_float
 from grader.testing import accuracy_of, architectures_for, derived_seed, generator, load_in_order, probes_for
 
@@ -52,25 +53,32 @@ def separable_reproduced(found):
     """The output must be the point-wise convolution of the depth-wise one, with the same weights."""
     depthwise, pointwise = found["parts"]["depthwise_conv"], found["parts"]["pointwise_conv"]
     y = found["y"]
-    assert depthwise["weight"] == [SEP_IN, 1, SEP_K, SEP_K], (
-        f"the depth-wise weight is {depthwise['weight']}, expected {[SEP_IN, 1, SEP_K, SEP_K]}"
-    )
-    assert pointwise["weight"] == [SEP_OUT, SEP_IN, 1, 1], (
-        f"the point-wise weight is {pointwise['weight']}, expected {[SEP_OUT, SEP_IN, 1, 1]}"
-    )
+    assert depthwise["weight"] == [SEP_IN, 1, SEP_K, SEP_K], _(
+        "the depth-wise weight is {weight}, expected {value}"
+    ).format(weight=depthwise["weight"], value=[SEP_IN, 1, SEP_K, SEP_K])
+    assert pointwise["weight"] == [SEP_OUT, SEP_IN, 1, 1], _(
+        "the point-wise weight is {weight}, expected {value}"
+    ).format(weight=pointwise["weight"], value=[SEP_OUT, SEP_IN, 1, 1])
     for name, part, channels in (("depth-wise", depthwise, SEP_IN), ("point-wise", pointwise, SEP_OUT)):
-        assert part["bias"] == [channels], f"the {name} conv has no bias of {channels} values"
+        assert part["bias"] == [channels], _("the {name} conv has no bias of {channels} values").format(
+            name=name, channels=channels
+        )
     mine = architectures.SeparableConv2d(SEP_IN, SEP_OUT, SEP_K, SEP_STRIDE, SEP_PADDING)
     fill(mine, SEP_SEED)  # the weights the probe gave the student's layer
     with torch.no_grad():
         expected = mine(SEP_X)
-    assert isinstance(y, torch.Tensor) and list(y.shape) == list(expected.shape), (
-        f"SeparableConv2d(8, 16, 3, stride=2, padding=1) maps {list(SEP_X.shape)} to "
-        f"{list(y.shape) if isinstance(y, torch.Tensor) else y}, expected {list(expected.shape)}: "
-        "pass stride and padding to the depth-wise conv"
+    assert isinstance(y, torch.Tensor) and list(y.shape) == list(expected.shape), _(
+        "SeparableConv2d(8, 16, 3, stride=2, padding=1) maps {shape} to {value}, expected "
+        "{expected_shape}: pass stride and padding to the depth-wise conv"
+    ).format(
+        shape=list(SEP_X.shape),
+        value=list(y.shape) if isinstance(y, torch.Tensor) else y,
+        expected_shape=list(expected.shape),
     )
     difference = off_by(y, expected)
-    assert difference < 1e-4, f"the output differs from point-wise(depth-wise(x)) by up to {difference:.3g}"
+    assert difference < 1e-4, _("the output differs from point-wise(depth-wise(x)) by up to {difference:.3g}").format(
+        difference=difference
+    )
 
 
 @pytest.mark.points(2)
@@ -79,18 +87,19 @@ def test_separable_parameters(separable_found):
     """SeparableConv2d: parameters = depth-wise + point-wise"""
     parts = separable_found["parts"]
     depthwise, pointwise = parts["depthwise_conv"]["parameters"], parts["pointwise_conv"]["parameters"]
-    assert depthwise == DEPTHWISE, (
-        f"the depth-wise conv of SeparableConv2d({SEP_IN}, {SEP_OUT}, {SEP_K}) has {depthwise:,} parameters, "
-        f"expected {DEPTHWISE} = {SEP_IN}x1x{SEP_K}x{SEP_K} + {SEP_IN}: one filter per input channel "
-        f"(groups=in_channels)"
-    )
-    assert pointwise == POINTWISE, (
-        f"the point-wise conv has {pointwise:,} parameters, expected {POINTWISE} = {SEP_OUT}x{SEP_IN}x1x1 + {SEP_OUT}"
-    )
+    assert depthwise == DEPTHWISE, _(
+        "the depth-wise conv of SeparableConv2d({sep_in}, {sep_out}, {sep_k}) has {depthwise:,} "
+        "parameters, expected {expected_depthwise} = {sep_in}x1x{sep_k}x{sep_k} + {sep_in}: one "
+        "filter per input channel (groups=in_channels)"
+    ).format(sep_in=SEP_IN, sep_out=SEP_OUT, sep_k=SEP_K, depthwise=depthwise, expected_depthwise=DEPTHWISE)
+    assert pointwise == POINTWISE, _(
+        "the point-wise conv has {pointwise:,} parameters, expected {expected_pointwise} = "
+        "{sep_out}x{sep_in}x1x1 + {sep_out}"
+    ).format(pointwise=pointwise, expected_pointwise=POINTWISE, sep_out=SEP_OUT, sep_in=SEP_IN)
     total = separable_found["parameters"]
-    assert total == DEPTHWISE + POINTWISE, (
-        f"SeparableConv2d has {total:,} parameters, expected {DEPTHWISE + POINTWISE} (a regular conv has {REGULAR:,})"
-    )
+    assert total == DEPTHWISE + POINTWISE, _(
+        "SeparableConv2d has {total:,} parameters, expected {depthwise} (a regular conv has {regular:,})"
+    ).format(total=total, depthwise=DEPTHWISE + POINTWISE, regular=REGULAR)
     separable_reproduced(separable_found)
 
 
@@ -146,11 +155,13 @@ def close(a, b):
 
 def output_reproduced(found, name, expected):
     y = found["y"]
-    assert isinstance(y, torch.Tensor), f"{name} fails on an input of shape {list(UNIT_X.shape)}: {y}"
-    assert close(y, expected["y"]), (
-        f"{name}: with the same weights and statistics, the output is not ResNet's ReLU(F(x) + skip(x)) "
-        f"(off by {off_by(y, expected['y']):.3g})"
+    assert isinstance(y, torch.Tensor), _("{name} fails on an input of shape {shape}: {y}").format(
+        name=name, shape=list(UNIT_X.shape), y=y
     )
+    assert close(y, expected["y"]), _(
+        "{name}: with the same weights and statistics, the output is not ResNet's ReLU(F(x) + "
+        "skip(x)) (off by {off_by:.3g})"
+    ).format(name=name, off_by=off_by(y, expected["y"]))
 
 
 @pytest.mark.points(2)
@@ -168,29 +179,39 @@ def test_residual_main_path(unit_found):
     name = unit_name(8, 16, 2)
     layers = found["main_layers"]
     for index, ((kind, shape), got) in enumerate(zip(expected, layers, strict=False)):
-        assert got["layer"] == kind, f"{name}: main_layers[{index}] is {got['layer']}, expected {kind}"
-        assert got["output"] is not None, (
-            f"{name}: main_layers[{index}] fails on {got.get('input')}: {got.get('error')}"
+        assert got["layer"] == kind, _("{name}: main_layers[{index}] is {layer}, expected {kind}").format(
+            name=name, index=index, layer=got["layer"], kind=kind
+        )
+        assert got["output"] is not None, _("{name}: main_layers[{index}] fails on {input}: {error}").format(
+            name=name, index=index, input=got.get("input"), error=got.get("error")
         )
         got_shape = list(got["output"].shape)
-        assert got_shape == shape, f"{name}: main_layers[{index}] ({kind}) outputs {got_shape}, expected {shape}"
-    assert len(layers) == len(expected), f"{name}: main_layers has {len(layers)} layers, expected {len(expected)}"
+        assert got_shape == shape, _(
+            "{name}: main_layers[{index}] ({kind}) outputs {got_shape}, expected {shape}"
+        ).format(name=name, index=index, kind=kind, got_shape=got_shape, shape=shape)
+    assert len(layers) == len(expected), _("{name}: main_layers has {n_layers} layers, expected {n_expected}").format(
+        name=name, n_layers=len(layers), n_expected=len(expected)
+    )
     for index in (0, 3):
         conv = found["main"]["children"][index]
-        assert conv["kernel"] == [3, 3], f"{name}: main_layers[{index}] has a {conv['kernel']} kernel, expected 3x3"
-        assert not conv["bias"], f"{name}: main_layers[{index}] has a bias: the BatchNorm after it makes it useless"
+        assert conv["kernel"] == [3, 3], _("{name}: main_layers[{index}] has a {kernel} kernel, expected 3x3").format(
+            name=name, index=index, kernel=conv["kernel"]
+        )
+        assert not conv["bias"], _(
+            "{name}: main_layers[{index}] has a bias: the BatchNorm after it makes it useless"
+        ).format(name=name, index=index)
     parameters = found["main"]["parameters"]
     expected_parameters = 3 * 3 * 8 * 16 + 2 * 16 + 3 * 3 * 16 * 16 + 2 * 16
-    assert parameters == expected_parameters, (
-        f"{name}: main_layers has {parameters:,} parameters, expected {expected_parameters:,}"
-    )
+    assert parameters == expected_parameters, _(
+        "{name}: main_layers has {parameters:,} parameters, expected {expected_parameters:,}"
+    ).format(name=name, parameters=parameters, expected_parameters=expected_parameters)
     mine = expected_unit(8, 16, 2)
     for index, (got, output) in enumerate(zip(layers, mine["main_layers"], strict=True)):
-        assert close(got["output"], output), (
-            f"{name}: main_layers[{index}] ({got['layer']}) does not compute what ResNet's does with the same "
-            f"weights and statistics (evaluation mode)"
-        )
-    assert close(found["fx"], mine["fx"]), f"{name}: main_layers(x) is not F(x)"
+        assert close(got["output"], output), _(
+            "{name}: main_layers[{index}] ({layer}) does not compute what ResNet's does with the same "
+            "weights and statistics (evaluation mode)"
+        ).format(name=name, index=index, layer=got["layer"])
+    assert close(found["fx"], mine["fx"]), _("{name}: main_layers(x) is not F(x)").format(name=name)
 
 
 @pytest.mark.points(2)
@@ -200,11 +221,15 @@ def test_residual_identity_skip(unit_found):
     found = unit_found(8, 8, 1)
     name = unit_name(8, 8, 1)
     skip = found["skip"]
-    assert skip["parameters"] == 0, (
-        f"{name}: the skip has {skip['parameters']:,} parameters, expected none (nn.Identity(): x has F(x)'s shape)"
+    assert skip["parameters"] == 0, _(
+        "{name}: the skip has {parameters:,} parameters, expected none (nn.Identity(): x has F(x)'s shape)"
+    ).format(name=name, parameters=skip["parameters"])
+    assert isinstance(found["skip_x"], torch.Tensor), _("{name}: the skip fails: {skip_x}").format(
+        name=name, skip_x=found["skip_x"]
     )
-    assert isinstance(found["skip_x"], torch.Tensor), f"{name}: the skip fails: {found['skip_x']}"
-    assert torch.equal(found["skip_x"], UNIT_X), f"{name}: skip(x) is not x (expected nn.Identity())"
+    assert torch.equal(found["skip_x"], UNIT_X), _("{name}: skip(x) is not x (expected nn.Identity())").format(
+        name=name
+    )
     output_reproduced(found, name, expected_unit(8, 8, 1))
 
 
@@ -222,24 +247,45 @@ def test_residual_projection_skip(unit_found, in_channels, out_channels, stride)
     children = found["skip"]["children"]
     kinds = [c["type"] for c in children] or [found["skip"]["type"]]
     fx = found["fx"]
-    assert kinds == ["Conv2d", "BatchNorm2d"], (
-        f"{name}: the skip is {' -> '.join(kinds)}, expected Conv2d 1x1 (stride {stride}) -> BatchNorm2d: "
-        f"x {list(UNIT_X.shape)} and F(x) {list(fx.shape) if isinstance(fx, torch.Tensor) else '?'} differ in shape"
+    assert kinds == ["Conv2d", "BatchNorm2d"], _(
+        "{name}: the skip is {join}, expected Conv2d 1x1 (stride {stride}) -> BatchNorm2d: x "
+        "{shape} and F(x) {value} differ in shape"
+    ).format(
+        name=name,
+        join=" -> ".join(kinds),
+        stride=stride,
+        shape=list(UNIT_X.shape),
+        value=list(fx.shape) if isinstance(fx, torch.Tensor) else "?",
     )
     conv, norm = children
-    assert conv["kernel"] == [1, 1], f"{name}: the skip's conv has a {conv['kernel']} kernel, expected 1x1"
-    assert conv["stride"] == [stride, stride], f"{name}: the skip's conv has stride {conv['stride']}, expected {stride}"
-    assert conv["channels"] == [in_channels, out_channels], (
-        f"{name}: the skip's conv maps {conv['channels'][0]} to {conv['channels'][1]} channels, "
-        f"expected {in_channels} to {out_channels}"
+    assert conv["kernel"] == [1, 1], _("{name}: the skip's conv has a {kernel} kernel, expected 1x1").format(
+        name=name, kernel=conv["kernel"]
     )
-    assert not conv["bias"], f"{name}: the skip's conv has a bias: the BatchNorm after it makes it useless"
-    assert norm["features"] == out_channels, f"{name}: the skip's BatchNorm2d has {norm['features']} features"
-    assert isinstance(found["y"], torch.Tensor), f"{name} fails on an input of shape {list(UNIT_X.shape)}: {found['y']}"
-    assert close(found["skip_x"], mine["skip_x"]), (
-        f"{name}: skip(x) is not the 1x1 convolution (stride {stride}) then BatchNorm of x, with the same weights "
-        f"and statistics"
+    assert conv["stride"] == [stride, stride], _(
+        "{name}: the skip's conv has stride {stride}, expected {expected_stride}"
+    ).format(name=name, stride=conv["stride"], expected_stride=stride)
+    assert conv["channels"] == [in_channels, out_channels], _(
+        "{name}: the skip's conv maps {channels0} to {channels1} channels, expected {in_channels} to {out_channels}"
+    ).format(
+        name=name,
+        channels0=conv["channels"][0],
+        channels1=conv["channels"][1],
+        in_channels=in_channels,
+        out_channels=out_channels,
     )
+    assert not conv["bias"], _("{name}: the skip's conv has a bias: the BatchNorm after it makes it useless").format(
+        name=name
+    )
+    assert norm["features"] == out_channels, _("{name}: the skip's BatchNorm2d has {features} features").format(
+        name=name, features=norm["features"]
+    )
+    assert isinstance(found["y"], torch.Tensor), _("{name} fails on an input of shape {shape}: {y}").format(
+        name=name, shape=list(UNIT_X.shape), y=found["y"]
+    )
+    assert close(found["skip_x"], mine["skip_x"]), _(
+        "{name}: skip(x) is not the 1x1 convolution (stride {stride}) then BatchNorm of x, with "
+        "the same weights and statistics"
+    ).format(name=name, stride=stride)
     output_reproduced(found, name, mine)
 
 
@@ -251,8 +297,10 @@ def test_residual_adds_then_relu(unit_found, in_channels, out_channels, stride):
     found = unit_found(in_channels, out_channels, stride)
     name = unit_name(in_channels, out_channels, stride)
     y, skip_x = found["y"], found["skip_x"]
-    assert isinstance(y, torch.Tensor), f"{name} fails on an input of shape {list(UNIT_X.shape)}: {y}"
-    assert isinstance(skip_x, torch.Tensor), f"{name}: the skip fails: {skip_x}"
+    assert isinstance(y, torch.Tensor), _("{name} fails on an input of shape {shape}: {y}").format(
+        name=name, shape=list(UNIT_X.shape), y=y
+    )
+    assert isinstance(skip_x, torch.Tensor), _("{name}: the skip fails: {skip_x}").format(name=name, skip_x=skip_x)
     mine = expected_unit(in_channels, out_channels, stride)
     fx, skip = mine["fx"], mine["skip_x"]  # the grader's own F(x) and skip(x)
     if not close(y, mine["y"]):
@@ -265,8 +313,10 @@ def test_residual_adds_then_relu(unit_found, in_channels, out_channels, stride):
         }
         mistake = next((text for text, value in wrong.items() if close(y, value)), None)
         if mistake is None and y.shape != fx.shape:
-            mistake = f"it outputs {list(y.shape)}, expected {list(fx.shape)}"
-        pytest.fail(f"{name}: {mistake or 'the output is not ReLU(F(x) + skip(x))'}")
+            mistake = _("it outputs {shape}, expected {expected_shape}").format(
+                shape=list(y.shape), expected_shape=list(fx.shape)
+            )
+        pytest.fail(_("{name}: {value}").format(name=name, value=mistake or "the output is not ReLU(F(x) + skip(x))"))
 
 
 # --- ResNet34 ---------------------------------------------------------------------------------
@@ -330,17 +380,19 @@ def expected_resnet():
 def resnet_reproduced(found, expected):
     """Filled alike, the student's ResNet34 must compute what the grader's computes, layer by layer."""
     layers = found["layers"]
-    assert len(layers) == len(expected["summaries"]), (
-        f"ResNet34.resnet has {len(layers)} layers, expected {len(expected['summaries'])}"
-    )
+    assert len(layers) == len(expected["summaries"]), _(
+        "ResNet34.resnet has {n_layers} layers, expected {n_summaries}"
+    ).format(n_layers=len(layers), n_summaries=len(expected["summaries"]))
     for index, (got, summary) in enumerate(zip(layers, expected["summaries"], strict=True)):
         off = off_by(got.get("summary"), summary)
-        assert off < 1e-4, (
-            f"layer {index} ({got['layer']}) of ResNet34.resnet does not compute what ResNet-34's does with the same "
-            f"weights and statistics (evaluation mode; off by {off:.3g})"
-        )
+        assert off < 1e-4, _(
+            "layer {index} ({layer}) of ResNet34.resnet does not compute what ResNet-34's does with "
+            "the same weights and statistics (evaluation mode; off by {off:.3g})"
+        ).format(index=index, layer=got["layer"], off=off)
     off = off_by(found["logits"], expected["logits"])
-    assert off < 1e-4, f"ResNet34's logits differ from ResNet-34's with the same weights (off by {off:.3g})"
+    assert off < 1e-4, _("ResNet34's logits differ from ResNet-34's with the same weights (off by {off:.3g})").format(
+        off=off
+    )
 
 
 @pytest.mark.points(3)
@@ -350,13 +402,17 @@ def test_resnet34_stage_layout(resnet, expected_resnet):
     units = [tuple(u) for u in resnet["units"]]
     for channels, count in STAGES:
         got = sum(1 for _, c_out, _ in units if c_out == channels)
-        assert got == count, f"the stage with {channels} channels has {got} residual units, expected {count}"
-    assert len(units) == len(UNITS), f"ResNet34 has {len(units)} residual units, expected {len(UNITS)}"
-    for index, (got, expected) in enumerate(zip(units, UNITS, strict=True)):
-        assert got == expected, (
-            f"residual unit {index + 1} is ResidualUnit{got}, expected ResidualUnit{expected} "
-            "(in_channels, out_channels, stride): stride 2 where the channels change"
+        assert got == count, _("the stage with {channels} channels has {got} residual units, expected {count}").format(
+            channels=channels, got=got, count=count
         )
+    assert len(units) == len(UNITS), _("ResNet34 has {n_units} residual units, expected {expected_n_units}").format(
+        n_units=len(units), expected_n_units=len(UNITS)
+    )
+    for index, (got, expected) in enumerate(zip(units, UNITS, strict=True)):
+        assert got == expected, _(
+            "residual unit {index} is ResidualUnit{got}, expected ResidualUnit{expected} (in_channels, "
+            "out_channels, stride): stride 2 where the channels change"
+        ).format(index=index + 1, got=got, expected=expected)
     resnet_reproduced(resnet, expected_resnet)
 
 
@@ -366,15 +422,20 @@ def test_resnet34_output_shapes(resnet, expected_resnet):
     """ResNet34: [2, 3, 224, 224] -> [2, 10], and each layer's output shape"""
     layers = resnet["layers"]
     for index, layer in enumerate(layers):
-        assert layer["shape"] is not None, (
-            f"layer {index} ({layer['layer']}) fails on its input {RESNET_SHAPES[index - 1] if index else '?'}: "
-            f"{layer['error']}"
+        assert layer["shape"] is not None, _("layer {index} ({layer}) fails on its input {value}: {error}").format(
+            index=index, layer=layer["layer"], value=RESNET_SHAPES[index - 1] if index else "?", error=layer["error"]
         )
     output = layers[-1]["shape"]
-    assert output == [2, 10], f"ResNet34 maps {list(RESNET_X.shape)} to {output}, expected [2, 10]"
-    assert len(layers) == len(RESNET_SHAPES), f"ResNet34.resnet has {len(layers)} layers, expected {len(RESNET_SHAPES)}"
+    assert output == [2, 10], _("ResNet34 maps {shape} to {output}, expected [2, 10]").format(
+        shape=list(RESNET_X.shape), output=output
+    )
+    assert len(layers) == len(RESNET_SHAPES), _(
+        "ResNet34.resnet has {n_layers} layers, expected {n_resnet_shapes}"
+    ).format(n_layers=len(layers), n_resnet_shapes=len(RESNET_SHAPES))
     for index, (got, shape) in enumerate(zip(layers, RESNET_SHAPES, strict=True)):
-        assert got["shape"] == shape, f"layer {index} ({got['layer']}) outputs {got['shape']}, expected {shape}"
+        assert got["shape"] == shape, _("layer {index} ({layer}) outputs {shape}, expected {expected_shape}").format(
+            index=index, layer=got["layer"], shape=got["shape"], expected_shape=shape
+        )
     resnet_reproduced(resnet, expected_resnet)
 
 
@@ -384,11 +445,15 @@ def test_resnet34_parameter_count(resnet, expected_resnet):
     """ResNet34: 21,289,802 parameters, as torchvision's resnet34 with a 10-class head"""
     counts = [sum(torch.Size(shape).numel() for shape in layer) for layer in resnet["shapes"]]
     total = sum(counts)
-    assert total == RESNET34_TOTAL, f"ResNet34 has {total:,} parameters, expected {RESNET34_TOTAL:,}"
+    assert total == RESNET34_TOTAL, _("ResNet34 has {total:,} parameters, expected {resnet34_total:,}").format(
+        total=total, resnet34_total=RESNET34_TOTAL
+    )
     # conv, BN, ReLU, max pooling; the 16 units; average pooling, Flatten, Linear
     expected = [conv_count(7, 3, 64), 2 * 64, 0, 0, *(unit_count(*u) for u in UNITS), 0, 0, HEAD]
     for index, (got, count) in enumerate(zip(counts, expected, strict=False)):
-        assert got == count, f"layer {index} of ResNet34.resnet has {got:,} parameters, expected {count:,}"
+        assert got == count, _("layer {index} of ResNet34.resnet has {got:,} parameters, expected {count:,}").format(
+            index=index, got=got, count=count
+        )
     resnet_reproduced(resnet, expected_resnet)
 
 
@@ -396,19 +461,21 @@ def gradients_reproduced(found, expected):
     """Every parameter's gradient (its norm) must be the grader's: no path of ResNet-34 cut off."""
     gradients = found["gradients"]
     missing = [name for name, norm in gradients if not norm]
-    assert not missing, f"{len(missing)} parameters got no gradient, the first {missing[0]}"
-    assert len(gradients) == len(expected["gradients"]), (
-        f"ResNet34 has {len(gradients)} parameter tensors, expected {len(expected['gradients'])}"
+    assert not missing, _("{n_missing} parameters got no gradient, the first {missing0}").format(
+        n_missing=len(missing), missing0=missing[0]
     )
+    assert len(gradients) == len(expected["gradients"]), _(
+        "ResNet34 has {n_gradients} parameter tensors, expected {expected_n_gradients}"
+    ).format(n_gradients=len(gradients), expected_n_gradients=len(expected["gradients"]))
     pairs = list(zip(gradients, expected["gradients"], strict=True))
     if {name for name, _ in gradients} == {name for name, _ in expected["gradients"]}:  # by name: any order
         norms = dict(gradients)
         pairs = [((name, norms[name]), (name, want)) for name, want in expected["gradients"]]
-    for (name, norm), (_, want) in pairs:
-        assert math.isclose(norm, want, rel_tol=1e-3, abs_tol=1e-9), (
-            f"the gradient of {name} differs from ResNet-34's with the same weights (norm {norm:.4g}, expected "
-            f"{want:.4g}): is a path detached?"
-        )
+    for (name, norm), (_unused, want) in pairs:
+        assert math.isclose(norm, want, rel_tol=1e-3, abs_tol=1e-9), _(
+            "the gradient of {name} differs from ResNet-34's with the same weights (norm {norm:.4g}, "
+            "expected {want:.4g}): is a path detached?"
+        ).format(name=name, norm=norm, want=want)
 
 
 FIT_IMAGES, FIT_STEPS = 64, 6  # a deep model on a CPU: a few full-batch steps on a few images
@@ -435,21 +502,23 @@ def test_resnet34_fits_a_few_images(submission, dataset, resnet, expected_resnet
     images, labels = dataset.train.x[index], dataset.train.y[index]
     found = submission.run(probes.resnet_fit, images, labels, FIT_STEPS)
     missing = found["no_gradient"]
-    assert not missing, f"{len(missing)} parameters got no gradient, the first {missing[0]}"
-    losses = found["losses"]
-    assert losses[-1] < losses[0], (
-        f"{FIT_STEPS} AdamW steps on {FIT_IMAGES} images took the loss from {losses[0]:.3f} to {losses[-1]:.3f}"
+    assert not missing, _("{n_missing} parameters got no gradient, the first {missing0}").format(
+        n_missing=len(missing), missing0=missing[0]
     )
+    losses = found["losses"]
+    assert losses[-1] < losses[0], _(
+        "{fit_steps} AdamW steps on {fit_images} images took the loss from {losses0:.3f} to {losses:.3f}"
+    ).format(fit_steps=FIT_STEPS, fit_images=FIT_IMAGES, losses0=losses[0], losses=losses[-1])
     model = architectures.ResNet34()  # the grader's own: it classifies the images with the trained weights itself
     problem = load_in_order(model, found["state"])
-    assert not problem, f"ResNet34: {problem}"
+    assert not problem, _("ResNet34: {problem}").format(problem=problem)
     model.train()  # a few steps cannot settle BatchNorm's running statistics: the batch's are used
     with torch.no_grad():
         predictions = model(to_float(images).expand(-1, 3, -1, -1)).argmax(1)
     accuracy = accuracy_of(predictions, labels)
     record_property("accuracy", round(accuracy, 4))
     record_property("min_accuracy", FIT_MIN_ACCURACY)
-    assert accuracy >= FIT_MIN_ACCURACY, (
-        f"after {FIT_STEPS} AdamW steps ResNet34 classifies {accuracy:.0%} of the {FIT_IMAGES} images it trained on, "
-        f"expected at least {FIT_MIN_ACCURACY:.0%}"
-    )
+    assert accuracy >= FIT_MIN_ACCURACY, _(
+        "after {fit_steps} AdamW steps ResNet34 classifies {accuracy:.0%} of the {fit_images} "
+        "images it trained on, expected at least {fit_min_accuracy:.0%}"
+    ).format(fit_steps=FIT_STEPS, accuracy=accuracy, fit_images=FIT_IMAGES, fit_min_accuracy=FIT_MIN_ACCURACY)

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grader.i18n import _
 from grader.probing import state_of, to_float
 from grader.testing import (
     architectures_for,
@@ -64,7 +65,7 @@ def replay(accumulate=False):
     net = probes.tiny_net()
     net.load_state_dict(INITIAL)
     history = {"train_losses": [], "train_metrics": [], "valid_metrics": []}
-    for _ in range(EPOCHS):
+    for _unused in range(EPOCHS):
         net.train()
         losses, correct = [], 0
         for x, y in TRAIN:
@@ -103,24 +104,28 @@ BATCHES = TRAIN_BATCHES * EPOCHS
 def follows_replay(trained):
     """The outcome every train test stands on: the final weights and statistics are the replay's."""
     final = trained["final"]
-    assert max_difference(weights(INITIAL), weights(final)) > 0, (
+    assert max_difference(weights(INITIAL), weights(final)) > 0, _(
         "the weights never changed: is backward() or optimizer.step() missing?"
     )
     if max_difference(final, replay(accumulate=True)[0]) < 1e-5:
-        pytest.fail("the update keeps the previous batches' gradients: zero_grad() is missing")
+        pytest.fail(_("the update keeps the previous batches' gradients: zero_grad() is missing"))
     difference = max_difference(final, replay()[0])
-    assert difference < 1e-4, (
-        f"the weights and BatchNorm statistics differ from SGD (lr={LR}) on the cross-entropy of model(X) against y, "
-        f"then evaluation, by up to {difference:.3g}"
-    )
+    assert difference < 1e-4, _(
+        "the weights and BatchNorm statistics differ from SGD (lr={lr}) on the cross-entropy of "
+        "model(X) against y, then evaluation, by up to {difference:.3g}"
+    ).format(lr=LR, difference=difference)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("train")
 def test_train_moves_batches_to_device(trained):
     """train: moves every batch to the device"""
-    assert trained["x_moved"] >= BATCHES, f"images X moved to the device in {trained['x_moved']} of {BATCHES} batches"
-    assert trained["y_moved"] >= BATCHES, f"labels y moved to the device in {trained['y_moved']} of {BATCHES} batches"
+    assert trained["x_moved"] >= BATCHES, _("images X moved to the device in {x_moved} of {batches} batches").format(
+        x_moved=trained["x_moved"], batches=BATCHES
+    )
+    assert trained["y_moved"] >= BATCHES, _("labels y moved to the device in {y_moved} of {batches} batches").format(
+        y_moved=trained["y_moved"], batches=BATCHES
+    )
     follows_replay(trained)
 
 
@@ -129,8 +134,10 @@ def test_train_moves_batches_to_device(trained):
 def test_train_zeroes_gradients_every_batch(trained):
     """train: zeroes the gradients at every batch"""
     count = trained["zero_grads"]
-    assert count, "zero_grad() is never called: gradients pile up from batch to batch"
-    assert count >= BATCHES, f"zero_grad() ran {count} times for {BATCHES} batches"
+    assert count, _("zero_grad() is never called: gradients pile up from batch to batch")
+    assert count >= BATCHES, _("zero_grad() ran {count} times for {batches} batches").format(
+        count=count, batches=BATCHES
+    )
     follows_replay(trained)
 
 
@@ -139,8 +146,10 @@ def test_train_zeroes_gradients_every_batch(trained):
 def test_train_steps_optimizer_every_batch(trained):
     """train: one optimizer step per batch"""
     steps = trained["steps"]
-    assert steps, "the optimizer never steps: call optimizer.step() after loss.backward()"
-    assert steps == BATCHES, f"the optimizer stepped {steps} times for {BATCHES} batches"
+    assert steps, _("the optimizer never steps: call optimizer.step() after loss.backward()")
+    assert steps == BATCHES, _("the optimizer stepped {steps} times for {batches} batches").format(
+        steps=steps, batches=BATCHES
+    )
     follows_replay(trained)
 
 
@@ -158,10 +167,10 @@ def test_train_and_eval_modes(trained):
     modes = trained["modes"]
     training = [(mode, grad) for mode, grad, size in modes if size == TRAIN_BATCH]
     validating = [(mode, grad) for mode, grad, size in modes if size == VALID_BATCH]
-    assert training, "the model never ran on train_loader"
-    assert all(mode for mode, _ in training), "some training batches ran in evaluation mode: call model.train()"
-    assert validating, "the model never ran on valid_loader: evaluate it at the end of every epoch"
-    assert not any(mode for mode, _ in validating), (
+    assert training, _("the model never ran on train_loader")
+    assert all(mode for mode, _ in training), _("some training batches ran in evaluation mode: call model.train()")
+    assert validating, _("the model never ran on valid_loader: evaluate it at the end of every epoch")
+    assert not any(mode for mode, _ in validating), _(
         "the model ran valid_loader in training mode: BatchNorm used each batch's statistics (call model.eval())"
     )
     follows_replay(trained)  # the running statistics move in training mode only
@@ -172,21 +181,23 @@ def test_train_and_eval_modes(trained):
 def test_train_history(trained):
     """train: the history of losses and metrics, one entry per epoch"""
     history = trained["history"]
-    assert isinstance(history, dict), f"train returned {history}, expected the history dict"
-    _, expected = replay()
+    assert isinstance(history, dict), _("train returned {history}, expected the history dict").format(history=history)
+    _unused, expected = replay()
     for key, values in expected.items():
         got = history.get(key)
         numbers = isinstance(got, list) and all(isinstance(v, (int, float, torch.Tensor)) for v in got)
-        assert numbers and len(got) == EPOCHS, f"history[{key!r}] is {got}, expected {EPOCHS} numbers"
+        assert numbers and len(got) == EPOCHS, _("history[{key!r}] is {got}, expected {epochs} numbers").format(
+            key=key, got=got, epochs=EPOCHS
+        )
         for epoch, (value, want) in enumerate(zip(got, values, strict=True)):
             hint = {
                 "train_losses": "the mean of the epoch's batch losses",
                 "train_metrics": "the metric over the epoch's training batches (reset it at the start of each epoch)",
                 "valid_metrics": "evaluate_tm on valid_loader",
             }[key]
-            assert math.isclose(float(value), want, abs_tol=1e-4), (
-                f"history[{key!r}][{epoch}] is {float(value):.4f}, expected {want:.4f}: {hint}"
-            )
+            assert math.isclose(float(value), want, abs_tol=1e-4), _(
+                "history[{key!r}][{epoch}] is {value:.4f}, expected {want:.4f}: {hint}"
+            ).format(key=key, epoch=epoch, value=float(value), want=want, hint=hint)
 
 
 # --- evaluate_tm ------------------------------------------------------------------------------
@@ -230,15 +241,17 @@ def value_matches(evaluated):
     total = sum(len(y) for _, y in EVAL_BATCHES)
     got = evaluated["value"]
     if math.isclose(got, correct / (total + len(STALE)), abs_tol=1e-6):
-        pytest.fail("evaluate_tm counted the metric's earlier updates: call metric.reset() first")
-    assert math.isclose(got, correct / total, abs_tol=1e-6), (
-        f"evaluate_tm returned {got:.4f}, expected {correct}/{total} = {correct / total:.4f}"
-    )
+        pytest.fail(_("evaluate_tm counted the metric's earlier updates: call metric.reset() first"))
+    assert math.isclose(got, correct / total, abs_tol=1e-6), _(
+        "evaluate_tm returned {got:.4f}, expected {correct}/{total} = {correct2:.4f}"
+    ).format(got=got, correct=correct, total=total, correct2=correct / total)
 
 
 def state_kept(evaluated):
     difference = max_difference(evaluated["after"], EVAL_STATE)
-    assert difference == 0, f"evaluate_tm changed the model's weights or statistics by up to {difference:.3g}"
+    assert difference == 0, _("evaluate_tm changed the model's weights or statistics by up to {difference:.3g}").format(
+        difference=difference
+    )
 
 
 @pytest.mark.points(3)
@@ -246,10 +259,10 @@ def state_kept(evaluated):
 def test_evaluate_uses_eval_mode(evaluated):
     """evaluate_tm: evaluation mode, so BatchNorm uses and keeps its running statistics"""
     modes = evaluated["modes"]
-    assert modes, "evaluate_tm never ran the model"
-    assert not any(mode for mode, _, _ in modes), (
-        "evaluate_tm ran the model in training mode: BatchNorm normalized with each batch's statistics "
-        "and moved its running statistics (call model.eval())"
+    assert modes, _("evaluate_tm never ran the model")
+    assert not any(mode for mode, _, _ in modes), _(
+        "evaluate_tm ran the model in training mode: BatchNorm normalized with each batch's "
+        "statistics and moved its running statistics (call model.eval())"
     )
     state_kept(evaluated)
     value_matches(evaluated)
@@ -260,8 +273,10 @@ def test_evaluate_uses_eval_mode(evaluated):
 def test_evaluate_without_gradients(evaluated):
     """evaluate_tm: no gradients (torch.no_grad())"""
     modes = evaluated["modes"]
-    assert modes, "evaluate_tm never ran the model"
-    assert not any(grad for _, grad, _ in modes), "evaluate_tm records gradients: run the model under torch.no_grad()"
+    assert modes, _("evaluate_tm never ran the model")
+    assert not any(grad for _, grad, _ in modes), _(
+        "evaluate_tm records gradients: run the model under torch.no_grad()"
+    )
     state_kept(evaluated)
     value_matches(evaluated)
 
@@ -282,7 +297,7 @@ MODELS = {"BatchNormCNN": "BatchNormCNN(10)", "fashion_cnn": "fashion_cnn()"}  #
 def trained_model(budget, state):
     """The grader's own copy of the profile's CNN with the trained weights, or what does not fit."""
     if not isinstance(state, dict):
-        return None, "the trained weights did not come back"
+        return None, _("the trained weights did not come back")
     if budget["model"] == "fashion_cnn":
         model = architectures.fashion_cnn()
         return model, load_in_order(model, state.get("model"))
@@ -300,19 +315,26 @@ def trained_model(budget, state):
 def test_trained_accuracy(submission, profile, dataset, record_property):
     """train: trained test accuracy (quick: BatchNormCNN on MNIST 5k; full: fashion_cnn on Fashion-MNIST)"""
     budget = profile.budget
-    assert budget["model"] in MODELS, f"the profile names an unknown model {budget['model']!r}"
+    assert budget["model"] in MODELS, _("the profile names an unknown model {model!r}").format(model=budget["model"])
     # the validation images: drawn for this grading (the classes of a split may come sorted)
     valid_index = torch.randperm(len(dataset.train.y), generator=generator("validation split"))[: budget["val_size"]]
     state = submission.run(probes.train_cnn, dataset.train.x, dataset.train.y, valid_index, budget)
     model, problem = trained_model(budget, state)  # the grader's own: it scores images no sandbox sees
-    assert not problem, f"{MODELS[budget['model']]}: {problem}"
+    assert not problem, _("{models}: {problem}").format(models=MODELS[budget["model"]], problem=problem)
     device = profile.device if profile.device == "cpu" or torch.cuda.is_available() else "cpu"
     model.to(device)
     accuracy = evaluate(model, to_float(dataset.test.x).to(device), dataset.test.y.to(device))
     record_property("accuracy", round(accuracy, 4))
     record_property("min_accuracy", profile.min_accuracy)
-    assert accuracy >= profile.min_accuracy, (
-        f"{MODELS[budget['model']]} reached {accuracy:.1%} test accuracy, below the {profile.min_accuracy:.0%} "
-        f"required ({budget['epochs']} epochs of batch {budget['batch_size']}, AdamW lr {budget['lr']}, "
-        f"on {dataset.name})"
+    assert accuracy >= profile.min_accuracy, _(
+        "{models} reached {accuracy:.1%} test accuracy, below the {min_accuracy:.0%} required "
+        "({epochs} epochs of batch {batch_size}, AdamW lr {lr}, on {name})"
+    ).format(
+        models=MODELS[budget["model"]],
+        accuracy=accuracy,
+        min_accuracy=profile.min_accuracy,
+        epochs=budget["epochs"],
+        batch_size=budget["batch_size"],
+        lr=budget["lr"],
+        name=dataset.name,
     )

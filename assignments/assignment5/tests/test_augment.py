@@ -22,6 +22,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 
 from grader.data import sample_photos
+from grader.i18n import _
 from grader.testing import generator, probes_for
 
 probes = probes_for(__file__)
@@ -101,23 +102,29 @@ def _value(data):
         return _TYPES[data["type"]]
     if "dict" in data:
         return {_value(k): _value(v) for k, v in data["dict"]}
-    raise NotReplayable(f"an argument the grader cannot rebuild ({data.get('unknown', data)})")
+    raise NotReplayable(
+        _("an argument the grader cannot rebuild ({unknown})").format(unknown=data.get("unknown", data))
+    )
 
 
 def rebuild(steps):
     """The grader's own copy of a described transform, from torchvision's classes only."""
-    module, _, name = str(steps.get("class", "")).rpartition(".")
+    module, _unused, name = str(steps.get("class", "")).rpartition(".")
     in_torchvision = module == "torchvision.transforms" or module.startswith("torchvision.transforms.")
     cls = getattr(sys.modules.get(module), name, None) if in_torchvision and not name.startswith("_") else None
     if not isinstance(cls, type):
-        raise NotReplayable(f"{name or steps.get('class')} is not one of torchvision's transforms")
+        raise NotReplayable(
+            _("{value} is not one of torchvision's transforms").format(value=name or steps.get("class"))
+        )
     args = {key: _value(value) for key, value in steps["args"].items()}
     if name == "ImageClassification":  # the weights' preset keeps its sizes as one-item lists
         args = {key: value[0] if key in ("crop_size", "resize_size") else value for key, value in args.items()}
     try:
         return cls(**args)
     except Exception as exc:
-        raise NotReplayable(f"{name} cannot be rebuilt from its arguments ({exc})") from None
+        raise NotReplayable(
+            _("{name} cannot be rebuilt from its arguments ({exc})").format(name=name, exc=exc)
+        ) from None
 
 
 def step_list(transform):
@@ -162,11 +169,13 @@ def reproduces(got, replayed):
     expected = probes.summary(replayed)
     for key in ("type", "shape", "dtype"):
         if got.get(key) != expected.get(key):
-            return f"its {key} is {got.get(key)}, the replay's {expected.get(key)}"
+            return _("its {key} is {get}, the replay's {get2}").format(
+                key=key, get=got.get(key), get2=expected.get(key)
+            )
     if "thumb" in expected:
         gap = (got["thumb"] - expected["thumb"]).abs().max().item() if "thumb" in got else float("inf")
         if not gap <= MAX_REPLAY_GAP:
-            return f"its values differ from the replay's by up to {gap:.3g}"
+            return _("its values differ from the replay's by up to {gap:.3g}").format(gap=gap)
     return ""
 
 
@@ -176,7 +185,11 @@ def replayed(what, steps, images, seeds_used, outputs):
     try:
         transform = rebuild(steps)
     except NotReplayable as exc:
-        return None, None, f"{what} holds a step the grader cannot rebuild to replay it: {exc}"
+        return (
+            None,
+            None,
+            _("{what} holds a step the grader cannot rebuild to replay it: {exc}").format(what=what, exc=exc),
+        )
     replays = []
     for image, row in zip(images, outputs, strict=True):
         replays.append([])
@@ -184,7 +197,13 @@ def replayed(what, steps, images, seeds_used, outputs):
             try:
                 again = replay(transform, image, seed)
             except Exception as exc:
-                return transform, None, f"{what}'s steps, rebuilt by the grader, fail: {probes._first_line(exc)}"
+                return (
+                    transform,
+                    None,
+                    _("{what}'s steps, rebuilt by the grader, fail: {first_line}").format(
+                        what=what, first_line=probes._first_line(exc)
+                    ),
+                )
             difference = reproduces(got, again)
             if difference:
                 names = ", ".join(described_names(steps)[1:]) or described_names(steps)[0]
@@ -192,8 +211,10 @@ def replayed(what, steps, images, seeds_used, outputs):
                     transform,
                     None,
                     (
-                        f"{what} does not give what its own steps ({names}) give when the grader replays "
-                        f"them under the same seed: {difference}"
+                        _(
+                            "{what} does not give what its own steps ({names}) give when the grader replays them under "
+                            "the same seed: {difference}"
+                        ).format(what=what, names=names, difference=difference)
                     ),
                 )
             replays[-1].append(again)
@@ -222,15 +243,24 @@ def test_eval_transform_is_the_weights_own(evaluated, weights):
     """eval_transform: the weights' own preprocessing"""
     got = evaluated[weights]
     expected = WEIGHTS[weights].transforms()(EVAL_IMAGES)
-    assert list(got.shape) == list(expected.shape), (
-        f"eval_transform({weights}) gives {list(got.shape)} for the photos, expected {list(expected.shape)}"
+    assert list(got.shape) == list(expected.shape), _(
+        "eval_transform({weights}) gives {shape} for the photos, expected {expected_shape}"
+    ).format(weights=weights, shape=list(got.shape), expected_shape=list(expected.shape))
+    assert got.dtype == torch.float32, _("eval_transform({weights}) gives {dtype}, expected torch.float32").format(
+        weights=weights, dtype=got.dtype
     )
-    assert got.dtype == torch.float32, f"eval_transform({weights}) gives {got.dtype}, expected torch.float32"
     gap = mean_gap(got, expected)
     preset = WEIGHTS[weights].transforms()
-    assert gap < MAX_MEAN_GAP, (
-        f"eval_transform({weights}) differs from the weights' transforms() by {gap:.3f} on average: they resize to "
-        f"{preset.resize_size[0]}, crop {preset.crop_size[0]} and normalize with mean {preset.mean}, std {preset.std}"
+    assert gap < MAX_MEAN_GAP, _(
+        "eval_transform({weights}) differs from the weights' transforms() by {gap:.3f} on average: "
+        "they resize to {resize_size0}, crop {crop_size0} and normalize with mean {mean}, std {std}"
+    ).format(
+        weights=weights,
+        gap=gap,
+        resize_size0=preset.resize_size[0],
+        crop_size0=preset.crop_size[0],
+        mean=preset.mean,
+        std=preset.std,
     )
 
 
@@ -256,17 +286,19 @@ def check_replayed(augmented):
 @pytest.mark.task("train_transform")
 def test_train_transform_augments(augmented):
     """train_transform: a float 3x224x224 image, different at every draw"""
-    for first, _ in augmented["draws"]:
-        assert first.get("shape") == [3, CROP, CROP], (
-            f"train_transform gives {first.get('shape', first['type'])}, expected [3, 224, 224]"
+    for first, _unused in augmented["draws"]:
+        assert first.get("shape") == [3, CROP, CROP], _("train_transform gives {shape}, expected [3, 224, 224]").format(
+            shape=first.get("shape", first["type"])
         )
-        assert first["dtype"] == "float32", f"train_transform gives torch.{first['dtype']}, expected torch.float32"
+        assert first["dtype"] == "float32", _("train_transform gives torch.{dtype}, expected torch.float32").format(
+            dtype=first["dtype"]
+        )
     check_replayed(augmented)
     for index, (first, second) in enumerate(augmented["replays"]):
         assert list(first.shape) == [3, CROP, CROP] and first.dtype == torch.float32
-        assert not torch.equal(first, second), (
-            f"two draws of train_transform on photo {index} are identical: it does not augment"
-        )
+        assert not torch.equal(first, second), _(
+            "two draws of train_transform on photo {index} are identical: it does not augment"
+        ).format(index=index)
 
 
 @pytest.mark.points(2)
@@ -278,7 +310,9 @@ def test_train_transform_has_the_augmentations(augmented):
             check_replayed(augmented)
             steps = [step["name"] for step in step_list(augmented["transform"])]
         for what, classes in AUGMENTATIONS.items():
-            assert any(name in classes for name in steps), f"train_transform has no {what} ({' or '.join(classes)})"
+            assert any(name in classes for name in steps), _("train_transform has no {what} ({join})").format(
+                what=what, join=" or ".join(classes)
+            )
 
 
 @pytest.mark.points(2)
@@ -288,12 +322,12 @@ def test_train_transform_normalizes_like_the_weights(augmented):
     check_replayed(augmented)
     preset = WEIGHTS["ResNet18_Weights"].transforms()
     normalizations = [step for step in step_list(augmented["transform"]) if step["mean"] is not None]
-    assert normalizations, "train_transform never normalizes: end it with v2.Normalize and the weights' mean and std"
+    assert normalizations, _("train_transform never normalizes: end it with v2.Normalize and the weights' mean and std")
     for step in normalizations:
-        assert step["mean"] == pytest.approx(preset.mean) and step["std"] == pytest.approx(preset.std), (
-            f"train_transform normalizes with mean {step['mean']}, std {step['std']}: the pretrained weights expect "
-            f"mean {preset.mean}, std {preset.std}"
-        )
+        assert step["mean"] == pytest.approx(preset.mean) and step["std"] == pytest.approx(preset.std), _(
+            "train_transform normalizes with mean {mean}, std {std}: the pretrained weights expect "
+            "mean {mean2}, std {std2}"
+        ).format(mean=step["mean"], std=step["std"], mean2=preset.mean, std2=preset.std)
 
 
 # --- split_transforms ------------------------------------------------------------------------------
@@ -312,35 +346,39 @@ def splits(submission):
 @pytest.mark.task("split_transforms", "eval_transform", "train_transform")
 def test_only_the_training_split_is_augmented(splits):
     """split_transforms: augmentation on train only; valid and test get the weights' own preprocessing"""
-    assert "type" not in splits, f"split_transforms returns a {splits.get('type')}, expected a dict"
-    assert sorted(splits) == ["test", "train", "valid"], (
-        f"split_transforms gives {sorted(splits)}, expected train, valid, test"
-    )
+    assert "type" not in splits, _("split_transforms returns a {type}, expected a dict").format(type=splits.get("type"))
+    assert sorted(splits) == ["test", "train", "valid"], _(
+        "split_transforms gives {splits}, expected train, valid, test"
+    ).format(splits=sorted(splits))
     expected = WEIGHTS["ResNet18_Weights"].transforms()(SPLIT_IMAGES)
     for split in ("valid", "test"):
         first, second = splits[split]["outputs"]
         if "thumb" in first and "thumb" in second:
-            assert torch.equal(first["thumb"], second["thumb"]), (
-                f"the {split} transform gives two different results for the same photos: "
-                "augmentation must stay on the training split"
-            )
+            assert torch.equal(first["thumb"], second["thumb"]), _(
+                "the {split} transform gives two different results for the same photos: augmentation must "
+                "stay on the training split"
+            ).format(split=split)
     replays = {}
     for split, got in splits.items():
-        what = f"the {split} transform"
-        _, again, problem = replayed(what, got["steps"], [SPLIT_IMAGES], SPLIT_SEEDS, [got["outputs"]])
+        what = _("the {split} transform").format(split=split)
+        _unused, again, problem = replayed(what, got["steps"], [SPLIT_IMAGES], SPLIT_SEEDS, [got["outputs"]])
         assert not problem, problem
         replays[split] = again[0]
     for split in ("valid", "test"):
         first, second = replays[split]
-        assert torch.equal(first, second), (
-            f"the {split} transform gives two different results for the same photos: "
-            "augmentation must stay on the training split"
+        assert torch.equal(first, second), _(
+            "the {split} transform gives two different results for the same photos: augmentation must "
+            "stay on the training split"
+        ).format(split=split)
+        assert list(first.shape) == list(expected.shape), _("the {split} transform gives {shape}").format(
+            split=split, shape=list(first.shape)
         )
-        assert list(first.shape) == list(expected.shape), f"the {split} transform gives {list(first.shape)}"
         gap = mean_gap(first, expected)
-        assert gap < MAX_MEAN_GAP, f"the {split} transform differs from the weights' own by {gap:.3f} on average"
+        assert gap < MAX_MEAN_GAP, _(
+            "the {split} transform differs from the weights' own by {gap:.3f} on average"
+        ).format(split=split, gap=gap)
     first, second = replays["train"]
-    assert not torch.equal(first, second), "the train transform gives the same result twice: it does not augment"
+    assert not torch.equal(first, second), _("the train transform gives the same result twice: it does not augment")
 
 
 # --- BoxedImages ----------------------------------------------------------------------------------
@@ -352,7 +390,7 @@ def box_inputs():
     rng = generator("box inputs")
     height, width = photos.shape[-2:]
     boxes = []
-    for _ in photos:
+    for _unused in photos:
         w, h = (torch.rand(2, generator=rng) * 0.4 + 0.3).tolist()
         cx, cy = (torch.rand(2, generator=rng) * torch.tensor([1 - w, 1 - h]) + torch.tensor([w, h]) / 2).tolist()
         boxes.append([cx * width, cy * height, w * width, h * height])
@@ -393,25 +431,32 @@ def test_box_moves_with_its_image(boxed):
     for item in boxed:
         index = item["index"]
         label = int(BOX_LABELS[index])
-        assert item["label"] == label, f"item {index} has label {item['label']!r}, expected {label}"
-        assert item["image"] is not None, f"item {index}'s image is not a tensor"
-        assert list(item["image"].shape) == [3, size, size], (
-            f"item {index}'s image is {list(item['image'].shape)}, expected the transform's [3, {size}, {size}]"
+        assert item["label"] == label, _("item {index} has label {label!r}, expected {expected_label}").format(
+            index=index, label=item["label"], expected_label=label
         )
-        assert item["box"] is not None, f"item {index}'s bbox is a {item['box_type']}, not a tv_tensors.BoundingBoxes"
-        assert item["canvas"] == [size, size], (
-            f"item {index}'s box lies on a {item['canvas']} canvas, expected its transformed image's [{size}, {size}]"
+        assert item["image"] is not None, _("item {index}'s image is not a tensor").format(index=index)
+        assert list(item["image"].shape) == [3, size, size], _(
+            "item {index}'s image is {shape}, expected the transform's [3, {size}, {size}]"
+        ).format(index=index, shape=list(item["image"].shape), size=size)
+        assert item["box"] is not None, _("item {index}'s bbox is a {box_type}, not a tv_tensors.BoundingBoxes").format(
+            index=index, box_type=item["box_type"]
         )
+        assert item["canvas"] == [size, size], _(
+            "item {index}'s box lies on a {canvas} canvas, expected its transformed image's [{size}, {size}]"
+        ).format(index=index, canvas=item["canvas"], size=size)
         image, box = expected_item(index, item["seed"])
         image_gap = (item["image"].double() - image.double()).abs().max().item()
-        assert image_gap <= 1, (
-            f"item {index}'s image is not the transform of its photo (off by up to {image_gap:.3g}): "
+        assert image_gap <= 1, _(
+            "item {index}'s image is not the transform of its photo (off by up to {image_gap:.3g}): "
             "call the transform once per item, on the image and its box together"
-        )
+        ).format(index=index, image_gap=image_gap)
         box_gap = (item["box"].double() - box.double()).abs().max().item() if item["box"].shape == box.shape else None
-        assert box_gap is not None and box_gap <= MAX_BOX_GAP, (
-            f"item {index}'s box is not where the transform puts it with its image "
-            f"({[round(v, 1) for v in item['box'].flatten().tolist()]}, expected "
-            f"{[round(v, 1) for v in box.flatten().tolist()]}): transform the image and its box in one call, "
-            "so they get the same random flip, rotation and crop"
+        assert box_gap is not None and box_gap <= MAX_BOX_GAP, _(
+            "item {index}'s box is not where the transform puts it with its image ({value}, expected "
+            "{expected_value}): transform the image and its box in one call, so they get the same "
+            "random flip, rotation and crop"
+        ).format(
+            index=index,
+            value=[round(v, 1) for v in item["box"].flatten().tolist()],
+            expected_value=[round(v, 1) for v in box.flatten().tolist()],
         )

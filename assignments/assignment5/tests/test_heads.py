@@ -22,6 +22,7 @@ import torch
 import torchvision
 from torch import nn
 
+from grader.i18n import _
 from grader.probing import state_of
 from grader.testing import derived_seed, generator, load_in_order, probes_for
 
@@ -59,7 +60,9 @@ def listing(names, limit=3):
     """A few names for a message: 'a, b, c and 12 more'."""
     names = list(names)
     shown = ", ".join(names[:limit])
-    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
+    return (
+        _("{shown} and {n_names} more").format(shown=shown, n_names=len(names) - limit) if len(names) > limit else shown
+    )
 
 
 def trained_names(names, variant):
@@ -94,7 +97,9 @@ def grader_resnet(head):
     model = probes.seeded_resnet18(RESNET_SEED)
     model.fc = nn.Linear(FEATURES, CIFAR_CLASSES)
     problem = load_in_order(model.fc, head)
-    return model, problem and f"the new fc's weights do not fit a Linear(512, {CIFAR_CLASSES}): {problem}"
+    return model, problem and _("the new fc's weights do not fit a Linear(512, {cifar_classes}): {problem}").format(
+        cifar_classes=CIFAR_CLASSES, problem=problem
+    )
 
 
 @cache
@@ -113,24 +118,31 @@ def test_resnet_head(submission):
     """replace_resnet_head: ResNet-18's fc becomes Linear(512, 10)"""
     got = submission.run(probes.resnet_head, RESNET_SEED, HEAD_X, HEAD_WEIGHT, HEAD_BIAS)
     fc = got["fc"]
-    assert fc["type"] == "Linear", f"model.fc is a {fc['type']}, expected a new nn.Linear"
-    assert fc["in"] == FEATURES, (
-        f"the new fc takes {fc['in']} features, expected ResNet-18's 512 (model.fc.in_features)"
+    assert fc["type"] == "Linear", _("model.fc is a {type}, expected a new nn.Linear").format(type=fc["type"])
+    assert fc["in"] == FEATURES, _(
+        "the new fc takes {in_features} features, expected ResNet-18's 512 (model.fc.in_features)"
+    ).format(in_features=fc["in"])
+    assert fc["out"] == CIFAR_CLASSES, _(
+        "the new fc has {out} outputs, expected one per class: {cifar_classes}"
+    ).format(out=fc["out"], cifar_classes=CIFAR_CLASSES)
+    assert got["returned_is_fc"], _("replace_resnet_head must return the new head, the module now at model.fc")
+    assert not got["loaded"], _("the returned head does not take a Linear(512, 10)'s weights: {loaded}").format(
+        loaded=got["loaded"]
     )
-    assert fc["out"] == CIFAR_CLASSES, f"the new fc has {fc['out']} outputs, expected one per class: {CIFAR_CLASSES}"
-    assert got["returned_is_fc"], "replace_resnet_head must return the new head, the module now at model.fc"
-    assert not got["loaded"], f"the returned head does not take a Linear(512, 10)'s weights: {got['loaded']}"
     output = got["output"]
-    assert list(output.shape) == [2, CIFAR_CLASSES], f"the model's output is {list(output.shape)}, expected [2, 10]"
-    model, _ = grader_resnet({"weight": HEAD_WEIGHT, "bias": HEAD_BIAS})
+    assert list(output.shape) == [2, CIFAR_CLASSES], _("the model's output is {shape}, expected [2, 10]").format(
+        shape=list(output.shape)
+    )
+    model, _unused = grader_resnet({"weight": HEAD_WEIGHT, "bias": HEAD_BIAS})
     model.eval()
     with OneThread(), torch.no_grad():
         expected = model(HEAD_X)
     gap = (output.double() - expected.double()).abs().max().item()
-    assert gap <= 1e-4 * (1 + expected.abs().max().item()), (
-        f"with the grader's weights in the returned head, the model's output is not ResNet-18's features through "
-        f"that head (off by up to {gap:.3g}): replace only model.fc, by the head you return"
-    )
+    assert gap <= 1e-4 * (1 + expected.abs().max().item()), _(
+        "with the grader's weights in the returned head, the model's output is not ResNet-18's "
+        "features through that head (off by up to {gap:.3g}): replace only model.fc, by the head "
+        "you return"
+    ).format(gap=gap)
 
 
 # --- prepare_resnet: what requires gradients, what the optimizer holds ----------------------------
@@ -178,21 +190,23 @@ def recomputed(variants):
 def check_gradients(variants, recomputed, variant):
     """The outcome of the freezing: one backward pass gives exactly the grader's gradients."""
     got = variants[variant]
-    expected, _, problem = recomputed(variant)
+    expected, _unused, problem = recomputed(variant)
     assert not problem, problem
-    assert "error" not in got, f"the model fails after prepare_resnet: {got.get('error')}"
+    assert "error" not in got, _("the model fails after prepare_resnet: {error}").format(error=got.get("error"))
     missing = [name for name in expected if name not in got["grads"]]
-    assert not missing, f"one backward pass in {variant} computes no gradient for {listing(missing)}: they are frozen"
+    assert not missing, _("one backward pass in {variant} computes no gradient for {listing}: they are frozen").format(
+        variant=variant, listing=listing(missing)
+    )
     extra = [name for name in got["grads"] if name not in expected]
-    assert not extra, (
-        f"one backward pass in {variant} computes gradients for {len(extra)} parameters that {variant} freezes: "
-        f"{listing(extra)}"
-    )
+    assert not extra, _(
+        "one backward pass in {variant} computes gradients for {n_extra} parameters that {variant} freezes: {listing}"
+    ).format(variant=variant, n_extra=len(extra), listing=listing(extra))
     wrong = differing(got["grads"], expected)
-    assert not wrong, (
-        f"one backward pass in {variant} gives gradients that differ from the grader's for {listing(wrong)}: "
-        "prepare_resnet must change nothing but the head and which parameters require gradients"
-    )
+    assert not wrong, _(
+        "one backward pass in {variant} gives gradients that differ from the grader's for "
+        "{listing}: prepare_resnet must change nothing but the head and which parameters require "
+        "gradients"
+    ).format(variant=variant, listing=listing(wrong))
 
 
 @pytest.mark.points(6)
@@ -202,21 +216,27 @@ def test_trainable_parameters(variants, recomputed, variant):
     """prepare_resnet: which parameters require gradients"""
     parameters = variants[variant]["parameters"]
     expected_sizes = expected_resnet()
-    assert set(parameters) == set(expected_sizes), (
-        f"the model's parameters are not ResNet-18's: {listing(set(parameters) ^ set(expected_sizes))}"
+    assert set(parameters) == set(expected_sizes), _("the model's parameters are not ResNet-18's: {listing}").format(
+        listing=listing(set(parameters) ^ set(expected_sizes))
     )
     expected = trained_names(expected_sizes, variant)
     trainable = {name for name, trains in parameters.items() if trains}
     frozen_head = sorted(name for name in expected - trainable if name.startswith("fc."))
-    assert not frozen_head, f"the new head is frozen in {variant} ({listing(frozen_head)}): it would stay random"
+    assert not frozen_head, _("the new head is frozen in {variant} ({listing}): it would stay random").format(
+        variant=variant, listing=listing(frozen_head)
+    )
     missing = sorted(expected - trainable)
-    assert not missing, (
-        f"{listing(missing)} should learn in {variant} but are frozen ({variant} trains {TRAINED[variant]})"
+    assert not missing, _("{listing} should learn in {variant} but are frozen ({variant} trains {trained})").format(
+        listing=listing(missing), variant=variant, trained=TRAINED[variant]
     )
     extra = sorted(trainable - expected)
-    assert not extra, f"{len(extra)} parameters that {variant} freezes still require gradients: {listing(extra)}"
+    assert not extra, _("{n_extra} parameters that {variant} freezes still require gradients: {listing}").format(
+        n_extra=len(extra), variant=variant, listing=listing(extra)
+    )
     count, total = sum(expected_sizes[n] for n in trainable), sum(expected_sizes[n] for n in expected)
-    assert count == total, f"{count:,} trainable parameters in {variant}, expected {total:,}"
+    assert count == total, _("{count:,} trainable parameters in {variant}, expected {total:,}").format(
+        count=count, variant=variant, total=total
+    )
     check_gradients(variants, recomputed, variant)
 
 
@@ -228,28 +248,32 @@ def test_optimizer_holds_exactly_the_trainable_parameters(variants, recomputed, 
     got = variants[variant]
     held = got["held"]
     outside = [name for name in held if name.startswith(("old ", "a tensor"))]
-    assert not outside, (
-        f"the optimizer holds tensors that are no longer in the model ({listing(outside)}): "
-        "it was built before the head was replaced, and never updates the new one"
-    )
-    assert len(held) == len(set(held)), "the optimizer holds some parameters twice"
+    assert not outside, _(
+        "the optimizer holds tensors that are no longer in the model ({listing}): it was built "
+        "before the head was replaced, and never updates the new one"
+    ).format(listing=listing(outside))
+    assert len(held) == len(set(held)), _("the optimizer holds some parameters twice")
     trainable = {name for name, trains in got["parameters"].items() if trains}
     frozen = [name for name in held if name not in trainable]
-    assert not frozen, (
-        f"in {variant} the optimizer holds {len(frozen)} frozen parameters ({listing(frozen)}): "
-        "give it only those that require gradients"
-    )
+    assert not frozen, _(
+        "in {variant} the optimizer holds {n_frozen} frozen parameters ({listing}): give it only "
+        "those that require gradients"
+    ).format(variant=variant, n_frozen=len(frozen), listing=listing(frozen))
     missing = sorted(trainable - set(held))
-    assert not missing, f"in {variant} the optimizer misses trainable parameters: {listing(missing)}"
-    assert all(lr == LR for lr in got["lrs"]), f"the optimizer's learning rate is {got['lrs']}, expected lr = {LR}"
-    _, expected, problem = recomputed(variant)
-    assert not problem, problem
-    assert "error" not in got, f"the model fails after prepare_resnet: {got.get('error')}"
-    wrong = differing(got["stepped"], expected)
-    assert not wrong, (
-        f"one step of the optimizer prepare_resnet returned does not give AdamW's (lr={LR}) on exactly the "
-        f"parameters {variant} trains: {listing(wrong)} differ"
+    assert not missing, _("in {variant} the optimizer misses trainable parameters: {listing}").format(
+        variant=variant, listing=listing(missing)
     )
+    assert all(lr == LR for lr in got["lrs"]), _("the optimizer's learning rate is {lrs}, expected lr = {lr}").format(
+        lrs=got["lrs"], lr=LR
+    )
+    _unused, expected, problem = recomputed(variant)
+    assert not problem, problem
+    assert "error" not in got, _("the model fails after prepare_resnet: {error}").format(error=got.get("error"))
+    wrong = differing(got["stepped"], expected)
+    assert not wrong, _(
+        "one step of the optimizer prepare_resnet returned does not give AdamW's (lr={lr}) on "
+        "exactly the parameters {variant} trains: {listing} differ"
+    ).format(lr=LR, variant=variant, listing=listing(wrong))
 
 
 # --- prepare_resnet + train: one step ----------------------------------------------------------------
@@ -305,11 +329,12 @@ def check_step(stepped, step_recomputed, variant, statistics):
     wrong = differing(
         {k: v for k, v in got["final"].items() if k.endswith(STATISTICS) == statistics}, {k: expected[k] for k in names}
     )
-    what = "the BatchNorm statistics " if statistics else ""
-    assert not wrong, (
-        f"after prepare_resnet and one step of train in {variant}, {what}{listing(wrong)} differ from the grader's "
-        f"(AdamW, lr={LR}, on the parameters {variant} trains; frozen BatchNorm layers in evaluation mode)"
-    )
+    what = _("the BatchNorm statistics ") if statistics else ""
+    assert not wrong, _(
+        "after prepare_resnet and one step of train in {variant}, {what}{listing} differ from the "
+        "grader's (AdamW, lr={lr}, on the parameters {variant} trains; frozen BatchNorm layers in "
+        "evaluation mode)"
+    ).format(variant=variant, what=what, listing=listing(wrong), lr=LR)
 
 
 @pytest.mark.points(4)
@@ -319,16 +344,16 @@ def test_one_step_moves_only_the_trainable_parameters(stepped, step_recomputed, 
     """prepare_resnet + train: one real step moves the head, never a frozen weight"""
     moved = stepped[variant]["moved"]
     frozen_moved = [name for name in moved if not name.startswith(TRAINED[variant])]
-    assert not frozen_moved, (
-        f"one training step in {variant} changed {len(frozen_moved)} weights that {variant} freezes "
-        f"({listing(frozen_moved)}): frozen weights must stay bit-identical"
-    )
+    assert not frozen_moved, _(
+        "one training step in {variant} changed {n_frozen_moved} weights that {variant} freezes "
+        "({listing}): frozen weights must stay bit-identical"
+    ).format(variant=variant, n_frozen_moved=len(frozen_moved), listing=listing(frozen_moved))
     still = [name for name in ("fc.weight", "fc.bias") if name not in moved]
-    assert not still, (
-        f"one training step in {variant} left the new head unchanged ({listing(still)}): is it in the optimizer?"
-    )
+    assert not still, _(
+        "one training step in {variant} left the new head unchanged ({listing}): is it in the optimizer?"
+    ).format(variant=variant, listing=listing(still))
     if variant == "last_layers":
-        assert any(name.startswith("layer4.") for name in moved), (
+        assert any(name.startswith("layer4.") for name in moved), _(
             "one training step in last_layers left layer4 unchanged"
         )
     check_step(stepped, step_recomputed, variant, statistics=False)
@@ -341,15 +366,15 @@ def test_frozen_batchnorm_keeps_its_statistics(stepped, step_recomputed, variant
     """train: frozen BatchNorm layers keep their running statistics; trainable ones update them"""
     buffers = stepped[variant]["buffers"]  # every BatchNorm statistic: did one step change it?
     drifted = [name for name, changed in buffers.items() if changed and not name.startswith(TRAINED[variant])]
-    assert not drifted, (
-        f"one training step in {variant} changed the running statistics of frozen BatchNorm layers "
-        f"({listing(drifted)}): keep frozen BatchNorm layers in eval mode while training"
-    )
+    assert not drifted, _(
+        "one training step in {variant} changed the running statistics of frozen BatchNorm layers "
+        "({listing}): keep frozen BatchNorm layers in eval mode while training"
+    ).format(variant=variant, listing=listing(drifted))
     kept = [name for name, changed in buffers.items() if not changed and name.startswith(TRAINED[variant])]
-    assert not kept, (
-        f"trainable BatchNorm layers kept their running statistics in {variant} ({listing(kept)}): "
-        "only frozen ones stay in eval mode"
-    )
+    assert not kept, _(
+        "trainable BatchNorm layers kept their running statistics in {variant} ({listing}): only "
+        "frozen ones stay in eval mode"
+    ).format(variant=variant, listing=listing(kept))
     check_step(stepped, step_recomputed, variant, statistics=True)
 
 
@@ -419,28 +444,34 @@ def close(a, b, tolerance=TOLERANCE):
 def test_convnext_head(convnext):
     """replace_convnext_head: ConvNeXt-Base's classifier[2] becomes Linear(1024, 102)"""
     layers = [layer["type"] for layer in convnext["classifier"]]
-    assert layers == ["LayerNorm2d", "Flatten", "Linear"], (
-        f"the classifier is {layers}, expected ['LayerNorm2d', 'Flatten', 'Linear']: replace classifier[2] only"
-    )
+    assert layers == ["LayerNorm2d", "Flatten", "Linear"], _(
+        "the classifier is {layers}, expected ['LayerNorm2d', 'Flatten', 'Linear']: replace classifier[2] only"
+    ).format(layers=layers)
     head = convnext["classifier"][2]
-    assert head["in"] == 1024, f"classifier[2] takes {head['in']} features, expected ConvNeXt-Base's 1024"
-    assert head["out"] == FLOWERS_CLASSES, f"classifier[2] has {head['out']} outputs, expected {FLOWERS_CLASSES}"
+    assert head["in"] == 1024, _("classifier[2] takes {in_features} features, expected ConvNeXt-Base's 1024").format(
+        in_features=head["in"]
+    )
+    assert head["out"] == FLOWERS_CLASSES, _("classifier[2] has {out} outputs, expected {flowers_classes}").format(
+        out=head["out"], flowers_classes=FLOWERS_CLASSES
+    )
     # torchvision's published count (1000 classes), with the 1000-class head swapped for a 102-class one.
     imagenet_total = torchvision.models.ConvNeXt_Base_Weights.IMAGENET1K_V1.meta["num_params"]
     expected = imagenet_total - (1024 * 1000 + 1000) + (1024 * FLOWERS_CLASSES + FLOWERS_CLASSES)
     total = sum(numel for numel, _ in convnext["parameters"].values())
-    assert total == expected, f"the model has {total:,} parameters, expected {expected:,}"
-    assert convnext["returned_is_head"], "replace_convnext_head must return the new head, now at model.classifier[2]"
-    assert not convnext["loaded"], (
-        f"the returned head does not take a Linear(1024, 102)'s weights: {convnext['loaded']}"
+    assert total == expected, _("the model has {total:,} parameters, expected {expected:,}").format(
+        total=total, expected=expected
+    )
+    assert convnext["returned_is_head"], _("replace_convnext_head must return the new head, now at model.classifier[2]")
+    assert not convnext["loaded"], _("the returned head does not take a Linear(1024, 102)'s weights: {loaded}").format(
+        loaded=convnext["loaded"]
     )
     output, wanted = convnext["output"], convnext_recomputed()["output"]
-    assert list(output.shape) == [2, FLOWERS_CLASSES], (
-        f"the classifier's output is {list(output.shape)}, expected [2, {FLOWERS_CLASSES}]"
-    )
-    assert close(output, wanted), (
-        "with the grader's weights in the returned head, the classifier does not compute LayerNorm2d, Flatten and "
-        "that head: replace classifier[2] only, by the head you return"
+    assert list(output.shape) == [2, FLOWERS_CLASSES], _(
+        "the classifier's output is {shape}, expected [2, {flowers_classes}]"
+    ).format(shape=list(output.shape), flowers_classes=FLOWERS_CLASSES)
+    assert close(output, wanted), _(
+        "with the grader's weights in the returned head, the classifier does not compute "
+        "LayerNorm2d, Flatten and that head: replace classifier[2] only, by the head you return"
     )
 
 
@@ -451,30 +482,36 @@ def test_convnext_freezing(convnext):
     parameters = convnext["parameters"]
     trainable = {name for name, (_, trains) in parameters.items() if trains}
     expected = {name for name in parameters if name.startswith("classifier.")}
-    assert trainable, "every parameter is frozen: the classifier must learn"
-    assert not trainable - expected, (
-        f"{len(trainable - expected)} feature-extractor parameters still require gradients: "
-        f"{listing(sorted(trainable - expected))}"
+    assert trainable, _("every parameter is frozen: the classifier must learn")
+    assert not trainable - expected, _(
+        "{n_trainable} feature-extractor parameters still require gradients: {listing}"
+    ).format(n_trainable=len(trainable - expected), listing=listing(sorted(trainable - expected)))
+    assert not expected - trainable, _("classifier parameters are frozen: {listing}").format(
+        listing=listing(sorted(expected - trainable))
     )
-    assert not expected - trainable, f"classifier parameters are frozen: {listing(sorted(expected - trainable))}"
     count = sum(parameters[name][0] for name in trainable)
     expected_count = 2 * 1024 + 1024 * FLOWERS_CLASSES + FLOWERS_CLASSES  # LayerNorm2d weight and bias, the head
-    assert count == expected_count, f"{count:,} trainable parameters, expected {expected_count:,}"
-    held = convnext["held"]
-    assert sorted(held) == sorted(trainable), (
-        f"the optimizer holds {len(held)} tensors ({listing(sorted(held))}), expected exactly the "
-        f"{len(trainable)} trainable ones ({listing(sorted(trainable))})"
+    assert count == expected_count, _("{count:,} trainable parameters, expected {expected_count:,}").format(
+        count=count, expected_count=expected_count
     )
-    assert not convnext["loaded"], (
-        f"the returned head does not take a Linear(1024, 102)'s weights: {convnext['loaded']}"
+    held = convnext["held"]
+    assert sorted(held) == sorted(trainable), _(
+        "the optimizer holds {n_held} tensors ({listing}), expected exactly the {n_trainable} "
+        "trainable ones ({listing2})"
+    ).format(
+        n_held=len(held), listing=listing(sorted(held)), n_trainable=len(trainable), listing2=listing(sorted(trainable))
+    )
+    assert not convnext["loaded"], _("the returned head does not take a Linear(1024, 102)'s weights: {loaded}").format(
+        loaded=convnext["loaded"]
     )
     wanted = convnext_recomputed()
     moved = differing(convnext["block_after"], wanted["block_after"])
-    assert not moved, f"one step changed the last block of the frozen features: {listing(moved)}"
+    assert not moved, _("one step changed the last block of the frozen features: {listing}").format(
+        listing=listing(moved)
+    )
     after, expected_after = convnext["classifier_after"], wanted["classifier_after"]
     wrong = [name for name in expected_after if name not in after or not close(after[name], expected_after[name])]
     wrong += sorted(set(after) - set(expected_after))
-    assert not wrong, (
-        f"one step of make_optimizer's optimizer does not give AdamW's (lr={LR}) on the classifier: "
-        f"{listing(wrong)} differ"
-    )
+    assert not wrong, _(
+        "one step of make_optimizer's optimizer does not give AdamW's (lr={lr}) on the classifier: {listing} differ"
+    ).format(lr=LR, listing=listing(wrong))

@@ -28,6 +28,7 @@ import torch
 import torchvision
 from torch import nn
 
+from grader.i18n import _
 from grader.probing import TensorBatches, state_of
 from grader.testing import (
     accuracy_of,
@@ -109,7 +110,9 @@ def kit_train_mode(model):
 def listing(names, limit=3):
     names = list(names)
     shown = ", ".join(names[:limit])
-    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
+    return (
+        _("{shown} and {n_names} more").format(shown=shown, n_names=len(names) - limit) if len(names) > limit else shown
+    )
 
 
 def state_gaps(got, expected):
@@ -142,23 +145,28 @@ def test_train_mode_keeps_frozen_batchnorm_in_eval(submission):
     """train_mode: training mode, but frozen BatchNorm layers in evaluation mode"""
     got = submission.run(probes.modes_after_train_mode, TINY_STATE, MODE_X)
     training = got["training"]
-    assert training["model"], "train_mode left the model in evaluation mode: call model.train() first"
+    assert training["model"], _("train_mode left the model in evaluation mode: call model.train() first")
     drifting = [name for name in got["frozen_batchnorms"] if training[name]]
-    assert not drifting, (
-        f"frozen BatchNorm layers are in training mode ({listing(drifting)}): "
-        "their running statistics would drift away from the pretrained ones"
-    )
+    assert not drifting, _(
+        "frozen BatchNorm layers are in training mode ({listing}): their running statistics would "
+        "drift away from the pretrained ones"
+    ).format(listing=listing(drifting))
     stuck = [name for name in got["trainable_batchnorms"] if not training[name]]
-    assert not stuck, f"trainable BatchNorm layers are in evaluation mode ({listing(stuck)}): only frozen ones are"
+    assert not stuck, _("trainable BatchNorm layers are in evaluation mode ({listing}): only frozen ones are").format(
+        listing=listing(stuck)
+    )
     batchnorms = set(got["frozen_batchnorms"]) | set(got["trainable_batchnorms"])
     others = [name for name, mode in training.items() if not mode and name not in batchnorms]
-    assert not others, f"train_mode put layers other than BatchNorm in evaluation mode: {listing(others)}"
+    assert not others, _("train_mode put layers other than BatchNorm in evaluation mode: {listing}").format(
+        listing=listing(others)
+    )
     expected = train_mode_recomputed()
     gap = max_difference(got["buffers"], expected)
-    assert gap < TOLERANCE, (
-        f"after train_mode, one forward pass changes the BatchNorm statistics otherwise than in the statement's modes "
-        f"(off by up to {gap:.3g}): frozen BatchNorm layers keep theirs, trainable ones update them"
-    )
+    assert gap < TOLERANCE, _(
+        "after train_mode, one forward pass changes the BatchNorm statistics otherwise than in the "
+        "statement's modes (off by up to {gap:.3g}): frozen BatchNorm layers keep theirs, "
+        "trainable ones update them"
+    ).format(gap=gap)
 
 
 # --- train -----------------------------------------------------------------------------------------
@@ -183,28 +191,31 @@ def recomputed(accumulate=False):
 def test_train_follows_adamw(trained):
     """train: num_steps steps of the given optimizer on the cross-entropy, cycling over the batches"""
     steps = trained["steps"]
-    assert steps, "train never stepped the optimizer: call optimizer.step() after loss.backward()"
-    assert steps == TRAIN_STEPS, (
-        f"train made {steps} optimizer steps for num_steps = {TRAIN_STEPS} over 2 batches: "
-        "walk train_iter again until num_steps steps are done"
+    assert steps, _("train never stepped the optimizer: call optimizer.step() after loss.backward()")
+    assert steps == TRAIN_STEPS, _(
+        "train made {steps} optimizer steps for num_steps = {train_steps} over 2 batches: walk "
+        "train_iter again until num_steps steps are done"
+    ).format(steps=steps, train_steps=TRAIN_STEPS)
+    assert trained["zero_grads"] >= steps, _("zero_grad() ran {zero_grads} times for {steps} steps").format(
+        zero_grads=trained["zero_grads"], steps=steps
     )
-    assert trained["zero_grads"] >= steps, f"zero_grad() ran {trained['zero_grads']} times for {steps} steps"
     final = trained["final"]
     if max(state_gaps(final, recomputed(accumulate=True)[0])) < TOLERANCE:
-        pytest.fail("the update keeps the previous steps' gradients: zero the gradients before each step")
+        pytest.fail(_("the update keeps the previous steps' gradients: zero the gradients before each step"))
     expected, losses = recomputed()
     weights_gap, buffers_gap = state_gaps(final, expected)
-    assert weights_gap < TOLERANCE and buffers_gap < TOLERANCE, (
-        f"after {TRAIN_STEPS} steps the weights differ from AdamW (lr={TRAIN_LR}) on the cross-entropy by up to "
-        f"{weights_gap:.3g}, the BatchNorm statistics by up to {buffers_gap:.3g}"
-    )
+    assert weights_gap < TOLERANCE and buffers_gap < TOLERANCE, _(
+        "after {train_steps} steps the weights differ from AdamW (lr={train_lr}) on the "
+        "cross-entropy by up to {weights_gap:.3g}, the BatchNorm statistics by up to "
+        "{buffers_gap:.3g}"
+    ).format(train_steps=TRAIN_STEPS, train_lr=TRAIN_LR, weights_gap=weights_gap, buffers_gap=buffers_gap)
     got = trained["losses"]
-    assert got is not None and len(got) == TRAIN_STEPS, (
-        f"train returned {None if got is None else len(got)} losses, expected one per step ({TRAIN_STEPS})"
-    )
-    assert all(math.isclose(a, b, abs_tol=TOLERANCE) for a, b in zip(got, losses, strict=True)), (
-        f"train returned the losses {[round(v, 4) for v in got]}, expected {[round(v, 4) for v in losses]}"
-    )
+    assert got is not None and len(got) == TRAIN_STEPS, _(
+        "train returned {value} losses, expected one per step ({train_steps})"
+    ).format(value=None if got is None else len(got), train_steps=TRAIN_STEPS)
+    assert all(math.isclose(a, b, abs_tol=TOLERANCE) for a, b in zip(got, losses, strict=True)), _(
+        "train returned the losses {value}, expected {expected_value}"
+    ).format(value=[round(v, 4) for v in got], expected_value=[round(v, 4) for v in losses])
 
 
 # --- fine_tune ---------------------------------------------------------------------------------------
@@ -233,33 +244,38 @@ def fine_tune_recomputed():
 def test_fine_tune_freezes_then_unfreezes(schedule):
     """fine_tune: the head alone at lr, then everything with a new optimizer at lr / 10"""
     records, every = schedule["records"], schedule["parameters"]
-    assert len(records) == HEAD_STEPS + ALL_STEPS, (
-        f"fine_tune made {len(records)} optimizer steps, expected head_steps + all_steps = {HEAD_STEPS + ALL_STEPS}"
-    )
+    assert len(records) == HEAD_STEPS + ALL_STEPS, _(
+        "fine_tune made {n_records} optimizer steps, expected head_steps + all_steps = {head_steps}"
+    ).format(n_records=len(records), head_steps=HEAD_STEPS + ALL_STEPS)
     head = ["fc.bias", "fc.weight"]
     first, second = records[:HEAD_STEPS], records[HEAD_STEPS:]
     for step in first:
-        assert step["held"] == head, (
-            f"phase 1's optimizer holds {listing(step['held'])}, expected only the head ({', '.join(head)})"
+        assert step["held"] == head, _("phase 1's optimizer holds {listing}, expected only the head ({join})").format(
+            listing=listing(step["held"]), join=", ".join(head)
         )
-        assert set(step["moved"]) <= set(head), f"phase 1 moved frozen weights: {listing(step['moved'])}"
-        assert step["lrs"] == [TRAIN_LR], f"phase 1's learning rate is {step['lrs']}, expected lr = {TRAIN_LR}"
+        assert set(step["moved"]) <= set(head), _("phase 1 moved frozen weights: {listing}").format(
+            listing=listing(step["moved"])
+        )
+        assert step["lrs"] == [TRAIN_LR], _("phase 1's learning rate is {lrs}, expected lr = {train_lr}").format(
+            lrs=step["lrs"], train_lr=TRAIN_LR
+        )
     for step in second:
-        assert step["optimizer"] != first[0]["optimizer"], (
+        assert step["optimizer"] != first[0]["optimizer"], _(
             "phase 2 steps the phase-1 optimizer, which holds only the head: build a new one after unfreezing"
         )
-        assert step["held"] == every, (
-            f"phase 2's optimizer holds {len(step['held'])} of the model's {len(every)} parameters: unfreeze them all"
-        )
-        assert step["lrs"] == [pytest.approx(TRAIN_LR / 10)], (
-            f"phase 2's learning rate is {step['lrs']}, expected lr / 10 = {TRAIN_LR / 10:g}"
-        )
-    assert any(name not in head for step in second for name in step["moved"]), "phase 2 never moved the backbone"
+        assert step["held"] == every, _(
+            "phase 2's optimizer holds {n_held} of the model's {n_every} parameters: unfreeze them all"
+        ).format(n_held=len(step["held"]), n_every=len(every))
+        assert step["lrs"] == [pytest.approx(TRAIN_LR / 10)], _(
+            "phase 2's learning rate is {lrs}, expected lr / 10 = {train_lr:g}"
+        ).format(lrs=step["lrs"], train_lr=TRAIN_LR / 10)
+    assert any(name not in head for step in second for name in step["moved"]), _("phase 2 never moved the backbone")
     weights_gap, buffers_gap = state_gaps(schedule["final"], fine_tune_recomputed())
-    assert weights_gap < TOLERANCE and buffers_gap < TOLERANCE, (
-        f"after fine_tune the weights differ from the schedule's (AdamW on the head at lr = {TRAIN_LR}, then on "
-        f"everything at lr / 10) by up to {weights_gap:.3g}, the BatchNorm statistics by up to {buffers_gap:.3g}"
-    )
+    assert weights_gap < TOLERANCE and buffers_gap < TOLERANCE, _(
+        "after fine_tune the weights differ from the schedule's (AdamW on the head at lr = "
+        "{train_lr}, then on everything at lr / 10) by up to {weights_gap:.3g}, the BatchNorm "
+        "statistics by up to {buffers_gap:.3g}"
+    ).format(train_lr=TRAIN_LR, weights_gap=weights_gap, buffers_gap=buffers_gap)
 
 
 # --- the trained accuracy -------------------------------------------------------------------
@@ -316,7 +332,9 @@ def imagenet_resnet18(budget):
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if not cached.is_file():
         pytest.skip(
-            f"ResNet-18's ImageNet weights are not in the torch cache ({cached}); the grader never downloads them"
+            _(
+                "ResNet-18's ImageNet weights are not in the torch cache ({cached}); the grader never downloads them"
+            ).format(cached=cached)
         )
     return torch.load(cached, map_location="cpu", weights_only=True)
 
@@ -339,7 +357,9 @@ def transferred(budget, state, parts, classes, trained):
     model.load_state_dict(state)
     model.fc = nn.Linear(model.fc.in_features, classes)
     if not isinstance(trained, dict) or set(trained) != set(parts):
-        return model, f"the transfer returned {type(trained).__name__}, not the weights of {', '.join(parts)}"
+        return model, _("the transfer returned {name}, not the weights of {join}").format(
+            name=type(trained).__name__, join=", ".join(parts)
+        )
     for part in parts:
         problem = load_in_order(model.get_submodule(part), trained[part])
         if problem:
@@ -377,13 +397,15 @@ def test_transfer_accuracy(submission, profile, request, record_property):
             accuracy = evaluate(model, kit_preprocess(dataset.test.x), test_y)
     record_property("accuracy", round(accuracy, 4))
     record_property("min_accuracy", profile.min_accuracy)
-    task = f"{budget['variant']}, {budget['steps']} steps on {len(train_y):,} {dataset.name} images"
-    assert accuracy >= profile.min_accuracy, (
-        f"test accuracy {accuracy:.1%} is below the {profile.min_accuracy:.0%} required ({task})"
+    task = _("{variant}, {steps} steps on {n_train_y:,} {name} images").format(
+        variant=budget["variant"], steps=budget["steps"], n_train_y=len(train_y), name=dataset.name
     )
+    assert accuracy >= profile.min_accuracy, _(
+        "test accuracy {accuracy:.1%} is below the {min_accuracy:.0%} required ({task})"
+    ).format(accuracy=accuracy, min_accuracy=profile.min_accuracy, task=task)
     if scratch is not None:
         record_property("scratch_accuracy", round(scratch, 4))
-        assert accuracy > scratch, (
-            f"test accuracy {accuracy:.1%} does not beat the {scratch:.1%} of the same network trained from "
-            f"scratch with the same budget ({task})"
-        )
+        assert accuracy > scratch, _(
+            "test accuracy {accuracy:.1%} does not beat the {scratch:.1%} of the same network trained "
+            "from scratch with the same budget ({task})"
+        ).format(accuracy=accuracy, scratch=scratch, task=task)

@@ -15,6 +15,7 @@ from torchvision import tv_tensors
 from torchvision.ops import box_area, box_convert, box_iou
 
 from grader.data import sample_photos
+from grader.i18n import _
 from grader.testing import derived_seed, generator, probes_for
 
 probes = probes_for(__file__)
@@ -23,9 +24,11 @@ probes = probes_for(__file__)
 def check_tensor(value, what, shape):
     """Fail with a one-line reason unless `value` is a tensor of `shape`."""
     if isinstance(value, dict) and "error" in value:
-        pytest.fail(f"{what} raised {value['error']}")
-    assert isinstance(value, torch.Tensor), f"{what} returned {value!r}, not a tensor"
-    assert list(value.shape) == list(shape), f"{what} has shape {list(value.shape)}, expected {list(shape)}"
+        pytest.fail(_("{what} raised {error}").format(what=what, error=value["error"]))
+    assert isinstance(value, torch.Tensor), _("{what} returned {value!r}, not a tensor").format(what=what, value=value)
+    assert list(value.shape) == list(shape), _("{what} has shape {shape}, expected {expected_shape}").format(
+        what=what, shape=list(value.shape), expected_shape=list(shape)
+    )
     return value.double()
 
 
@@ -86,7 +89,9 @@ def results(submission):
 def first_difference(got, expected, rows):
     """The first row where got and expected differ: a message fragment."""
     index = int(((got - expected).abs().max(dim=1).values > 1e-4).nonzero()[0])
-    return f"{show(rows[index])} gives {show(got[index])}, expected {show(expected[index])}"
+    return _("{show} gives {show2}, expected {expected_show}").format(
+        show=show(rows[index]), show2=show(got[index]), expected_show=show(expected[index])
+    )
 
 
 @pytest.mark.points(2)
@@ -96,9 +101,9 @@ def test_cxcywh_to_xyxy(results):
     rows = INPUTS["cxcywh"]
     got = check_tensor(results["to_xyxy"], "box_cxcywh_to_xyxy", rows.shape)
     expected = box_convert(rows.double(), "cxcywh", "xyxy")
-    assert torch.allclose(got, expected, atol=1e-4), (
-        f"box (cx, cy, w, h) = {first_difference(got, expected, rows)}: x1 = cx - w/2, x2 = cx + w/2 (half the width)"
-    )
+    assert torch.allclose(got, expected, atol=1e-4), _(
+        "box (cx, cy, w, h) = {first_difference}: x1 = cx - w/2, x2 = cx + w/2 (half the width)"
+    ).format(first_difference=first_difference(got, expected, rows))
 
 
 @pytest.mark.points(2)
@@ -108,9 +113,9 @@ def test_xyxy_to_cxcywh(results):
     rows = INPUTS["xyxy_a"]
     got = check_tensor(results["to_cxcywh"], "box_xyxy_to_cxcywh", rows.shape)
     expected = box_convert(rows.double(), "xyxy", "cxcywh")
-    assert torch.allclose(got, expected, atol=1e-4), (
-        f"box (x1, y1, x2, y2) = {first_difference(got, expected, rows)}: cx = (x1 + x2)/2, w = x2 - x1"
-    )
+    assert torch.allclose(got, expected, atol=1e-4), _(
+        "box (x1, y1, x2, y2) = {first_difference}: cx = (x1 + x2)/2, w = x2 - x1"
+    ).format(first_difference=first_difference(got, expected, rows))
 
 
 @pytest.mark.points(1)
@@ -120,7 +125,9 @@ def test_box_area(results):
     rows = INPUTS["xyxy_a"]
     got = check_tensor(results["area"], "box_area", [len(rows)])
     expected = box_area(rows.double())
-    assert torch.allclose(got, expected, rtol=1e-5), f"box_area gives {got.tolist()}, expected {expected.tolist()}"
+    assert torch.allclose(got, expected, rtol=1e-5), _("box_area gives {got}, expected {expected}").format(
+        got=got.tolist(), expected=expected.tolist()
+    )
 
 
 @pytest.mark.points(2)
@@ -130,14 +137,16 @@ def test_iou_matches_torchvision(results):
     a, b = INPUTS["xyxy_a"], INPUTS["xyxy_b"]
     got = check_tensor(results["iou"], "box_iou", [len(a), len(b)])
     difference = (got - box_iou(a.double(), b.double())).abs().max().item()
-    assert difference < 1e-5, f"box_iou differs from torchvision.ops.box_iou by up to {difference:.3g} on 8 x 5 boxes"
+    assert difference < 1e-5, _(
+        "box_iou differs from torchvision.ops.box_iou by up to {difference:.3g} on 8 x 5 boxes"
+    ).format(difference=difference)
 
 
 def check_case(results, name):
     """One hand-made case, moved: the student's IoU against torchvision's (and the hand value)."""
     index = next(i for i, case in enumerate(IOU_CASES) if case[0] == name)
     a, b = INPUTS["pairs"][index]
-    got = check_tensor(results["pairs"][index], f"box_iou on one {name} pair", [1, 1]).item()
+    got = check_tensor(results["pairs"][index], _("box_iou on one {name} pair").format(name=name), [1, 1]).item()
     expected = box_iou(a.double(), b.double()).item()
     assert math.isclose(expected, IOU_CASES[index][3], abs_tol=1e-12)  # the grader's own consistency
     return show(a[0]), show(b[0]), got, expected
@@ -149,10 +158,10 @@ def test_iou_of_disjoint_boxes_is_zero(results):
     """box_iou: 0 for boxes that do not overlap"""
     for name in ("disjoint", "side by side"):
         a, b, got, expected = check_case(results, name)
-        assert math.isclose(got, expected, abs_tol=1e-6), (
-            f"IoU of the {name} boxes {a} and {b} is {got:.4g}, expected 0: "
-            "clamp the intersection's width and height at 0 (clamp(min=0)) before multiplying them"
-        )
+        assert math.isclose(got, expected, abs_tol=1e-6), _(
+            "IoU of the {name} boxes {a} and {b} is {got:.4g}, expected 0: clamp the intersection's "
+            "width and height at 0 (clamp(min=0)) before multiplying them"
+        ).format(name=name, a=a, b=b, got=got)
 
 
 @pytest.mark.points(2)
@@ -161,9 +170,9 @@ def test_iou_by_hand(results):
     """box_iou: identical, overlapping, nested and touching boxes"""
     for name in ("identical", "overlapping by a corner", "nested", "touching along an edge"):
         a, b, got, expected = check_case(results, name)
-        assert math.isclose(got, expected, abs_tol=1e-6), (
-            f"IoU of the {name} boxes {a} and {b} is {got:.4g}, expected {expected:.4g}"
-        )
+        assert math.isclose(got, expected, abs_tol=1e-6), _(
+            "IoU of the {name} boxes {a} and {b} is {got:.4g}, expected {expected:.4g}"
+        ).format(name=name, a=a, b=b, got=got, expected=expected)
 
 
 # --- boxes on a canvas, and through v2 transforms ----------------------------------------------
@@ -192,19 +201,27 @@ def test_make_boxes(submission):
     """make_boxes: BoundingBoxes in CXCYWH on a (height, width) canvas"""
     for made, (boxes, height, width) in zip(submission.run(probes.made_boxes, CANVASES), CANVASES, strict=True):
         if "error" in made:
-            pytest.fail(f"make_boxes raised {made['error']}")
+            pytest.fail(_("make_boxes raised {error}").format(error=made["error"]))
         got = check_tensor(made["value"], "make_boxes", boxes.shape)
-        assert made["is_bounding_boxes"], f"make_boxes returned a {made['type']}, expected tv_tensors.BoundingBoxes"
-        assert made["format"] == "CXCYWH", f"the boxes' format is {made['format']}, expected CXCYWH"
-        assert torch.equal(got, boxes.double()), f"make_boxes holds {got.tolist()}, expected {boxes.tolist()}"
+        assert made["is_bounding_boxes"], _("make_boxes returned a {type}, expected tv_tensors.BoundingBoxes").format(
+            type=made["type"]
+        )
+        assert made["format"] == "CXCYWH", _("the boxes' format is {format}, expected CXCYWH").format(
+            format=made["format"]
+        )
+        assert torch.equal(got, boxes.double()), _("make_boxes holds {got}, expected {boxes}").format(
+            got=got.tolist(), boxes=boxes.tolist()
+        )
         canvas = made["canvas_size"]
         if canvas != [height, width]:
             cx = boxes[0, 0].item()
             named = " = (width, height)" if canvas == [width, height] else ""
-            flipped = f"{canvas[1] - cx:g}" if canvas and len(canvas) == 2 else "nowhere"
+            flipped = f"{canvas[1] - cx:g}" if canvas and len(canvas) == 2 else _("nowhere")
             pytest.fail(
-                f"canvas_size is {tuple(canvas or ())}{named}, expected ({height}, {width}) = (height, width): "
-                f"a horizontal flip would send the centre x = {cx:g} to {flipped}, not to {width} - {cx:g}"
+                _(
+                    "canvas_size is {value}{named}, expected ({height}, {width}) = (height, width): a "
+                    "horizontal flip would send the centre x = {cx:g} to {flipped}, not to {width} - {cx:g}"
+                ).format(value=tuple(canvas or ()), named=named, height=height, width=width, cx=cx, flipped=flipped)
             )
 
 
@@ -262,12 +279,12 @@ def run_result(transformed, index):
     name = RUNS[index][1]
     result = transformed[index]
     if isinstance(result, dict):
-        pytest.fail(f"transform_with_boxes with a {name} raised {result['error']}")
-    assert isinstance(result, list) and len(result) == 2, (
-        f"transform_with_boxes returned {result!r}, expected (image, boxes)"
-    )
+        pytest.fail(_("transform_with_boxes with a {name} raised {error}").format(name=name, error=result["error"]))
+    assert isinstance(result, list) and len(result) == 2, _(
+        "transform_with_boxes returned {result!r}, expected (image, boxes)"
+    ).format(result=result)
     image, boxes = result
-    assert isinstance(image, torch.Tensor) and isinstance(boxes, torch.Tensor), (
+    assert isinstance(image, torch.Tensor) and isinstance(boxes, torch.Tensor), _(
         "transform_with_boxes must return the transformed image and boxes, both tensors"
     )
     return image, boxes.double()
@@ -285,9 +302,12 @@ def expected_run(index):
 
 
 def described(index):
-    photo_index, name, size, _ = RUNS[index]
+    photo_index, name, size, _unused = RUNS[index]
     height, width = PHOTOS[photo_index].shape[-2:]
-    return f"{name}{f' to {size[0]} x {size[1]}' if size else ''} of a {height} x {width} photo"
+    resized = _(" to {height} x {width}").format(height=size[0], width=size[1]) if size else ""
+    return _("{name}{resized} of a {height} x {width} photo").format(
+        name=name, resized=resized, height=height, width=width
+    )
 
 
 @pytest.mark.points(4)
@@ -299,15 +319,24 @@ def test_boxes_follow_the_image(transformed, name):
         image, boxes = run_result(transformed, index)
         want_image, want_boxes = expected_run(index)
         what = described(index)
-        assert torch.equal(image, want_image), f"after a {what}, the image is not the transformed photo"
+        assert torch.equal(image, want_image), _("after a {what}, the image is not the transformed photo").format(
+            what=what
+        )
         box = PHOTO_BOXES[RUNS[index][0]].double()
         if boxes.shape == box.shape and torch.allclose(boxes, box, atol=0.5):
             pytest.fail(
-                f"after a {what} the boxes did not move: pass the image and its BoundingBoxes to the transform together"
+                _(
+                    "after a {what} the boxes did not move: pass the image and its BoundingBoxes to the "
+                    "transform together"
+                ).format(what=what)
             )
-        assert boxes.shape == want_boxes.shape and torch.allclose(boxes, want_boxes, atol=0.05), (
-            f"after a {what} the box {show(box[0])} became {[round(v, 2) for v in boxes.flatten().tolist()]}, "
-            f"expected {show(want_boxes[0])} (is canvas_size (height, width)?)"
+        assert boxes.shape == want_boxes.shape and torch.allclose(boxes, want_boxes, atol=0.05), _(
+            "after a {what} the box {show} became {value}, expected {expected_show} (is canvas_size (height, width)?)"
+        ).format(
+            what=what,
+            show=show(box[0]),
+            value=[round(v, 2) for v in boxes.flatten().tolist()],
+            expected_show=show(want_boxes[0]),
         )
 
 
@@ -319,11 +348,12 @@ def test_one_random_draw_for_image_and_boxes(transformed):
         image, boxes = run_result(transformed, index)
         want_image, want_boxes = expected_run(index)
         seed = RUNS[index][3]
-        assert torch.equal(image, want_image), (
-            f"with seed {seed}, the image is not the photo under this seed's flip, rotation and crop"
-        )
+        assert torch.equal(image, want_image), _(
+            "with seed {seed}, the image is not the photo under this seed's flip, rotation and crop"
+        ).format(seed=seed)
         difference = (boxes - want_boxes).abs().max().item() if boxes.shape == want_boxes.shape else math.inf
-        assert difference < 0.05, (
-            f"with seed {seed}, the box is {difference:.1f} px away from where the image's flip, rotation and crop "
-            "put it: transform the image and its boxes in one call, so that both get the same random draw"
-        )
+        assert difference < 0.05, _(
+            "with seed {seed}, the box is {difference:.1f} px away from where the image's flip, "
+            "rotation and crop put it: transform the image and its boxes in one call, so that both get "
+            "the same random draw"
+        ).format(seed=seed, difference=difference)

@@ -21,6 +21,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import masks_to_boxes
 
 from grader.data import sample_photos
+from grader.i18n import _
 from grader.testing import derived_seed, generator, load_in_order, one_thread, probes_for
 
 probes = probes_for(__file__)
@@ -86,17 +87,21 @@ def closest(got, expected):
 def check_predictor(run, predictor, what):
     """The student's predictor, loaded into the grader's own, must reproduce what it computed."""
     if "error" in run:
-        pytest.fail(f"the {what} fails on features of the right shape: {run['error']}")
+        pytest.fail(_("the {what} fails on features of the right shape: {error}").format(what=what, error=run["error"]))
     problem = load_in_order(predictor, run["state"])
-    assert not problem, f"the {what}: {problem}"
+    assert not problem, _("the {what}: {problem}").format(what=what, problem=problem)
     predictor.eval()
     with torch.no_grad():
         expected = predictor(BOX_FEATURES if isinstance(predictor, FastRCNNPredictor) else MASK_FEATURES)
     expected = list(expected) if isinstance(expected, tuple) else [expected]
     got = run["output"] if isinstance(run["output"], list) else [run["output"]]
-    assert len(got) == len(expected), f"the {what} returns {len(got)} tensors, expected {len(expected)}"
+    assert len(got) == len(expected), _("the {what} returns {n_got} tensors, expected {n_expected}").format(
+        what=what, n_got=len(got), n_expected=len(expected)
+    )
     off = max(closest(g, e) for g, e in zip(got, expected, strict=True))
-    assert off < 1e-4, f"the {what} does not compute what the tutorial's does with its weights (off by {off:.3g})"
+    assert off < 1e-4, _(
+        "the {what} does not compute what the tutorial's does with its weights (off by {off:.3g})"
+    ).format(what=what, off=off)
 
 
 @pytest.mark.points(3)
@@ -104,21 +109,20 @@ def check_predictor(run, predictor, what):
 def test_box_predictor_replaced(model_run):
     """build_maskrcnn: a new box predictor for 2 classes"""
     structure = model_run["structure"]
-    assert structure["box_predictor"]["type"] == "FastRCNNPredictor", (
-        f"roi_heads.box_predictor is a {structure['box_predictor']['type']}, expected a FastRCNNPredictor"
-    )
+    assert structure["box_predictor"]["type"] == "FastRCNNPredictor", _(
+        "roi_heads.box_predictor is a {type}, expected a FastRCNNPredictor"
+    ).format(type=structure["box_predictor"]["type"])
     cls_score, bbox_pred = structure["cls_score"], structure["bbox_pred"]
-    assert cls_score.get("in_features") == 1024, (
-        f"the box predictor reads {cls_score.get('in_features')} features, expected 1024"
-    )
-    assert cls_score.get("out_features") == NUM_CLASSES, (
-        f"the box predictor scores {cls_score.get('out_features')} classes, expected {NUM_CLASSES}: "
-        "num_classes counts the background"
-    )
-    assert bbox_pred.get("out_features") == 4 * NUM_CLASSES, (
-        f"the box predictor regresses {bbox_pred.get('out_features')} numbers, expected 4 per class: {4 * NUM_CLASSES}"
-    )
-    check_predictor(model_run["predictors"]["box"], FastRCNNPredictor(1024, NUM_CLASSES), "box predictor")
+    assert cls_score.get("in_features") == 1024, _(
+        "the box predictor reads {in_features} features, expected 1024"
+    ).format(in_features=cls_score.get("in_features"))
+    assert cls_score.get("out_features") == NUM_CLASSES, _(
+        "the box predictor scores {out_features} classes, expected {num_classes}: num_classes counts the background"
+    ).format(out_features=cls_score.get("out_features"), num_classes=NUM_CLASSES)
+    assert bbox_pred.get("out_features") == 4 * NUM_CLASSES, _(
+        "the box predictor regresses {out_features} numbers, expected 4 per class: {value}"
+    ).format(out_features=bbox_pred.get("out_features"), value=4 * NUM_CLASSES)
+    check_predictor(model_run["predictors"]["box"], FastRCNNPredictor(1024, NUM_CLASSES), _("box predictor"))
 
 
 @pytest.mark.points(3)
@@ -126,20 +130,20 @@ def test_box_predictor_replaced(model_run):
 def test_mask_predictor_replaced(model_run):
     """build_maskrcnn: a new mask predictor for 2 classes"""
     structure = model_run["structure"]
-    assert structure["mask_predictor"]["type"] == "MaskRCNNPredictor", (
-        f"roi_heads.mask_predictor is a {structure['mask_predictor']['type']}, expected a MaskRCNNPredictor"
-    )
+    assert structure["mask_predictor"]["type"] == "MaskRCNNPredictor", _(
+        "roi_heads.mask_predictor is a {type}, expected a MaskRCNNPredictor"
+    ).format(type=structure["mask_predictor"]["type"])
     conv5, logits = structure["conv5_mask"], structure["mask_fcn_logits"]
-    assert conv5.get("in_channels") == 256, (
-        f"the mask predictor reads {conv5.get('in_channels')} channels, expected 256"
+    assert conv5.get("in_channels") == 256, _("the mask predictor reads {in_channels} channels, expected 256").format(
+        in_channels=conv5.get("in_channels")
     )
-    assert conv5.get("out_channels") == 256, (
-        f"the mask predictor's hidden layer has {conv5.get('out_channels')} channels, expected 256"
-    )
-    assert logits.get("out_channels") == NUM_CLASSES, (
-        f"the mask predictor gives {logits.get('out_channels')} masks per object, expected one per class: {NUM_CLASSES}"
-    )
-    check_predictor(model_run["predictors"]["mask"], MaskRCNNPredictor(256, 256, NUM_CLASSES), "mask predictor")
+    assert conv5.get("out_channels") == 256, _(
+        "the mask predictor's hidden layer has {out_channels} channels, expected 256"
+    ).format(out_channels=conv5.get("out_channels"))
+    assert logits.get("out_channels") == NUM_CLASSES, _(
+        "the mask predictor gives {out_channels} masks per object, expected one per class: {num_classes}"
+    ).format(out_channels=logits.get("out_channels"), num_classes=NUM_CLASSES)
+    check_predictor(model_run["predictors"]["mask"], MaskRCNNPredictor(256, 256, NUM_CLASSES), _("mask predictor"))
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +156,7 @@ def recomputed(model_run):
         model.roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, NUM_CLASSES)
         problem = load_in_order(model, model_run["state"])
         if problem:
-            return f"the model is not Mask R-CNN with the two new predictors: {problem}"
+            return _("the model is not Mask R-CNN with the two new predictors: {problem}").format(problem=problem)
         model.eval()
         with torch.no_grad():
             outputs = model([IMAGE])
@@ -168,40 +172,52 @@ def test_evaluation_outputs(model_run, recomputed):
     """build_maskrcnn: in evaluation mode, boxes, labels, scores and masks for each image"""
     outputs = model_run["outputs"]
     if isinstance(outputs, dict) and "error" in outputs:
-        pytest.fail(f"the model failed on one image in evaluation mode: {outputs['error']}")
-    assert isinstance(outputs, list) and len(outputs) == 1, f"one image gave {outputs!r}, expected one output"
-    output = outputs[0]
-    assert isinstance(output, dict) and set(output) == set(OUTPUTS), (
-        f"the output has the keys {sorted(output) if isinstance(output, dict) else output}, expected {sorted(OUTPUTS)}"
+        pytest.fail(_("the model failed on one image in evaluation mode: {error}").format(error=outputs["error"]))
+    assert isinstance(outputs, list) and len(outputs) == 1, _("one image gave {outputs!r}, expected one output").format(
+        outputs=outputs
     )
+    output = outputs[0]
+    assert isinstance(output, dict) and set(output) == set(OUTPUTS), _(
+        "the output has the keys {value}, expected {outputs}"
+    ).format(value=sorted(output) if isinstance(output, dict) else output, outputs=sorted(OUTPUTS))
     for key, dtype in OUTPUTS.items():
-        assert isinstance(output[key], torch.Tensor), f"output[{key!r}] is {output[key]}, not a tensor"
-        assert str(output[key].dtype) == f"torch.{dtype}", (
-            f"output[{key!r}] is {output[key].dtype}, expected torch.{dtype}"
+        assert isinstance(output[key], torch.Tensor), _("output[{key!r}] is {output}, not a tensor").format(
+            key=key, output=output[key]
         )
+        assert str(output[key].dtype) == f"torch.{dtype}", _(
+            "output[{key!r}] is {dtype}, expected torch.{dtype2}"
+        ).format(key=key, dtype=output[key].dtype, dtype2=dtype)
     count = len(output["scores"])
-    _, height, width = IMAGE.shape
-    assert count <= DETECTIONS, f"{count} detections, expected at most {DETECTIONS} (box_detections_per_img)"
+    _unused, height, width = IMAGE.shape
+    assert count <= DETECTIONS, _("{count} detections, expected at most {detections} (box_detections_per_img)").format(
+        count=count, detections=DETECTIONS
+    )
     shapes = {key: list(output[key].shape) for key in OUTPUTS}
     expected = {"boxes": [count, 4], "labels": [count], "scores": [count], "masks": [count, 1, height, width]}
-    assert shapes == expected, f"the outputs have shapes {shapes}, expected {expected}"
-    labels = output["labels"].unique().tolist()
-    assert set(labels) <= set(range(1, NUM_CLASSES)), (
-        f"the labels are {labels}, expected classes 1 to {NUM_CLASSES - 1}"
+    assert shapes == expected, _("the outputs have shapes {shapes}, expected {expected}").format(
+        shapes=shapes, expected=expected
     )
+    labels = output["labels"].unique().tolist()
+    assert set(labels) <= set(range(1, NUM_CLASSES)), _(
+        "the labels are {labels}, expected classes 1 to {num_classes}"
+    ).format(labels=labels, num_classes=NUM_CLASSES - 1)
     boxes, masks = output["boxes"], output["masks"]
     inside = (boxes[:, 0::2] >= 0).all() and (boxes[:, 0::2] <= width).all()
     inside = inside and (boxes[:, 1::2] >= 0).all() and (boxes[:, 1::2] <= height).all()
-    assert inside, f"some boxes leave the {width} x {height} image: they must be in its own pixels"
-    assert not masks.numel() or (masks.min() >= 0 and masks.max() <= 1), "the masks are not probabilities in [0, 1]"
+    assert inside, _("some boxes leave the {width} x {height} image: they must be in its own pixels").format(
+        width=width, height=height
+    )
+    assert not masks.numel() or (masks.min() >= 0 and masks.max() <= 1), _("the masks are not probabilities in [0, 1]")
     assert not isinstance(recomputed, str), recomputed
     mine = recomputed["outputs"][0]
-    assert len(mine["scores"]) == count, (
-        f"{count} detections, where the model's weights give {len(mine['scores'])}: were the options passed on?"
-    )
+    assert len(mine["scores"]) == count, _(
+        "{count} detections, where the model's weights give {n_scores}: were the options passed on?"
+    ).format(count=count, n_scores=len(mine["scores"]))
     for key in OUTPUTS:
         off = closest(output[key], mine[key])
-        assert off < 1e-3, f"output[{key!r}] is not what the model's weights compute (off by {off:.3g})"
+        assert off < 1e-3, _("output[{key!r}] is not what the model's weights compute (off by {off:.3g})").format(
+            key=key, off=off
+        )
 
 
 @pytest.mark.points(2)
@@ -210,20 +226,22 @@ def test_training_losses(model_run, recomputed):
     """build_maskrcnn: in training mode, the five losses that fine-tuning adds up"""
     losses = model_run["losses"]
     if isinstance(losses, dict) and "error" in losses and len(losses) == 1:
-        pytest.fail(f"the model failed on one image and its target in training mode: {losses['error']}")
-    assert isinstance(losses, dict) and set(losses) == LOSSES, (
-        f"the training losses are {sorted(losses) if isinstance(losses, dict) else losses}, expected {sorted(LOSSES)}"
-    )
-    for name, value in losses.items():
-        assert isinstance(value, torch.Tensor) and value.numel() == 1 and math.isfinite(value.item()), (
-            f"{name} is {value}, expected a finite number"
+        pytest.fail(
+            _("the model failed on one image and its target in training mode: {error}").format(error=losses["error"])
         )
+    assert isinstance(losses, dict) and set(losses) == LOSSES, _(
+        "the training losses are {value}, expected {losses}"
+    ).format(value=sorted(losses) if isinstance(losses, dict) else losses, losses=sorted(LOSSES))
+    for name, value in losses.items():
+        assert isinstance(value, torch.Tensor) and value.numel() == 1 and math.isfinite(value.item()), _(
+            "{name} is {value}, expected a finite number"
+        ).format(name=name, value=value)
     assert not isinstance(recomputed, str), recomputed
     for name, value in recomputed["losses"].items():
         got, want = losses[name].item(), value.item()
-        assert math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-6), (
-            f"{name} is {got:.5g}, where the model's weights give {want:.5g}"
-        )
+        assert math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-6), _(
+            "{name} is {got:.5g}, where the model's weights give {want:.5g}"
+        ).format(name=name, got=got, want=want)
 
 
 # --- targets from an instance mask ------------------------------------------------------------------
@@ -276,27 +294,27 @@ def test_instance_target(submission):
     """instance_target: one box, label and mask per object, the background left out"""
     for mask, target in zip(MASKS, submission.run(probes.targets_of, MASKS), strict=True):
         if isinstance(target, dict) and set(target) == {"error"}:
-            pytest.fail(f"instance_target raised {target['error']}")
-        assert isinstance(target, dict), f"instance_target returned {target}, expected a dict"
+            pytest.fail(_("instance_target raised {error}").format(error=target["error"]))
+        assert isinstance(target, dict), _("instance_target returned {target}, expected a dict").format(target=target)
         for key in ("boxes", "labels", "masks"):
-            assert isinstance(target.get(key), torch.Tensor), f"the target has no tensor {key!r}"
+            assert isinstance(target.get(key), torch.Tensor), _("the target has no tensor {key!r}").format(key=key)
         ids, want_masks, want_boxes = expected_target(mask)
         boxes, labels, masks = target["boxes"], target["labels"], target["masks"]
         no_background = (
-            "" if (mask == 0).any() else " (this mask has no background pixel: drop the id 0, not the first id)"
+            "" if (mask == 0).any() else _(" (this mask has no background pixel: drop the id 0, not the first id)")
         )
-        assert list(masks.shape) == list(want_masks.shape), (
-            f"masks has shape {list(masks.shape)}, expected {list(want_masks.shape)}: one mask per object, "
-            f"the background (0) left out{no_background}"
-        )
-        assert masks.dtype == torch.uint8, f"masks is {masks.dtype}, expected torch.uint8"
+        assert list(masks.shape) == list(want_masks.shape), _(
+            "masks has shape {shape}, expected {expected_shape}: one mask per object, the background "
+            "(0) left out{no_background}"
+        ).format(shape=list(masks.shape), expected_shape=list(want_masks.shape), no_background=no_background)
+        assert masks.dtype == torch.uint8, _("masks is {dtype}, expected torch.uint8").format(dtype=masks.dtype)
         for index, object_id in enumerate(ids):
-            assert torch.equal(masks[index].bool(), mask == object_id), (
-                f"mask {index} is not the pixels of object {object_id} (objects in increasing order of id: {ids})"
-            )
-        assert boxes.dtype == torch.float32 and torch.equal(boxes, want_boxes), (
-            f"boxes are {boxes.tolist()} ({boxes.dtype}), expected {want_boxes.tolist()} (float32, from masks_to_boxes)"
-        )
-        assert labels.dtype == torch.int64 and labels.tolist() == [1] * len(ids), (
-            f"labels are {labels.tolist()} ({labels.dtype}), expected {[1] * len(ids)} (int64)"
-        )
+            assert torch.equal(masks[index].bool(), mask == object_id), _(
+                "mask {index} is not the pixels of object {object_id} (objects in increasing order of id: {ids})"
+            ).format(index=index, object_id=object_id, ids=ids)
+        assert boxes.dtype == torch.float32 and torch.equal(boxes, want_boxes), _(
+            "boxes are {boxes} ({dtype}), expected {want_boxes} (float32, from masks_to_boxes)"
+        ).format(boxes=boxes.tolist(), dtype=boxes.dtype, want_boxes=want_boxes.tolist())
+        assert labels.dtype == torch.int64 and labels.tolist() == [1] * len(ids), _(
+            "labels are {labels} ({dtype}), expected {value} (int64)"
+        ).format(labels=labels.tolist(), dtype=labels.dtype, value=[1] * len(ids))

@@ -21,6 +21,7 @@ from torch import nn
 from torchvision.ops import box_convert, box_iou
 
 from grader import figures
+from grader.i18n import _
 from grader.probing import to_float
 from grader.testing import generator, load_in_order, probes_for
 
@@ -72,17 +73,21 @@ def check_reproduced(net):
     """What the tests stand on: with the grader's weights, the student's LocalizationNet computes
     what the grader computes, the logits and the boxes."""
     unloaded = net["unloaded"]
-    assert not unloaded, (
-        f"the heads have parameters of shape {', '.join(str(shape) for _, shape in unloaded)}: expected "
-        f"Linear({FEATURES}, {CLASSES}) for the classes and Linear({FEATURES}, 4) for the box, and nothing else"
-    )
+    assert not unloaded, _(
+        "the heads have parameters of shape {join}: expected Linear({features}, {classes}) for the "
+        "classes and Linear({features}, 4) for the box, and nothing else"
+    ).format(join=", ".join(str(shape) for _, shape in unloaded), features=FEATURES, classes=CLASSES)
     changed = max(difference(net["backbone_after"][k], v) for k, v in BACKBONE_STATE.items())
-    assert changed == 0, "LocalizationNet changed the backbone's weights: it is given, use it as it is"
+    assert changed == 0, _("LocalizationNet changed the backbone's weights: it is given, use it as it is")
     logits, boxes = expected_heads()
     off = difference(net["logits"], logits)
-    assert off < 1e-5, f"the class logits are not a linear layer of the backbone's features (off by {off:.3g})"
+    assert off < 1e-5, _(
+        "the class logits are not a linear layer of the backbone's features (off by {off:.3g})"
+    ).format(off=off)
     off = difference(net["boxes"], boxes)
-    assert off < 1e-5, f"the boxes are not the sigmoid of a linear layer of the backbone's features (off by {off:.3g})"
+    assert off < 1e-5, _(
+        "the boxes are not the sigmoid of a linear layer of the backbone's features (off by {off:.3g})"
+    ).format(off=off)
 
 
 @pytest.mark.points(2)
@@ -91,8 +96,12 @@ def test_two_outputs(net):
     """LocalizationNet: class logits (N, classes) and one box (N, 4) per image"""
     for key, shape in (("logits", [BATCH, CLASSES]), ("boxes", [BATCH, 4])):
         got = net[key]
-        assert isinstance(got, torch.Tensor), f"the model returned {got!r} for the {key}, not a tensor"
-        assert list(got.shape) == shape, f"the {key} have shape {list(got.shape)}, expected {shape}"
+        assert isinstance(got, torch.Tensor), _("the model returned {got!r} for the {key}, not a tensor").format(
+            got=got, key=key
+        )
+        assert list(got.shape) == shape, _("the {key} have shape {shape}, expected {expected_shape}").format(
+            key=key, shape=list(got.shape), expected_shape=shape
+        )
     check_reproduced(net)
 
 
@@ -101,9 +110,13 @@ def test_two_outputs(net):
 def test_boxes_between_0_and_1(net):
     """LocalizationNet: boxes relative to the image size, in (0, 1)"""
     boxes = net["boxes"]
-    assert isinstance(boxes, torch.Tensor) and boxes.numel(), f"the model returned {boxes!r} for the boxes"
+    assert isinstance(boxes, torch.Tensor) and boxes.numel(), _("the model returned {boxes!r} for the boxes").format(
+        boxes=boxes
+    )
     low, high = boxes.min().item(), boxes.max().item()
-    assert low > 0 and high < 1, f"the boxes range over [{low:.2f}, {high:.2f}]: end the box head with a sigmoid"
+    assert low > 0 and high < 1, _(
+        "the boxes range over [{low:.2f}, {high:.2f}]: end the box head with a sigmoid"
+    ).format(low=low, high=high)
     check_reproduced(net)
 
 
@@ -113,10 +126,10 @@ def test_head_parameters(net):
     """LocalizationNet: two linear heads on the features"""
     expected = (FEATURES * CLASSES + CLASSES) + (FEATURES * 4 + 4)
     got = net["head_parameters"]
-    assert got == expected, (
-        f"the heads have {got} parameters, expected {expected}: "
-        f"Linear({FEATURES}, {CLASSES}) for the classes and Linear({FEATURES}, 4) for the box"
-    )
+    assert got == expected, _(
+        "the heads have {got} parameters, expected {expected}: Linear({features}, {classes}) for "
+        "the classes and Linear({features}, 4) for the box"
+    ).format(got=got, expected=expected, features=FEATURES, classes=CLASSES)
     check_reproduced(net)
 
 
@@ -124,13 +137,15 @@ def test_head_parameters(net):
 @pytest.mark.task("LocalizationNet")
 def test_heads_share_one_backbone_pass(net):
     """LocalizationNet: both heads read the same features, computed once"""
-    assert net["backbone_calls"] == 1, f"one forward pass ran the backbone {net['backbone_calls']} times, expected once"
+    assert net["backbone_calls"] == 1, _(
+        "one forward pass ran the backbone {backbone_calls} times, expected once"
+    ).format(backbone_calls=net["backbone_calls"])
     from_logits, from_boxes = net["from_logits"], net["from_boxes"]
-    assert from_logits["backbone"] and from_boxes["backbone"], "the backbone must be trained by both heads"
-    assert from_logits.get("classifier", True) and not from_logits.get("box_head", False), (
+    assert from_logits["backbone"] and from_boxes["backbone"], _("the backbone must be trained by both heads")
+    assert from_logits.get("classifier", True) and not from_logits.get("box_head", False), _(
         "the class logits must come from the classifier alone, not through the box head"
     )
-    assert from_boxes.get("box_head", True) and not from_boxes.get("classifier", False), (
+    assert from_boxes.get("box_head", True) and not from_boxes.get("classifier", False), _(
         "the boxes must come from the box head on the features, not from the class logits"
     )
     check_reproduced(net)
@@ -161,19 +176,24 @@ def test_combined_loss(submission):
     smooth_l1 = F.smooth_l1_loss(boxes, targets).item()
     for weight, got in zip(WEIGHTS, submission.run(probes.losses, LOSS_INPUTS, WEIGHTS), strict=True):
         if "error" in got:
-            pytest.fail(f"localization_loss raised {got['error']}")
-        assert got["type"] == "Tensor", f"the loss is a {got['type']}, not a tensor: backward() needs a tensor"
-        assert got["value"].numel() == 1, f"the loss has shape {list(got['value'].shape)}, expected a scalar"
-        assert got["grad"], "the loss does not depend on the logits and boxes through autograd: do not detach them"
+            pytest.fail(_("localization_loss raised {error}").format(error=got["error"]))
+        assert got["type"] == "Tensor", _("the loss is a {type}, not a tensor: backward() needs a tensor").format(
+            type=got["type"]
+        )
+        assert got["value"].numel() == 1, _("the loss has shape {shape}, expected a scalar").format(
+            shape=list(got["value"].shape)
+        )
+        assert got["grad"], _("the loss does not depend on the logits and boxes through autograd: do not detach them")
         value, expected = got["value"].item(), cross_entropy + weight * smooth_l1
         if weight == 0:
-            assert math.isclose(value, cross_entropy, rel_tol=1e-5), (
-                f"with box_weight=0 the loss is {value:.4f}, expected the cross-entropy alone, {cross_entropy:.4f}"
-            )
-        assert math.isclose(value, expected, rel_tol=1e-5), (
-            f"with box_weight={weight} the loss is {value:.4f}, expected {cross_entropy:.4f} + {weight} x "
-            f"{smooth_l1:.4f} (smooth L1, beta 1, averaged over the boxes' coordinates) = {expected:.4f}"
-        )
+            assert math.isclose(value, cross_entropy, rel_tol=1e-5), _(
+                "with box_weight=0 the loss is {value:.4f}, expected the cross-entropy alone, {cross_entropy:.4f}"
+            ).format(value=value, cross_entropy=cross_entropy)
+        assert math.isclose(value, expected, rel_tol=1e-5), _(
+            "with box_weight={weight} the loss is {value:.4f}, expected {cross_entropy:.4f} + {weight} "
+            "x {smooth_l1:.4f} (smooth L1, beta 1, averaged over the boxes' coordinates) = "
+            "{expected:.4f}"
+        ).format(weight=weight, value=value, cross_entropy=cross_entropy, smooth_l1=smooth_l1, expected=expected)
 
 
 # --- a trained localizer ------------------------------------------------------------------------
@@ -215,7 +235,7 @@ def heads_by_shape(heads, feature_dim, classes):
     """The two heads' weights among the returned ones, found by their shapes: (W, b) of the
     classifier and of the box head, or a one-line reason."""
     if not isinstance(heads, dict) or not all(isinstance(v, torch.Tensor) for v in heads.values()):
-        return None, "the heads' weights did not come back as tensors"
+        return None, _("the heads' weights did not come back as tensors")
     wanted = {
         "classifier": [(classes, feature_dim), (classes,)],
         "box head": [(4, feature_dim), (4,)],
@@ -225,12 +245,16 @@ def heads_by_shape(heads, feature_dim, classes):
     for part, (w, b) in wanted.items():
         if shapes.count(w) != 1 or shapes.count(b) != 1:
             return None, (
-                f"the heads' weights are {sorted(shapes)}: expected Linear({feature_dim}, {classes}) for the "
-                f"classes and Linear({feature_dim}, 4) for the box"
+                _(
+                    "the heads' weights are {shapes}: expected Linear({feature_dim}, {classes}) for the "
+                    "classes and Linear({feature_dim}, 4) for the box"
+                ).format(shapes=sorted(shapes), feature_dim=feature_dim, classes=classes)
             )
         found[part] = (heads[list(heads)[shapes.index(w)]], heads[list(heads)[shapes.index(b)]])
     if len(shapes) != 4:
-        return None, f"the heads have {len(shapes)} weight tensors, expected 4 (two linear layers)"
+        return None, _("the heads have {n_shapes} weight tensors, expected 4 (two linear layers)").format(
+            n_shapes=len(shapes)
+        )
     return found, ""
 
 
@@ -260,7 +284,7 @@ def test_trained_localization_accuracy(submission, profile, dataset, record_prop
     state = submission.run(probes.train_localizer, train_x, dataset.train.y.repeat(copies), targets, budget)
     backbone = small_backbone(canvas, dim)  # the grader's own: no test canvas enters the sandbox
     problem = load_in_order(backbone, state["backbone"])
-    assert not problem, f"small_backbone: {problem}"
+    assert not problem, _("small_backbone: {problem}").format(problem=problem)
     found, problem = heads_by_shape(state["heads"], dim, 10)
     assert not problem, problem
     test_x, test_boxes = paste_digits(dataset.test.x, canvas, sizes, generator("test canvases"))
@@ -276,8 +300,15 @@ def test_trained_localization_accuracy(submission, profile, dataset, record_prop
     title = "the first test canvases: the true box (green) and the predicted one (red)"
     figure = figures.boxes(title, test_x[:6], test_boxes[:6], predicted[:6], dataset.test.y[:6], classes[:6])
     figures.record(record_property, "boxes", figure)
-    assert accuracy >= profile.min_accuracy, (
-        f"{accuracy:.1%} of the test digits are named and boxed (IoU >= 0.5), below the {profile.min_accuracy:.0%} "
-        f"required (class accuracy {right_class.float().mean():.1%}, mean IoU {iou.mean():.2f}, "
-        f"{budget['steps']:,} steps on {dataset.name})"
+    assert accuracy >= profile.min_accuracy, _(
+        "{accuracy:.1%} of the test digits are named and boxed (IoU >= 0.5), below the "
+        "{min_accuracy:.0%} required (class accuracy {mean:.1%}, mean IoU {mean2:.2f}, {steps:,} "
+        "steps on {name})"
+    ).format(
+        accuracy=accuracy,
+        min_accuracy=profile.min_accuracy,
+        mean=right_class.float().mean(),
+        mean2=iou.mean(),
+        steps=budget["steps"],
+        name=dataset.name,
     )

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
+from grader.i18n import _
 from grader.testing import generator, probes_for
 
 probes = probes_for(__file__)
@@ -28,10 +29,12 @@ NOTEBOOK_PRECISIONS = [0.91, 0.94, 0.96, 0.94, 0.95, 0.92, 0.80, 0.60, 0.45, 0.2
 def number(value, what):
     """A student's result as a float, or a one-line failure."""
     if isinstance(value, dict) and "error" in value:
-        pytest.fail(f"{what} raised {value['error']}")
+        pytest.fail(_("{what} raised {error}").format(what=what, error=value["error"]))
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
-    assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{what} returned {value!r}, not a number"
+    assert isinstance(value, (int, float)) and not isinstance(value, bool), _(
+        "{what} returned {value!r}, not a number"
+    ).format(what=what, value=value)
     return float(value)
 
 
@@ -99,35 +102,39 @@ def curve(submission):
 def test_precision_envelope(curve):
     """precision_envelope: the notebook's maximum precisions and random curves', never increasing"""
     for index, (precisions, got) in enumerate(zip(ENVELOPES, curve["envelopes"], strict=True)):
-        which = "the notebook's example" if index == 0 else f"random curve {index}"
+        which = _("the notebook's example") if index == 0 else _("random curve {index}").format(index=index)
         if isinstance(got, dict):
-            pytest.fail(f"precision_envelope raised {got['error']}")
-        assert isinstance(got, torch.Tensor) and got.shape == precisions.shape, (
-            f"precision_envelope returned {got!r} for {which}, expected {len(precisions)} values"
-        )
+            pytest.fail(_("precision_envelope raised {error}").format(error=got["error"]))
+        assert isinstance(got, torch.Tensor) and got.shape == precisions.shape, _(
+            "precision_envelope returned {got!r} for {which}, expected {n_precisions} values"
+        ).format(got=got, which=which, n_precisions=len(precisions))
         got = got.tolist()
         rises = [i for i in range(len(got) - 1) if got[i + 1] > got[i] + 1e-12]
-        assert not rises, (
-            f"the envelope of {which} rises from point {rises[0]} to {rises[0] + 1}: "
-            "it must never increase (take the best precision at this recall or a higher one)"
-        )
+        assert not rises, _(
+            "the envelope of {which} rises from point {rises0} to {rises02}: it must never increase "
+            "(take the best precision at this recall or a higher one)"
+        ).format(which=which, rises0=rises[0], rises02=rises[0] + 1)
         expected = by_hand_envelope(precisions.tolist())  # the notebook's: [0.96, 0.96, 0.96, 0.95, 0.95, 0.92, ...]
-        assert max(abs(g - e) for g, e in zip(got, expected, strict=True)) < 1e-9, (
-            f"the envelope of {which} is {[round(v, 4) for v in got]}, expected {[round(v, 4) for v in expected]}"
-        )
+        assert max(abs(g - e) for g, e in zip(got, expected, strict=True)) < 1e-9, _(
+            "the envelope of {which} is {value}, expected {expected_value}"
+        ).format(which=which, value=[round(v, 4) for v in got], expected_value=[round(v, 4) for v in expected])
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("interpolated_ap", "precision_envelope")
 def test_eleven_point_ap_of_the_notebook(curve):
     """interpolated_ap: the notebook's 11-point example is 7.85 / 11 = 0.7136, and random ones"""
-    for index, ((_, precisions, _), got) in enumerate(zip(ELEVEN, curve["eleven"], strict=True)):
-        which = "the notebook's example" if index == 0 else f"a random 11-point curve {precisions.tolist()}"
+    for index, ((_unused, precisions, _unused), got) in enumerate(zip(ELEVEN, curve["eleven"], strict=True)):
+        which = (
+            _("the notebook's example")
+            if index == 0
+            else _("a random 11-point curve {precisions}").format(precisions=precisions.tolist())
+        )
         got = number(got, "interpolated_ap")
         expected = sum(by_hand_envelope(precisions.tolist())) / 11  # here every level is a point
-        assert math.isclose(got, expected, abs_tol=1e-9), (
-            f"AP of {which} is {got:.4f}, expected the mean of the smoothed precisions, {expected:.4f}"
-        )
+        assert math.isclose(got, expected, abs_tol=1e-9), _(
+            "AP of {which} is {got:.4f}, expected the mean of the smoothed precisions, {expected:.4f}"
+        ).format(which=which, got=got, expected=expected)
 
 
 @pytest.mark.points(3)
@@ -137,12 +144,12 @@ def test_ap_at_recall_levels_between_points(curve):
     for index, ((recalls, precisions, points), got) in enumerate(zip(BETWEEN, curve["between"], strict=True)):
         got = number(got, "interpolated_ap")
         expected = by_hand_ap(recalls.tolist(), precisions.tolist(), points)
-        which = "TP, FP, TP, FP over 3 objects" if index < 2 else f"random curve {index - 1}"
+        which = _("TP, FP, TP, FP over 3 objects") if index < 2 else _("random curve {index}").format(index=index - 1)
         fraction = {0: "6/11 = ", 1: "56/101 = "}.get(index, "")
-        assert math.isclose(got, expected, abs_tol=1e-9), (
-            f"{points}-point AP of {which} is {got:.4f}, expected {fraction}{expected:.4f}: "
-            "each level r takes the envelope at the first point with recall >= r, and 0 past the last recall"
-        )
+        assert math.isclose(got, expected, abs_tol=1e-9), _(
+            "{points}-point AP of {which} is {got:.4f}, expected {fraction}{expected:.4f}: each level "
+            "r takes the envelope at the first point with recall >= r, and 0 past the last recall"
+        ).format(points=points, which=which, got=got, fraction=fraction, expected=expected)
 
 
 # --- matching detections to ground truth ----------------------------------------------------------
@@ -213,7 +220,7 @@ def random_match_case(rng, threshold):
 def match_inputs():
     rng = generator("match detections")
     cases = []
-    for _, boxes, scores, gt, _ in MATCH_CASES:
+    for _unused, boxes, scores, gt, _unused in MATCH_CASES:
         scale = 2.0 ** torch.randint(-1, 4, (2,), generator=rng).float()
         shift = torch.randint(0, 200, (2,), generator=rng).float()
         boxes, gt = torch.tensor(boxes, dtype=torch.float32), torch.tensor(gt, dtype=torch.float32).reshape(-1, 4)
@@ -230,19 +237,32 @@ def test_match_detections(submission):
     """match_detections: by decreasing score, each object matched at most once (COCO)"""
     results = submission.run(probes.matches, MATCH_INPUTS, 0.5)
     for index, ((boxes, scores, gt), got) in enumerate(zip(MATCH_INPUTS, results, strict=True)):
-        name = MATCH_CASES[index][0] if index < len(MATCH_CASES) else f"random image {index - len(MATCH_CASES) + 1}"
+        name = (
+            MATCH_CASES[index][0]
+            if index < len(MATCH_CASES)
+            else _("random image {index}").format(index=index - len(MATCH_CASES) + 1)
+        )
         if isinstance(got, dict):
-            pytest.fail(f"match_detections raised {got['error']} ({name})")
-        assert isinstance(got, torch.Tensor), f"match_detections returned {got!r}, expected a bool tensor"
+            pytest.fail(_("match_detections raised {error} ({name})").format(error=got["error"], name=name))
+        assert isinstance(got, torch.Tensor), _("match_detections returned {got!r}, expected a bool tensor").format(
+            got=got
+        )
         got = [bool(v) for v in got.tolist()]
         expected = grader_match(boxes, scores, gt, 0.5)
         if index < len(MATCH_CASES):
             assert expected == MATCH_CASES[index][4]  # the grader's own consistency
         rows = lambda t: [[round(v, 2) for v in row] for row in t.tolist()]
-        assert got == expected, (
-            f"{name}: detections {rows(boxes)} with scores {[round(s, 3) for s in scores.tolist()]} on objects "
-            f"{rows(gt)} give true positives {got}, expected {expected} "
-            "(by decreasing score, each takes the free object of highest IoU >= 0.5)"
+        assert got == expected, _(
+            "{name}: detections {rows} with scores {value} on objects {rows2} give true positives "
+            "{got}, expected {expected} (by decreasing score, each takes the free object of highest "
+            "IoU >= 0.5)"
+        ).format(
+            name=name,
+            rows=rows(boxes),
+            value=[round(s, 3) for s in scores.tolist()],
+            rows2=rows(gt),
+            got=got,
+            expected=expected,
         )
 
 
@@ -332,7 +352,7 @@ def set_inputs():
     hand, random = hand_set(rng), synthetic_set(rng, 0.5)
     while True:  # a set on which the threshold and the number of levels both change the mAP
         other = synthetic_set(rng, threshold)
-        _, ap = coco(*other, threshold, 11)  # the other tests take 0.5 and 101 levels
+        _unused, ap = coco(*other, threshold, 11)  # the other tests take 0.5 and 101 levels
         if abs(ap - coco(*other, 0.5, 11)[1]) > 2e-3 and abs(ap - coco(*other, threshold, 101)[1]) > 2e-3:
             break
     return {"hand": hand, "random": random, "other": other, "threshold": threshold, "points": 11}
@@ -355,10 +375,10 @@ def random_set(submission):
 
 def check_per_class(got, expected, what):
     for (label, want), value in zip(sorted(expected.items()), got["per_class"], strict=True):
-        value = number(value, f"average_precision of class {label}")
-        assert math.isclose(value, want, abs_tol=1e-4), (
-            f"AP of class {label} on {what} is {value:.4f}, torchmetrics says {want:.4f}"
-        )
+        value = number(value, _("average_precision of class {label}").format(label=label))
+        assert math.isclose(value, want, abs_tol=1e-4), _(
+            "AP of class {label} on {what} is {value:.4f}, torchmetrics says {want:.4f}"
+        ).format(label=label, what=what, value=value, want=want)
 
 
 @pytest.mark.points(3)
@@ -368,12 +388,12 @@ def test_average_precision_by_hand(hand, random_set):
     for label, value, expected, fraction in zip(
         (1, 2), hand["per_class"], (56 / 101, 1.0), ("56/101", "1"), strict=True
     ):
-        value = number(value, f"average_precision of class {label}")
-        assert math.isclose(value, expected, abs_tol=1e-6), (
-            f"AP of class {label} is {value:.4f}, expected {fraction} = {expected:.4f}"
-        )
-    got, (per_class, _) = random_set
-    check_per_class(got, per_class, "a random set of boxes (IoU 0.5, 101 levels)")
+        value = number(value, _("average_precision of class {label}").format(label=label))
+        assert math.isclose(value, expected, abs_tol=1e-6), _(
+            "AP of class {label} is {value:.4f}, expected {fraction} = {expected:.4f}"
+        ).format(label=label, value=value, fraction=fraction, expected=expected)
+    got, (per_class, _unused) = random_set
+    check_per_class(got, per_class, _("a random set of boxes (IoU 0.5, 101 levels)"))
 
 
 @pytest.mark.points(2)
@@ -383,14 +403,14 @@ def test_average_precision_by_hand(hand, random_set):
 def test_mean_average_precision_by_hand(hand, random_set):
     """mean_average_precision: the mean over the classes that have objects"""
     got = number(hand["map"], "mean_average_precision")
-    assert math.isclose(got, 157 / 202, abs_tol=1e-6), (
-        f"mAP is {got:.4f}, expected (56/101 + 1) / 2 = {157 / 202:.4f}: class 3 has no object, so no AP"
-    )
-    got, (_, want) = random_set
+    assert math.isclose(got, 157 / 202, abs_tol=1e-6), _(
+        "mAP is {got:.4f}, expected (56/101 + 1) / 2 = {value:.4f}: class 3 has no object, so no AP"
+    ).format(got=got, value=157 / 202)
+    got, (_unused, want) = random_set
     value = number(got["map"], "mean_average_precision")
-    assert math.isclose(value, want, abs_tol=1e-4), (
-        f"mAP on a random set of boxes (IoU 0.5, 101 levels) is {value:.4f}, torchmetrics' map is {want:.4f}"
-    )
+    assert math.isclose(value, want, abs_tol=1e-4), _(
+        "mAP on a random set of boxes (IoU 0.5, 101 levels) is {value:.4f}, torchmetrics' map is {want:.4f}"
+    ).format(value=value, want=want)
 
 
 @pytest.mark.points(3)
@@ -403,7 +423,9 @@ def test_map_agrees_with_torchmetrics(submission):
     threshold, points = SETS["threshold"], SETS["points"]
     per_class, want = coco(preds, targets, threshold, points)
     got = submission.run(probes.average_precisions, preds, targets, sorted(per_class), threshold, points)
-    what = f"a random set of boxes (IoU {threshold}, {points} levels)"
+    what = _("a random set of boxes (IoU {threshold}, {points} levels)").format(threshold=threshold, points=points)
     check_per_class(got, per_class, what)
     value = number(got["map"], "mean_average_precision")
-    assert math.isclose(value, want, abs_tol=1e-4), f"mAP on {what} is {value:.4f}, torchmetrics' map is {want:.4f}"
+    assert math.isclose(value, want, abs_tol=1e-4), _(
+        "mAP on {what} is {value:.4f}, torchmetrics' map is {want:.4f}"
+    ).format(what=what, value=value, want=want)
