@@ -9,10 +9,13 @@ In one run, on the same machine and load:
   unless --accuracy) with each number of workers: wall time, submissions per minute, and per
   submission the worker time (wall x workers / N) and its overhead beyond the floor.
 
-    .venv/bin/python benchmarks/bench_batch.py [--copies 8] [--workers 1 2] [--accuracy] [--rounds 5]
+- with --otter: Otter-Grader's `otter run` on the same N copies, one after another (its local
+  path: `otter grade` needs Docker), on the equivalent port of assignment2's checks in
+  ../shared/peer-bench (its README sets up the Otter venv); the port is built in a scratch folder
+  from there, never copied into the kit.
 
-Otter-Grader's `otter run` on an equivalent port of assignment2's checks: ../shared/peer-bench
-(its README has the commands); run it in turn with this script and compare medians.
+    .venv/bin/python benchmarks/bench_batch.py [--copies 8] [--workers 1 2] [--accuracy] [--rounds 5]
+        [--otter ../otter-venv/bin/otter [--peer-bench ../shared/peer-bench]]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import shutil
 import statistics
@@ -117,12 +121,37 @@ def grade_copies(copies: int, workers: int, options: GradingOptions) -> dict[str
     return {"wall": wall, "worker": wall * workers / copies, "child": statistics.fmean(r.duration_s for r in reports)}
 
 
+def otter_copies(copies: int, otter: Path, peer_bench: Path) -> dict[str, float]:
+    """`otter run` on `copies` copies of the reference notebook, one after another; seconds."""
+    python = otter.parent / "python"
+    with tempfile.TemporaryDirectory(prefix="bench-otter-") as scratch:
+        work = Path(scratch)
+        quiet = {"check": True, "stdout": subprocess.DEVNULL}
+        subprocess.run([python, peer_bench / "make_notebook.py", ROOT, work / "lenet.ipynb"], **quiet)
+        generate = [otter, "generate", "-t", "tests", "--no-requirements", "--no-environment"]
+        subprocess.run([*generate, "-o", work / "autograder.zip", "grading_helpers.py"], cwd=peer_bench, **quiet)
+        started = time.perf_counter()
+        for i in range(copies):
+            out = work / f"out-{i}"
+            out.mkdir()  # otter run wants it there
+            run = [otter, "run", "-a", work / "autograder.zip", "-o", out, "--no-logo", work / "lenet.ipynb"]
+            subprocess.run(run, **quiet)
+            score = json.loads((out / "results.json").read_text())
+            earned = sum(t.get("score", 0) for t in score["tests"])
+            if earned != sum(t.get("max_score", 0) for t in score["tests"]):
+                sys.exit(f"otter run gave the reference {earned}: see {out}")
+        wall = time.perf_counter() - started
+    return {"wall": wall, "worker": wall / copies}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=8, help="submissions in the batch")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--accuracy", action="store_true", help="include the trained-accuracy tests")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the floor (the first is cold)")
+    parser.add_argument("--otter", type=Path, help="an `otter` command whose Python imports torch")
+    parser.add_argument("--peer-bench", type=Path, default=ROOT.parent / "shared" / "peer-bench")
     args = parser.parse_args()
     os.chdir(ROOT)
     marks = "accuracy or not accuracy" if args.accuracy else "not accuracy"
@@ -131,6 +160,7 @@ def main() -> None:
     torch_s = import_torch_s()
     cold, warm = floor_s(marks, args.rounds)
     runs = {workers: grade_copies(args.copies, workers, options) for workers in args.workers}
+    otter = otter_copies(args.copies, args.otter.resolve(), args.peer_bench.resolve()) if args.otter else None
     print(f"assignment2, {args.copies} copies of the reference, quick profile, {'with' if args.accuracy else 'without'}"
           f" accuracy; load {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
     print(f"python -c 'import torch': {torch_s:.2f} s")
@@ -141,6 +171,12 @@ def main() -> None:
             f"{workers} worker(s): {t['wall']:6.1f} s, {60 * args.copies / t['wall']:5.1f} submissions/min, "
             f"speed-up {base / t['wall']:.2f}x | per submission: {t['worker']:.2f} s of a worker "
             f"({t['worker'] / torch_s:.2f}x an import of torch), overhead beyond the floor {t['worker'] - warm:+.2f} s"
+        )
+    if otter:
+        print(
+            f"otter run, one after another: {otter['wall']:6.1f} s, {60 * args.copies / otter['wall']:5.1f} "
+            f"submissions/min | per submission: {otter['worker']:.2f} s ({otter['worker'] / torch_s:.2f}x an import "
+            f"of torch); the kit's 1 worker is {otter['worker'] / runs[args.workers[0]]['worker']:.2f}x faster"
         )
 
 

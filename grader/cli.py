@@ -32,6 +32,7 @@ from rich.table import Table
 
 from grader import render, render_html
 from grader.errors import GraderError, UserError
+from grader.options import GradingOptions, parse_limits
 from grader.spec import Spec, assignment_names, did_you_mean, find_root, load_spec
 
 EXIT_BELOW_THRESHOLD = 1
@@ -159,11 +160,51 @@ def release_command(assignment: str, out: Path) -> None:
     click.echo(f"wrote {len(files)} files to {out}")
 
 
-LANG_OPTION = click.option(
-    "--lang",
-    type=click.Choice(["en", "vi"]),
-    help="The language of reasons, titles and reports (default: the spec's language, else the locale's, else en).",
-)
+def grading_options(command: Any) -> Any:
+    """The options that decide how a submission is graded, declared once for `grade` and `grade batch`."""
+    shared = (
+        click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True),
+        click.option(
+            "--data-dir", type=click.Path(file_okay=False), help="Where the datasets are (default: $GRADER_DATA_DIR)."
+        ),
+        click.option("--select", metavar="EXPR", help="Only the tests matching a pytest -k expression (e.g. 'lenet')."),
+        click.option("--marks", metavar="EXPR", help="Only the tests matching a pytest -m expression: 'not accuracy'."),
+        click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests in the reports."),
+        click.option(
+            "--lang",
+            type=click.Choice(["en", "vi"]),
+            help="The language of reasons, titles and reports (default: the spec's, else the locale's, else en).",
+        ),
+    )
+    for option in reversed(shared):
+        command = option(command)
+    return command
+
+
+def options_for(
+    spec: Spec,
+    profile: str,
+    data_dir: str | None,
+    select: str | None,
+    marks: str | None,
+    show_hidden: bool,
+    lang: str | None,
+    **more: Any,
+) -> GradingOptions:
+    """The GradingOptions of `grading_options` (plus a command's own), in the language they choose."""
+    from grader import i18n
+
+    options = GradingOptions(
+        profile=profile,
+        data_dir=data_dir,
+        select=select,
+        marks=marks,
+        show_hidden=show_hidden,
+        lang=lang or i18n.default_language(spec.language),
+        **more,
+    )
+    i18n.use(options.lang)  # the table, the summary and the report files
+    return options
 
 
 @cli.command("batch")
@@ -177,11 +218,7 @@ LANG_OPTION = click.option(
 )
 @click.option("--timeout", type=click.FloatRange(1), help="Seconds per submission (default: the spec's).")
 @click.option("--limit", "limits", multiple=True, metavar="NAME=N", help="Override a spec limit: test_timeout_s=30.")
-@click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True)
-@click.option("--select", metavar="EXPR", help="Only the tests matching a pytest -k expression (names).")
-@click.option("--marks", metavar="EXPR", help="Only the tests matching a pytest -m expression: 'not accuracy'.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the datasets are.")
-@click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests in feedback.md and junit.xml.")
+@grading_options
 @click.option("--allow-unisolated", is_flag=True, help="Grade even where no sandbox works (recorded in every report).")
 @click.option("--only", multiple=True, metavar="ID[,ID]", help="Grade these students again; keep the others as stored.")
 @click.option("--failed", is_flag=True, help="Grade again those whose last grading hit a grader error or busy machine.")
@@ -199,12 +236,30 @@ LANG_OPTION = click.option(
 @click.option(
     "--address", metavar="ADDR", help="With --executor ray: the cluster (auto, HOST:PORT; default $RAY_ADDRESS)."
 )
-@LANG_OPTION
-def batch_command(**options: Any) -> int:
+def batch_command(
+    assignment: str,
+    timeout: float | None,
+    limits: tuple[str, ...],
+    allow_unisolated: bool,
+    profile: str,
+    data_dir: str | None,
+    select: str | None,
+    marks: str | None,
+    show_hidden: bool,
+    lang: str | None,
+    **batch: Any,
+) -> int:
     """Grade a folder of submissions (one per student); run it again to grade only what is left or changed."""
     from grader.batch.run import command
 
-    return command(**options)
+    overrides = parse_limits(limits)
+    if timeout is not None:
+        overrides["total_timeout_s"] = timeout
+    spec = load_spec(assignment)
+    options = options_for(
+        spec, profile, data_dir, select, marks, show_hidden, lang, limits=overrides, allow_unisolated=allow_unisolated
+    )
+    return command(spec, options, **batch)
 
 
 @cli.command("similarity")
@@ -233,7 +288,6 @@ def similarity_command(assignment: str, submissions: Path, out: Path, top: int) 
 def gradescope_command(assignment: str, out: Path, profile: str, show_hidden: bool, allow_unisolated: bool) -> None:
     """Write a Gradescope autograder: setup.sh, run_autograder, the kit and the hidden tests (never the reference)."""
     from grader.gradescope import build
-    from grader.options import GradingOptions
 
     options = GradingOptions(profile=profile, show_hidden=show_hidden, allow_unisolated=allow_unisolated)
     members = build(load_spec(assignment), out, options)
@@ -245,7 +299,7 @@ def _grade_command(name: str) -> click.Command:
     @click.option(
         "--submission", type=click.Path(path_type=Path), help="A folder, .py, .zip or .ipynb (default: the starter)."
     )
-    @click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True)
+    @grading_options
     @click.option(
         "--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report here (-: standard output)."
     )
@@ -253,15 +307,8 @@ def _grade_command(name: str) -> click.Command:
     @click.option("--junit", type=click.Path(path_type=Path), help="Write a JUnit XML report here (-: stdout).")
     @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write an HTML report, with pictures.")
     @click.option("--fail-under", type=click.FloatRange(0, 100), help="Exit 1 when the score is below this percentage.")
-    @click.option(
-        "--data-dir", type=click.Path(file_okay=False), help="Where the datasets are (default: $GRADER_DATA_DIR)."
-    )
     @click.option("--download", is_flag=True, help="Allow downloading missing datasets.")
-    @click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests.")
-    @click.option("--select", metavar="EXPR", help="Only the tests matching a pytest -k expression (e.g. 'lenet').")
-    @click.option("--marks", metavar="EXPR", help="Only the tests matching a pytest -m expression: 'not accuracy'.")
     @click.option("--seed", type=int, help="This grading's seed (default: a random one): regrade with a report's seed.")
-    @LANG_OPTION
     def command(
         submission: Path | None,
         profile: str,
@@ -278,9 +325,7 @@ def _grade_command(name: str) -> click.Command:
         seed: int | None,
         lang: str | None,
     ) -> int:
-        from grader import i18n
         from grader.grading import grade
-        from grader.options import GradingOptions
         from grader.progress import LiveProgress
 
         spec = load_spec(name)
@@ -290,17 +335,7 @@ def _grade_command(name: str) -> click.Command:
         to_stdout = [flag for flag, path in outputs.items() if path == STDOUT]
         if len(to_stdout) > 1:
             raise UserError(f"{' and '.join(to_stdout)} both ask for standard output (-): give all but one a file")
-        options = GradingOptions(
-            profile=profile,
-            data_dir=data_dir,
-            download=download,
-            select=select,
-            marks=marks,
-            seed=seed,
-            show_hidden=show_hidden,
-            lang=lang or i18n.default_language(spec.language),
-        )
-        i18n.use(options.lang)  # the table, the summary and the report files
+        options = options_for(spec, profile, data_dir, select, marks, show_hidden, lang, download=download, seed=seed)
         console = Console(stderr=bool(to_stdout))  # stdout is the report's: the table goes to stderr
         with LiveProgress(Console(stderr=True)) as live:
             report = grade(spec, submission or spec.starter_dir, options, on_progress=live.update)

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from grader import data, i18n
+from grader import data
 from grader.batch.executors import Executor, LocalExecutor, Slot, Warm, default_workers
 from grader.batch.gradebook import print_summary, write_gradebook
 from grader.batch.late import Deadline, hand_in_times, parse_time
@@ -40,12 +40,12 @@ from grader.batch.store import STATE, Entry, Snapshot, Store, Stored, exclusive,
 from grader.errors import GraderError, UserError, make_folder
 from grader.grading import BrokenRun
 from grader.i18n import N_
-from grader.options import GradingOptions, parse_limits
+from grader.options import GradingOptions
 from grader.plugin.session import resolve_profile
 from grader.report import Report, build_report
 from grader.runner import Run, collect, selection
 from grader.sandbox import platform
-from grader.spec import LatePolicy, Spec, load_spec
+from grader.spec import LatePolicy, Spec
 
 if TYPE_CHECKING:
     from grader.batch.ray import RayExecutor
@@ -424,18 +424,11 @@ def _line(outcome: Outcome) -> str:
 
 
 def command(
-    assignment: str,
+    spec: Spec,
+    options: GradingOptions,
     submissions: Path,
     out: Path,
     workers: int | None,
-    timeout: float | None,
-    limits: tuple[str, ...],
-    profile: str,
-    select: str | None,
-    marks: str | None,
-    data_dir: str | None,
-    show_hidden: bool,
-    allow_unisolated: bool,
     only: tuple[str, ...],
     failed: bool,
     force: bool,
@@ -444,28 +437,12 @@ def command(
     canvas_assignment: str | None,
     executor: str,
     address: str | None,
-    lang: str | None,
 ) -> int:
-    """`grade batch`: see grader/cli.py for its options."""
+    """`grade batch`, with its GradingOptions built: see grader/cli.py for its options."""
     if executor == "ray":
         ray_executor().check_address(address)  # before any test is collected: a mistake costs no time
     elif address is not None:
         raise UserError("--address is the Ray cluster's: give it with --executor ray")
-    overrides = parse_limits(limits)
-    if timeout is not None:
-        overrides["total_timeout_s"] = timeout
-    spec = load_spec(assignment)
-    options = GradingOptions(
-        profile=profile,
-        select=select,
-        marks=marks,
-        data_dir=data_dir,
-        limits=overrides,
-        show_hidden=show_hidden,
-        allow_unisolated=allow_unisolated,
-        lang=lang or i18n.default_language(spec.language),
-    )
-    i18n.use(options.lang)  # feedback.md, summary.md and the terminal's summary
     ids = tuple(i.strip() for item in only for i in item.split(",") if i.strip())  # --only a --only b,c
     console = Console()
     result = run_batch(
