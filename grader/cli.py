@@ -181,28 +181,17 @@ def grading_options(command: Any) -> Any:
     return command
 
 
-def options_for(
-    spec: Spec,
-    profile: str,
-    data_dir: str | None,
-    select: str | None,
-    marks: str | None,
-    show_hidden: bool,
-    lang: str | None,
-    **more: Any,
-) -> GradingOptions:
-    """The GradingOptions of `grading_options` (plus a command's own), in the language they choose."""
+GRADING_OPTION_NAMES = ("profile", "data_dir", "select", "marks", "show_hidden", "lang")
+
+
+def options_for(spec: Spec, chosen: dict[str, Any], **more: Any) -> GradingOptions:
+    """The GradingOptions of the `grading_options` in `chosen` (taken out of it) and a command's own
+    `more`, in the language they choose."""
     from grader import i18n
 
-    options = GradingOptions(
-        profile=profile,
-        data_dir=data_dir,
-        select=select,
-        marks=marks,
-        show_hidden=show_hidden,
-        lang=lang or i18n.default_language(spec.language),
-        **more,
-    )
+    picked = {name: chosen.pop(name) for name in GRADING_OPTION_NAMES}
+    picked["lang"] = picked["lang"] or i18n.default_language(spec.language)
+    options = GradingOptions(**picked, **more)
     i18n.use(options.lang)  # the table, the summary and the report files
     return options
 
@@ -237,17 +226,7 @@ def options_for(
     "--address", metavar="ADDR", help="With --executor ray: the cluster (auto, HOST:PORT; default $RAY_ADDRESS)."
 )
 def batch_command(
-    assignment: str,
-    timeout: float | None,
-    limits: tuple[str, ...],
-    allow_unisolated: bool,
-    profile: str,
-    data_dir: str | None,
-    select: str | None,
-    marks: str | None,
-    show_hidden: bool,
-    lang: str | None,
-    **batch: Any,
+    assignment: str, timeout: float | None, limits: tuple[str, ...], allow_unisolated: bool, **batch: Any
 ) -> int:
     """Grade a folder of submissions (one per student); run it again to grade only what is left or changed."""
     from grader.batch.run import command
@@ -256,9 +235,7 @@ def batch_command(
     if timeout is not None:
         overrides["total_timeout_s"] = timeout
     spec = load_spec(assignment)
-    options = options_for(
-        spec, profile, data_dir, select, marks, show_hidden, lang, limits=overrides, allow_unisolated=allow_unisolated
-    )
+    options = options_for(spec, batch, limits=overrides, allow_unisolated=allow_unisolated)
     return command(spec, options, **batch)
 
 
@@ -311,19 +288,14 @@ def _grade_command(name: str) -> click.Command:
     @click.option("--seed", type=int, help="This grading's seed (default: a random one): regrade with a report's seed.")
     def command(
         submission: Path | None,
-        profile: str,
         json_path: Path | None,
         markdown: Path | None,
         junit: Path | None,
         html_path: Path | None,
         fail_under: float | None,
-        data_dir: str | None,
         download: bool,
-        show_hidden: bool,
-        select: str | None,
-        marks: str | None,
         seed: int | None,
-        lang: str | None,
+        **chosen: Any,
     ) -> int:
         from grader.grading import grade
         from grader.progress import LiveProgress
@@ -335,16 +307,16 @@ def _grade_command(name: str) -> click.Command:
         to_stdout = [flag for flag, path in outputs.items() if path == STDOUT]
         if len(to_stdout) > 1:
             raise UserError(f"{' and '.join(to_stdout)} both ask for standard output (-): give all but one a file")
-        options = options_for(spec, profile, data_dir, select, marks, show_hidden, lang, download=download, seed=seed)
+        options = options_for(spec, chosen, download=download, seed=seed)
         console = Console(stderr=bool(to_stdout))  # stdout is the report's: the table goes to stderr
         with LiveProgress(Console(stderr=True)) as live:
             report = grade(spec, submission or spec.starter_dir, options, on_progress=live.update)
-        render.terminal(report, console, show_hidden)
+        render.terminal(report, console, options.show_hidden)
         broken = [t.name for t in report.tests if t.limit == "grader"]
         _write("--json", json_path, lambda: json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
-        _write("--markdown", markdown, lambda: render.markdown(report, show_hidden))
-        _write("--junit", junit, lambda: render.junit(report, show_hidden))
-        _write("--html", html_path, lambda: render_html.report_page(report, show_hidden))
+        _write("--markdown", markdown, lambda: render.markdown(report, options.show_hidden))
+        _write("--junit", junit, lambda: render.junit(report, options.show_hidden))
+        _write("--html", html_path, lambda: render_html.report_page(report, options.show_hidden))
         if broken:
             raise GraderError(f"the sandbox failed in {len(broken)} tests ({', '.join(broken)}): grade again")
         if fail_under is not None and report.percent < fail_under:
