@@ -7,7 +7,9 @@ In one run, on the same machine and load:
   child process: pytest run in this process again and again, each probe called right here;
 - `grade batch` on N copies of the reference (quick profile, the trained-accuracy tests left out
   unless --accuracy) with each number of workers: wall time, submissions per minute, and per
-  submission the worker time (wall x workers / N) and its overhead beyond the floor.
+  submission the amortized wall time (wall / N), the worker time (wall x workers / N) and its
+  overhead beyond the floor. Both include the batch's fixed costs (starting the warm workers,
+  collecting the tests once, the class page), which a larger N spreads thinner.
 
 - with --otter: Otter-Grader's `otter run` on the same N copies, one after another (its local
   path: `otter grade` needs Docker), on the equivalent port of assignment2's checks in
@@ -167,10 +169,12 @@ def main() -> None:
     print(f"floor (the same checks in one warm process): cold {cold:.2f} s, warm {warm:.2f} s")
     base = runs[args.workers[0]]["wall"]
     for workers, t in runs.items():
+        amortized = t["wall"] / args.copies
         print(
             f"{workers} worker(s): {t['wall']:6.1f} s, {60 * args.copies / t['wall']:5.1f} submissions/min, "
-            f"speed-up {base / t['wall']:.2f}x | per submission: {t['worker']:.2f} s of a worker "
-            f"({t['worker'] / torch_s:.2f}x an import of torch), overhead beyond the floor {t['worker'] - warm:+.2f} s"
+            f"speed-up {base / t['wall']:.2f}x | per submission: {amortized:.2f} s amortized "
+            f"({amortized / torch_s:.2f}x an import of torch), {t['worker']:.2f} s of a worker, "
+            f"{t['worker'] - warm:+.2f} s beyond the floor"
         )
     if otter:
         print(
