@@ -5,8 +5,11 @@ closed, and every limit says which it was."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,6 +120,42 @@ def test_each_probe_sees_an_allow_list_of_the_machine_and_nothing_of_the_last_pr
     assert seen["user_namespace"].startswith("OSError")
     again = box.run(probes.call, "look", str(ROOT), os.environ.get("HOME", "/root"), data)
     assert again["tmp"] == ["work"] and again["shm"] == []
+
+
+@isolated
+def test_an_interpreter_under_tmp_stays_in_view_read_only_under_each_probes_fresh_tmp(monkeypatch):
+    """A virtual environment cloned under /tmp: each probe's empty /tmp must not hide its packages."""
+    folder = tempfile.mkdtemp(dir="/tmp", prefix="grader-test-site-")  # /tmp itself, wherever TMPDIR is
+    try:
+        os.chmod(folder, 0o755)
+        Path(folder, "marker.txt").write_text("seen")
+        os.chmod(Path(folder, "marker.txt"), 0o644)
+        python_dirs = platform.python_dirs
+        monkeypatch.setattr(platform, "python_dirs", lambda: [*python_dirs(), Path(folder)])
+        warm = Zygote(threads=1)
+        try:
+            source = (
+                "from pathlib import Path\n"
+                "def look(folder):\n"
+                "    marker = Path(folder, 'marker.txt').read_text()\n"
+                "    try:\n"
+                "        Path(folder, 'written').write_text('x')\n"
+                "        wrote = 'yes'\n"
+                "    except OSError as error:\n"
+                "        wrote = type(error).__name__\n"
+                "    tmp = sorted(p.name for p in Path('/tmp').iterdir())\n"
+                "    Path('/tmp/stash').write_text('left')  # for the next probe, which must not see it\n"
+                "    return {'marker': marker, 'wrote': wrote, 'tmp': tmp}\n"
+            )
+            box = sandbox_for(warm, source)
+            for _ in range(2):  # the second probe: a fresh /tmp again, the folder still there
+                seen = box.run(probes.call, "look", folder)
+                assert seen["marker"] == "seen" and seen["wrote"] == "OSError"
+                assert seen["tmp"] == sorted(["work", Path(folder).name])
+        finally:
+            warm.close()
+    finally:
+        shutil.rmtree(folder)
 
 
 @isolated

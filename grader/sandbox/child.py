@@ -31,7 +31,8 @@ from grader import codec
 RESULT_FD = 3
 # Frames on the result pipe: a kind byte, a length, the payload.
 IMPORTING, IMPORTED, RESULT, ERROR, PROGRESS = b"I", b"D", b"R", b"E", b"P"
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_REC = 2, 4, 8, 4096, 16384
+_MNT_DETACH = 2
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS = 1, 24, 38
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -44,8 +45,7 @@ def main(job: dict[str, Any], out_w: int, result_w: int, ready_w: int, isolated:
     if isolated:
         _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
         Path("/proc/sys/user/max_user_namespaces").write_text("0")  # no namespace of its own inside this one
-        for folder in ("/tmp", "/dev/shm"):
-            _mount("tmpfs", folder, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={limits['scratch_mb']}m,mode=1777")
+        _fresh_scratch(limits["scratch_mb"])
         workdir = Path("/tmp/work")
     else:
         workdir = Path(tempfile.mkdtemp(prefix="grader-probe-"))
@@ -68,6 +68,36 @@ def main(job: dict[str, Any], out_w: int, result_w: int, ready_w: int, isolated:
     sys.stderr.flush()
     _frame(frame, payload)
     os._exit(0)
+
+
+def _fresh_scratch(size_mb: int) -> None:
+    """Empty /dev/shm and /tmp under the quota, keeping what the sandbox's view mounts below /tmp
+    (an interpreter or its packages installed there): held aside in /dev/shm, then put back."""
+    scratch = f"size={size_mb}m,mode=1777"
+    _mount("tmpfs", "/dev/shm", "tmpfs", _MS_NOSUID | _MS_NODEV, scratch)
+    held = []
+    for i, path in enumerate(_mounts_below("/tmp")):
+        hold = f"/dev/shm/held-{i}"
+        os.mkdir(hold)
+        _mount(path, hold, "", _MS_BIND | _MS_REC)  # recursive: the view's mounts are locked to us
+        held.append((hold, path))
+    _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, scratch)
+    for hold, path in held:
+        os.makedirs(path)
+        _mount(hold, path, "", _MS_BIND | _MS_REC)  # read-only as it was: a bind keeps the mount's flags
+        if _libc.umount2(hold.encode(), _MNT_DETACH) != 0:
+            raise OSError(ctypes.get_errno(), f"cannot unmount {hold}")
+        os.rmdir(hold)
+
+
+def _mounts_below(top: str) -> list[str]:
+    """The outermost mount points strictly below `top` (/proc/self/mountinfo's fifth field)."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].encode().decode("unicode_escape")  # octal escapes: \040 is a space
+        if point.startswith(top + "/"):
+            points.append(point)
+    return sorted(p for p in set(points) if not any(p.startswith(q + "/") for q in points))
 
 
 def _mount(source: str, target: str, fstype: str, flags: int, options: str | None = None) -> None:
