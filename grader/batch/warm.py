@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -37,7 +38,9 @@ class WarmWorker:
         ours, theirs = socket.socketpair()
         setup = json.dumps({"threads": threads, "preload": list(preload), "datasets": list(datasets), "gpu": gpu})
         kit = str(Path(__file__).resolve().parents[2])  # this grader, wherever it runs from (a Ray node's worker too)
+        self._tmp = tempfile.mkdtemp(prefix="grader-warm-")  # what its imports leave (torch's caches): gone with it
         env = {**os.environ, PARENT_ENV: str(os.getpid()), "OMP_NUM_THREADS": str(threads), "PYTHONPATH": kit}
+        env["TMPDIR"] = self._tmp
         self._process = subprocess.Popen(
             [sys.executable, "-m", "grader.batch.warm", str(theirs.fileno()), setup],
             pass_fds=(theirs.fileno(),),
@@ -74,6 +77,7 @@ class WarmWorker:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._process.pid, signal.SIGKILL)
         self._process.wait()
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 def main() -> None:
