@@ -33,6 +33,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from grader.i18n import _
+
 if TYPE_CHECKING:  # the tests' side has torch loaded; a report is built and drawn without it
     import torch
 
@@ -109,7 +111,7 @@ def _boxes(boxes: torch.Tensor) -> list[list[float | None]]:
 
 
 @_never_fails
-def curves(title: str, series: Any, xlabel: str = "epoch") -> dict[str, Any] | None:
+def curves(title: str, series: Any, xlabel: str | None = None) -> dict[str, Any] | None:
     """Lines from {name: [(x, y), ...]}, e.g. the points a d2l Animator kept. The values may come
     from the sandbox: only finite numbers are kept, at most MAX_SERIES lines of MAX_POINTS points."""
     if not isinstance(series, dict):
@@ -127,7 +129,8 @@ def curves(title: str, series: Any, xlabel: str = "epoch") -> dict[str, Any] | N
         label = _NAME.sub("", str(name)[:200])[:40].strip() or f"line {len(lines) + 1}"
         if kept and label not in lines:
             lines[label] = _evenly(kept, MAX_POINTS)
-    return {"kind": "curves", "title": title, "xlabel": xlabel, "series": lines} if lines else None
+    figure = {"kind": "curves", "title": title, "xlabel": xlabel or _("epoch"), "series": lines}
+    return figure if lines else None
 
 
 @_never_fails
@@ -286,8 +289,8 @@ def _draw_matrix(chart: Any, figure: dict[str, Any]) -> None:
             axes.text(column, row, f"{count:g}", ha="center", va="center", fontsize=6, color="w" if dark else "k")
     axes.set_xticks(range(len(labels)), labels)
     axes.set_yticks(range(len(labels)), labels)
-    axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
+    axes.set_xlabel(_("predicted class"))
+    axes.set_ylabel(_("true class"))
 
 
 def _draw_maps(chart: Any, figure: dict[str, Any]) -> None:
@@ -319,7 +322,7 @@ def _draw_boxes(chart: Any, figure: dict[str, Any]) -> None:
                 axes.add_patch(
                     Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=color, linestyle=style, linewidth=1.5)
                 )
-        axes.set_title(f"true {label} / got {guess}", fontsize=7)
+        axes.set_title(_("true {label} / got {guess}").format(label=label, guess=guess), fontsize=7)
         axes.set_xlim(-0.5, image.shape[1] - 0.5)
         axes.set_ylim(image.shape[0] - 0.5, -0.5)
         axes.set_axis_off()

@@ -17,6 +17,12 @@ from grader.i18n import N_, _
 from grader.report import THRESHOLD, Report, TestResult
 
 HIDDEN_NOTE = N_("details hidden until grades are released")
+MEASURED = {  # what the tests measure (their record_property names), as the reports name them
+    "accuracy": N_("accuracy"),
+    "scratch_accuracy": N_("accuracy from scratch"),
+    "class_accuracy": N_("class accuracy"),
+    "mean_iou": N_("mean IoU"),
+}
 
 
 def _visible(report: Report, show_hidden: bool) -> list[tuple[str, TestResult]]:
@@ -40,7 +46,8 @@ def _note(test: TestResult) -> str:
     for key, value in test.measured.items():
         if key == THRESHOLD:
             continue
-        note = f"{key} {value:.1%}" if key.endswith("accuracy") else f"{key} {value}"
+        name = _(MEASURED[key]) if key in MEASURED else key
+        note = f"{name} {value:.1%}" if key.endswith("accuracy") else f"{name} {value}"
         if key == "accuracy" and THRESHOLD in test.measured:
             note += _(" (min {threshold:.0%})").format(threshold=test.measured[THRESHOLD])
         notes.append(note)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from grader import figures
+from grader import figures, i18n
+from grader.i18n import _
 from grader.render import _footer, _note, _points, _visible, load_errors
 from grader.report import Report
 
@@ -48,7 +49,7 @@ def _page(title: str, body: list[str]) -> str:
     return "\n".join(
         [
             "<!DOCTYPE html>",
-            '<html lang="en">',
+            f'<html lang="{i18n.current()}">',
             '<head><meta charset="utf-8">',
             f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -76,13 +77,15 @@ def report_page(report: Report, show_hidden: bool = False) -> str:
     body = [
         f"<h1>{e(report.assignment)} · {e(report.title)}</h1>",
         f'<p class="muted">{e(Path(report.submission).name)}</p>',
-        f'<p class="score"><b>{report.score:g}</b> / {report.max_score:g} points ({report.percent:.0f}%)</p>',
+        f'<p class="score">{_score(report)}</p>',
         _bar(report.percent),
         f"<p>{e(report.summary())}</p>",
     ]
     if report.load_errors:
         body.append(f'<pre class="errors">{e(chr(10).join(load_errors(report)))}</pre>')
-    body.append('<table><thead><tr><th></th><th>test</th><th class="points">points</th></tr></thead><tbody>')
+    points = _("points")
+    head = _headers(("", _("test"), points), points)
+    body.append(f"<table><thead><tr>{head}</tr></thead><tbody>")
     for name, test in _visible(report, show_hidden):
         status = "passed" if test.status == "passed" else "failed"
         note = f'<div class="note">{e(_note(test))}</div>' if _note(test) else ""
@@ -95,44 +98,54 @@ def report_page(report: Report, show_hidden: bool = False) -> str:
     return _page(f"{report.assignment}: {report.score:g} / {report.max_score:g}", body)
 
 
+def _score(report: Report) -> str:
+    """ "<b>10</b> / 43 points (23%)", in the page's language."""
+    score = html.escape(_("{score} / {max_score} points ({percent}%)"))
+    return score.format(
+        score=f"<b>{report.score:g}</b>", max_score=f"{report.max_score:g}", percent=f"{report.percent:.0f}"
+    )
+
+
 def class_page(outcomes: list[Outcome], stats: dict[str, Any]) -> str:
     """A batch's class page: the score histogram, each test's pass rate, the commonest reasons of
-    failure, and every student's line with a link to their feedback.html."""
+    failure, and every student's line with a link to their feedback.html. In the batch's language,
+    as summary.md is."""
+    from grader.batch.gradebook import COMMONEST, _headline, _scores
+
     e = html.escape
     assignment = outcomes[0].report.assignment if outcomes else ""
     title = outcomes[0].report.title if outcomes else ""
-    status = ", ".join(f"{n} {s}" for s, n in sorted(stats["status"].items()))
     bands, counts = zip(*stats["distribution"], strict=True)
-    histogram = figures.bars("score distribution", bands, counts, "students")
+    histogram = figures.bars(_("score distribution"), bands, counts, _("students"))
     tests = stats["tests"]
     pass_rates = figures.bars(
-        "each test's pass rate",
+        _("each test's pass rate"),
         [t["name"] for t in tests],
         [100 * t["pass_rate"] for t in tests],
-        "% passed",
+        _("% passed"),
         True,
         100,
     )
     body = [
         f"<h1>{e(assignment)} · {e(title)}</h1>",
-        f'<p class="score"><b>{stats["students"]}</b> submissions ({e(status)})</p>',
-        f"<p>mean {stats['mean']:.1f}% · median {stats['median']:.1f}%</p>",
+        f'<p class="score">{e(_headline(stats))}</p>',
+        f"<p>{e(_scores(stats))}</p>",
         _chart(histogram),
-        "<h2>Tests, the most failed first</h2>",
+        _heading(_("Tests, the most failed first")),
         _chart(pass_rates),
         _table(
-            ("test", "points", "passed", "mean points", "commonest reason of failure"),
+            (_("test"), _("points"), _("passed"), _("mean points"), _(COMMONEST)),
             [
                 (t["name"], f"{t['max_score']:g}", f"{t['pass_rate']:.0%}", f"{t['mean']:.2g}", t["common_reason"])
                 for t in tests
             ],
         ),
-        "<h2>The commonest reasons of failure</h2>",
-        _table(("reason", "students", "tests"), _common_reasons(outcomes)),
-        "<h2>Students</h2>",
+        _heading(_("The commonest reasons of failure")),
+        _table((_("reason"), _("students"), _("tests")), _common_reasons(outcomes)),
+        _heading(_("Students")),
         _students(outcomes),
     ]
-    return _page(f"{assignment}: {stats['students']} submissions", body)
+    return _page(f"{assignment}: {_headline(stats)}", body)
 
 
 def _chart(figure: dict[str, Any] | None) -> str:
@@ -141,9 +154,18 @@ def _chart(figure: dict[str, Any] | None) -> str:
     return figures.image_tags([{"label": figure["title"], "url": figures.data_url(png)}]) if figure and png else ""
 
 
+def _heading(text: str) -> str:
+    return f"<h2>{html.escape(text)}</h2>"
+
+
+def _headers(headers: Sequence[str], *numeric: str) -> str:
+    """Header cells; the `numeric` ones right-aligned, as their columns are."""
+    return "".join(f"<th{' class=points' if h in numeric else ''}>{html.escape(h)}</th>" for h in headers)
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    head = _headers(headers)
     cells = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>"
 
@@ -167,6 +189,8 @@ def _common_reasons(outcomes: list[Outcome], count: int = 10) -> list[tuple[str,
 
 
 def _students(outcomes: list[Outcome]) -> str:
+    from grader.batch.gradebook import STATUSES
+
     e = html.escape
     rows = []
     for o in outcomes:
@@ -174,7 +198,9 @@ def _students(outcomes: list[Outcome]) -> str:
         report = o.report
         rows.append(
             f"<tr><td>{link}</td><td class='points'>{report.score:g} / {report.max_score:g}</td>"
-            f"<td class='points'>{report.percent:.0f}%</td><td>{e(o.status)}</td><td>{e(report.problem)}</td></tr>"
+            f"<td class='points'>{report.percent:.0f}%</td><td>{e(_(STATUSES.get(o.status, o.status)))}</td>"
+            f"<td>{e(report.problem)}</td></tr>"
         )
-    head = "<tr><th>student</th><th class='points'>score</th><th class='points'>%</th><th>status</th><th></th></tr>"
-    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    score = _("score")
+    head = _headers((_("student"), score, "%", _("status"), ""), score, "%")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

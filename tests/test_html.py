@@ -24,7 +24,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from grader import figures, render, render_html
+from grader import figures, i18n, render, render_html
 from grader.batch.gradebook import summarize
 from grader.batch.run import Outcome, run_batch
 from grader.cli import main
@@ -373,6 +373,17 @@ def test_the_class_page_counts_students_once_per_reason():
     page = render_html.class_page(outcomes, summarize(outcomes))
     assert "<td>same reason</td><td>3</td><td>test 0, test 1</td>" in page
     assert "second line" not in page
+
+
+def test_both_pages_speak_the_language_of_the_grading():
+    report = report_with([{}, {}])
+    outcomes = [Outcome("s0", report, "unreadable", "")]
+    with i18n.using("vi"):
+        page, index = render_html.report_page(report), render_html.class_page(outcomes, summarize(outcomes))
+    assert '<html lang="vi">' in page and "<b>0</b> / 2 điểm (0%)" in page and "bài kiểm tra" in page
+    assert '<html lang="vi">' in index and "Sinh viên" in index and "không đọc được" in index
+    english = render_html.report_page(report)
+    assert '<html lang="en">' in english and "<b>0</b> / 2 points (0%)" in english
 
 
 @pytest.mark.parametrize("name", ["assignment2", "assignment3", "assignment6"])

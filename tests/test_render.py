@@ -152,7 +152,7 @@ def test_a_passing_accuracy_test_shows_its_accuracy_and_threshold():
     report.tests[0].measured = {"accuracy": 0.943, "min_accuracy": 0.9, "mean_iou": 0.71}
     out = io.StringIO()
     render.terminal(report, Console(file=out, width=100))
-    assert "accuracy 94.3% (min 90%), mean_iou 0.71" in out.getvalue()
+    assert "accuracy 94.3% (min 90%), mean IoU 0.71" in out.getvalue()
     assert "accuracy 94.3% (min 90%)" in render.markdown(report)
 
 

@@ -136,7 +136,7 @@ def test_trained_accuracy(submission, profile, dataset, record_property):
     trained = submission.run(probes.train_lenet, dataset.train.x, dataset.train.y, profile.budget)
     state = trained.get("state") if isinstance(trained, dict) else None
     curves = trained.get("history") if isinstance(trained, dict) else None  # the student's numbers: only drawn
-    figures.record(record_property, "training", figures.curves("the curves train_ch6 drew while training", curves))
+    figures.record(record_property, "training", figures.curves(_("the curves train_ch6 drew while training"), curves))
     net = lenet()  # the grader's own: the student's weights are evaluated here, on images no sandbox sees
     problem = load_in_order(net, state)
     assert not problem, problem

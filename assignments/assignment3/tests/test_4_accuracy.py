@@ -48,11 +48,12 @@ def check_accuracy(submission, profile, dataset, record_property, class_name, bu
     accuracy = evaluate(model.to(device), test_x, dataset.test.y.to(device))
     record_property("accuracy", round(accuracy, 4))
     record_property("min_accuracy", threshold)
-    title = f"{class_name} trained: the test images' true class (rows) against the predicted one (columns)"
+    title = _("{class_name} trained: the test images' true class (rows) against the predicted one (columns)")
+    title = title.format(class_name=class_name)
     figures.record(record_property, "confusion", figures.confusion(title, predict(model, test_x), dataset.test.y, 10))
     with torch.no_grad():
         maps = F.relu(model.conv1(test_x[:1]))[0]
-    title = f"{class_name} trained: conv1's feature maps (after ReLU) of a test image"
+    title = _("{class_name} trained: conv1's feature maps (after ReLU) of a test image").format(class_name=class_name)
     figures.record(record_property, "conv1 maps", figures.feature_maps(title, test_x[0], maps))
     steps, epochs = _("{steps:,} steps"), _("{epochs} epochs")
     spent = steps.format(steps=budget["steps"]) if "steps" in budget else epochs.format(epochs=budget["epochs"])

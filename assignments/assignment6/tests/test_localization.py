@@ -297,7 +297,7 @@ def test_trained_localization_accuracy(submission, profile, dataset, record_prop
     record_property("class_accuracy", round(right_class.float().mean().item(), 4))
     record_property("mean_iou", round(iou.mean().item(), 4))
     predicted = box_convert(boxes * canvas, "cxcywh", "xyxy")
-    title = "the first test canvases: the true box (green) and the predicted one (red)"
+    title = _("the first test canvases: the true box (green) and the predicted one (red)")
     figure = figures.boxes(title, test_x[:6], test_boxes[:6], predicted[:6], dataset.test.y[:6], classes[:6])
     figures.record(record_property, "boxes", figure)
     assert accuracy >= profile.min_accuracy, _(
