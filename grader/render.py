@@ -17,6 +17,8 @@ from grader.i18n import N_, _
 from grader.report import THRESHOLD, Report, TestResult
 
 HIDDEN_NOTE = N_("details hidden until grades are released")
+COMMONEST = N_("commonest reason of failure")
+STATUSES = {"graded": N_("graded"), "unreadable": N_("unreadable"), "error": N_("error")}  # a batch's, as said
 MEASURED = {  # what the tests measure (their record_property names), as the reports name them
     "accuracy": N_("accuracy"),
     "scratch_accuracy": N_("accuracy from scratch"),
@@ -108,6 +110,20 @@ def load_errors(report: Report) -> list[str]:
             if error.get("column"):
                 lines.append(" " * (len(prefix) + error["column"] - 1) + "^")
     return lines
+
+
+def class_headline(stats: dict[str, Any]) -> str:
+    """The class in one line: "12 submissions (10 graded, 2 unreadable; 3 late)"."""
+    status = ", ".join(f"{n} {_(STATUSES.get(s, s))}" for s, n in sorted(stats["status"].items()))
+    late = _("; {late} late").format(late=stats["late"]) if stats["late"] else ""
+    return _("{students} submissions ({status}{late})").format(students=stats["students"], status=status, late=late)
+
+
+def class_scores(stats: dict[str, Any]) -> str:
+    """The class's scores in one line: "mean 71.2% · median 75.0% (of the 10 graded)"."""
+    if not stats["graded"]:
+        return _("no submission could be graded")
+    return _("mean {mean:.1f}% · median {median:.1f}% (of the {graded} graded)").format(**stats)
 
 
 def terminal(report: Report, console: Console, show_hidden: bool = False) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from grader import figures, i18n
+from grader import figures, i18n, render
 from grader.i18n import _
 from grader.render import _footer, _note, _points, _visible, load_errors
 from grader.report import Report
@@ -110,8 +110,6 @@ def class_page(outcomes: list[Outcome], stats: dict[str, Any]) -> str:
     """A batch's class page: the score histogram, each test's pass rate, the commonest reasons of
     failure, and every student's line with a link to their feedback.html. In the batch's language,
     as summary.md is."""
-    from grader.batch.gradebook import COMMONEST, _headline, _scores
-
     e = html.escape
     assignment = outcomes[0].report.assignment if outcomes else ""
     title = outcomes[0].report.title if outcomes else ""
@@ -128,13 +126,13 @@ def class_page(outcomes: list[Outcome], stats: dict[str, Any]) -> str:
     )
     body = [
         f"<h1>{e(assignment)} · {e(title)}</h1>",
-        f'<p class="score">{e(_headline(stats))}</p>',
-        f"<p>{e(_scores(stats))}</p>",
+        f'<p class="score">{e(render.class_headline(stats))}</p>',
+        f"<p>{e(render.class_scores(stats))}</p>",
         _chart(histogram),
         _heading(_("Tests, the most failed first")),
         _chart(pass_rates),
         _table(
-            (_("test"), _("points"), _("passed"), _("mean points"), _(COMMONEST)),
+            (_("test"), _("points"), _("passed"), _("mean points"), _(render.COMMONEST)),
             [
                 (t["name"], f"{t['max_score']:g}", f"{t['pass_rate']:.0%}", f"{t['mean']:.2g}", t["common_reason"])
                 for t in tests
@@ -145,7 +143,7 @@ def class_page(outcomes: list[Outcome], stats: dict[str, Any]) -> str:
         _heading(_("Students")),
         _students(outcomes),
     ]
-    return _page(f"{assignment}: {_headline(stats)}", body)
+    return _page(f"{assignment}: {render.class_headline(stats)}", body)
 
 
 def _chart(figure: dict[str, Any] | None) -> str:
@@ -189,8 +187,6 @@ def _common_reasons(outcomes: list[Outcome], count: int = 10) -> list[tuple[str,
 
 
 def _students(outcomes: list[Outcome]) -> str:
-    from grader.batch.gradebook import STATUSES
-
     e = html.escape
     rows = []
     for o in outcomes:
@@ -198,7 +194,7 @@ def _students(outcomes: list[Outcome]) -> str:
         report = o.report
         rows.append(
             f"<tr><td>{link}</td><td class='points'>{report.score:g} / {report.max_score:g}</td>"
-            f"<td class='points'>{report.percent:.0f}%</td><td>{e(_(STATUSES.get(o.status, o.status)))}</td>"
+            f"<td class='points'>{report.percent:.0f}%</td><td>{e(_(render.STATUSES.get(o.status, o.status)))}</td>"
             f"<td>{e(report.problem)}</td></tr>"
         )
     score = _("score")

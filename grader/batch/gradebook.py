@@ -31,7 +31,7 @@ from tabulate import tabulate
 
 from grader import render, render_html
 from grader.batch.store import write_whole
-from grader.i18n import N_, _
+from grader.i18n import _
 
 if TYPE_CHECKING:
     from grader.batch.run import BatchResult, Outcome
@@ -55,8 +55,6 @@ FIRST_COLUMNS = (
     "left_out_points",
 )
 CANVAS_STUDENT_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
-COMMONEST = N_("commonest reason of failure")
-STATUSES = {"graded": N_("graded"), "unreadable": N_("unreadable"), "error": N_("error")}  # as the summary says them
 
 
 def short_ids(nodeids: list[str]) -> dict[str, str]:
@@ -193,26 +191,13 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
     }
 
 
-def _headline(stats: dict[str, Any]) -> str:
-    """The class in one line: "12 submissions (10 graded, 2 unreadable; 3 late)"."""
-    status = ", ".join(f"{n} {_(STATUSES.get(s, s))}" for s, n in sorted(stats["status"].items()))
-    late = _("; {late} late").format(late=stats["late"]) if stats["late"] else ""
-    return _("{students} submissions ({status}{late})").format(students=stats["students"], status=status, late=late)
-
-
-def _scores(stats: dict[str, Any]) -> str:
-    if not stats["graded"]:
-        return _("no submission could be graded")
-    return _("mean {mean:.1f}% · median {median:.1f}% (of the {graded} graded)").format(**stats)
-
-
 def summary_markdown(outcomes: list[Outcome]) -> str:
     stats = summarize(outcomes)
     left_out = next(filter(None, (render.left_out(o.report) for o in outcomes)), "")  # --select, --marks
     lines = [
-        f"### {outcomes[0].report.assignment if outcomes else ''}: {_headline(stats)}",
+        f"### {outcomes[0].report.assignment if outcomes else ''}: {render.class_headline(stats)}",
         "",
-        _scores(stats),
+        render.class_scores(stats),
         "",
         *([left_out, ""] if left_out else []),
         tabulate(
@@ -228,7 +213,7 @@ def summary_markdown(outcomes: list[Outcome]) -> str:
                 (t["name"], f"{t['max_score']:g}", f"{t['pass_rate']:.0%}", f"{t['mean']:.2g}", t["common_reason"])
                 for t in stats["tests"]
             ],
-            headers=(_("test"), _("points"), _("passed"), _("mean points"), _(COMMONEST)),
+            headers=(_("test"), _("points"), _("passed"), _("mean points"), _(render.COMMONEST)),
             tablefmt="github",
         ),
     ]
@@ -244,14 +229,15 @@ def print_summary(result: BatchResult, console: Console) -> None:
     if result.left_out:
         names = ", ".join(result.left_out[:5]) + (" ..." if len(result.left_out) > 5 else "")
         console.print(f"{len(result.left_out)} never graded, left out of the gradebook: {names}", **plain)
+    headline, scores = render.class_headline(stats), render.class_scores(stats)
     if not result.graded_now:
         nothing = _("nothing to grade: {headline} up to date · {scores} · {where}")
-        console.print(nothing.format(headline=_headline(stats), scores=_scores(stats), where=where), **plain)
+        console.print(nothing.format(headline=headline, scores=scores, where=where), **plain)
         return
-    now = _("· {n} graded now · {scores}").format(n=result.graded_now, scores=_scores(stats))
-    console.print(Text(_headline(stats), "bold"), now, **plain)
+    now = _("· {n} graded now · {scores}").format(n=result.graded_now, scores=scores)
+    console.print(Text(headline, "bold"), now, **plain)
     table = Table(show_edge=False, pad_edge=False, box=None)
-    for column in (_("test"), _("points"), _("passed"), _(COMMONEST)):
+    for column in (_("test"), _("points"), _("passed"), _(render.COMMONEST)):
         table.add_column(column, overflow="fold")
     for test in stats["tests"]:
         table.add_row(test["name"], f"{test['max_score']:g}", f"{test['pass_rate']:.0%}", test["common_reason"])

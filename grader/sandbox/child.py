@@ -16,6 +16,7 @@ import ctypes
 import importlib
 import os
 import random
+import re
 import resource
 import signal
 import struct
@@ -33,6 +34,7 @@ RESULT_FD = 3
 IMPORTING, IMPORTED, RESULT, ERROR, PROGRESS = b"I", b"D", b"R", b"E", b"P"
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_REC = 2, 4, 8, 4096, 16384
 _MNT_DETACH = 2
+_OCTAL = re.compile(r"\\([0-7]{3})")  # mountinfo's escapes (space, tab, newline, backslash)
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS = 1, 24, 38
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -94,7 +96,7 @@ def _mounts_below(top: str) -> list[str]:
     """The outermost mount points strictly below `top` (/proc/self/mountinfo's fifth field)."""
     points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].encode().decode("unicode_escape")  # octal escapes: \040 is a space
+        point = _OCTAL.sub(lambda m: chr(int(m[1], 8)), line.split()[4])  # mountinfo writes a space as \040
         if point.startswith(top + "/"):
             points.append(point)
     return sorted(p for p in set(points) if not any(p.startswith(q + "/") for q in points))
