@@ -15,7 +15,7 @@ from grader import i18n
 from grader.errors import GraderError, UserError
 from grader.options import GradingOptions
 from grader.report import Report, build_report
-from grader.runner import run_tests
+from grader.runner import Run, run_tests
 from grader.spec import Spec
 from grader.submission import materialize
 
@@ -56,6 +56,16 @@ def grade(
         run = run_tests(spec, copy.folder, options, env, cancel, worker, on_progress)
     if cancel is not None and cancel.is_set():
         raise GraderError("cancelled")
+    collected_tests(run, spec, options)
+    if not run.timed_out and run.exit_code not in (0, 1):  # pytest: 0 all passed, 1 some failed
+        raise BrokenRun(f"the test run of {spec.name} ended early (exit code {run.exit_code})", run.log_tail)
+    with i18n.using(options.lang):  # its own texts (a test that never reported) in the language of the tests'
+        return build_report(spec, run, label or str(submission))
+
+
+def collected_tests(run: Run, spec: Spec, options: GradingOptions) -> list[dict[str, Any]]:
+    """The tests a session collected: a UserError for a mistake in the selection or when none
+    matches it, a BrokenRun when the tests themselves did not start."""
     if run.usage_error:
         raise UserError(run.usage_error)
     if run.collected is None or run.collect_errors:
@@ -64,7 +74,4 @@ def grade(
     if not run.collected:
         what = " and ".join(f"'{e}'" for e in (options.select, options.marks) if e)
         raise UserError(f"no test of {spec.name} matches {what}" if what else f"{spec.name} has no tests")
-    if not run.timed_out and run.exit_code not in (0, 1):  # pytest: 0 all passed, 1 some failed
-        raise BrokenRun(f"the test run of {spec.name} ended early (exit code {run.exit_code})", run.log_tail)
-    with i18n.using(options.lang):  # its own texts (a test that never reported) in the language of the tests'
-        return build_report(spec, run, label or str(submission))
+    return run.collected

@@ -139,8 +139,9 @@ def _pytest(
                 _kill_group(pid)
             code = worker.wait()
         else:
-            # finished: its records are all in, and Python's own exit (torch's) is no longer worth waiting for
-            code = _stop(child, grace_s=0 if run.timed_out or run.finished else 5)
+            # a session that ended as sessions do (0 all passed, 1 some failed) has sent every record:
+            # Python's own exit (torch's) is not worth waiting for; any other status explains itself after
+            code = _stop(child, grace_s=0 if run.timed_out or run.done_status in (0, 1) else 5)
         run.exit_code = code if run.done_status is None else run.done_status
         run.log_tail = Path(workdir, "log").read_bytes().decode("utf-8", errors="replace")[-4000:]
     if run.exit_code == 4:  # a mistake in what was asked (pytest.UsageError): the user's, in one line

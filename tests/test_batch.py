@@ -75,6 +75,19 @@ def test_the_grader_key_changes_with_the_tests_the_spec_and_the_options_that_cha
     assert grader_key(spec, GradingOptions()) == key
 
 
+@pytest.mark.parametrize(
+    ("select", "message"),
+    [("zzz", "no test of assignment2 matches 'zzz'"), ("lenet and (", "-k")],
+    ids=["nothing selected", "a broken expression"],
+)
+def test_a_batch_says_a_selection_mistake_in_one_line_as_grade_does(tmp_path, select, message):
+    spec = spec_of("assignment2")
+    shutil.copytree(spec.starter_dir, tmp_path / "subs" / "ana")
+    options = GradingOptions(profile="quick", select=select)
+    with pytest.raises(UserError, match=re.escape(message)):
+        run_batch(spec, tmp_path / "subs", tmp_path / "out", options, 1, console=QUIET)
+
+
 def test_workers_run_at_once_each_with_a_folder_and_cores_of_its_own():
     running, peak, lock = [0], [0], threading.Lock()
 

@@ -61,9 +61,10 @@ def test_options_travel_as_one_document_and_reject_an_unknown_limit():
     ("options", "message"),
     [
         (GradingOptions(profile="quick", select="zzz"), "no test of assignment2 matches 'zzz'"),
+        (GradingOptions(profile="quick", select="lenet and ("), "Wrong expression passed to '-k'"),
         (GradingOptions(profile="full", data_dir="/nonexistent"), "--profile full needs"),
     ],
-    ids=["nothing selected", "full profile without its GPU or dataset"],
+    ids=["nothing selected", "a broken expression", "full profile without its GPU or dataset"],
 )
 def test_a_mistake_in_what_was_asked_is_one_line_before_any_test_runs(options, message):
     spec = spec_of("assignment2")

@@ -38,7 +38,7 @@ from grader.batch.gradebook import print_summary, write_gradebook
 from grader.batch.late import Deadline, hand_in_times, parse_time
 from grader.batch.store import STATE, Entry, Snapshot, Store, Stored, exclusive, find_entries, grader_key, take_snapshot
 from grader.errors import GraderError, UserError, make_folder
-from grader.grading import BrokenRun
+from grader.grading import BrokenRun, collected_tests
 from grader.i18n import N_
 from grader.options import GradingOptions
 from grader.plugin.session import resolve_profile
@@ -380,12 +380,10 @@ def ray_executor() -> type[RayExecutor]:
 def _collect(spec: Spec, options: GradingOptions) -> list[dict[str, Any]]:
     """The tests that will be graded: for the reports of hand-ins that cannot be read at all."""
     run = collect(spec.root, [spec], args=(*selection(options.select, options.marks), "--lang", options.lang))
-    if run.collected is None or run.collect_errors:
-        detail = run.collect_errors[0]["text"] if run.collect_errors else run.log_tail
-        raise GraderError(f"the tests of {spec.name} could not be collected:\n{detail}")
-    if not run.collected:
-        raise UserError(f"no test of {spec.name} is selected")
-    return run.collected
+    try:
+        return collected_tests(run, spec, options)
+    except BrokenRun as broken:  # the instructor's terminal: what broke the tests, before any grading
+        raise GraderError(f"{broken}:\n{broken.log}") from None
 
 
 def _zero_report(spec: Spec, collected: list[dict[str, Any]], entry: Entry, problem: str, profile: str) -> Report:
