@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import zipfile
 from dataclasses import dataclass
 from functools import cached_property
@@ -181,10 +180,3 @@ def _from_zip(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Path 
                 finally:
                     inner.unlink()
     return _collect(found, files, dest, "zip")
-
-
-def copy_modules(materialized: Materialized, dest: Path) -> None:
-    """A fresh copy of the submission's modules, for one sandboxed run."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in set(materialized.modules.values()):
-        shutil.copyfile(materialized.folder / name, dest / name)
