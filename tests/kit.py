@@ -23,6 +23,14 @@ from grader.spec import Spec, assignment_names, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENTS = assignment_names(ROOT)
+STRICT_ENV = "KIT_TESTS_STRICT"  # "1" (.ci/run): a test whose tool is missing fails instead of skipping
+
+
+def requires(available: bool, reason: str) -> pytest.MarkDecorator:
+    """Mark a test that needs a tool (bubblewrap, Chromium, Ray): skipped with `reason` where
+    `available` is false, and failed instead under $KIT_TESTS_STRICT=1 (tests/conftest.py), so that CI
+    cannot be green without the checks it claims."""
+    return pytest.mark.requires(available=available, reason=reason)
 
 
 class Gradings:

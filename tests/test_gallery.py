@@ -25,11 +25,11 @@ from grader.options import GradingOptions
 from grader.report import Report
 from grader.sandbox import platform
 from tests.gallery import ENTRIES, LIMITS, build, problems
-from tests.kit import ROOT, spec_of
+from tests.kit import ROOT, requires, spec_of
 
 CANARY = "canary-8c1f3e"  # in the batch's environment, as an instructor's token would be
 TEST_USER = "grader-kit-test"
-pytestmark = pytest.mark.skipif(platform.mechanism() != platform.BWRAP, reason="bubblewrap is not installed here")
+pytestmark = requires(platform.mechanism() == platform.BWRAP, "bubblewrap is missing or refused here")
 
 
 class Listener:

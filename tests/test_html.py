@@ -32,12 +32,12 @@ from grader.options import GradingOptions
 from grader.report import Report, build_report
 from grader.runner import Run
 from grader.testing import probes_for
-from tests.kit import ROOT, spec_of, submit_graded
+from tests.kit import ROOT, requires, spec_of, submit_graded
 
 QUIET = Console(file=io.StringIO())
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (apt-get install chromium)")
+needs_chromium = requires(CHROMIUM is not None, "no chromium here (apt-get install chromium)")
 PNG = b"\x89PNG\r\n\x1a\n"
 IMAGES_SCRIPT = "JSON.stringify([...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]))"
 

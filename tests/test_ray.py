@@ -18,7 +18,7 @@ from grader.batch.run import run_batch
 from grader.cli import main
 from grader.errors import GraderError, UserError
 from grader.options import GradingOptions
-from tests.kit import spec_of
+from tests.kit import requires, spec_of
 
 try:
     import ray
@@ -27,7 +27,7 @@ try:
     from grader.batch.ray import RayExecutor, _grade_on_node, _report_of
 except ImportError:
     ray = None
-needs_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed (pip install '.[ray]')")
+needs_ray = requires(ray is not None, "Ray is not installed (pip install '.[ray]')")
 
 QUIET = Console(file=io.StringIO())
 OPTIONS = GradingOptions(profile="quick", select="test_parameter_count")

@@ -19,10 +19,10 @@ from grader.sandbox import platform
 from grader.sandbox.api import Sandbox, SubmissionError, Zygote
 from grader.spec import Limits
 from grader.testing import probes_for
-from tests.kit import ROOT
+from tests.kit import ROOT, requires
 
 probes = probes_for(str(ROOT / "tests" / "sandbox" / "tests" / "test_probes.py"))  # tests/sandbox/probes.py
-isolated = pytest.mark.skipif(platform.mechanism() != platform.BWRAP, reason="bubblewrap is not installed here")
+isolated = requires(platform.mechanism() == platform.BWRAP, "bubblewrap is missing or refused here")
 LIMITS = Limits(test_timeout_s=20, output_kb=16, memory_mb=1024, file_mb=8, processes=16)
 
 
