@@ -2,9 +2,10 @@
 
     grade list
     grade <assignment> [--submission PATH] [--profile quick|full|auto] [--json F] [--markdown F]
-                       [--junit F] [--html F] [--fail-under PCT] [--select EXPR] [--marks EXPR] [--lang en|vi]
+                       [--junit F] [--html F] [--fail-under PCT] [--select EXPR] [--marks EXPR] [--seed N]
+                       [--lang en|vi]
     grade batch <assignment> <submissions> --out DIR [--workers N] [--timeout S] [--only ID] [--failed]
-                [--force] [--deadline TIME [--late-policy RULE]] [--canvas-assignment ID]
+                [--force] [--seed N] [--deadline TIME [--late-policy RULE]] [--canvas-assignment ID]
                 [--executor local|ray [--address ADDR]] [--lang en|vi]
     grade release <assignment> --out DIR
     grade notebook <assignment> [--out F]
@@ -171,6 +172,11 @@ def grading_options(command: Any) -> Any:
         click.option("--marks", metavar="EXPR", help="Only the tests matching a pytest -m expression: 'not accuracy'."),
         click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests in the reports."),
         click.option(
+            "--seed",
+            type=int,
+            help="The seed the inputs are drawn from (default: each hand-in's own, from the course's secret).",
+        ),
+        click.option(
             "--lang",
             type=click.Choice(["en", "vi"]),
             help="The language of reasons, titles and reports (default: the spec's, else the locale's, else en).",
@@ -181,7 +187,7 @@ def grading_options(command: Any) -> Any:
     return command
 
 
-GRADING_OPTION_NAMES = ("profile", "data_dir", "select", "marks", "show_hidden", "lang")
+GRADING_OPTION_NAMES = ("profile", "data_dir", "select", "marks", "show_hidden", "seed", "lang")
 
 
 def options_for(spec: Spec, chosen: dict[str, Any], **more: Any) -> GradingOptions:
@@ -285,7 +291,6 @@ def _grade_command(name: str) -> click.Command:
     @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write an HTML report, with pictures.")
     @click.option("--fail-under", type=click.FloatRange(0, 100), help="Exit 1 when the score is below this percentage.")
     @click.option("--download", is_flag=True, help="Allow downloading missing datasets.")
-    @click.option("--seed", type=int, help="This grading's seed (default: a random one): regrade with a report's seed.")
     def command(
         submission: Path | None,
         json_path: Path | None,
@@ -294,7 +299,6 @@ def _grade_command(name: str) -> click.Command:
         html_path: Path | None,
         fail_under: float | None,
         download: bool,
-        seed: int | None,
         **chosen: Any,
     ) -> int:
         from grader.grading import grade
@@ -307,7 +311,7 @@ def _grade_command(name: str) -> click.Command:
         to_stdout = [flag for flag, path in outputs.items() if path == STDOUT]
         if len(to_stdout) > 1:
             raise UserError(f"{' and '.join(to_stdout)} both ask for standard output (-): give all but one a file")
-        options = options_for(spec, chosen, download=download, seed=seed)
+        options = options_for(spec, chosen, download=download)
         console = Console(stderr=bool(to_stdout))  # stdout is the report's: the table goes to stderr
         with LiveProgress(Console(stderr=True)) as live:
             report = grade(spec, submission or spec.starter_dir, options, on_progress=live.update)

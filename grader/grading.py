@@ -16,8 +16,9 @@ from grader.errors import GraderError, UserError
 from grader.options import GradingOptions
 from grader.report import Report, build_report
 from grader.runner import Run, run_tests
+from grader.seeding import seeded
 from grader.spec import Spec
-from grader.submission import materialize
+from grader.submission import folder_digest, materialize
 
 if TYPE_CHECKING:
     from grader.batch.warm import WarmWorker
@@ -47,12 +48,14 @@ def grade(
     that a broken one fails in one clear line before any test starts (a `SubmissionProblem`).
     `label` is how the report names the submission (default: its path). With a warm `worker`
     (a batch's), the grading child is a fork of its process rather than a fresh one. `on_progress`
-    gets the test starting and its progress, for the screen.
+    gets the test starting and its progress, for the screen. Without a seed in `options`, the
+    grading draws its inputs from the hand-in's own (grader.seeding).
     """
     options = options or GradingOptions()
     scratch_root = (env or {}).get("TMPDIR")
     with tempfile.TemporaryDirectory(prefix="grader-submission-", dir=scratch_root) as scratch:
         copy = materialize(submission, spec.files, Path(scratch) / "submission", spec.starter_dir)
+        options = seeded(options, spec, folder_digest(copy.folder))  # the same hand-in, the same seed
         run = run_tests(spec, copy.folder, options, env, cancel, worker, on_progress)
     if cancel is not None and cancel.is_set():
         raise GraderError("cancelled")

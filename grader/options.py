@@ -34,7 +34,7 @@ class GradingOptions:
     download: bool = False
     select: str | None = None  # a pytest -k expression
     marks: str | None = None  # a pytest -m expression: 'not accuracy'
-    seed: int | None = None  # None: a random one per grading, which no submission can know
+    seed: int | None = None  # None: the hand-in's own (grader.seeding), which no submission can know
     limits: dict[str, float] = field(default_factory=dict)  # overrides of the spec's [limits]
     threads: int = 0  # torch threads of each probe; 0: as many as the cores this grading owns
     gpu_fraction: float = 0.0  # each probe's share of the GPU's memory (workers sharing one GPU)
@@ -60,7 +60,7 @@ class GradingOptions:
     def scoring(self) -> dict[str, Any]:
         """The options that change a score, or the texts a report holds (not how it is shown): what a
         batch's resume key holds."""
-        kept = ("profile", "data_dir", "select", "marks", "limits", "lang")
+        kept = ("profile", "data_dir", "select", "marks", "seed", "limits", "lang")
         return {name: getattr(self, name) for name in kept}
 
     def apply(self, limits: Limits) -> Limits:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zipfile
 from dataclasses import dataclass
@@ -96,6 +97,15 @@ def materialize(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Pat
         return _collect({file: text.encode() for file, text in modules.items()}, files, dest, "notebook")
     problem = _("cannot grade {name}: hand in a folder, a .py file, a .zip or a .ipynb notebook")
     raise SubmissionProblem(problem.format(name=path.name))
+
+
+def folder_digest(folder: Path) -> str:
+    """The SHA-256 of a materialized submission's modules, names and bytes: the same for the same
+    hand-in, whether it came as a folder, a zip or again (a batch's snapshot, a grading's seed)."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        digest.update(f"\0{path.name}\0".encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _read_limited(path: Path) -> bytes:

@@ -30,7 +30,7 @@ def use_seed(seed: int) -> None:
 
 
 def grading_seed() -> int:
-    """This grading's seed: drawn at random per grading, or the one given (calibration, a regrade)."""
+    """This grading's seed: the hand-in's own (grader.seeding), or the one given (calibration, --seed)."""
     return _SEED[0]
 
 

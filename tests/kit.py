@@ -23,6 +23,7 @@ from grader.spec import Spec, assignment_names, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENTS = assignment_names(ROOT)
+ANOTHER_SEED = 20250314  # not a hand-in's own seed (those are 62-bit hashes)
 STRICT_ENV = "KIT_TESTS_STRICT"  # "1" (.ci/run): a test whose tool is missing fails instead of skipping
 
 
@@ -45,7 +46,7 @@ class Gradings:
         return key in self._futures
 
     def submit(
-        self, key: tuple, spec: Spec | None = None, folder: Path | None = None, **options: str | None
+        self, key: tuple, spec: Spec | None = None, folder: Path | None = None, **options: str | int | None
     ) -> Future[Report]:
         """The grading of `key`: started now with these options (GradingOptions') unless it already was."""
         if key not in self._futures:
@@ -73,10 +74,11 @@ def spec_of(name: str) -> Spec:
 
 
 def submit_graded(name: str, which: str, again: bool = False) -> Future[Report]:
-    """The grading of an assignment's reference or starter (`again`: a second, separate one)."""
+    """The grading of an assignment's reference or starter (`again`: a second, separate one, with
+    another seed than the hand-in's own)."""
     spec = spec_of(name)
     folder = spec.reference_dir if which == "reference" else spec.starter_dir
-    return GRADINGS.submit((name, which, again), spec, folder)
+    return GRADINGS.submit((name, which, again), spec, folder, seed=ANOTHER_SEED if again else None)
 
 
 def graded(name: str, which: str) -> Report:

@@ -32,9 +32,10 @@ def _grade_ahead(request, tmp_path_factory):
             submit_graded(params["name"], "starter")
 
 
-def variant_grading(name: str, variant: dict, tmp_path_factory) -> Future[Report]:
-    """A variant, graded on the tests it must fail only (and without training unless it is about accuracy)."""
-    key = (name, variant["name"])
+def variant_grading(name: str, variant: dict, tmp_path_factory, seed: int | None = None) -> Future[Report]:
+    """A variant, graded on the tests it must fail only (and without training unless it is about
+    accuracy), with its own seed unless one is given."""
+    key = (name, variant["name"], seed)
     if key in GRADINGS:
         return GRADINGS.submit(key)
     spec = spec_of(name)
@@ -44,6 +45,7 @@ def variant_grading(name: str, variant: dict, tmp_path_factory) -> Future[Report
         make_variant(spec, variant, tmp_path_factory.mktemp("variant") / "submission"),
         select=" or ".join(sorted({test.split("[")[0] for test in variant["fails"]})),  # -k takes no [params]
         marks=None if variant.get("accuracy") else "not accuracy",
+        seed=seed,
     )
 
 
@@ -82,7 +84,7 @@ def test_reference_scores_full_marks(name):
 
 @pytest.mark.parametrize("name", ["assignment5"])  # trains two networks (transfer, from scratch), quickly
 def test_the_reference_graded_twice_gets_the_same_score(name):
-    """Each grading draws inputs of its own: the scores are the same, not every figure measured."""
+    """A grading with another seed draws other inputs: the scores are the same, not every figure measured."""
     first, second = graded(name, "reference"), submit_graded(name, "reference", again=True).result()
     assert [(t.nodeid, t.status, t.score) for t in first.tests] == [(t.nodeid, t.status, t.score) for t in second.tests]
     assert first.seed != second.seed
@@ -111,6 +113,17 @@ def test_known_wrong_variant_loses_points_where_it_should(name, variant, tmp_pat
         assert result.status == "failed", f"{variant['name']}: {test_name} passed"
         assert expected_reason in result.reason, f"{variant['name']}: {test_name} says {result.reason!r}"
     assert report.score < report.max_score
+
+
+def test_evaluation_in_training_mode_loses_the_same_points_on_every_seed(tmp_path_factory):
+    """Issue 18: this hand-in lost its accuracy points on some seeds only; the inputs now make the
+    mode decisive on every draw."""
+    wrong_mode = "net.train() instead of net.eval() in evaluate_accuracy_gpu"
+    variant = next(case.values[1] for case in variants() if case.values[1]["name"] == wrong_mode)
+    futures = [variant_grading("assignment2", variant, tmp_path_factory, seed) for seed in range(1, 7)]
+    verdicts = {tuple((t.name, t.status, t.score) for t in future.result().tests) for future in futures}
+    assert len(verdicts) == 1, verdicts
+    assert [status for _, status, _ in verdicts.pop()] == ["failed"] * len(variant["fails"])
 
 
 @pytest.mark.parametrize(("name", "alternative"), variants("alternative"))

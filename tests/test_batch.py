@@ -63,7 +63,8 @@ def test_the_grader_key_changes_with_the_tests_the_spec_and_the_options_that_cha
         shutil.copytree(ROOT / folder / "assignment2", kit / folder / "assignment2")
     spec = load_spec("assignment2", kit)
     key = grader_key(spec, GradingOptions())
-    assert grader_key(spec, GradingOptions(show_hidden=True, threads=3, seed=5)) == key
+    assert grader_key(spec, GradingOptions(show_hidden=True, threads=3)) == key
+    assert grader_key(spec, GradingOptions(seed=5)) != key  # --seed: other inputs drawn
     assert grader_key(spec, GradingOptions(limits={"test_timeout_s": 5})) != key
     assert grader_key(spec, GradingOptions(marks="not accuracy")) != key
     changed = (spec.hidden_dir / "test_hidden.py", spec.tests_dir / "test_lenet.py", spec.folder / "spec.toml")
@@ -76,16 +77,53 @@ def test_the_grader_key_changes_with_the_tests_the_spec_and_the_options_that_cha
 
 
 @pytest.mark.parametrize(
-    ("select", "message"),
-    [("zzz", "no test of assignment2 matches 'zzz'"), ("lenet and (", "-k")],
-    ids=["nothing selected", "a broken expression"],
+    ("asked", "message"),
+    [
+        ({"select": "zzz"}, "no test of assignment2 matches 'zzz'"),
+        ({"select": "lenet and ("}, "-k"),
+        ({"marks": "not acuracy"}, "names acuracy, a marker no test has: did you mean accuracy?"),
+        ({"marks": "not (accuracy"}, "-m"),
+    ],
+    ids=["nothing selected", "a broken expression", "a mistyped marker", "a broken marker expression"],
 )
-def test_a_batch_says_a_selection_mistake_in_one_line_as_grade_does(tmp_path, select, message):
+def test_a_batch_says_a_selection_mistake_in_one_line_as_grade_does(tmp_path, asked, message):
     spec = spec_of("assignment2")
     shutil.copytree(spec.starter_dir, tmp_path / "subs" / "ana")
-    options = GradingOptions(profile="quick", select=select)
+    options = GradingOptions(profile="quick", **asked)
     with pytest.raises(UserError, match=re.escape(message)):
         run_batch(spec, tmp_path / "subs", tmp_path / "out", options, 1, console=QUIET)
+
+
+def test_the_batch_command_refuses_a_mistyped_marker_in_one_line(tmp_path):
+    (tmp_path / "subs").mkdir()
+    shutil.copytree(ROOT / "starter" / "assignment2", tmp_path / "subs" / "ana")
+    args = ["batch", "assignment2", str(tmp_path / "subs"), "--out", str(tmp_path / "out"), "--marks", "not acuracy"]
+    result = subprocess.run([*GRADE, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: the marker expression 'not acuracy' names acuracy"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_forced_regrade_gives_every_student_the_same_seed_and_grades(tmp_path):
+    """Issue 18: each grading drew a new seed; a hand-in whose evaluation runs in training mode
+    was caught on some draws only."""
+    spec = spec_of("assignment2")
+    wrong_mode = next(v.values[1] for v in variants() if v.values[1]["name"].startswith("net.train() instead"))
+    shutil.copytree(spec.reference_dir, tmp_path / "subs" / "ana")
+    make_variant(spec, wrong_mode, tmp_path / "subs" / "bao")
+    options = GradingOptions(profile="quick", select="evaluate", marks="not accuracy")
+
+    def grades() -> tuple[list[dict[str, str]], dict[str, int | None]]:
+        result = run_batch(spec, tmp_path / "subs", tmp_path / "out", options, 2, console=QUIET, force=True)
+        rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "grades.csv").read_text())))
+        return [{k: v for k, v in row.items() if k != "duration_s"} for row in rows], {
+            o.id: o.report.seed for o in result.outcomes
+        }
+
+    first, again = grades(), grades()
+    assert first == again
+    assert len(set(first[1].values())) == 2 and None not in first[1].values()  # each hand-in its own
+    assert [float(row["score"]) for row in first[0]] == [5, 0]
 
 
 def test_workers_run_at_once_each_with_a_folder_and_cores_of_its_own():

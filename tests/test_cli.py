@@ -63,6 +63,8 @@ def test_fail_under_sets_the_exit_code():
         (["assignment2", "--fail-under", "150"], "error: Invalid value for '--fail-under'"),
         (["assignment2", "--json", "no/such/folder/r.json"], "error: --json no/such/folder/r.json: the folder no/such"),
         (["assignment2", "--junit", "tests"], "error: --junit tests: is a folder, give a file name"),
+        (["assignment2", "--marks", "not acuracy"], "error: the marker expression 'not acuracy' names acuracy,"),
+        (["assignment2", "--marks", "not (accuracy"], "error: Wrong expression passed to '-m'"),
     ],
     ids=[
         "unknown assignment",
@@ -76,6 +78,8 @@ def test_fail_under_sets_the_exit_code():
         "bad percentage",
         "report in a missing folder",
         "report onto a folder",
+        "mistyped marker",
+        "broken marker expression",
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args, message):

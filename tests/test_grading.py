@@ -3,9 +3,12 @@ what was asked said in one line before anything runs."""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +16,8 @@ from grader import render
 from grader.errors import UserError
 from grader.grading import grade
 from grader.options import GradingOptions
-from tests.kit import ROOT, make_variant, spec_of
+from grader.seeding import SECRET_FILE, hand_in_seed
+from tests.kit import GRADINGS, ROOT, make_variant, spec_of
 
 
 def test_plain_pytest_gives_the_same_outcomes_as_grade(tmp_path):
@@ -63,8 +67,16 @@ def test_options_travel_as_one_document_and_reject_an_unknown_limit():
         (GradingOptions(profile="quick", select="zzz"), "no test of assignment2 matches 'zzz'"),
         (GradingOptions(profile="quick", select="lenet and ("), "Wrong expression passed to '-k'"),
         (GradingOptions(profile="full", data_dir="/nonexistent"), "--profile full needs"),
+        (GradingOptions(profile="quick", marks="not acuracy"), "a marker no test has: did you mean accuracy?"),
+        (GradingOptions(profile="quick", marks="not (accuracy"), "Wrong expression passed to '-m'"),
     ],
-    ids=["nothing selected", "a broken expression", "full profile without its GPU or dataset"],
+    ids=[
+        "nothing selected",
+        "a broken expression",
+        "full profile without its GPU or dataset",
+        "a mistyped marker",
+        "a broken marker expression",
+    ],
 )
 def test_a_mistake_in_what_was_asked_is_one_line_before_any_test_runs(options, message):
     spec = spec_of("assignment2")
@@ -106,3 +118,32 @@ def test_a_module_that_cannot_load_is_found_once_and_named_above_the_table(tmp_p
     lines = render.load_errors(report)
     assert lines[0].startswith("training.py could not be loaded: SyntaxError") and lines[-1].strip() == "^"
     assert "training.py could not be loaded" in render.markdown(report)
+
+
+def test_a_hand_in_seed_comes_from_the_course_secret_the_assignment_and_the_modules(tmp_path):
+    spec = dataclasses.replace(spec_of("assignment2"), root=tmp_path)
+    seed = hand_in_seed(spec, "digest")
+    assert (tmp_path / SECRET_FILE).stat().st_mode & 0o777 == 0o600  # made at first use, for its owner only
+    assert hand_in_seed(spec, "digest") == seed and 0 <= seed < 2**62
+    assert hand_in_seed(spec, "other digest") != seed
+    assert hand_in_seed(dataclasses.replace(spec, name="assignment3"), "digest") != seed
+    (tmp_path / SECRET_FILE).unlink()  # a lost secret: other inputs drawn
+    assert hand_in_seed(spec, "digest") != seed
+
+
+def test_the_same_hand_in_gets_the_same_seed_and_grade_however_handed_in_and_a_changed_one_another(tmp_path):
+    """Issue 18: a regrade drew a new seed, and with it another grade."""
+    spec = spec_of("assignment2")
+    folder = make_variant(spec, {"name": "as handed in", "replace": []}, tmp_path / "folder")
+    zipped = shutil.make_archive(str(tmp_path / "handed-in"), "zip", folder)
+    edit = [["lenet.py", "from torch import nn\n", "from torch import nn  # mine\n"]]
+    changed = make_variant(spec, {"name": "changed", "replace": edit}, tmp_path / "changed")
+    hand_ins = {"folder": folder, "again": folder, "zip": Path(zipped), "changed": changed}
+    futures = {
+        name: GRADINGS.submit(("seed", name), spec, path, select="evaluate_accuracy_matches", marks="not accuracy")
+        for name, path in hand_ins.items()
+    }
+    reports = {name: future.result() for name, future in futures.items()}
+    assert reports["folder"].seed is not None
+    assert reports["folder"].seed == reports["again"].seed == reports["zip"].seed != reports["changed"].seed
+    assert reports["folder"].score == reports["again"].score == reports["zip"].score == reports["folder"].max_score

@@ -22,6 +22,7 @@ from grader.cli import main
 from grader.errors import UserError
 from grader.notebook import build_notebook
 from grader.release import WORKFLOW, bundle_requirements, kit_project, release
+from grader.seeding import SECRET_FILE, course_secret
 from grader.spec import load_spec
 from grader.submission import materialize
 from tests.kit import ASSIGNMENTS, ROOT
@@ -48,6 +49,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hidden = root / "assignments" / NAME / "hidden"
     hidden.mkdir(exist_ok=True)
     (hidden / f"test_{MARKER.lower().replace('-', '_')}.py").write_text(f'"""{MARKER}"""\n')
+    course_secret(root)  # as the kit's first grading makes it
     return root
 
 
@@ -108,10 +110,13 @@ def test_the_bundle_counts_the_blanks_of_the_starter_as_released_while_students_
     assert [(b.line, b.task) for b in still] == [(b.line + 1, b.task) for b in expected] and len(still) == 16
 
 
-def test_no_reference_and_no_hidden_test_reaches_the_bundle(bundle):
+def test_no_reference_no_hidden_test_and_no_course_secret_reaches_the_bundle(kit, bundle):
     assert not (bundle / "reference").exists() and not (bundle / "assignments" / NAME / "hidden").exists()
     leaks = [p for p in bundle_files(bundle) if MARKER.encode() in p.read_bytes() or MARKER.lower() in str(p).lower()]
     assert leaks == []
+    secret = course_secret(kit)
+    assert not (bundle / SECRET_FILE.parent).exists()
+    assert [p for p in bundle_files(bundle) if secret in p.read_bytes()] == []
 
 
 def test_release_refuses_a_folder_in_use_and_a_kit_without_reference(kit, bundle, tmp_path):

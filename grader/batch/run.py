@@ -45,6 +45,7 @@ from grader.plugin.session import resolve_profile
 from grader.report import Report, build_report
 from grader.runner import Run, collect, selection
 from grader.sandbox import platform
+from grader.seeding import seeded
 from grader.spec import LatePolicy, Spec
 
 if TYPE_CHECKING:
@@ -286,7 +287,8 @@ def _grade_all(
 
     def submit(snap: Snapshot) -> Future[Report]:
         eta.add()
-        return executor.submit(partial(_grade_one, spec, snap, options, cancel, count, eta))
+        own = seeded(options, spec, snap.digest)  # here, not on the executor: the same seed on any node
+        return executor.submit(partial(_grade_one, spec, snap, own, cancel, count, eta))
 
     keys = dict(pending)
     with progress:

@@ -30,7 +30,7 @@ from grader.errors import UserError
 from grader.options import GradingOptions
 from grader.report import Report
 from grader.spec import Spec
-from grader.submission import SubmissionProblem, materialize
+from grader.submission import SubmissionProblem, folder_digest, materialize
 
 SUBMISSION_SUFFIXES = (".zip", ".py", ".ipynb")
 TIMES_FILE = "submissions.csv"  # beside the submissions: when each was handed in (id,time), not one of them
@@ -59,7 +59,7 @@ class Snapshot:
 
     def intact(self) -> bool:
         """Whether the snapshot's files are still those it was taken with."""
-        return self.folder is None or _folder_digest(self.folder) == self.digest
+        return self.folder is None or folder_digest(self.folder) == self.digest
 
 
 def find_entries(folder: Path) -> list[Entry]:
@@ -108,14 +108,7 @@ def take_snapshot(entry: Entry, spec: Spec, dest: Path) -> Snapshot:
     except (SubmissionProblem, OSError, ValueError) as problem:  # ValueError: undecodable text or JSON
         text = str(problem) if isinstance(problem, SubmissionProblem) else f"cannot be read: {problem}"
         return Snapshot(entry, None, text, hashlib.sha256(text.encode()).hexdigest())
-    return Snapshot(entry, copy.folder, "", _folder_digest(copy.folder))
-
-
-def _folder_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        digest.update(f"\0{path.name}\0".encode() + path.read_bytes())
-    return digest.hexdigest()
+    return Snapshot(entry, copy.folder, "", folder_digest(copy.folder))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import re
 import resource
 import secrets
 import signal
@@ -37,7 +38,7 @@ from grader.plugin.records import Records
 from grader.plugin.session import Assignment, Grading, Submission, default_threads, resolve_profile
 from grader.sandbox.api import SubmissionError, Zygote
 from grader.sandbox.supervise import backstop_s
-from grader.spec import Profile, Spec, load_spec
+from grader.spec import Profile, Spec, did_you_mean, load_spec
 from grader.testing import use_seed
 
 _GRADING = pytest.StashKey[Grading]()
@@ -70,7 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     i18n.use(options.lang)  # every reason and title of this session
     seed = options.seed if options.seed is not None else options_mod.seed_from_environment()
-    use_seed(seed if seed is not None else secrets.randbits(62))  # inputs no submission can know in advance
+    # plain pytest without a seed: a random one (`grade` always hands the hand-in's own, grader.seeding)
+    use_seed(seed if seed is not None else secrets.randbits(62))
     fd = option("results_fd", None)
     if fd is not None and os.environ.get(options_mod.PARENT_ENV):
         _die_with(int(os.environ[options_mod.PARENT_ENV]))
@@ -108,6 +110,26 @@ def spec_for(path: Path) -> Spec | None:
         if (folder / "spec.toml").is_file() and folder.parent.name == "assignments":
             return load_spec(folder.name, folder.parent.parent)
     return None
+
+
+_MARKER_NAME = re.compile(r"(?:\w|:|\+|-|\.|\[|\]|\\|/)+")  # pytest's identifier in a -m expression
+_MARKER_ARGUMENTS = re.compile(r"\([^()]*=[^()]*\)")  # -m "task(name='net')": argument names are no markers
+
+
+def _check_marker_names(expression: str, items: list[pytest.Item], config: pytest.Config) -> None:
+    """Every marker a -m expression names is one the tests carry or the kit registers: a typo
+    ('not acuracy') would otherwise select every test, silently."""
+    carried = {mark.name for item in items for mark in item.iter_markers()}
+    registered = {line.split(":")[0].split("(")[0].strip() for line in config.getini("markers")}
+    named = set(_MARKER_NAME.findall(_MARKER_ARGUMENTS.sub("", expression))) - {"and", "or", "not"}
+    unknown = sorted(named - carried - registered)
+    if unknown:
+        known = sorted(carried - {"parametrize", "timeout"})  # the tests' own, not pytest's machinery
+        hint = did_you_mean(unknown[0], sorted(carried | registered))
+        raise pytest.UsageError(
+            f"the marker expression '{expression}' names {', '.join(unknown)}, a marker no test has{hint} "
+            f"(the tests' markers: {', '.join(known) or 'none'})"
+        )
 
 
 def _die_with(parent_pid: int) -> None:
@@ -195,6 +217,8 @@ class SessionHooks:
     @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the tests that run must report
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         grading = self.grading
+        if config.getoption("markexpr"):
+            _check_marker_names(config.getoption("markexpr"), [*items, *grading.deselected], config)
         # a parametrized test's points are split over all its cases, deselected ones included
         cases = Counter((i.path, getattr(i, "originalname", i.name)) for i in (*items, *grading.deselected))
         # the slow trained-accuracy tests last (hidden ones included): a run stopped at its time limit loses them only

@@ -140,20 +140,54 @@ def test_train_and_eval_modes(trained):
     follows_sgd(trained)
 
 
-def evaluation_inputs():
-    """Weights for the tiny net, and batches (the last one short) of which about half are labelled
-    with the net's own prediction: an accuracy far from 0 and from 1."""
-    with torch.random.fork_rng():
-        torch.manual_seed(derived_seed("evaluate weights"))
-        net = probes.tiny_net()
-    with torch.no_grad():  # running statistics of its own, so that evaluation mode makes a difference
-        net(torch.rand(8, 1, 8, 8, generator=generator("evaluate statistics")))
-    net.eval()
-    batches = random_batches("evaluate batches", 3, 5)
-    batches[-1] = (batches[-1][0][:2], batches[-1][1][:2])
+def predicted(state, batches, training):
+    """The classes the tiny net with `state` predicts for each batch, in training or evaluation mode."""
+    net = probes.tiny_net()
+    net.load_state_dict(state)
+    net.train(training)
     with torch.no_grad():
-        batches = [(x, torch.where(torch.arange(len(y)) % 2 == 0, net(x).argmax(1), y)) for x, y in batches]
-    return state_of(net), batches
+        return [net(x).argmax(1) for x, _ in batches]
+
+
+def evaluation_inputs():
+    """Weights for the tiny net, and batches (the last one short) on which evaluation mode decides
+    the accuracy, whatever the seed.
+
+    The running statistics are far from any batch's own (shifted by 2 standard deviations, 5 times
+    narrower), so that training mode predicts other classes than evaluation mode for some items:
+    every other such item is labelled with its evaluation-mode class, every other item with a class
+    neither mode predicts. In evaluation mode the accuracy is then above 0, below 1 and not the mean
+    of the batches' accuracies; in training mode it is 0. A draw where fewer than 3 items tell the
+    modes apart is drawn again (about one in three)."""
+    for attempt in range(40):
+        with torch.random.fork_rng():
+            torch.manual_seed(derived_seed(f"evaluate weights {attempt}"))
+            net = probes.tiny_net()
+        batches = random_batches(f"evaluate batches {attempt}", 3, 5)
+        batches[-1] = (batches[-1][0][:2], batches[-1][1][:2])
+        with torch.no_grad():
+            net[6].weight.mul_(10)  # the classes follow the features rather than the biases
+            z = net[1](torch.cat([x for x, _ in batches]))
+            mean, std = z.mean((0, 2, 3)), z.std((0, 2, 3))
+            signs = torch.randint(0, 2, (3,), generator=generator(f"evaluate statistics {attempt}")) * 2 - 1
+            net[2].running_mean.copy_(mean + 2 * signs * std)
+            net[2].running_var.copy_((std / 5) ** 2)
+        state = state_of(net)
+        differ, labelled, batch_accuracies = 0, [], []
+        for (x, y), evaluating, training in zip(
+            batches, predicted(state, batches, False), predicted(state, batches, True), strict=True
+        ):
+            labels = []
+            for drawn, e, t in zip(y.tolist(), evaluating.tolist(), training.tolist(), strict=True):
+                differ += e != t
+                right = e != t and differ % 2 == 1
+                labels.append(e if right else next(c % 10 for c in range(drawn, drawn + 10) if c % 10 not in (e, t)))
+            labelled.append((x, torch.tensor(labels)))
+            batch_accuracies.append((evaluating == labelled[-1][1]).float().mean().item())
+        correct, total = (differ + 1) // 2, sum(len(y) for _, y in batches)
+        if differ >= 3 and not math.isclose(sum(batch_accuracies) / len(batches), correct / total):
+            return state, labelled
+    raise RuntimeError("no draw of evaluation inputs tells evaluation mode from training mode")
 
 
 EVAL_STATE, EVAL_BATCHES = evaluation_inputs()
@@ -165,13 +199,10 @@ def evaluated(submission):
 
 
 def expected_accuracy():
-    net = probes.tiny_net()
-    net.load_state_dict(EVAL_STATE)
-    net.eval()
-    with torch.no_grad():
-        correct = sum((net(x).argmax(1) == y).sum().item() for x, y in EVAL_BATCHES)
-    total = sum(len(y) for _, y in EVAL_BATCHES)
-    return correct, total
+    """The grader's own accuracy of the tiny net on the evaluation batches, in evaluation mode."""
+    predictions = predicted(EVAL_STATE, EVAL_BATCHES, training=False)
+    correct = sum((p == y).sum().item() for p, (_, y) in zip(predictions, EVAL_BATCHES, strict=True))
+    return correct, sum(len(y) for _, y in EVAL_BATCHES)
 
 
 def accuracy_matches(evaluated):
