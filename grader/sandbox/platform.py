@@ -51,6 +51,7 @@ _RUNTIME = (
 )
 # what the zygote imports before it serves (with an assignment's own preloads): what probes need
 PRELOAD = ("torch", "torch._dynamo", "grader.probing", "grader.d2l", "grader.sandbox.child")
+_KIT_ROOT = Path(grader.__file__).resolve().parent.parent
 _KIT_DISTRIBUTION = "cnn-assignment-kit"
 _KIT_FOLDERS = (".git", "assignments", "grader", "reference", "starter", "tests")  # under the kit's root
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -138,10 +139,9 @@ def _kit_folder(folder: Path) -> bool:
     the datasets: never in a sandbox's view, whatever sys.path says."""
     from grader.data import data_dir
 
-    kit = Path(grader.__file__).resolve().parent.parent
-    if folder == kit or folder in kit.parents:
+    if folder == _KIT_ROOT or folder in _KIT_ROOT.parents:
         return True
-    closed = [kit / name for name in _KIT_FOLDERS] + [data_dir().resolve()]
+    closed = [_KIT_ROOT / name for name in _KIT_FOLDERS] + [data_dir().resolve()]
     return any(folder == path or path in folder.parents for path in closed)
 
 
@@ -256,8 +256,7 @@ def zygote_launch(fd: int, threads: int, preload: tuple[str, ...], gpu: bool) ->
     """How to start a zygote here, talking to the grader on the inherited socket `fd`."""
     env = sandbox_env(threads, preload)
     if mechanism() == NONE:
-        kit = str(Path(grader.__file__).resolve().parent.parent)
-        plain = {**env, "PYTHONPATH": kit, "HOME": tempfile.gettempdir(), "TMPDIR": tempfile.gettempdir()}
+        plain = {**env, "PYTHONPATH": str(_KIT_ROOT), "HOME": tempfile.gettempdir(), "TMPDIR": tempfile.gettempdir()}
         return Launch([sys.executable, "-m", "grader.sandbox.zygote", str(fd)], plain, NONE)
     uid, gid = _sandbox_user()
     inside = {str(p): str(p) for p in python_dirs(preload)}
@@ -272,8 +271,7 @@ def zygote_launch(fd: int, threads: int, preload: tuple[str, ...], gpu: bool) ->
     # as root: the launcher stages the bound folders where nobody can read them, then runs bwrap
     stage = sorted({source for source in inside.values() if not _readable_by(source, uid)})
     plan = json.dumps({"args": args, "stage": stage, "uid": uid, "gid": gid})
-    kit = str(Path(grader.__file__).resolve().parent.parent)
-    return Launch([*_launcher(), plan], {"PYTHONPATH": kit, "PATH": os.defpath}, BWRAP, view)
+    return Launch([*_launcher(), plan], {"PYTHONPATH": str(_KIT_ROOT), "PATH": os.defpath}, BWRAP, view)
 
 
 def _readable_by(path: str, uid: int) -> bool:
