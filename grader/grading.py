@@ -68,7 +68,10 @@ def grade(
 
 def collected_tests(run: Run, spec: Spec, options: GradingOptions) -> list[dict[str, Any]]:
     """The tests a session collected: a UserError for a mistake in the selection or when none
-    matches it, a BrokenRun when the tests themselves did not start."""
+    matches it, a BrokenRun when the tests themselves did not start, a GraderError when the sandbox
+    could not."""
+    if run.sandbox_broken:
+        raise GraderError(run.sandbox_broken)
     if run.usage_error:
         raise UserError(run.usage_error)
     if run.collected is None or run.collect_errors:

@@ -46,6 +46,7 @@ class Run:
     done_status: int | None = None  # pytest's exit status, as the session reported it before exiting
     exit_code: int | None = None
     usage_error: str = ""  # pytest's "ERROR: ..." line when the grading could not start (exit code 4)
+    sandbox_broken: str = ""  # why the sandbox could not start (the grader's problem, not the submission's)
     timed_out: bool = False
     duration_s: float = 0.0
     log_tail: str = ""
@@ -195,6 +196,8 @@ def _take(record: dict[str, Any], run: Run) -> None:
         run.results[record["nodeid"]] = record
     elif kind == "load_error":
         run.load_errors.append(record)
+    elif kind == "sandbox_broken":
+        run.sandbox_broken = str(record["reason"])
     elif kind == "done":
         run.finished = True
         run.done_status = record["exitstatus"]

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,52 @@ def test_a_partial_grading_of_a_one_file_hand_in_says_what_it_left_out_and_what_
     assert training and all(reason == "training.py is missing from the submission" for reason in training)
     assert "training.py is missing from the submission" in report["notes"]
     assert report["blanks"] == {"total": 26, "open": [], "missing": 16}
+
+
+def venv_reaching(folder: Path, *sites: Path) -> Path:
+    """The python of a new virtual environment whose packages lie in `sites`, each named by a line of
+    a .pth file (a site directory outside the interpreter's own: conda, --system-site-packages, a
+    module system); the kit is importable through one of them."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
+    own_site = next(folder.glob("lib/python*/site-packages"))
+    (own_site / "elsewhere.pth").write_text("".join(f"{site}\n" for site in sites))
+    return folder / "bin" / "python"
+
+
+KIT_SITE = Path(sysconfig.get_paths()["purelib"])  # the kit venv's site-packages: torch, numpy, pytest ...
+
+
+def test_a_venv_that_reaches_torch_through_a_pth_line_grades_in_the_sandbox(tmp_path):
+    python = venv_reaching(tmp_path / "venv", ROOT, KIT_SITE)
+    args = ["assignment1", "--submission", "reference/assignment1", "--select", "relu", "--json", "-"]
+    done = subprocess.run([python, "-m", "grader", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["score"] == report["max_score"] > 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["assignment1", "--submission", "starter/assignment1"], ["batch", "assignment1", "SUBMISSIONS", "--workers", "1"]],
+    ids=["grade", "grade batch"],
+)
+def test_a_sandbox_that_cannot_import_torch_says_which_folder_once_and_grades_nothing(tmp_path, command):
+    """torch reachable only through a .pth line naming the data folder, which never enters a sandbox's
+    view: one line, exit 3, before any hand-in (no "Broken pipe" per student), no gradebook."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for entry in KIT_SITE.iterdir():
+        (data / entry.name).symlink_to(entry)
+    python = venv_reaching(tmp_path / "venv", ROOT, data)
+    for student in ("ann", "bob"):
+        shutil.copytree(ROOT / "starter" / "assignment1", tmp_path / "submissions" / student)
+    args = [str(tmp_path / "submissions") if arg == "SUBMISSIONS" else arg for arg in command]
+    args += ["--out", str(tmp_path / "out")] if command[0] == "batch" else []
+    env = {**os.environ, "GRADER_DATA_DIR": str(data)}
+    done = subprocess.run(
+        [python, "-m", "grader", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
+    why = f"grader error: the sandbox cannot import torch: {data} is not in its view (a .pth site directory?)"
+    assert done.returncode == 3 and done.stderr.strip().splitlines()[-1] == why, done.stderr
+    assert "Traceback" not in done.stderr and "Broken pipe" not in done.stdout + done.stderr
+    assert not (tmp_path / "out" / "grades.csv").exists()

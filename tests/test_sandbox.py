@@ -16,7 +16,7 @@ import torch
 
 from grader.options import SANDBOX_ENV
 from grader.sandbox import platform
-from grader.sandbox.api import Sandbox, SubmissionError, Zygote
+from grader.sandbox.api import Sandbox, SandboxBroken, SubmissionError, Zygote
 from grader.spec import Limits
 from grader.testing import probes_for
 from tests.kit import ROOT, requires
@@ -115,11 +115,11 @@ def test_each_probe_sees_an_allow_list_of_the_machine_and_nothing_of_the_last_pr
     assert seen["shadow"] == "absent" and seen["packaged_data"] == []
     assert seen["processes"] == ["1"]  # itself: no grader, no other student
     assert seen["network"].startswith("OSError") and seen["loopback"].startswith("OSError")
-    assert seen["tmp"] == ["work"] and seen["shm"] == []  # nothing an earlier probe left
+    assert seen["tmp"] == in_every_fresh_tmp() and seen["shm"] == []  # nothing an earlier probe left
     assert not set(seen["environment"]) & {"GRADER_OPTIONS", "INSTRUCTOR_TOKEN"}
     assert seen["user_namespace"].startswith("OSError")
     again = box.run(probes.call, "look", str(ROOT), os.environ.get("HOME", "/root"), data)
-    assert again["tmp"] == ["work"] and again["shm"] == []
+    assert again["tmp"] == in_every_fresh_tmp() and again["shm"] == []
 
 
 @isolated
@@ -131,7 +131,7 @@ def test_an_interpreter_under_tmp_stays_in_view_read_only_under_each_probes_fres
         Path(folder, "marker.txt").write_text("seen")
         os.chmod(Path(folder, "marker.txt"), 0o644)
         python_dirs = platform.python_dirs
-        monkeypatch.setattr(platform, "python_dirs", lambda: [*python_dirs(), Path(folder)])
+        monkeypatch.setattr(platform, "python_dirs", lambda preload=(): [*python_dirs(preload), Path(folder)])
         warm = Zygote(threads=1)
         try:
             source = (
@@ -151,11 +151,19 @@ def test_an_interpreter_under_tmp_stays_in_view_read_only_under_each_probes_fres
             for _ in range(2):  # the second probe: a fresh /tmp again, the folder still there
                 seen = box.run(probes.call, "look", folder)
                 assert seen["marker"] == "seen" and seen["wrote"] == "OSError"
-                assert seen["tmp"] == sorted(["work", Path(folder).name])
+                assert seen["tmp"] == in_every_fresh_tmp(Path(folder).name)
         finally:
             warm.close()
     finally:
         shutil.rmtree(folder)
+
+
+def in_every_fresh_tmp(*view: str) -> list[str]:
+    """What a probe's fresh /tmp lists: its work folder, and the first folder of each part of the
+    sandbox's view that lies below /tmp (an interpreter cloned there: a folder that holds the
+    interpreter's mount point, and nothing else of the kit), never what an earlier probe left."""
+    below = {p.relative_to("/tmp").parts[0] for p in platform.python_dirs() if p.is_relative_to("/tmp")}
+    return sorted({"work", *view, *below})
 
 
 @isolated
@@ -179,6 +187,35 @@ def test_without_bubblewrap_it_runs_and_says_it_is_not_isolated(monkeypatch):
         plain.close()
 
 
-def test_the_platform_check_runs_where_bwrap_is():
-    assert platform.mechanism() in (platform.BWRAP, platform.NONE)
-    assert sys.platform != "linux" or platform.python_dirs()
+def test_the_platform_check_says_what_a_probe_sees_of_the_kit(zygote):
+    """Where bubblewrap is, a probe cannot read a kit file outside the runtime; where it is not, it
+    can, and the sandbox says it is not isolated."""
+    source = (
+        "def read(path):\n    try:\n        return open(path).read()\n"
+        "    except OSError as error:\n        return type(error).__name__\n"
+    )
+    seen = sandbox_for(zygote, source).run(probes.call, "read", str(ROOT / "pyproject.toml"))
+    if platform.mechanism() == platform.BWRAP:
+        assert seen == "FileNotFoundError" and zygote.isolation == "bubblewrap + namespaces per probe"
+    else:
+        assert seen == (ROOT / "pyproject.toml").read_text() and zygote.isolation == "not isolated"
+
+
+def test_a_sandbox_whose_view_lacks_torch_says_which_folder_once(monkeypatch):
+    """A view with the interpreter but not its site-packages: the zygote's hello names what it could
+    not import, and the grader says which folder of its own the view lacks."""
+    site_packages = Path(torch.__file__).parent.parent
+    view = [Path(sys.base_prefix).resolve(), Path(sys.executable).parent.resolve()]  # no pyvenv.cfg: no venv
+    monkeypatch.setattr(platform, "python_dirs", lambda preload=(): view)
+    if platform.mechanism() != platform.BWRAP or any(site_packages.is_relative_to(v) for v in view):
+        pytest.skip("torch lies in the interpreter's own prefix, or nothing isolates here")
+    warm = Zygote(threads=1)
+    try:
+        with pytest.raises(SandboxBroken) as broken:
+            warm.ready()
+    finally:
+        warm.close()
+    assert (
+        str(broken.value)
+        == f"the sandbox cannot import torch: {site_packages} is not in its view (a .pth site directory?)"
+    )

@@ -74,6 +74,11 @@ class Executor(ABC):
         """Run `job(slot)` on the next free worker."""
 
     @abstractmethod
+    def ready(self) -> None:
+        """Wait until the workers can grade: a GraderError, before any hand-in, where their sandbox
+        cannot start."""
+
+    @abstractmethod
     def shutdown(self, cancel: bool = False) -> None:
         """Wait for the running jobs (dropping the queued ones if `cancel`), then free the workers."""
 
@@ -107,6 +112,11 @@ class SlotPool(Executor):
 
     def submit(self, job: Callable[[Slot], T]) -> Future[T]:
         return self._pool.submit(self._run, job)
+
+    def ready(self) -> None:
+        for slot in self._slots:  # a cluster's slots have no warm process here: its nodes check theirs, per task
+            if slot.worker is not None:
+                slot.worker.ready()
 
     def _run(self, job: Callable[[Slot], T]) -> T:
         slot = self._free.get()

@@ -169,6 +169,7 @@ def run_batch(
             owned = executor is None
             executor = executor or _executor(spec, options, workers, where, address)
             try:
+                executor.ready()  # a sandbox that cannot start says why once, before the first hand-in
                 _grade_all(spec, pending, collected, profile, options, executor, outcomes, record, store, console)
             finally:
                 if owned:

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from grader.errors import GraderError
 from grader.options import PARENT_ENV
 
 _PR_SET_PDEATHSIG = 1
@@ -53,10 +54,19 @@ class WarmWorker:
         theirs.close()
         self._socket = ours
         self._file = ours.makefile("rb")
+        self._hello: dict[str, Any] | None = None
+
+    def ready(self) -> None:
+        """Wait until the warm process has its sandbox; a GraderError saying why it cannot have one."""
+        if self._hello is None:
+            self._hello = self._reply()
+        if "broken" in self._hello:
+            raise GraderError(self._hello["broken"])
 
     def start(self, args: list[str], env: dict[str, str], cwd: str, records_fd: int) -> int:
         """Fork a grading (`pytest args`, in `cwd`, with `env` added) writing its records to `records_fd`;
         its pid, for stopping it."""
+        self.ready()
         request = json.dumps({"args": args, "env": env, "cwd": cwd}).encode()
         socket.send_fds(self._socket, [struct.pack("<Q", len(request)) + request], [records_fd])
         return int(self._reply()["pid"])
@@ -89,16 +99,21 @@ def main() -> None:
 
     import grader.plugin.hooks as hooks
     from grader import data
-    from grader.sandbox.api import Zygote
+    from grader.sandbox.api import SandboxBroken, Zygote
 
     torch.set_num_threads(1)  # no thread pool before a fork: a fork of one can hang in the child
     for name in setup["datasets"]:
         with contextlib.suppress(Exception):  # a missing dataset is said by the grading itself
             data.load(name)
     zygote = Zygote(setup["threads"], tuple(setup["preload"]), setup["gpu"])
-    zygote.ready()
     control = socket.socket(fileno=fd)
     replies = control.makefile("wb", buffering=0)
+    try:
+        zygote.ready()
+    except SandboxBroken as broken:
+        replies.write(json.dumps({"broken": str(broken)}).encode() + b"\n")
+        return
+    replies.write(json.dumps({"ready": True}).encode() + b"\n")
     while True:
         try:
             head, fds, _flags, _addr = socket.recv_fds(control, 8, 1)

@@ -36,7 +36,7 @@ from grader.options import GradingOptions
 from grader.plugin.reasons import NOT_FILLED, explain, item_tasks, limit_of, test_title
 from grader.plugin.records import Records
 from grader.plugin.session import Assignment, Grading, Submission, default_threads, resolve_profile
-from grader.sandbox.api import SubmissionError, Zygote
+from grader.sandbox.api import SandboxBroken, SubmissionError, Zygote
 from grader.sandbox.supervise import backstop_s
 from grader.spec import Profile, Spec, did_you_mean, load_spec
 from grader.testing import use_seed
@@ -162,6 +162,17 @@ def _assignment(node: pytest.Item) -> Assignment:
         raise pytest.UsageError(str(mistake)) from None
 
 
+def _check_sandbox(grading: Grading) -> None:
+    """Wait for the zygote; one that cannot start (torch not in its view) ends the session at once,
+    saying why in one record: no test could pass, and none is the submission's fault."""
+    assert grading.zygote is not None
+    try:
+        grading.zygote.ready()
+    except SandboxBroken as broken:
+        grading.records.send("sandbox_broken", reason=str(broken))
+        pytest.exit(str(broken), returncode=pytest.ExitCode.INTERNAL_ERROR)
+
+
 def _budget(item: pytest.Item, assignment: Assignment) -> float:
     """A test's CPU budget: the profile's for a trained-accuracy test, else the spec's per test."""
     limits = _grading(item.config).options.apply(assignment.spec.limits)
@@ -224,6 +235,8 @@ class SessionHooks:
         # the slow trained-accuracy tests last (hidden ones included): a run stopped at its time limit loses them only
         items.sort(key=lambda item: item.get_closest_marker("accuracy") is not None)
         collecting = self.grading.zygote is None  # --collect-only: no submission, no sandbox
+        if items and not collecting:
+            _check_sandbox(grading)  # before any test (and not within the first one's time)
         for item in items:
             spec = spec_for(Path(str(item.path)))
             if spec is None:
@@ -243,8 +256,6 @@ class SessionHooks:
             "left_out_points": sum(entry["points"] for entry in left_out),
         }
         grading.records.send("collected", tests=list(grading.tests.values()), selection=selection)
-        if items and grading.zygote is not None:
-            grading.zygote.ready()  # not within the first test's time
 
     # -- running --
 

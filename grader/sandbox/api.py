@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -97,7 +98,7 @@ class Zygote:
             start_new_session=True,
         )
         theirs.close()
-        self._socket, self.mechanism, self._ready = ours, launch.mechanism, False
+        self._socket, self.mechanism, self._view, self._ready = ours, launch.mechanism, launch.view, False
 
     def ready(self) -> None:
         """Wait until the zygote has imported what probes need, and know whether it isolates."""
@@ -113,6 +114,10 @@ class Zygote:
             self.close()
             raise SandboxBroken(f"the sandbox did not start ({failure}): {error.strip()}") from None
         self._socket.settimeout(None)
+        broken = _cannot_import(hello.get("cannot_import", {}), self._view)
+        if broken:
+            self.close()
+            raise SandboxBroken(broken)
         self.isolated, self._ready = bool(hello["isolated"]), True
 
     @property
@@ -144,6 +149,20 @@ class Zygote:
     def restart(self) -> None:
         self.close()
         self.start()
+
+
+def _cannot_import(failed: dict[str, str], view: tuple[str, ...] | None) -> str:
+    """What a zygote could not import that this process can (torch, the grader's runtime): the
+    sandbox is of no use without it. One line, naming the folder its view lacks where that is why.
+    A module missing here too is an extra not installed: the probe that needs it says so."""
+    for name, error in failed.items():
+        with contextlib.suppress(ImportError, ValueError):
+            if importlib.util.find_spec(name) is None:
+                continue
+            lacking = platform.view_lacks(name, view) if view is not None else None
+            why = f"{lacking} is not in its view (a .pth site directory?)" if lacking else error
+            return f"the sandbox cannot import {name}: {why}"
+    return ""
 
 
 def _read_exactly(sock: socket.socket, n: int) -> bytes:

@@ -26,6 +26,7 @@ import functools
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,11 @@ _RUNTIME = (
     "sandbox/zygote.py",
     "sandbox/child.py",
 )
+# what the zygote imports before it serves (with an assignment's own preloads): what probes need
+PRELOAD = ("torch", "torch._dynamo", "grader.probing", "grader.d2l", "grader.sandbox.child")
+_KIT_ROOT = Path(grader.__file__).resolve().parent.parent
+_KIT_DISTRIBUTION = "cnn-assignment-kit"
+_KIT_FOLDERS = (".git", "assignments", "grader", "reference", "starter", "tests")  # under the kit's root
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/nsswitch.conf")
 _MS_BIND, _MS_REC, _MS_PRIVATE, _MS_RDONLY, _MS_REMOUNT = 4096, 16384, 1 << 18, 1, 32
@@ -62,6 +68,7 @@ class Launch:
     command: list[str]
     env: dict[str, str]
     mechanism: str  # "bubblewrap" or "none"
+    view: tuple[str, ...] | None = None  # the folders of the machine it sees (None: all of them)
 
 
 def runtime_files() -> dict[str, Path]:
@@ -77,15 +84,72 @@ def hidden_data_dirs() -> list[Path]:
     return [path for path in packaged_data_dirs() if path.is_dir()]
 
 
-def python_dirs() -> list[Path]:
-    """The interpreter's prefixes and site-packages folders: what `import torch` needs. Not the
-    other folders of sys.path (a script's folder, the kit, the working folder)."""
+def python_dirs(preload: tuple[str, ...] = ()) -> list[Path]:
+    """What `import torch` needs, read-only: the interpreter's prefixes and site-packages, and the
+    folders of sys.path that hold the modules the zygote preloads and the kit's dependencies
+    (wherever a .pth file, conda or a module system put them). Never another folder of sys.path
+    (a script's folder, the working folder), nor the kit's own folders or the data folder."""
     import site
 
     prefixes = {Path(p).resolve() for p in (sys.base_prefix, sys.prefix)}
     sites = {Path(p).resolve() for p in (*site.getsitepackages(), site.getusersitepackages()) if os.path.isdir(p)}
+    # as sys.path names them (a .pth line's folder, unresolved): the sandbox's interpreter reads the same lines
+    packages = {p.absolute() for p in (*_module_dirs((*PRELOAD, *preload)), *_distribution_dirs(_KIT_DISTRIBUTION))}
     found = prefixes | {p for p in sites if "site-packages" in p.parts or "dist-packages" in p.parts}
+    found |= {p for p in packages if not _kit_folder(p.resolve())}
     return sorted(p for p in found if not any(q in p.parents for q in found))  # the outermost of nested ones
+
+
+def _module_dirs(names: tuple[str, ...]) -> set[Path]:
+    """The sys.path folders that hold these modules here (a package's parent folder)."""
+    import importlib.util
+
+    found = set()
+    for name in {name.partition(".")[0] for name in names} - {"grader"}:  # the grader's runtime is at KIT
+        spec = importlib.util.find_spec(name)
+        location = (spec.submodule_search_locations or [spec.origin])[0] if spec else None
+        if location and os.path.isabs(location):
+            found.add(Path(location).parent)
+    return found
+
+
+def _distribution_dirs(root: str) -> set[Path]:
+    """The folders that hold the distribution `root` and every distribution it requires, as installed
+    (extras included where they are): the kit's dependencies, wherever each one lies."""
+    from importlib import metadata
+
+    seen, todo, found = set(), [root], set()
+    while todo:
+        name = todo.pop()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            distribution = metadata.distribution(name)
+        except metadata.PackageNotFoundError:  # an extra not installed
+            continue
+        found.add(Path(distribution.locate_file("")))
+        todo += [match.group() for r in distribution.requires or () if (match := re.match(r"[A-Za-z0-9._-]+", r))]
+    return found
+
+
+def _kit_folder(folder: Path) -> bool:
+    """Whether binding `folder` would show the kit (its root, or what holds it, or its own folders) or
+    the datasets: never in a sandbox's view, whatever sys.path says."""
+    from grader.data import data_dir
+
+    if folder == _KIT_ROOT or folder in _KIT_ROOT.parents:
+        return True
+    closed = [_KIT_ROOT / name for name in _KIT_FOLDERS] + [data_dir().resolve()]
+    return any(folder == path or path in folder.parents for path in closed)
+
+
+def view_lacks(name: str, view: tuple[str, ...]) -> Path | None:
+    """The folder that holds module `name` here when the sandbox's `view` does not have it, else None."""
+    seen = [Path(folder).resolve() for folder in view]
+    lacking = (f for f in _module_dirs((name,)) if not any(v == f.resolve() or v in f.resolve().parents for v in seen))
+    return next(lacking, None)
 
 
 def bwrap_args(env: dict[str, str], source_of: dict[str, str], gpu: bool, uid: int, gid: int) -> list[str]:
@@ -135,7 +199,7 @@ def sandbox_env(threads: int, preload: tuple[str, ...]) -> dict[str, str]:
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         "OMP_WAIT_POLICY": "PASSIVE",  # idle threads sleep: on a busy machine, spinning would count as the code's CPU
-        "GRADER_SANDBOX_PRELOAD": ",".join(preload),
+        "GRADER_SANDBOX_PRELOAD": ",".join((*PRELOAD, *preload)),
     }
     torch_home = _torch_home()
     if torch_home.is_dir():
@@ -192,23 +256,22 @@ def zygote_launch(fd: int, threads: int, preload: tuple[str, ...], gpu: bool) ->
     """How to start a zygote here, talking to the grader on the inherited socket `fd`."""
     env = sandbox_env(threads, preload)
     if mechanism() == NONE:
-        kit = str(Path(grader.__file__).resolve().parent.parent)
-        plain = {**env, "PYTHONPATH": kit, "HOME": tempfile.gettempdir(), "TMPDIR": tempfile.gettempdir()}
+        plain = {**env, "PYTHONPATH": str(_KIT_ROOT), "HOME": tempfile.gettempdir(), "TMPDIR": tempfile.gettempdir()}
         return Launch([sys.executable, "-m", "grader.sandbox.zygote", str(fd)], plain, NONE)
     uid, gid = _sandbox_user()
-    inside = {str(p): str(p) for p in python_dirs()}
+    inside = {str(p): str(p) for p in python_dirs(preload)}
     inside.update({k: str(v) for k, v in runtime_files().items()})
     torch_home = env.get("TORCH_HOME")
     if torch_home:
         inside[torch_home] = torch_home
     args = [*bwrap_args(env, inside, gpu, uid, gid), str(fd)]
+    view = (*_SYSTEM_DIRS, *inside)
     if os.geteuid() != 0:
-        return Launch(args, {}, BWRAP)
+        return Launch(args, {}, BWRAP, view)
     # as root: the launcher stages the bound folders where nobody can read them, then runs bwrap
     stage = sorted({source for source in inside.values() if not _readable_by(source, uid)})
     plan = json.dumps({"args": args, "stage": stage, "uid": uid, "gid": gid})
-    kit = str(Path(grader.__file__).resolve().parent.parent)
-    return Launch([*_launcher(), plan], {"PYTHONPATH": kit, "PATH": os.defpath}, BWRAP)
+    return Launch([*_launcher(), plan], {"PYTHONPATH": str(_KIT_ROOT), "PATH": os.defpath}, BWRAP, view)
 
 
 def _readable_by(path: str, uid: int) -> bool:
