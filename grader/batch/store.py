@@ -31,10 +31,12 @@ from grader.options import GradingOptions
 from grader.report import Report
 from grader.spec import Spec
 from grader.submission import SubmissionProblem, materialize
+from grader.text import clean
 
 SUBMISSION_SUFFIXES = (".zip", ".py", ".ipynb")
 TIMES_FILE = "submissions.csv"  # beside the submissions: when each was handed in (id,time), not one of them
 STATE = ".batch"  # DIR/.batch: the lock, the ledger and the snapshots
+ID_CHARS = 120
 # Modules that present or start things but decide no score: a change to them re-renders, not regrades.
 _PRESENTATION = {"cli.py", "render.py", "progress.py", "release.py", "calibrate.py", "similarity.py", "gradescope.py"}
 _PRESENTATION |= {"gradebook.py", "late.py", "render_html.py", "figures.py"}  # a figure never changes a score
@@ -69,7 +71,15 @@ def find_entries(folder: Path) -> list[Entry]:
         raise UserError(f"{folder} is not a folder of submissions")
     paths = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX")) and p.name != TIMES_FILE)
     stems = Counter(_stem(p) for p in paths)
-    return [Entry(_stem(p) if stems[_stem(p)] == 1 else p.name, p) for p in paths]
+    names = {p: _stem(p) if stems[_stem(p)] == 1 else p.name for p in paths}
+    ids = {p: clean(name, ID_CHARS) for p, name in names.items()}
+    # A name is the hand-in's text, cleaned (grader.text); where cleaning alone made two ids one
+    # (`bob` and `bob` in colour), the changed one takes its digest: no one takes another's place.
+    taken = Counter(ids.values())
+    for path, name in names.items():
+        if taken[ids[path]] > 1 and ids[path] != name:
+            ids[path] += "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    return [Entry(ids[p], p) for p in paths]
 
 
 def _stem(path: Path) -> str:
@@ -106,7 +116,8 @@ def take_snapshot(entry: Entry, spec: Spec, dest: Path) -> Snapshot:
             raise SubmissionProblem(f"{entry.path.name} is a symbolic link: hand in the files themselves")
         copy = materialize(entry.path, spec.files, dest, spec.starter_dir)
     except (SubmissionProblem, OSError, ValueError) as problem:  # ValueError: undecodable text or JSON
-        text = str(problem) if isinstance(problem, SubmissionProblem) else f"cannot be read: {problem}"
+        unread = problem if isinstance(problem, SubmissionProblem) else SubmissionProblem(f"cannot be read: {problem}")
+        text = str(unread)
         return Snapshot(entry, None, text, hashlib.sha256(text.encode()).hexdigest())
     return Snapshot(entry, copy.folder, "", _folder_digest(copy.folder))
 
