@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,18 +169,26 @@ class Store:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def save(self, student: str, report: Report, status: str, key: str, show_hidden: bool) -> None:
-        """The student's files, then their line in the ledger (last: the student is done)."""
+    def save(self, student: str, report: Report, status: str, key: str, show_hidden: bool) -> list[str]:
+        """The student's report, the files rendered from it, then their line in the ledger (last: the
+        student is done). A rendered file that cannot be written leaves the others written: what failed."""
         folder = self.folder(student)
         folder.mkdir(parents=True, exist_ok=True)
         document = json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
         write_whole(folder / "report.json", document)
-        write_whole(folder / "feedback.md", render.markdown(report, show_hidden))
-        write_whole(folder / "feedback.html", render_html.report_page(report, show_hidden))
-        gradescope = json.dumps(render.gradescope(report, show_hidden), indent=2, ensure_ascii=False) + "\n"
-        write_whole(folder / "results.json", gradescope)
+        unwritten = write_each(
+            folder,
+            {
+                "feedback.md": lambda: render.markdown(report, show_hidden),
+                "feedback.html": lambda: render_html.report_page(report, show_hidden),
+                "results.json": lambda: (
+                    json.dumps(render.gradescope(report, show_hidden), indent=2, ensure_ascii=False) + "\n"
+                ),
+            },
+        )
         self.ledger[student] = {"key": key, "status": status, "report": hashlib.sha256(document.encode()).hexdigest()}
         write_whole(self.ledger_path, json.dumps(self.ledger, indent=1, sort_keys=True) + "\n")
+        return [f"{student}: {line}" for line in unwritten]
 
 
 def write_whole(path: Path, text: str) -> None:
@@ -188,6 +196,19 @@ def write_whole(path: Path, text: str) -> None:
     partial_path = path.with_name(f".{path.name}.partial")
     partial_path.write_text(text)
     os.replace(partial_path, path)
+
+
+def write_each(folder: Path, files: dict[str, Callable[[], str]]) -> list[str]:
+    """Render and write each of `files` (name -> its renderer) whole, apart from the others: one that
+    fails (a writer's bug, a hand-in's text it chokes on, a full disk) stops none of the rest.
+    A line for each that failed, naming its path."""
+    unwritten = []
+    for name, rendered in files.items():
+        try:
+            write_whole(folder / name, rendered())
+        except Exception as failure:  # whatever it is, the other files are still written
+            unwritten.append(f"{folder / name} could not be written ({type(failure).__name__}: {failure})")
+    return unwritten
 
 
 @contextlib.contextmanager
