@@ -6,9 +6,10 @@ terminals, Markdown, XML, HTML and spreadsheets. It is cleaned once, where it en
 names), so that no writer has to know about terminals:
 
 - CSI sequences (colours, cursor moves, `ESC[2J`) are dropped: formatting, never content;
-- every other control character (C0, DEL, C1, so ESC and BEL of OSC 0 or OSC 52 too) is shown as
-  its escape, `\\x1b`, so an attempt stays visible and harmless; newlines (a carriage return counts
-  as one) and tabs are kept where the text keeps its lines;
+- every other control character (C0, DEL, C1, so ESC and BEL of OSC 0 or OSC 52 too) and lone
+  surrogate (a file name's undecodable bytes) is shown as its escape, `\\x1b`, so an attempt stays
+  visible and harmless; newlines (a carriage return counts as one) and tabs are kept where the text
+  keeps its lines;
 - the length is capped.
 
 Cleaning is idempotent: what it writes holds no control character. This module imports nothing
@@ -21,8 +22,9 @@ import re
 
 # ESC [ or the one-character CSI (U+009B), parameters and intermediates, one final byte.
 _CSI = re.compile(r"(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_LINE_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # but \t and \n
+# Lone surrogates too: a file name's undecodable bytes, which no UTF-8 writer can write.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_LINE_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # but \t and \n
 CUT = "…"
 
 
