@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,29 @@ def test_the_gradebook_and_other_hand_ins_are_out_of_reach(request, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_a_hand_in_s_text_and_names_reach_no_terminal_spreadsheet_or_reader_raw(request, mode):
+    graded = request.getfixturevalue(mode)
+    out = graded["out"]
+    gradebook = ("grades.csv", "legend.csv", "canvas.csv", "moodle.csv", "junit.xml", "summary.md", "index.html")
+    assert all((out / name).is_file() for name in gradebook)
+    suites = ET.parse(out / "junit.xml").getroot()
+    assert {suite.get("name") for suite in suites} == set(ENTRIES)
+    files = [p for p in out.rglob("*") if p.is_file() and ".batch" not in p.parts]
+    for path in [*files, graded["run"] / "terminal.txt"]:
+        data = path.read_bytes()
+        assert b"\x1b" not in data and b"\x07" not in data, path
+    hostile = graded["reports"]["hostile-text"]
+    assert "\\x1b]52;c;ZXZpbA==\\x07" in "".join(t.output + t.reason for t in hostile.tests)  # shown, harmless
+    for name in ("=1+2", "@SUM(A1)"):  # graded as the reference is: only their cells are escaped
+        assert graded["reports"][name].score == graded["reports"]["reference"].score > 0
+    names = {name for name in ENTRIES if name.startswith(("=", "+", "-", "@"))}
+    for sheet in ("grades.csv", "canvas.csv", "moodle.csv"):
+        cells = [cell for row in csv.reader((out / sheet).open(newline="")) for cell in row]
+        assert {f"'{name}" for name in names} <= set(cells), sheet
+        assert not [cell for cell in cells if cell.startswith(("=", "+", "-", "@"))], sheet
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_nothing_outlives_the_batch_and_nothing_is_left_on_disk(request, mode):
     graded = request.getfixturevalue(mode)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
@@ -220,3 +244,4 @@ def test_the_gallery_covers_the_threat_model():
         "fills-the-disk",
     } <= names
     assert "environment-canary" in names
+    assert {"hostile-text", "=1+2", "@SUM(A1)"} <= names
