@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +114,9 @@ def encode(value: Any) -> bytes:
 # --- reading --------------------------------------------------------------------------------
 
 
-def decode(message: bytes, bounds: Bounds = Bounds()) -> Any:
-    """The value of a message, checked against `bounds`; BadMessage when it is not acceptable."""
+def decode(message: bytes, bounds: Bounds = Bounds(), strings: Callable[[str], str] = str) -> Any:
+    """The value of a message, checked against `bounds`; BadMessage when it is not acceptable.
+    Every string of it, dict keys too, is passed through `strings` (the grader's side cleans them)."""
     if len(message) > bounds.max_bytes:
         raise BadMessage(f"{len(message):,} bytes, more than the {bounds.max_bytes:,} accepted")
     if len(message) < 12 or message[:4] != MAGIC:
@@ -143,7 +145,7 @@ def decode(message: bytes, bounds: Bounds = Bounds()) -> Any:
         if isinstance(item, str):
             if len(item) > bounds.max_string:
                 raise BadMessage(f"a string of {len(item):,} characters")
-            return item
+            return strings(item)
         if isinstance(item, list):
             return [walk(v, depth + 1) for v in item]
         if not isinstance(item, dict):
@@ -162,7 +164,7 @@ def decode(message: bytes, bounds: Bounds = Bounds()) -> Any:
             return tensor(item["$x"])
         if any(k.startswith("$") for k in item):
             raise BadMessage("an unknown tag")
-        return {k: walk(v, depth + 1) for k, v in item.items()}
+        return {strings(k): walk(v, depth + 1) for k, v in item.items()}
 
     def tensor(spec: Any) -> torch.Tensor:
         if not (isinstance(spec, list) and len(spec) == 3 and spec[0] in _DTYPES and isinstance(spec[1], list)):

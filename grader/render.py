@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from grader.report import THRESHOLD, Report, TestResult
 HIDDEN_NOTE = N_("details hidden until grades are released")
 COMMONEST = N_("commonest reason of failure")
 STATUSES = {"graded": N_("graded"), "unreadable": N_("unreadable"), "error": N_("error")}  # a batch's, as said
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # XML 1.0's Char, negated
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 MEASURED = {  # what the tests measure (their record_property names), as the reports name them
     "accuracy": N_("accuracy"),
     "scratch_accuracy": N_("accuracy from scratch"),
@@ -150,22 +153,42 @@ def terminal(report: Report, console: Console, show_hidden: bool = False) -> Non
         console.print(Text(line, "dim"))
 
 
+def _backticks(text: str, least: int) -> str:
+    """A run of backticks longer than any in `text` (and at least `least`): CommonMark's fence for it."""
+    return "`" * max(least, max(map(len, re.findall("`+", text)), default=0) + 1)
+
+
+def code(text: str) -> str:
+    """`text` as a Markdown code span: a hand-in's text shown as it is, never rendered as markup,
+    a link, an image or HTML (GitHub's job summary renders all of them)."""
+    if not text:
+        return ""
+    pad = " " if "`" in text else ""  # a backtick at an edge would join the fence
+    return f"{_backticks(text, 1)}{pad}{text}{pad}{_backticks(text, 1)}"
+
+
+def table_cell(text: str) -> str:
+    """`text` in one cell of a GitHub Markdown table (a pipe in a code span is escaped there too)."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def markdown(report: Report, show_hidden: bool = False) -> str:
-    """The report as GitHub Markdown (a CI job summary, a feedback file)."""
-    cell = lambda text: text.replace("|", "\\|").replace("\n", " ")
+    """The report as GitHub Markdown (a CI job summary, a feedback file): the text that may hold a
+    hand-in's (reasons, notes, the summary with its problem, load errors) in code spans and blocks."""
     rows = [
-        ("✅" if t.status == "passed" else "❌", cell(name), _points(t), cell(_note(t)))
+        ("✅" if t.status == "passed" else "❌", table_cell(name), _points(t), table_cell(code(_note(t))))
         for name, t in _visible(report, show_hidden)
     ]
     table = tabulate(rows, headers=("", _("test"), _("points"), _("reason")), tablefmt="github")
     header = f"### {report.assignment} · {report.title}: {_total(report)}"
     details = [
-        _("- submission: `{handin}`").format(handin=handin(report)),
-        f"- {report.summary()}",
+        _("- submission: {handin}").format(handin=code(handin(report))),
+        f"- {code(report.summary())}",
         *(f"- {line}" for line in _footer(report)),
     ]
-    headline = "```\n" + "\n".join(load_errors(report)) + "\n```" if report.load_errors else ""
-    notes = "\n".join("- " + _("note: {note}").format(note=cell(note)) for note in report.notes)
+    errors = "\n".join(load_errors(report))
+    headline = f"{_backticks(errors, 3)}\n{errors}\n{_backticks(errors, 3)}" if report.load_errors else ""
+    notes = "\n".join("- " + _("note: {note}").format(note=code(note)) for note in report.notes)
     return "\n\n".join(filter(None, [header, headline, notes, table, "\n".join(details)])) + "\n"
 
 
@@ -196,7 +219,13 @@ def junit(report: Report, show_hidden: bool = False) -> str:
             ET.SubElement(case, "skipped", message=test.reason)
         elif test.status == "failed":
             ET.SubElement(case, "failure", message=test.reason).text = test.output
-    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True) + "\n"
+    return xml_document(suite)
+
+
+def xml_document(root: ET.Element) -> str:
+    """The XML of `root`, with U+FFFD for each character XML 1.0 does not allow (ElementTree writes
+    them as they are, and no reader then parses the file): a defensive filter after the cleaning."""
+    return _NOT_XML.sub("\ufffd", ET.tostring(root, encoding="unicode", xml_declaration=True)) + "\n"
 
 
 def _gradescope_output(test: TestResult) -> dict[str, str]:
@@ -228,6 +257,12 @@ def gradescope(report: Report, show_hidden: bool = False) -> dict[str, Any]:
             for name, test in _visible(report, show_hidden)
         ],
     }
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A CSV cell that no spreadsheet reads as a formula (OWASP's advice on CSV injection): text that
+    begins with =, +, -, @, a tab or a carriage return gets a single quote before it; numbers stay numbers."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
 def csv_row(report: Report) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from grader.figures import PREFIX, draw_images
 from grader.i18n import _, ngettext
 from grader.runner import Run
 from grader.spec import Spec
+from grader.text import clean
 
 # What an accuracy test records (`record_property`) as the accuracy it requires, next to "accuracy".
 THRESHOLD = "min_accuracy"
@@ -198,7 +199,7 @@ def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Re
     return Report(
         assignment=spec.name,
         title=spec.shown_title,
-        submission=submission,
+        submission=clean(submission, 1000),  # a hand-in's path: its name is its author's text
         profile=session.get("profile", "?"),
         device=session.get("device", "?"),
         dataset=session.get("dataset", "?"),

@@ -31,6 +31,7 @@ import numpy as np
 from grader.batch.store import find_entries, take_snapshot
 from grader.errors import UserError, make_folder
 from grader.notebook import write_notebook
+from grader.render import spreadsheet_cell
 from grader.spec import Spec
 from grader.submission import materialize
 
@@ -98,7 +99,7 @@ def similarity(spec: Spec, submissions: Path, out: Path) -> Similarity:
     with (out / PAIRS).open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["a", "b", "score"])
-        writer.writerows((pair.a, pair.b, f"{pair.score:.4f}") for pair in pairs)
+        writer.writerows((spreadsheet_cell(pair.a), spreadsheet_cell(pair.b), f"{pair.score:.4f}") for pair in pairs)
     return Similarity(pairs, skipped, len(read))
 
 

@@ -11,13 +11,19 @@ from pathlib import Path, PurePosixPath
 
 from grader.errors import UserError
 from grader.i18n import _, place_word
+from grader.text import clean
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
 SINGLE_MODULE = "submission.py"
+NOTE_CHARS = 500  # a problem or a note: the grader's words around names from the hand-in
 
 
 class SubmissionProblem(UserError):
-    """The submission cannot be read as one (empty, unreadable, too large...)."""
+    """The submission cannot be read as one (empty, unreadable, too large...). Its message names the
+    hand-in's files (a zip's members, a notebook's error): cleaned here, once, for every writer."""
+
+    def __init__(self, problem: str):
+        super().__init__(clean(problem, NOTE_CHARS))
 
 
 @dataclass(frozen=True)

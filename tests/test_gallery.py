@@ -16,12 +16,14 @@ import socket
 import subprocess
 import sys
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from grader.grading import grade
 from grader.options import GradingOptions
+from grader.render import spreadsheet_cell
 from grader.report import Report
 from grader.sandbox import platform
 from tests.gallery import ENTRIES, LIMITS, build, problems
@@ -164,12 +166,35 @@ def test_the_gradebook_and_other_hand_ins_are_out_of_reach(request, mode):
             base = spec.reference_dir if student == "reference" else spec.starter_dir
             assert (submissions / student / file).read_text() == (base / file).read_text(), (student, file)
     rows = {row["id"]: row for row in csv.DictReader((out / "grades.csv").open())}
-    assert set(rows) == set(ENTRIES)
+    assert set(rows) == {spreadsheet_cell(name) for name in ENTRIES}  # `=1+2` is `'=1+2` in a spreadsheet
     assert float(rows["reference"]["score"]) == float(rows["reference"]["max_score"]) > 0
     assert float(rows["tampers-with-the-batch"]["score"]) == graded["reports"]["tampers-with-the-batch"].score
     ledger = json.loads((out / ".batch" / "ledger.json").read_text())
     assert set(ledger) == set(ENTRIES)
     assert graded["connections"] == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_hand_in_s_text_and_names_reach_no_terminal_spreadsheet_or_reader_raw(request, mode):
+    graded = request.getfixturevalue(mode)
+    out = graded["out"]
+    gradebook = ("grades.csv", "legend.csv", "canvas.csv", "moodle.csv", "junit.xml", "summary.md", "index.html")
+    assert all((out / name).is_file() for name in gradebook)
+    suites = ET.parse(out / "junit.xml").getroot()
+    assert {suite.get("name") for suite in suites} == set(ENTRIES)
+    files = [p for p in out.rglob("*") if p.is_file() and ".batch" not in p.parts]
+    for path in [*files, graded["run"] / "terminal.txt"]:
+        data = path.read_bytes()
+        assert b"\x1b" not in data and b"\x07" not in data, path
+    hostile = graded["reports"]["hostile-text"]
+    assert "\\x1b]52;c;ZXZpbA==\\x07" in "".join(t.output + t.reason for t in hostile.tests)  # shown, harmless
+    for name in ("=1+2", "@SUM(A1)"):  # graded as the reference is: only their cells are escaped
+        assert graded["reports"][name].score == graded["reports"]["reference"].score > 0
+    names = {name for name in ENTRIES if name.startswith(("=", "+", "-", "@"))}
+    for sheet in ("grades.csv", "canvas.csv", "moodle.csv"):
+        cells = [cell for row in csv.reader((out / sheet).open(newline="")) for cell in row]
+        assert {f"'{name}" for name in names} <= set(cells), sheet
+        assert not [cell for cell in cells if cell.startswith(("=", "+", "-", "@"))], sheet
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -220,3 +245,4 @@ def test_the_gallery_covers_the_threat_model():
         "fills-the-disk",
     } <= names
     assert "environment-canary" in names
+    assert {"hostile-text", "=1+2", "@SUM(A1)"} <= names

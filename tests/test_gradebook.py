@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from grader.batch.gradebook import print_summary, short_ids, summarize, write_gradebook
+from grader.batch.gradebook import FIRST_COLUMNS, print_summary, short_ids, summarize, write_gradebook
 from grader.batch.run import BatchResult, Outcome
+from grader.batch.store import Store
 from grader.report import build_report
 from grader.runner import Run
 from tests.kit import spec_of
@@ -215,3 +216,41 @@ def test_a_run_that_graded_nobody_prints_one_line(tmp_path):
     text = printed(BatchResult(tmp_path, outcomes, left_out=["zed"]))
     assert text.splitlines()[0] == "1 never graded, left out of the gradebook: zed"
     assert "1 graded now" in text and "commonest reason of failure" in text
+
+
+def test_no_cell_from_a_hand_in_starts_a_formula_in_any_gradebook_csv(tmp_path):
+    outcomes = [sample_outcome("=1+2", {"shapes"}), sample_outcome("@SUM(A1)", set(), problem="-x.zip is not a zip")]
+    write_gradebook(tmp_path, outcomes)
+    for name in ("grades.csv", "canvas.csv", "moodle.csv"):
+        rows = read_csv(tmp_path / name)
+        cells = [cell for row in rows for cell in row]
+        assert "'=1+2" in cells and "'@SUM(A1)" in cells, name
+        assert not [cell for cell in cells if cell.startswith(("=", "+", "@"))], name
+    grades = {row[0]: row for row in read_csv(tmp_path / "grades.csv")}
+    assert grades["'@SUM(A1)"][FIRST_COLUMNS.index("problem")] == "'-x.zip is not a zip"
+
+
+def test_a_file_that_cannot_be_written_leaves_the_others_written(tmp_path, monkeypatch):
+    def broken(*args):
+        raise ValueError("not well-formed (invalid token)")
+
+    monkeypatch.setattr("grader.batch.gradebook.render.junit", broken)
+    failed = write_gradebook(tmp_path, class_of_five())
+    assert failed == [f"{tmp_path / 'junit.xml'} could not be written (ValueError: not well-formed (invalid token))"]
+    written = {"grades.csv", "legend.csv", "canvas.csv", "moodle.csv", "summary.md", "index.html"}
+    assert {p.name for p in tmp_path.iterdir()} == written
+    (tmp_path / ".batch").mkdir()
+    store = Store(tmp_path)
+    monkeypatch.setattr("grader.batch.store.render.markdown", broken)
+    ada = class_of_five()[0]
+    (line,) = store.save("ada", ada.report, "graded", "k", False)
+    assert line.startswith("ada: ") and "feedback.md could not be written" in line
+    assert {p.name for p in store.folder("ada").iterdir()} == {"report.json", "feedback.html", "results.json"}
+    assert store.stored("ada") is not None  # the grade stands
+
+
+def test_the_class_table_shows_a_reason_as_text_not_markup(tmp_path):
+    reason = "[bold red]boom[/] [link=http://evil]x[/link]"
+    outcomes = [sample_outcome(s, set(), reason=reason) for s in ("ada", "bob")]
+    text = printed(BatchResult(tmp_path, outcomes))
+    assert reason in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import xml.etree.ElementTree as ET
 
 from rich.console import Console
@@ -209,3 +210,42 @@ def test_notes_and_load_errors_are_said_once_where_the_student_wrote_the_code():
     assert text.count(report.notes[0]) == 1
     assert "  cell 9, line 1: net = x" in text
     assert render.gradescope(report)["output"].count(report.notes[0]) == 1
+
+
+HOSTILE_REASON = "ValueError: ![x](http://evil) <script>alert(1)</script> [link](http://evil) `tick` | pipe"
+
+
+def hostile_report() -> Report:
+    """A report whose reasons, notes and load errors hold a hand-in's Markdown, HTML and backticks."""
+    report = sample_report()
+    report.tests[1].reason = HOSTILE_REASON
+    report.notes = ["cell ```` fenced ``` <img src=x>"]
+    report.load_errors = [{"file": "lenet.py", "reason": "SyntaxError", "line": 2, "source": "```\n# ![x](y)"}]
+    return report
+
+
+def test_markdown_shows_a_hand_in_s_text_in_code_spans_and_fences():
+    text = render.markdown(hostile_report())
+    row = next(line for line in text.splitlines() if "evil" in line)
+    assert "``" + " " + HOSTILE_REASON.replace("|", "\\|") + " " + "``" in row  # longer than its one backtick
+    assert len(re.findall(r"(?<!\\)\|", row)) == 5  # the table's own pipes only: the reason's is escaped
+    assert "- note: ````` cell ```` fenced ``` <img src=x> `````" in text
+    assert "````\nlenet.py could not be loaded: SyntaxError\n  line 2: ```\n# ![x](y)\n````" in text
+    assert render.code("") == "" and render.code("plain") == "`plain`"
+
+
+def test_junit_holds_only_characters_xml_allows_even_uncleaned():
+    report = sample_report()
+    report.tests[1].reason = "bell\x07 esc\x1b[2J nul\x00 \ud800"
+    report.tests[1].output = "out\x1b]52;c;aGk=\x07"
+    document = render.junit(report)
+    failure = ET.fromstring(document).find(".//failure")
+    assert failure is not None and failure.get("message") == "bell\ufffd esc\ufffd[2J nul\ufffd \ufffd"
+    assert failure.text == "out\ufffd]52;c;aGk=\ufffd"
+
+
+def test_a_spreadsheet_cell_never_starts_a_formula():
+    cells = ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "ada", "", 3, -1.5]
+    assert [render.spreadsheet_cell(c) for c in cells] == [
+        "'=1+2", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "ada", "", 3, -1.5
+    ]  # fmt: skip

@@ -30,7 +30,7 @@ from rich.text import Text
 from tabulate import tabulate
 
 from grader import render, render_html
-from grader.batch.store import write_whole
+from grader.batch.store import write_each
 from grader.i18n import _
 
 if TYPE_CHECKING:
@@ -92,26 +92,37 @@ def gradebook_rows(outcomes: list[Outcome], ids: dict[str, str]) -> list[dict[st
 
 def write_gradebook(
     out: Path, outcomes: list[Outcome], show_hidden: bool = False, canvas_assignment: str | None = None
-) -> None:
-    """grades.csv, legend.csv, canvas.csv, moodle.csv, junit.xml, summary.md and index.html, from the reports."""
+) -> list[str]:
+    """grades.csv, legend.csv, canvas.csv, moodle.csv, junit.xml, summary.md and index.html, from the
+    reports, each apart from the others (grader.batch.store.write_each): a line for each that failed."""
     tests = _tests(outcomes)
     ids = short_ids(list(tests))
     rows = gradebook_rows(outcomes, ids)
     columns = list(FIRST_COLUMNS) + [k for k in dict.fromkeys(k for row in rows for k in row) if k not in FIRST_COLUMNS]
-    write_whole(out / "grades.csv", _csv([columns, *([row.get(c, "") for c in columns] for row in rows)]))
     legend = [("id", "test", "points", "hidden", "nodeid")]
     legend += [(ids[n], t.name, f"{t.max_score:g}", "yes" if t.hidden else "no", n) for n, t in tests.items()]
-    write_whole(out / "legend.csv", _csv(legend))
-    write_whole(out / "canvas.csv", canvas_csv(outcomes, canvas_assignment))
-    write_whole(out / "moodle.csv", moodle_csv(outcomes))
+    return write_each(
+        out,
+        {
+            "grades.csv": lambda: _csv([columns, *([row.get(c, "") for c in columns] for row in rows)]),
+            "legend.csv": lambda: _csv(legend),
+            "canvas.csv": lambda: canvas_csv(outcomes, canvas_assignment),
+            "moodle.csv": lambda: moodle_csv(outcomes),
+            "junit.xml": lambda: junit_xml(outcomes, show_hidden),
+            "summary.md": lambda: summary_markdown(outcomes),
+            "index.html": lambda: render_html.class_page(outcomes, summarize(outcomes)),
+        },
+    )
+
+
+def junit_xml(outcomes: list[Outcome], show_hidden: bool = False) -> str:
+    """A suite per student, named by the student's id."""
     suites = ET.Element("testsuites", name=outcomes[0].report.assignment if outcomes else "")
     for outcome in outcomes:
         suite = ET.fromstring(render.junit(outcome.report, show_hidden))
         suite.set("name", outcome.id)
         suites.append(suite)
-    write_whole(out / "junit.xml", ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
-    write_whole(out / "summary.md", summary_markdown(outcomes))
-    write_whole(out / "index.html", render_html.class_page(outcomes, summarize(outcomes)))
+    return render.xml_document(suites)
 
 
 def canvas_csv(outcomes: list[Outcome], assignment_id: str | None = None) -> str:
@@ -146,7 +157,7 @@ def _number(value: float) -> str:
 
 def _csv(rows: list[Any]) -> str:
     text = io.StringIO()
-    csv.writer(text).writerows(rows)
+    csv.writer(text).writerows([render.spreadsheet_cell(cell) for cell in row] for row in rows)
     return text.getvalue()
 
 
@@ -210,7 +221,13 @@ def summary_markdown(outcomes: list[Outcome]) -> str:
         "",
         tabulate(
             [
-                (t["name"], f"{t['max_score']:g}", f"{t['pass_rate']:.0%}", f"{t['mean']:.2g}", t["common_reason"])
+                (
+                    render.table_cell(t["name"]),
+                    f"{t['max_score']:g}",
+                    f"{t['pass_rate']:.0%}",
+                    f"{t['mean']:.2g}",
+                    render.table_cell(render.code(t["common_reason"])),  # a hand-in's text: never rendered
+                )
                 for t in stats["tests"]
             ],
             headers=(_("test"), _("points"), _("passed"), _("mean points"), _(render.COMMONEST)),
@@ -240,7 +257,8 @@ def print_summary(result: BatchResult, console: Console) -> None:
     for column in (_("test"), _("points"), _("passed"), _(render.COMMONEST)):
         table.add_column(column, overflow="fold")
     for test in stats["tests"]:
-        table.add_row(test["name"], f"{test['max_score']:g}", f"{test['pass_rate']:.0%}", test["common_reason"])
+        # A str cell is rich markup: the reason is a hand-in's text, shown as it is
+        table.add_row(test["name"], f"{test['max_score']:g}", f"{test['pass_rate']:.0%}", Text(test["common_reason"]))
     console.print(table)
     console.print(" · ".join(f"{band}: {n}" for band, n in stats["distribution"] if n))
     console.print(where, **plain)

@@ -83,6 +83,7 @@ class BatchResult:
     out: Path
     outcomes: list[Outcome]
     left_out: list[str] = field(default_factory=list)  # never graded, and not picked by --only/--failed
+    unwritten: list[str] = field(default_factory=list)  # the files that could not be written, a line each
 
     @property
     def graded_now(self) -> int:
@@ -137,13 +138,16 @@ def run_batch(
         key = grader_key(spec, options)
         store = Store(out)
         outcomes: dict[str, Outcome] = {}
+        unwritten: dict[str, list[str]] = {}  # per student, the files of their last save that failed
         left_out = []
 
         def record(outcome: Outcome) -> None:
             """Keep a student's outcome, with the late penalty of this run, and save their files."""
             outcome.report.late = deadline.late(handed_in[outcome.id]) if deadline else {}
             outcomes[outcome.id] = outcome
-            store.save(outcome.id, outcome.report, outcome.status, outcome.key, options.show_hidden)
+            unwritten[outcome.id] = store.save(
+                outcome.id, outcome.report, outcome.status, outcome.key, options.show_hidden
+            )
 
         last = {entry.id: store.stored(entry.id) for entry in entries}
         picked = _picked(last, only, failed)
@@ -177,8 +181,11 @@ def run_batch(
         ordered = [outcomes[e.id] for e in entries if e.id in outcomes]
         for outcome in ordered:  # re-rendered from the reports: presentation and the penalty may have changed
             record(outcome)
-        write_gradebook(out, ordered, options.show_hidden, canvas_assignment)
-    return BatchResult(out, ordered, left_out)
+        failed = [line for lines in unwritten.values() for line in lines]
+        failed += write_gradebook(out, ordered, options.show_hidden, canvas_assignment)
+    for line in failed:  # after the rest was written: the grades stand, one file is missing
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return BatchResult(out, ordered, left_out, failed)
 
 
 def _check_ids(only: tuple[str, ...], entries: list[Entry], submissions: Path) -> None:
@@ -301,7 +308,9 @@ def _grade_all(
                     outcome = _outcome_of(future, snap, keys[snap], spec, collected, profile, store)
                     if outcome.busy and not retried:  # the machine's fault: once more, after the rest
                         futures[submit(snap)] = (snap, True)
-                        progress.console.print(f"{snap.entry.id}: the machine was too busy; graded again later")
+                        progress.console.print(
+                            f"{snap.entry.id}: the machine was too busy; graded again later", markup=False
+                        )
                         continue
                     record(outcome)
                     if outcome.status != "graded":

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +31,12 @@ from grader.options import GradingOptions
 from grader.report import Report
 from grader.spec import Spec
 from grader.submission import SubmissionProblem, folder_digest, materialize
+from grader.text import clean
 
 SUBMISSION_SUFFIXES = (".zip", ".py", ".ipynb")
 TIMES_FILE = "submissions.csv"  # beside the submissions: when each was handed in (id,time), not one of them
 STATE = ".batch"  # DIR/.batch: the lock, the ledger and the snapshots
+ID_CHARS = 120
 # Modules that present or start things but decide no score: a change to them re-renders, not regrades.
 _PRESENTATION = {"cli.py", "render.py", "progress.py", "release.py", "calibrate.py", "similarity.py", "gradescope.py"}
 _PRESENTATION |= {"gradebook.py", "late.py", "render_html.py", "figures.py"}  # a figure never changes a score
@@ -69,7 +71,15 @@ def find_entries(folder: Path) -> list[Entry]:
         raise UserError(f"{folder} is not a folder of submissions")
     paths = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX")) and p.name != TIMES_FILE)
     stems = Counter(_stem(p) for p in paths)
-    return [Entry(_stem(p) if stems[_stem(p)] == 1 else p.name, p) for p in paths]
+    names = {p: _stem(p) if stems[_stem(p)] == 1 else p.name for p in paths}
+    ids = {p: clean(name, ID_CHARS) for p, name in names.items()}
+    # A name is the hand-in's text, cleaned (grader.text); where cleaning alone made two ids one
+    # (`bob` and `bob` in colour), the changed one takes its digest: no one takes another's place.
+    taken = Counter(ids.values())
+    for path, name in names.items():
+        if taken[ids[path]] > 1 and ids[path] != name:
+            ids[path] += "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    return [Entry(ids[p], p) for p in paths]
 
 
 def _stem(path: Path) -> str:
@@ -106,7 +116,8 @@ def take_snapshot(entry: Entry, spec: Spec, dest: Path) -> Snapshot:
             raise SubmissionProblem(f"{entry.path.name} is a symbolic link: hand in the files themselves")
         copy = materialize(entry.path, spec.files, dest, spec.starter_dir)
     except (SubmissionProblem, OSError, ValueError) as problem:  # ValueError: undecodable text or JSON
-        text = str(problem) if isinstance(problem, SubmissionProblem) else f"cannot be read: {problem}"
+        unread = problem if isinstance(problem, SubmissionProblem) else SubmissionProblem(f"cannot be read: {problem}")
+        text = str(unread)
         return Snapshot(entry, None, text, hashlib.sha256(text.encode()).hexdigest())
     return Snapshot(entry, copy.folder, "", folder_digest(copy.folder))
 
@@ -151,18 +162,26 @@ class Store:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def save(self, student: str, report: Report, status: str, key: str, show_hidden: bool) -> None:
-        """The student's files, then their line in the ledger (last: the student is done)."""
+    def save(self, student: str, report: Report, status: str, key: str, show_hidden: bool) -> list[str]:
+        """The student's report, the files rendered from it, then their line in the ledger (last: the
+        student is done). A rendered file that cannot be written leaves the others written: what failed."""
         folder = self.folder(student)
         folder.mkdir(parents=True, exist_ok=True)
         document = json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
         write_whole(folder / "report.json", document)
-        write_whole(folder / "feedback.md", render.markdown(report, show_hidden))
-        write_whole(folder / "feedback.html", render_html.report_page(report, show_hidden))
-        gradescope = json.dumps(render.gradescope(report, show_hidden), indent=2, ensure_ascii=False) + "\n"
-        write_whole(folder / "results.json", gradescope)
+        unwritten = write_each(
+            folder,
+            {
+                "feedback.md": lambda: render.markdown(report, show_hidden),
+                "feedback.html": lambda: render_html.report_page(report, show_hidden),
+                "results.json": lambda: (
+                    json.dumps(render.gradescope(report, show_hidden), indent=2, ensure_ascii=False) + "\n"
+                ),
+            },
+        )
         self.ledger[student] = {"key": key, "status": status, "report": hashlib.sha256(document.encode()).hexdigest()}
         write_whole(self.ledger_path, json.dumps(self.ledger, indent=1, sort_keys=True) + "\n")
+        return [f"{student}: {line}" for line in unwritten]
 
 
 def write_whole(path: Path, text: str) -> None:
@@ -170,6 +189,19 @@ def write_whole(path: Path, text: str) -> None:
     partial_path = path.with_name(f".{path.name}.partial")
     partial_path.write_text(text)
     os.replace(partial_path, path)
+
+
+def write_each(folder: Path, files: dict[str, Callable[[], str]]) -> list[str]:
+    """Render and write each of `files` (name -> its renderer) whole, apart from the others: one that
+    fails (a writer's bug, a hand-in's text it chokes on, a full disk) stops none of the rest.
+    A line for each that failed, naming its path."""
+    unwritten = []
+    for name, rendered in files.items():
+        try:
+            write_whole(folder / name, rendered())
+        except Exception as failure:  # whatever it is, the other files are still written
+            unwritten.append(f"{folder / name} could not be written ({type(failure).__name__}: {failure})")
+    return unwritten
 
 
 @contextlib.contextmanager

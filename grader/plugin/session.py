@@ -28,6 +28,7 @@ from grader.sandbox.api import Sandbox, SubmissionError, Zygote
 from grader.spec import Profile, Spec
 from grader.submission import Materialized, materialize
 from grader.testing import derived_seed, grading_seed
+from grader.text import clean
 
 PROBES_PACKAGE = "grader_probes."  # where grader.testing.probes_for puts an assignment's probes
 
@@ -124,7 +125,8 @@ class Submission:
         lines = text.splitlines()
         source = lines[line - 1] if 0 < line <= len(lines) else ""
         reason, place = self.materialized.localize(failure.reason), self.materialized.where(file, line)
-        return LoadError(file, reason, line, source.rstrip()[:300], column, place)
+        source = clean(source.rstrip(), 300, lines=True)  # the hand-in's own line, shown in every report
+        return LoadError(file, reason, line, source, column, place)
 
 
 @dataclass

@@ -33,8 +33,12 @@ from grader.sandbox import platform
 from grader.sandbox.child import ERROR, IMPORTED, IMPORTING, RESULT
 from grader.sandbox.supervise import Finished, supervise
 from grader.spec import Limits
+from grader.text import clean
 
 _START_TIMEOUT_S = 300.0  # importing torch on a loaded machine
+REASON_CHARS = 1000  # a reason is one line: its own words and at most 300 of the student's
+OUTPUT_CHARS = 16 * 1024  # what a report keeps of an output: its last 30 lines, at most this
+NAME_CHARS = 200
 
 
 class SubmissionError(Exception):
@@ -45,6 +49,7 @@ class SubmissionError(Exception):
     code ended its own process, `frames` are the (file, line) places in the student's files,
     innermost last, and `importing` names the student's file whose import failed, if it was one.
     `brief` is the reason with nothing the student's code wrote in it (for hidden tests).
+    Its text is the student's code's: cleaned here, once (grader.text), for every writer.
     """
 
     def __init__(
@@ -58,14 +63,15 @@ class SubmissionError(Exception):
         brief: str = "",
         syntax: tuple[int, int] | None = None,
     ):
+        reason = clean(reason, REASON_CHARS)
         super().__init__(reason)
         self.reason = reason
-        self.output = output
+        self.output = clean(output, OUTPUT_CHARS, lines=True, tail=True)
         self.limit = limit
         self.frames = frames
         self.exited = exited
-        self.importing = importing
-        self.brief = brief or reason  # the reason without any text the student's code chose
+        self.importing = clean(importing, NAME_CHARS)
+        self.brief = clean(brief, REASON_CHARS) if brief else reason  # without any text the student's code chose
         self.syntax = syntax  # (line, column) of a syntax error
 
 
@@ -250,7 +256,7 @@ def _outcome(finished: Finished, budget: float, limits: Limits) -> Any:
     importing = ""
     for kind, payload in frames:
         if kind == IMPORTING:
-            importing = payload.decode(errors="replace")[:200]
+            importing = payload.decode(errors="replace")
         elif kind == IMPORTED:
             importing = ""
     output, status = finished.output, finished.status
@@ -263,7 +269,8 @@ def _outcome(finished: Finished, budget: float, limits: Limits) -> Any:
     if answer is None:
         raise _ended_early(status, output, importing)
     try:
-        value = codec.decode(answer[1], codec.Bounds(max_bytes=limits.result_mb * 2**20))
+        bounds = codec.Bounds(max_bytes=limits.result_mb * 2**20)
+        value = codec.decode(answer[1], bounds, lambda text: clean(text, bounds.max_string, lines=True))
     except codec.BadMessage as bad:
         raise SubmissionError(_("the probe's result was refused: {why}").format(why=bad), output) from None
     if answer[0] == RESULT:

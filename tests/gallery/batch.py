@@ -2,16 +2,17 @@
 
     python -m tests.gallery.batch FOLDER PORT
 
-FOLDER/submissions holds the hand-ins built from gallery.toml, FOLDER/grades the gradebook."""
+FOLDER/submissions holds the hand-ins built from gallery.toml, FOLDER/grades the gradebook, and
+FOLDER/terminal.txt what the batch printed."""
 
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
+from grader.batch.gradebook import print_summary
 from grader.batch.run import run_batch
 from grader.options import GradingOptions
 from grader.spec import load_spec
@@ -28,7 +29,9 @@ def main() -> None:
     submissions.mkdir(parents=True)
     for entry in ENTRIES.values():
         build(entry, spec, submissions, out, port)
-    run_batch(spec, submissions, out, OPTIONS, workers=2, console=Console(file=io.StringIO()))
+    with (folder / "terminal.txt").open("w") as terminal:
+        console = Console(file=terminal, width=200)
+        print_summary(run_batch(spec, submissions, out, OPTIONS, workers=2, console=console), console)
 
 
 if __name__ == "__main__":
