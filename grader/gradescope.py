@@ -8,6 +8,7 @@ The zip follows Gradescope's autograder specification
     setup.sh             bubblewrap, a venv with the CPU build of PyTorch, and the kit (`pip install .`)
     run_autograder       grades /autograder/submission, writes /autograder/results/results.json
     autograder.json      the assignment and the grading options chosen when the zip was made
+    .grade/secret        the course's secret (grader/seeding.py): each hand-in's seed, as `grade batch` draws it
     pyproject.toml  grader/  starter/<assignment>/  assignments/   the student bundle (grader/release.py) ...
     assignments/<assignment>/hidden/ ...                            ... with the hidden tests added
 
@@ -37,6 +38,7 @@ from grader import render
 from grader.errors import GraderError, UserError
 from grader.options import GRADESCOPE_ENV, GradingOptions
 from grader.release import release, render_template
+from grader.seeding import SECRET_FILE, course_secret
 from grader.spec import Spec, load_spec
 from grader.submission import SubmissionProblem
 
@@ -62,6 +64,8 @@ def build(spec: Spec, out: Path, options: GradingOptions) -> list[str]:
     members: dict[str, bytes] = {name: render_template(template, values).encode() for name, template in SCRIPTS.items()}
     config = {"assignment": spec.name, "options": json.loads(options.to_json())}
     members[CONFIG] = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+    # the course's secret: a hand-in gets the seed, so the grade, that `grade batch` gives it (never in a bundle)
+    members[SECRET_FILE.as_posix()] = course_secret(spec.root)
     with tempfile.TemporaryDirectory(prefix="grader-autograder-") as scratch:
         bundle = Path(scratch) / "bundle"
         release(spec, bundle)
@@ -73,7 +77,8 @@ def build(spec: Spec, out: Path, options: GradingOptions) -> list[str]:
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
             for name in sorted(members):
                 info = zipfile.ZipInfo(name, _EPOCH)
-                info.external_attr = (0o100755 if name in SCRIPTS else 0o100644) << 16
+                mode = 0o100755 if name in SCRIPTS else 0o100600 if name == SECRET_FILE.as_posix() else 0o100644
+                info.external_attr = mode << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
                 archive.writestr(info, members[name])
         os.replace(partial, out)

@@ -19,7 +19,8 @@ from grader.cli import main
 from grader.gradescope import CONFIG, build, submission_folder
 from grader.options import GRADESCOPE_ENV, SANDBOX_ENV, GradingOptions
 from grader.render import HIDDEN_NOTE
-from tests.kit import spec_of
+from grader.seeding import SECRET_FILE, course_secret
+from tests.kit import ROOT, spec_of
 
 NAME = "assignment2"  # it has hidden tests
 SCRIPTS = ("setup.sh", "run_autograder")
@@ -38,7 +39,9 @@ def test_the_zip_holds_the_scripts_at_its_root_the_kit_and_the_hidden_tests(auto
         modes = {info.filename: stat.S_IMODE(info.external_attr >> 16) for info in archive.infolist()}
         setup = archive.read("setup.sh").decode()
         config = json.loads(archive.read(CONFIG))
+        secret = archive.read(SECRET_FILE.as_posix())
     assert all(modes[script] == 0o755 for script in SCRIPTS)
+    assert secret == course_secret(ROOT) and modes[SECRET_FILE.as_posix()] == 0o600  # the batch's seeds
     folder = {f"assignments/{NAME}/{p.relative_to(spec.folder).as_posix()}" for p in spec.folder.rglob("*.py")}
     assert any(name.startswith(f"assignments/{NAME}/hidden/test_") for name in folder)
     expected = {"pyproject.toml", "grader/gradescope.py", f"assignments/{NAME}/blanks.json", "assignments/conftest.py"}
