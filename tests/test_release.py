@@ -17,11 +17,19 @@ import nbformat
 import pytest
 import yaml
 
-from grader.blanks import BLANKS_FILE, released_blanks
+from grader.blanks import BLANKS_FILE, released_blanks, spec_answers
 from grader.cli import main
 from grader.errors import UserError
 from grader.notebook import build_notebook
-from grader.release import WORKFLOW, bundle_requirements, kit_project, release
+from grader.release import (
+    WORKFLOW,
+    answers_in,
+    bundle_answers,
+    bundle_requirements,
+    kit_project,
+    official_checks,
+    release,
+)
 from grader.spec import load_spec
 from grader.submission import materialize
 from tests.kit import ASSIGNMENTS, ROOT
@@ -75,10 +83,7 @@ def test_the_bundle_holds_the_starter_the_public_tests_the_grader_and_the_blank_
         "assignments/pytest.ini",
         f"assignments/{NAME}/spec.toml",
         f"assignments/{NAME}/probes.py",
-        f"assignments/{NAME}/architectures.py",  # the grader's own LeNet: public, like the tests
         f"assignments/{NAME}/{BLANKS_FILE}",
-        f"assignments/{NAME}/probes.py",
-        f"assignments/{NAME}/architectures.py",  # the architecture the statement fixes: the public tests load it
         *(f"assignments/{NAME}/{p.name}" for p in spec.folder.glob("README*.md")),
         *(f"assignments/{NAME}/tests/{p.relative_to(spec.tests_dir)}" for p in spec.tests_dir.rglob("*.py")),
         *(f"starter/{NAME}/{file}" for file in spec.files),
@@ -110,6 +115,8 @@ def test_the_bundle_counts_the_blanks_of_the_starter_as_released_while_students_
 
 def test_no_reference_and_no_hidden_test_reaches_the_bundle(bundle):
     assert not (bundle / "reference").exists() and not (bundle / "assignments" / NAME / "hidden").exists()
+    assert not (bundle / "assignments" / NAME / "official").exists()
+    assert not (bundle / "assignments" / NAME / "architectures.py").exists()  # the grader's LeNet: the answer
     leaks = [p for p in bundle_files(bundle) if MARKER.encode() in p.read_bytes() or MARKER.lower() in str(p).lower()]
     assert leaks == []
 
@@ -258,3 +265,31 @@ def test_every_bundle_grades_its_starter_to_zero_from_inside_and_holds_no_soluti
     assert not (bundle / "reference").exists() and not (bundle / "assignments" / name / "hidden").exists()
     solutions = {p.read_bytes() for p in load_spec(name, ROOT).reference_dir.rglob("*.py")}
     assert not [p for p in bundle_files(bundle) if p.read_bytes() in solutions]
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_no_bundle_holds_a_line_its_reference_adds_to_its_starter(name, tmp_path):
+    """Not in any file (tests, probes, statements, notebook, blanks.json): the official checks that need
+    an answer stay in the kit, and the bundle's README lists them."""
+    spec = load_spec(name, ROOT)
+    answers = spec_answers(spec)
+    assert answers and all(len(line) > 25 for line in answers)
+    release(spec, tmp_path / "bundle")
+    assert bundle_answers(tmp_path / "bundle", answers) == []
+    readme = (tmp_path / "bundle" / "README.md").read_text()
+    assert all(f"- {check}\n" in readme for check in official_checks(spec))
+    architectures = spec.folder / "architectures.py"
+    shipped = (tmp_path / "bundle" / "assignments" / name / "architectures.py").is_file()
+    assert shipped == (architectures.is_file() and not answers_in(architectures.read_text(), answers))
+    assert not (tmp_path / "bundle" / "assignments" / name / "official").exists()
+
+
+def test_release_refuses_a_public_file_with_an_answer_and_leaves_no_bundle(kit, tmp_path):
+    """An answer line in a public test, indented otherwise: release names it and writes nothing."""
+    copy = shutil.copytree(kit, tmp_path / "kit")
+    test = copy / "assignments" / NAME / "tests" / "test_training.py"
+    planted = "\nLENET = [\n    nn.Conv2d(1,  6, kernel_size=5, padding=2),   nn.Sigmoid(),\n]\n"
+    test.write_text(test.read_text() + planted)
+    with pytest.raises(UserError, match=r"tests/test_training.py: nn.Conv2d\(1, 6, kernel_size=5, padding=2\)"):
+        release(load_spec(NAME, copy), tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()

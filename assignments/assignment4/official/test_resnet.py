@@ -7,7 +7,7 @@ Every input is drawn for this grading. SeparableConv2d, ResidualUnit and ResNet3
 the probe with weights and BatchNorm statistics drawn from a seed of this grading
 (`grader.probing.fill`; `probes.fill_unit` and `probes.fill_resnet` give a unit's main path and
 skip seeds of their own, so the order they are declared in does not matter); the grader fills its
-own copy of the statement's architecture (architectures.py) alike, and the outputs (and, for
+own copy of the statement's architecture (below) alike, and the outputs (and, for
 ResNet34, the gradients) must match: shapes and counts come back, no weight does. Only the fitting
 check brings the trained weights back, for the grader to classify the images itself.
 """
@@ -17,13 +17,87 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from grader.i18n import _
 from grader.probing import fill, to_float
-from grader.testing import accuracy_of, architectures_for, derived_seed, generator, load_in_order, probes_for
+from grader.testing import accuracy_of, derived_seed, generator, load_in_order, probes_for
 
 probes = probes_for(__file__)
-architectures = architectures_for(__file__)
+
+
+# The grader's own copies of what the statement fixes and the starter leaves blank (official: they
+# hold the answers, so they never leave the kit).
+class SeparableConv2d(nn.Module):
+    """A depth-wise k x k convolution (one filter per input channel, with the stride and padding),
+    then a point-wise 1x1 convolution across the channels, both with biases."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.depthwise_conv = nn.Conv2d(
+            in_channels, in_channels, kernel_size, stride=stride, padding=padding, groups=in_channels
+        )
+        self.pointwise_conv = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x):
+        return self.pointwise_conv(self.depthwise_conv(x))
+
+
+class ResidualUnit(nn.Module):
+    """ReLU(F(x) + skip(x)): F = Conv 3x3 (stride) -> BN -> ReLU -> Conv 3x3 -> BN, skip = the
+    identity, or Conv 1x1 (stride) -> BN when the stride or the channels change. No conv has a bias."""
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.main_layers = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.skip_connection = nn.Identity()
+        if stride > 1 or in_channels != out_channels:
+            self.skip_connection = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x):
+        return F.relu(self.main_layers(x) + self.skip_connection(x))
+
+
+STAGES = [(64, 3), (128, 4), (256, 6), (512, 3)]  # ResNet-34's stages: (channels, residual units)
+
+
+def resnet34_units():
+    """(in_channels, out_channels, stride) of each of ResNet-34's 16 residual units, in order: stride 2
+    where a new stage starts (but the first)."""
+    units, previous = [], 64
+    for channels, count in STAGES:
+        for index in range(count):
+            units.append((previous, channels, 2 if index == 0 and channels != 64 else 1))
+            previous = channels
+    return units
+
+
+class ResNet34(nn.Module):
+    """ResNet-34 for x (N, 3, H, W) -> logits (N, num_classes): the stem (Conv 7x7 stride 2 -> BN ->
+    ReLU -> MaxPool 3x3 stride 2), the 16 residual units, global average pooling, Flatten, Linear."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        layers = [
+            nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        ]
+        layers += [ResidualUnit(*unit) for unit in resnet34_units()]
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
+        self.resnet = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.resnet(x)
 
 
 def off_by(got, expected):
@@ -63,7 +137,7 @@ def separable_reproduced(found):
         assert part["bias"] == [channels], _("the {name} conv has no bias of {channels} values").format(
             name=name, channels=channels
         )
-    mine = architectures.SeparableConv2d(SEP_IN, SEP_OUT, SEP_K, SEP_STRIDE, SEP_PADDING)
+    mine = SeparableConv2d(SEP_IN, SEP_OUT, SEP_K, SEP_STRIDE, SEP_PADDING)
     fill(mine, SEP_SEED)  # the weights the probe gave the student's layer
     with torch.no_grad():
         expected = mine(SEP_X)
@@ -120,7 +194,7 @@ UNIT_SEED = derived_seed("ResidualUnit weights")
 def expected_unit(in_channels, out_channels, stride):
     """The grader's unit, filled as the probe fills the student's, on UNIT_X in evaluation mode:
     main_layers' outputs, F(x), skip(x) and the output."""
-    unit = architectures.ResidualUnit(in_channels, out_channels, stride)
+    unit = ResidualUnit(in_channels, out_channels, stride)
     probes.fill_unit(unit, UNIT_SEED)
     unit.eval()
     with torch.no_grad():
@@ -321,8 +395,6 @@ def test_residual_adds_then_relu(unit_found, in_channels, out_channels, stride):
 
 # --- ResNet34 ---------------------------------------------------------------------------------
 
-STAGES = architectures.STAGES  # (channels, residual units)
-
 
 def conv_count(k, c_in, c_out):
     return k * k * c_in * c_out  # no bias: a BatchNorm follows every convolution
@@ -335,7 +407,7 @@ def unit_count(c_in, c_out, stride):
     return count
 
 
-UNITS = architectures.resnet34_units()  # (in_channels, out_channels, stride) of each unit, in order
+UNITS = resnet34_units()  # (in_channels, out_channels, stride) of each unit, in order
 STEM = conv_count(7, 3, 64) + 2 * 64
 HEAD = 512 * 10 + 10
 RESNET34_TOTAL = STEM + sum(unit_count(*unit) for unit in UNITS) + HEAD
@@ -363,8 +435,8 @@ def resnet(submission):
 @pytest.fixture(scope="module")
 def expected_resnet():
     """What the probe's findings must be: the grader's ResNet-34, filled alike, on the same input."""
-    model = architectures.ResNet34()
-    probes.fill_resnet(model, [m for m in model.modules() if isinstance(m, architectures.ResidualUnit)], RESNET_SEED)
+    model = ResNet34()
+    probes.fill_resnet(model, [m for m in model.modules() if isinstance(m, ResidualUnit)], RESNET_SEED)
     model.eval()
     summaries, x = [], RESNET_X
     with torch.no_grad():
@@ -509,7 +581,7 @@ def test_resnet34_fits_a_few_images(submission, dataset, resnet, expected_resnet
     assert losses[-1] < losses[0], _(
         "{fit_steps} AdamW steps on {fit_images} images took the loss from {losses0:.3f} to {losses:.3f}"
     ).format(fit_steps=FIT_STEPS, fit_images=FIT_IMAGES, losses0=losses[0], losses=losses[-1])
-    model = architectures.ResNet34()  # the grader's own: it classifies the images with the trained weights itself
+    model = ResNet34()  # the grader's own: it classifies the images with the trained weights itself
     problem = load_in_order(model, found["state"])
     assert not problem, _("ResNet34: {problem}").format(problem=problem)
     model.train()  # a few steps cannot settle BatchNorm's running statistics: the batch's are used
