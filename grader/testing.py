@@ -16,10 +16,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
-from grader.i18n import _
+from grader.blanks import is_bundle
+from grader.i18n import N_, _
 
 _SEED = [0]
 
@@ -49,19 +51,42 @@ def probes_for(test_file: str) -> ModuleType:
     """The probes of the assignment that holds `test_file`: `<assignment>/probes.py`, or
     `<assignment>/hidden/probes.py` for a hidden test. They are what a test may hand a sandbox."""
     folder = Path(test_file).resolve().parent
-    hidden = folder.name == "hidden"
-    return _module(folder / "probes.py" if hidden else folder.parent / "probes.py", hidden)
+    if folder.name == "hidden":
+        return _module(folder / "probes.py", f"grader_probes.{folder.parent.name}.hidden")
+    return _module(folder.parent / "probes.py", f"grader_probes.{folder.parent.name}")
 
 
 def architectures_for(test_file: str) -> ModuleType:
     """The grader's own copies of the architectures the statement fixes: `<assignment>/architectures.py`.
     A test loads the student's returned weights into them; no sandbox ever sees the module."""
-    return _module(Path(test_file).resolve().parent.parent / "architectures.py", False)
+    assignment = Path(test_file).resolve().parent.parent
+    return _module(assignment / "architectures.py", f"grader_architectures.{assignment.name}")
 
 
-def _module(path: Path, hidden: bool) -> ModuleType:
-    assignment = path.parent.parent if hidden else path.parent
-    name = f"grader_{path.stem}.{assignment.name}{'.hidden' if hidden else ''}"
+OFFICIAL_ONLY = N_("checked by the official grading only")
+
+
+def official_for(test_file: str) -> ModuleType | None:
+    """What the grader's checks need that is an answer (its own copy of a model the starter leaves
+    blank, an answer table): `<assignment>/official/answers.py`, never released. None in a student's
+    bundle: there a test checks what the statement states, and skips what needs the answer
+    (`official_only`); a test marked `@pytest.mark.official(what)` says what it checks only in the kit."""
+    assignment = Path(test_file).resolve().parent.parent
+    path = assignment / "official" / "answers.py"
+    if not path.is_file() and is_bundle(assignment.parent.parent):
+        return None
+    return _module(path, f"grader_official.{assignment.name}")  # in the kit: missing is the kit's error
+
+
+def official_only(official: ModuleType | None) -> ModuleType:
+    """`official`, or, in a student's bundle, a skip that says why: the test has nothing to check
+    without the answer (a skipped test earns no points)."""
+    if official is None:
+        pytest.skip(_(OFFICIAL_ONLY))
+    return official
+
+
+def _module(path: Path, name: str) -> ModuleType:
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None or not path.is_file():

@@ -17,19 +17,26 @@ import nbformat
 import pytest
 import yaml
 
-from grader.blanks import BLANKS_FILE, released_blanks
+from grader.blanks import BLANKS_FILE, released_blanks, spec_answers
 from grader.cli import main
 from grader.errors import UserError
 from grader.notebook import build_notebook
-from grader.release import WORKFLOW, bundle_requirements, kit_project, release
+from grader.release import WORKFLOW, bundle_answers, bundle_requirements, kit_project, official_checks, release
 from grader.seeding import SECRET_FILE, course_secret
 from grader.spec import load_spec
 from grader.submission import materialize
+from grader.testing import OFFICIAL_ONLY
 from tests.kit import ASSIGNMENTS, ROOT
 
 NAME = "assignment2"
 MARKER = "LEAK-CHECK-7f3a91"  # planted in the reference and in a hidden test: must reach no bundle file
 GRADE = f'{shlex.quote(sys.executable)} -c "from grader.cli import run; run()"'  # `grade`, from the current folder
+SKIPPED_IN_A_BUNDLE = f"skipped: {OFFICIAL_ONLY}"  # a test that needs an answer to check anything
+
+
+def graded_as_a_starter(test: dict) -> bool:
+    """What a bundle's own starter gets from a test: its first open blank, or the official-only skip."""
+    return test["output"].startswith("not filled in yet: ") or test["output"] == SKIPPED_IN_A_BUNDLE
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +84,7 @@ def test_the_bundle_holds_the_starter_the_public_tests_the_grader_and_the_blank_
         "assignments/pytest.ini",
         f"assignments/{NAME}/spec.toml",
         f"assignments/{NAME}/probes.py",
-        f"assignments/{NAME}/architectures.py",  # the grader's own LeNet: public, like the tests
         f"assignments/{NAME}/{BLANKS_FILE}",
-        f"assignments/{NAME}/probes.py",
-        f"assignments/{NAME}/architectures.py",  # the architecture the statement fixes: the public tests load it
         *(f"assignments/{NAME}/{p.name}" for p in spec.folder.glob("README*.md")),
         *(f"assignments/{NAME}/tests/{p.relative_to(spec.tests_dir)}" for p in spec.tests_dir.rglob("*.py")),
         *(f"starter/{NAME}/{file}" for file in spec.files),
@@ -112,6 +116,8 @@ def test_the_bundle_counts_the_blanks_of_the_starter_as_released_while_students_
 
 def test_no_reference_no_hidden_test_and_no_course_secret_reaches_the_bundle(kit, bundle):
     assert not (bundle / "reference").exists() and not (bundle / "assignments" / NAME / "hidden").exists()
+    assert not (bundle / "assignments" / NAME / "official").exists()
+    assert not list(bundle.rglob("answers.py"))  # the grader's LeNet, in official/answers.py: the answer
     leaks = [p for p in bundle_files(bundle) if MARKER.encode() in p.read_bytes() or MARKER.lower() in str(p).lower()]
     assert leaks == []
     secret = course_secret(kit)
@@ -173,7 +179,7 @@ def test_the_workflow_grades_the_bundle_starter_to_zero_and_reports_from_inside_
     report = json.loads((bundle / "grade-report.json").read_text())
     assert report["score"] == 0 and report["max_score"] > 0 and report["profile"] == "quick"
     for test in report["tests"]:
-        assert test["output"].startswith("not filled in yet: "), f"{test['name']}: {test['output']}"
+        assert graded_as_a_starter(test), f"{test['name']}: {test['output']}"
     assert summary.read_text().startswith(f"### {NAME}")
     (upload,) = (s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert "always()" in upload["if"]
@@ -259,7 +265,52 @@ def test_every_bundle_grades_its_starter_to_zero_from_inside_and_holds_no_soluti
     bundle, report = every_bundle_graded[name]
     assert report["score"] == 0 and report["max_score"] > 0
     for test in report["tests"]:
-        assert test["output"].startswith("not filled in yet: "), f"{test['name']}: {test['output']}"
+        assert graded_as_a_starter(test), f"{test['name']}: {test['output']}"
     assert not (bundle / "reference").exists() and not (bundle / "assignments" / name / "hidden").exists()
     solutions = {p.read_bytes() for p in load_spec(name, ROOT).reference_dir.rglob("*.py")}
     assert not [p for p in bundle_files(bundle) if p.read_bytes() in solutions]
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_no_bundle_holds_a_line_its_reference_adds_to_its_starter(name, tmp_path):
+    """Not in any file (tests, probes, statements, notebook, blanks.json): the official checks that need
+    an answer stay in the kit, and the bundle's README lists them."""
+    spec = load_spec(name, ROOT)
+    answers = spec_answers(spec)
+    assert answers and all(len(line) > 25 for line in answers)
+    release(spec, tmp_path / "bundle")
+    assert bundle_answers(tmp_path / "bundle", answers) == []
+    readme = (tmp_path / "bundle" / "README.md").read_text()
+    checks = official_checks(spec)
+    assert all(f"- {check}\n" in readme for check in checks)
+    assert bool(checks) == (spec.official_dir / "answers.py").is_file()  # answers kept back: the README says what
+    assert not (tmp_path / "bundle" / "assignments" / name / "official").exists()
+
+
+def test_release_refuses_a_public_file_with_an_answer_and_leaves_no_bundle(kit, tmp_path):
+    """An answer line in a public test, indented otherwise: release names it and writes nothing."""
+    copy = shutil.copytree(kit, tmp_path / "kit")
+    test = copy / "assignments" / NAME / "tests" / "test_training.py"
+    planted = "\nLENET = [\n    nn.Conv2d(1,  6, kernel_size=5, padding=2),   nn.Sigmoid(),\n]\n"
+    test.write_text(test.read_text() + planted)
+    with pytest.raises(UserError, match=r"tests/test_training.py: nn.Conv2d\(1, 6, kernel_size=5, padding=2\)"):
+        release(load_spec(NAME, copy), tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_a_bundle_checks_the_statement_without_the_answers_and_skips_what_needs_them(bundle, tmp_path):
+    """The reference in a bundle: LeNet's shapes without the grader's LeNet; the trained accuracy skipped."""
+    copy = shutil.copytree(bundle, tmp_path / "bundle")
+    for module in (ROOT / "reference" / NAME).glob("*.py"):
+        shutil.copy2(module, copy / "starter" / NAME / module.name)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GRADER_ROOT")}
+    select = "test_layer_output_shapes or test_trained_accuracy"
+    command = f"{GRADE} {NAME} --select {shlex.quote(select)} --json report.json"
+    done = subprocess.run(command, shell=True, cwd=copy, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tests = {t["name"]: t for t in json.loads((copy / "report.json").read_text())["tests"]}
+    shapes, accuracy = tests["net: each layer's type and output shape"], tests["net + train_ch6: trained test accuracy"]
+    assert shapes["score"] == shapes["max_score"] == 4
+    assert accuracy["score"] == 0 and accuracy["outcome"] == "skipped" and accuracy["output"] == SKIPPED_IN_A_BUNDLE
+    readme = (bundle / "README.md").read_text()
+    assert "- net + train_ch6: trained test accuracy (10 points): the trained weights, in the course's own" in readme

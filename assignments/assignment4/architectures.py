@@ -5,7 +5,6 @@ the probe fills the student's model, and recompute what each layer must give; th
 load the student's trained weights into a copy and score it themselves.
 """
 
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -38,75 +37,3 @@ class BatchNormCNN(nn.Module):
 
     def forward(self, x):
         return self.fc_layers(self.cnn_layers(x).flatten(1))
-
-
-class SeparableConv2d(nn.Module):
-    """A depth-wise k x k convolution (one filter per input channel, with the stride and padding),
-    then a point-wise 1x1 convolution across the channels, both with biases."""
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
-        super().__init__()
-        self.depthwise_conv = nn.Conv2d(
-            in_channels, in_channels, kernel_size, stride=stride, padding=padding, groups=in_channels
-        )
-        self.pointwise_conv = nn.Conv2d(in_channels, out_channels, 1)
-
-    def forward(self, x):
-        return self.pointwise_conv(self.depthwise_conv(x))
-
-
-class ResidualUnit(nn.Module):
-    """ReLU(F(x) + skip(x)): F = Conv 3x3 (stride) -> BN -> ReLU -> Conv 3x3 -> BN, skip = the
-    identity, or Conv 1x1 (stride) -> BN when the stride or the channels change. No conv has a bias."""
-
-    def __init__(self, in_channels, out_channels, stride=1):
-        super().__init__()
-        self.main_layers = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-        )
-        self.skip_connection = nn.Identity()
-        if stride > 1 or in_channels != out_channels:
-            self.skip_connection = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
-            )
-
-    def forward(self, x):
-        return F.relu(self.main_layers(x) + self.skip_connection(x))
-
-
-STAGES = [(64, 3), (128, 4), (256, 6), (512, 3)]  # ResNet-34's stages: (channels, residual units)
-
-
-def resnet34_units():
-    """(in_channels, out_channels, stride) of each of ResNet-34's 16 residual units, in order: stride 2
-    where a new stage starts (but the first)."""
-    units, previous = [], 64
-    for channels, count in STAGES:
-        for index in range(count):
-            units.append((previous, channels, 2 if index == 0 and channels != 64 else 1))
-            previous = channels
-    return units
-
-
-class ResNet34(nn.Module):
-    """ResNet-34 for x (N, 3, H, W) -> logits (N, num_classes): the stem (Conv 7x7 stride 2 -> BN ->
-    ReLU -> MaxPool 3x3 stride 2), the 16 residual units, global average pooling, Flatten, Linear."""
-
-    def __init__(self, num_classes=10):
-        super().__init__()
-        layers = [
-            nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
-            nn.BatchNorm2d(64),
-            nn.ReLU(),
-            nn.MaxPool2d(3, stride=2, padding=1),
-        ]
-        layers += [ResidualUnit(*unit) for unit in resnet34_units()]
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
-        self.resnet = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.resnet(x)

@@ -10,6 +10,8 @@ Markers:
   @pytest.mark.task("net", ...) the starter definitions the test exercises: a failing test whose
                                 tasks still have open blanks names the first, by file and line
   @pytest.mark.accuracy         a trained-accuracy check: the profile's CPU budget applies
+  @pytest.mark.official(what)   what the test checks only with the answers of the kit's official/
+                                (grader.testing.official_for): a student bundle's README lists it
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "points(n): what the test is worth")
     config.addinivalue_line("markers", "task(*names): the starter definitions the test exercises")
     config.addinivalue_line("markers", "accuracy: a trained-accuracy check, under the profile's CPU budget")
+    config.addinivalue_line("markers", "official(what): what the test checks only with the kit's answers")
     option = config.getoption
     specs = _specs_of(config.args)
     options = options_mod.from_environment() or GradingOptions(

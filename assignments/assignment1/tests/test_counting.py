@@ -4,8 +4,9 @@ Expected counts come from PyTorch's own layers, built here (the large ones on th
 shapes, no memory), on layer sizes drawn for this grading next to the slides' own; the slides'
 totals are checked against them. The probe fills the student's SmallCNN with weights drawn from a
 seed of this grading (`grader.probing.fill`), the grader fills its own copy of the slides' CNN
-alike (architectures.py), and the two must give the same logits on images drawn for this grading:
-the layer counts, which come from the shapes the probe returns, are only believed then.
+alike (official/answers.py), and the two must give the same logits on images drawn for this grading:
+the layer counts, which come from the shapes the probe returns, are only believed then. The
+grader's copies are answers: a student's bundle checks the slides' counts only.
 """
 
 import pytest
@@ -15,11 +16,10 @@ from torch import nn
 from grader.i18n import _
 from grader.probing import fill
 from grader.sandbox import SubmissionError
-from grader.testing import architectures_for, derived_seed, generator, probes_for
+from grader.testing import derived_seed, generator, official_for, probes_for
 
 probes = probes_for(__file__)
-architectures = architectures_for(__file__)
-SmallCNN, BigMLP = architectures.SmallCNN, architectures.BigMLP
+official = official_for(__file__)  # the grader's own SmallCNN and BigMLP; None in a student's bundle
 
 # Per layer, weights + biases (the slides' annotations).
 SMALL_CNN_LAYERS = {
@@ -36,6 +36,7 @@ BIG_MLP_LAYERS = {
     "output": 10 * 100 + 10,
 }
 SMALL_CNN_TOTAL, BIG_MLP_TOTAL = 1_257_014, 1_515_392_110  # the slides' totals
+SLIDES_TOTALS = {"SmallCNN": SMALL_CNN_TOTAL, "BigMLP": BIG_MLP_TOTAL}
 SLIDES_GB = {"SmallCNN": 0.004683, "BigMLP": 5.645276}  # what the slides print, in their "GB"
 DTYPES = ["float32", "float64", "float16"]
 IMAGES = 3  # the SmallCNN's logits are checked on this many images
@@ -165,12 +166,10 @@ def test_model_size_bytes(submission):
 
 @pytest.mark.points(2)
 @pytest.mark.task("SmallCNN")
+@pytest.mark.official("with the same weights, the logits are the course's own SmallCNN's")
 def test_small_cnn(submission):
     """SmallCNN: 1,257,014 parameters, layer by layer, and 10 logits"""
-    mine, seed = SmallCNN(), derived_seed("SmallCNN weights")
-    counts = layer_counts((name, list(p.shape)) for name, p in mine.named_parameters())
-    assert counts == SMALL_CNN_LAYERS and sum(counts.values()) == SMALL_CNN_TOTAL  # the slides' figures hold
-    fill(mine, seed)  # the weights the probe gives the student's SmallCNN too
+    seed = derived_seed("SmallCNN weights")
     x = torch.rand(IMAGES, 1, 28, 28, generator=generator("SmallCNN images"))
     got = submission.run(probes.small_cnn, x, seed)
     check_layers("SmallCNN", layer_counts(got["shapes"]), SMALL_CNN_LAYERS)
@@ -179,6 +178,12 @@ def test_small_cnn(submission):
     assert shape == [IMAGES, 10], _("SmallCNN maps {images} images to {shape}, expected [{images}, 10]").format(
         images=IMAGES, shape=shape
     )
+    if official is None:  # a student's bundle: the official grading recomputes the logits
+        return
+    mine = official.SmallCNN()
+    counts = layer_counts((name, list(p.shape)) for name, p in mine.named_parameters())
+    assert counts == SMALL_CNN_LAYERS and sum(counts.values()) == SMALL_CNN_TOTAL  # the slides' figures hold
+    fill(mine, seed)  # the weights the probe gave the student's SmallCNN
     with torch.no_grad():
         expected = mine(x)
     error = (logits.double() - expected.double()).abs().nan_to_num(nan=float("inf")).max().item()
@@ -191,16 +196,19 @@ def test_small_cnn(submission):
 
 @pytest.mark.points(2)
 @pytest.mark.task("BigMLP")
+@pytest.mark.official("each layer's weight has the shape of the course's own BigMLP's")
 def test_big_mlp(submission):
     """BigMLP: 1,515,392,110 parameters, layer by layer, built on the meta device"""
-    with torch.device("meta"):
-        mine = BigMLP()
-    expected_shapes = [(name, list(p.shape)) for name, p in mine.named_parameters()]
-    counts = layer_counts(expected_shapes)
-    assert counts == BIG_MLP_LAYERS and sum(counts.values()) == BIG_MLP_TOTAL  # with Linear(1000, 100): it holds
     got = submission.run(probes.big_mlp)
     shapes = [(name, list(shape)) for name, shape in got["shapes"]]
     check_layers("BigMLP", layer_counts(shapes), BIG_MLP_LAYERS)
+    expected_shapes = []
+    if official is not None:  # a student's bundle has no BigMLP of the course's: the counts only
+        with torch.device("meta"):
+            mine = official.BigMLP()
+        expected_shapes = [(name, list(p.shape)) for name, p in mine.named_parameters()]
+        counts = layer_counts(expected_shapes)
+        assert counts == BIG_MLP_LAYERS and sum(counts.values()) == BIG_MLP_TOTAL  # with Linear(1000, 100): it holds
     for (name, shape), (_unused, expected) in zip(shapes, expected_shapes, strict=False):
         assert shape == expected, _(
             "BigMLP's {name} is {shape}, expected {expected} (out_features, in_features)"
@@ -241,11 +249,8 @@ def test_on_meta(submission):
 )
 def test_slides_models_counted(submission, name):
     """count_parameters and model_size_bytes: the slides' two models in float32"""
-    with torch.device("meta"):
-        mine = SmallCNN() if name == "SmallCNN" else BigMLP()
-    count = sum(p.numel() for p in mine.parameters())
-    size = sum(p.numel() * p.element_size() for p in mine.parameters())
-    assert count == (SMALL_CNN_TOTAL if name == "SmallCNN" else BIG_MLP_TOTAL)  # the slides' totals hold
+    count = SLIDES_TOTALS[name]  # the official test_small_cnn and test_big_mlp check them on the course's copies
+    size = count * torch.finfo(torch.float32).bits // 8
     got = submission.run(probes.slides_models, name)
     assert got["count"] == count, _("count_parameters({name}()) is {number}, expected {count:,}").format(
         name=name, number=number(got["count"]), count=count

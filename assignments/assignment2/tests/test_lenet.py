@@ -2,7 +2,9 @@
 
 The probe puts weights drawn for this grading into the student's net, passes random images (drawn
 too) through each layer and returns every output. The grader's own LeNet, with the same weights,
-recomputes each output: a shape, a count or an output is only believed when they agree.
+recomputes each output: a shape, a count or an output is only believed when they agree. The
+grader's LeNet is an answer (official/answers.py): a student's bundle checks the statement's shapes
+and counts only, and skips the trained accuracy.
 """
 
 import pytest
@@ -11,10 +13,11 @@ import torch
 from grader import figures
 from grader.i18n import _
 from grader.probing import fill, to_float
-from grader.testing import architectures_for, derived_seed, evaluate, generator, load_in_order, probes_for
+from grader.testing import derived_seed, evaluate, generator, load_in_order, official_for, official_only, probes_for
 
 probes = probes_for(__file__)
-lenet = architectures_for(__file__).lenet
+official = official_for(__file__)  # the grader's own LeNet; None in a student's bundle
+REPRODUCED = "with the same weights, each layer computes what the course's own LeNet computes"
 
 # The layers, their names in messages, and their output shapes for one 1x28x28 image.
 EXPECTED = [
@@ -44,8 +47,12 @@ def images():
 
 @pytest.fixture(scope="module")
 def grader_lenet():
-    """The grader's LeNet, with weights drawn for this grading: the student's net gets the same."""
-    net, seed = lenet(), derived_seed("lenet weights")
+    """The grader's LeNet (None in a student's bundle), with weights drawn for this grading: the
+    student's net gets the same."""
+    seed = derived_seed("lenet weights")
+    if official is None:
+        return None, seed
+    net = official.lenet()
     fill(net, seed)
     return net, seed
 
@@ -58,6 +65,8 @@ def outputs(submission, images, grader_lenet):
 def check_reproduced(outputs, images, grader_lenet):
     """With the same weights, the student's net must compute what LeNet computes, layer by layer."""
     net, _unused = grader_lenet
+    if net is None:  # a student's bundle: the official grading recomputes
+        return
     x = images
     with torch.no_grad():
         for index, ((name, _unused, _unused), layer, got) in enumerate(
@@ -76,6 +85,7 @@ def check_reproduced(outputs, images, grader_lenet):
 
 @pytest.mark.points(4)
 @pytest.mark.task("net")
+@pytest.mark.official(REPRODUCED)
 def test_layer_output_shapes(outputs, images, grader_lenet):
     """net: each layer's type and output shape"""
     layers = outputs["layers"]
@@ -101,6 +111,7 @@ def test_layer_output_shapes(outputs, images, grader_lenet):
 
 @pytest.mark.points(2)
 @pytest.mark.task("net")
+@pytest.mark.official(REPRODUCED)
 def test_parameter_count(outputs, images, grader_lenet):
     """net: 61,706 parameters"""
     total = sum(outputs["counts"])
@@ -112,6 +123,7 @@ def test_parameter_count(outputs, images, grader_lenet):
 
 @pytest.mark.points(2)
 @pytest.mark.task("net")
+@pytest.mark.official(REPRODUCED)
 def test_parameters_per_layer(outputs, images, grader_lenet):
     """net: parameters of each layer"""
     counts = outputs["counts"]
@@ -131,8 +143,10 @@ def test_parameters_per_layer(outputs, images, grader_lenet):
 @pytest.mark.points(10)
 @pytest.mark.accuracy
 @pytest.mark.task("net", "train_ch6", "evaluate_accuracy_gpu")
+@pytest.mark.official("the trained weights, in the course's own LeNet, reach the required test accuracy")
 def test_trained_accuracy(submission, profile, dataset, record_property):
     """net + train_ch6: trained test accuracy"""
+    lenet = official_only(official).lenet  # before training: a student's bundle skips the test
     trained = submission.run(probes.train_lenet, dataset.train.x, dataset.train.y, profile.budget)
     state = trained.get("state") if isinstance(trained, dict) else None
     curves = trained.get("history") if isinstance(trained, dict) else None  # the student's numbers: only drawn

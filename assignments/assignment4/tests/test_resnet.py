@@ -7,9 +7,10 @@ Every input is drawn for this grading. SeparableConv2d, ResidualUnit and ResNet3
 the probe with weights and BatchNorm statistics drawn from a seed of this grading
 (`grader.probing.fill`; `probes.fill_unit` and `probes.fill_resnet` give a unit's main path and
 skip seeds of their own, so the order they are declared in does not matter); the grader fills its
-own copy of the statement's architecture (architectures.py) alike, and the outputs (and, for
+own copy of the statement's architecture (official/answers.py) alike, and the outputs (and, for
 ResNet34, the gradients) must match: shapes and counts come back, no weight does. Only the fitting
-check brings the trained weights back, for the grader to classify the images itself.
+check brings the trained weights back, for the grader to classify the images itself. The grader's
+copies are answers: a student's bundle checks the statement's shapes, counts and layout only.
 """
 
 import math
@@ -20,10 +21,23 @@ import torch.nn.functional as F
 
 from grader.i18n import _
 from grader.probing import fill, to_float
-from grader.testing import accuracy_of, architectures_for, derived_seed, generator, load_in_order, probes_for
+from grader.testing import (
+    accuracy_of,
+    derived_seed,
+    generator,
+    load_in_order,
+    official_for,
+    official_only,
+    probes_for,
+)
 
 probes = probes_for(__file__)
-architectures = architectures_for(__file__)
+official = official_for(__file__)  # the grader's own layers and ResNet-34; None in a student's bundle
+# What only the official grading adds, with the grader's own copies (the bundle's README lists it)
+SEPARABLE_REPRODUCED = "with the same weights, the output is the course's own SeparableConv2d's"
+UNIT_REPRODUCED = "with the same weights and statistics, the outputs are the course's own ResidualUnit's"
+RESNET_REPRODUCED = "with the same weights and statistics, each layer computes what the course's own ResNet-34 does"
+RESNET_FITS = "the gradients are the course's own ResNet-34's, and its copy fits the images with the trained weights"
 
 
 def off_by(got, expected):
@@ -63,18 +77,22 @@ def separable_reproduced(found):
         assert part["bias"] == [channels], _("the {name} conv has no bias of {channels} values").format(
             name=name, channels=channels
         )
-    mine = architectures.SeparableConv2d(SEP_IN, SEP_OUT, SEP_K, SEP_STRIDE, SEP_PADDING)
-    fill(mine, SEP_SEED)  # the weights the probe gave the student's layer
-    with torch.no_grad():
-        expected = mine(SEP_X)
-    assert isinstance(y, torch.Tensor) and list(y.shape) == list(expected.shape), _(
+    side = (SEP_X.shape[-1] + 2 * SEP_PADDING - SEP_K) // SEP_STRIDE + 1  # the statement's output-size formula
+    expected_shape = [len(SEP_X), SEP_OUT, side, side]
+    assert isinstance(y, torch.Tensor) and list(y.shape) == expected_shape, _(
         "SeparableConv2d(8, 16, 3, stride=2, padding=1) maps {shape} to {value}, expected "
         "{expected_shape}: pass stride and padding to the depth-wise conv"
     ).format(
         shape=list(SEP_X.shape),
         value=list(y.shape) if isinstance(y, torch.Tensor) else y,
-        expected_shape=list(expected.shape),
+        expected_shape=expected_shape,
     )
+    if official is None:  # a student's bundle: the official grading recomputes the output
+        return
+    mine = official.SeparableConv2d(SEP_IN, SEP_OUT, SEP_K, SEP_STRIDE, SEP_PADDING)
+    fill(mine, SEP_SEED)  # the weights the probe gave the student's layer
+    with torch.no_grad():
+        expected = mine(SEP_X)
     difference = off_by(y, expected)
     assert difference < 1e-4, _("the output differs from point-wise(depth-wise(x)) by up to {difference:.3g}").format(
         difference=difference
@@ -83,6 +101,7 @@ def separable_reproduced(found):
 
 @pytest.mark.points(2)
 @pytest.mark.task("SeparableConv2d")
+@pytest.mark.official(SEPARABLE_REPRODUCED)
 def test_separable_parameters(separable_found):
     """SeparableConv2d: parameters = depth-wise + point-wise"""
     parts = separable_found["parts"]
@@ -105,6 +124,7 @@ def test_separable_parameters(separable_found):
 
 @pytest.mark.points(2)
 @pytest.mark.task("SeparableConv2d")
+@pytest.mark.official(SEPARABLE_REPRODUCED)
 def test_separable_output(separable_found):
     """SeparableConv2d: the depth-wise then the point-wise convolution"""
     separable_reproduced(separable_found)
@@ -119,8 +139,10 @@ UNIT_SEED = derived_seed("ResidualUnit weights")
 
 def expected_unit(in_channels, out_channels, stride):
     """The grader's unit, filled as the probe fills the student's, on UNIT_X in evaluation mode:
-    main_layers' outputs, F(x), skip(x) and the output."""
-    unit = architectures.ResidualUnit(in_channels, out_channels, stride)
+    main_layers' outputs, F(x), skip(x) and the output. None in a student's bundle."""
+    if official is None:
+        return None
+    unit = official.ResidualUnit(in_channels, out_channels, stride)
     probes.fill_unit(unit, UNIT_SEED)
     unit.eval()
     with torch.no_grad():
@@ -158,6 +180,8 @@ def output_reproduced(found, name, expected):
     assert isinstance(y, torch.Tensor), _("{name} fails on an input of shape {shape}: {y}").format(
         name=name, shape=list(UNIT_X.shape), y=y
     )
+    if expected is None:  # a student's bundle: the official grading recomputes the output
+        return
     assert close(y, expected["y"]), _(
         "{name}: with the same weights and statistics, the output is not ResNet's ReLU(F(x) + "
         "skip(x)) (off by {off_by:.3g})"
@@ -166,6 +190,7 @@ def output_reproduced(found, name, expected):
 
 @pytest.mark.points(2)
 @pytest.mark.task("ResidualUnit")
+@pytest.mark.official(UNIT_REPRODUCED)
 def test_residual_main_path(unit_found):
     """ResidualUnit: F = Conv 3x3 (stride) -> BN -> ReLU -> Conv 3x3 -> BN"""
     found = unit_found(8, 16, 2)
@@ -206,6 +231,8 @@ def test_residual_main_path(unit_found):
         "{name}: main_layers has {parameters:,} parameters, expected {expected_parameters:,}"
     ).format(name=name, parameters=parameters, expected_parameters=expected_parameters)
     mine = expected_unit(8, 16, 2)
+    if mine is None:  # a student's bundle: the official grading recomputes the outputs
+        return
     for index, (got, output) in enumerate(zip(layers, mine["main_layers"], strict=True)):
         assert close(got["output"], output), _(
             "{name}: main_layers[{index}] ({layer}) does not compute what ResNet's does with the same "
@@ -216,6 +243,7 @@ def test_residual_main_path(unit_found):
 
 @pytest.mark.points(2)
 @pytest.mark.task("ResidualUnit")
+@pytest.mark.official(UNIT_REPRODUCED)
 def test_residual_identity_skip(unit_found):
     """ResidualUnit: the skip is the identity when the shapes match"""
     found = unit_found(8, 8, 1)
@@ -239,11 +267,11 @@ PROJECTED = [(8, 16, 2), (8, 8, 2), (8, 16, 1)]  # (in, out, stride): the stride
 @pytest.mark.points(3)
 @pytest.mark.parametrize(("in_channels", "out_channels", "stride"), PROJECTED)
 @pytest.mark.task("ResidualUnit")
+@pytest.mark.official(UNIT_REPRODUCED)
 def test_residual_projection_skip(unit_found, in_channels, out_channels, stride):
     """ResidualUnit: a 1x1 conv + BN skip when the shapes change"""
     found = unit_found(in_channels, out_channels, stride)
     name = unit_name(in_channels, out_channels, stride)
-    mine = expected_unit(in_channels, out_channels, stride)
     children = found["skip"]["children"]
     kinds = [c["type"] for c in children] or [found["skip"]["type"]]
     fx = found["fx"]
@@ -282,6 +310,9 @@ def test_residual_projection_skip(unit_found, in_channels, out_channels, stride)
     assert isinstance(found["y"], torch.Tensor), _("{name} fails on an input of shape {shape}: {y}").format(
         name=name, shape=list(UNIT_X.shape), y=found["y"]
     )
+    mine = expected_unit(in_channels, out_channels, stride)
+    if mine is None:  # a student's bundle: the official grading recomputes skip(x) and the output
+        return
     assert close(found["skip_x"], mine["skip_x"]), _(
         "{name}: skip(x) is not the 1x1 convolution (stride {stride}) then BatchNorm of x, with "
         "the same weights and statistics"
@@ -292,6 +323,7 @@ def test_residual_projection_skip(unit_found, in_channels, out_channels, stride)
 @pytest.mark.points(3)
 @pytest.mark.parametrize(("in_channels", "out_channels", "stride"), [(8, 8, 1), (8, 16, 2)])
 @pytest.mark.task("ResidualUnit")
+@pytest.mark.official("the output is ReLU(F(x) + skip(x)) of the course's own F and skip")
 def test_residual_adds_then_relu(unit_found, in_channels, out_channels, stride):
     """ResidualUnit: ReLU(F(x) + skip(x))"""
     found = unit_found(in_channels, out_channels, stride)
@@ -301,6 +333,7 @@ def test_residual_adds_then_relu(unit_found, in_channels, out_channels, stride):
         name=name, shape=list(UNIT_X.shape), y=y
     )
     assert isinstance(skip_x, torch.Tensor), _("{name}: the skip fails: {skip_x}").format(name=name, skip_x=skip_x)
+    official_only(official)  # the rest compares with the grader's own F(x) and skip(x)
     mine = expected_unit(in_channels, out_channels, stride)
     fx, skip = mine["fx"], mine["skip_x"]  # the grader's own F(x) and skip(x)
     if not close(y, mine["y"]):
@@ -321,7 +354,18 @@ def test_residual_adds_then_relu(unit_found, in_channels, out_channels, stride):
 
 # --- ResNet34 ---------------------------------------------------------------------------------
 
-STAGES = architectures.STAGES  # (channels, residual units)
+STAGES = [(64, 3), (128, 4), (256, 6), (512, 3)]  # ResNet-34's stages: (channels, residual units)
+
+
+def resnet34_units():
+    """(in_channels, out_channels, stride) of each of ResNet-34's 16 residual units, in order: stride 2
+    where a new stage starts (but the first)."""
+    units, previous = [], 64
+    for channels, count in STAGES:
+        for index in range(count):
+            units.append((previous, channels, 2 if index == 0 and channels != 64 else 1))
+            previous = channels
+    return units
 
 
 def conv_count(k, c_in, c_out):
@@ -335,7 +379,7 @@ def unit_count(c_in, c_out, stride):
     return count
 
 
-UNITS = architectures.resnet34_units()  # (in_channels, out_channels, stride) of each unit, in order
+UNITS = resnet34_units()  # (in_channels, out_channels, stride) of each unit, in order
 STEM = conv_count(7, 3, 64) + 2 * 64
 HEAD = 512 * 10 + 10
 RESNET34_TOTAL = STEM + sum(unit_count(*unit) for unit in UNITS) + HEAD
@@ -362,9 +406,12 @@ def resnet(submission):
 
 @pytest.fixture(scope="module")
 def expected_resnet():
-    """What the probe's findings must be: the grader's ResNet-34, filled alike, on the same input."""
-    model = architectures.ResNet34()
-    probes.fill_resnet(model, [m for m in model.modules() if isinstance(m, architectures.ResidualUnit)], RESNET_SEED)
+    """What the probe's findings must be: the grader's ResNet-34, filled alike, on the same input
+    (None in a student's bundle)."""
+    if official is None:
+        return None
+    model = official.ResNet34(UNITS)
+    probes.fill_resnet(model, [m for m in model.modules() if isinstance(m, official.ResidualUnit)], RESNET_SEED)
     model.eval()
     summaries, x = [], RESNET_X
     with torch.no_grad():
@@ -379,6 +426,8 @@ def expected_resnet():
 
 def resnet_reproduced(found, expected):
     """Filled alike, the student's ResNet34 must compute what the grader's computes, layer by layer."""
+    if expected is None:  # a student's bundle: the official grading recomputes
+        return
     layers = found["layers"]
     assert len(layers) == len(expected["summaries"]), _(
         "ResNet34.resnet has {n_layers} layers, expected {n_summaries}"
@@ -397,6 +446,7 @@ def resnet_reproduced(found, expected):
 
 @pytest.mark.points(3)
 @pytest.mark.task("ResNet34", "ResidualUnit")
+@pytest.mark.official(RESNET_REPRODUCED)
 def test_resnet34_stage_layout(resnet, expected_resnet):
     """ResNet34: 3-4-6-3 residual units with 64, 128, 256 and 512 channels"""
     units = [tuple(u) for u in resnet["units"]]
@@ -418,6 +468,7 @@ def test_resnet34_stage_layout(resnet, expected_resnet):
 
 @pytest.mark.points(3)
 @pytest.mark.task("ResNet34", "ResidualUnit")
+@pytest.mark.official(RESNET_REPRODUCED)
 def test_resnet34_output_shapes(resnet, expected_resnet):
     """ResNet34: [2, 3, 224, 224] -> [2, 10], and each layer's output shape"""
     layers = resnet["layers"]
@@ -441,6 +492,7 @@ def test_resnet34_output_shapes(resnet, expected_resnet):
 
 @pytest.mark.points(2)
 @pytest.mark.task("ResNet34", "ResidualUnit")
+@pytest.mark.official(RESNET_REPRODUCED)
 def test_resnet34_parameter_count(resnet, expected_resnet):
     """ResNet34: 21,289,802 parameters, as torchvision's resnet34 with a 10-class head"""
     counts = [sum(torch.Size(shape).numel() for shape in layer) for layer in resnet["shapes"]]
@@ -495,8 +547,10 @@ def balanced(labels, count):
 @pytest.mark.points(3)
 @pytest.mark.accuracy  # a training run: the profile's time limit; known-wrong variants skip it
 @pytest.mark.task("ResNet34", "ResidualUnit")
+@pytest.mark.official(RESNET_FITS)
 def test_resnet34_fits_a_few_images(submission, dataset, resnet, expected_resnet, record_property):
     """ResNet34: gradients reach every layer; a few steps lower the loss and fit 64 images"""
+    model = official_only(official).ResNet34(UNITS)  # the grader's own: it classifies the images itself
     gradients_reproduced(resnet, expected_resnet)
     index = balanced(dataset.train.y, FIT_IMAGES)
     images, labels = dataset.train.x[index], dataset.train.y[index]
@@ -509,7 +563,6 @@ def test_resnet34_fits_a_few_images(submission, dataset, resnet, expected_resnet
     assert losses[-1] < losses[0], _(
         "{fit_steps} AdamW steps on {fit_images} images took the loss from {losses0:.3f} to {losses:.3f}"
     ).format(fit_steps=FIT_STEPS, fit_images=FIT_IMAGES, losses0=losses[0], losses=losses[-1])
-    model = architectures.ResNet34()  # the grader's own: it classifies the images with the trained weights itself
     problem = load_in_order(model, found["state"])
     assert not problem, _("ResNet34: {problem}").format(problem=problem)
     model.train()  # a few steps cannot settle BatchNorm's running statistics: the batch's are used

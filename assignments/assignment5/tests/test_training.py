@@ -17,7 +17,8 @@ point unless the weights match too. The accuracy test transfers a backbone to a 
 
 Either way the probe returns the weights of what the variant trains (the head, for last_layer),
 and the grader puts them in its own copy of the pretrained network and tests it on images whose
-labels never reach the sandbox.
+labels never reach the sandbox. Which parts each variant trains is an answer (official/answers.py):
+a student's bundle skips the accuracy test.
 """
 
 import math
@@ -37,23 +38,20 @@ from grader.testing import (
     generator,
     load_in_order,
     max_difference,
+    official_for,
+    official_only,
     one_thread,
     probes_for,
 )
 
 probes = probes_for(__file__)
+official = official_for(__file__)  # the parts each variant trains; None in a student's bundle
 
 TRAIN_LR, TRAIN_STEPS = 0.01, 5  # 5 steps over 2 batches: train must walk the batches again
 HEAD_STEPS, ALL_STEPS = 3, 2
 TOLERANCE = 1e-9  # double precision, the same operations on the same machine
 DIGIT_MEAN, DIGIT_STD = 0.1307, 0.3081  # the kit backbone's own preprocessing (MNIST's statistics)
 DIGITS = 10  # the kit backbone's classes: which digit
-# The top-level parts of a ResNet each variant trains, as the statement gives them.
-PARTS = {
-    "last_layer": ("fc",),
-    "last_layers": ("layer4", "fc"),
-    "all_layers": ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"),
-}
 
 
 def tiny_state():
@@ -372,10 +370,11 @@ def transferred(budget, state, parts, classes, trained):
 @pytest.mark.task(
     "prepare_resnet", "replace_resnet_head", "set_trainable", "make_optimizer", "train", "train_mode", "VARIANTS"
 )
+@pytest.mark.official("the weights trained in the parts the variant trains reach the required test accuracy")
 def test_transfer_accuracy(submission, profile, request, record_property):
     """prepare_resnet + train: the transferred model's test accuracy"""
     budget = profile.budget
-    parts = PARTS[budget["variant"]]
+    parts = official_only(official).PARTS[budget["variant"]]
     if budget["model"] == "resnet18":
         state, scratch, kit = imagenet_resnet18(budget), None, None  # before the dataset: a skip need not load it
         dataset = request.getfixturevalue("dataset")

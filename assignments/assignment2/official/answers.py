@@ -1,4 +1,5 @@
-"""The grader's own LeNet, as the statement fixes it: the student's weights are loaded into it and
+"""The grader's own LeNet, as the statement fixes it and the starter leaves it blank (an answer: never
+released, grader.testing.official_for): the student's weights are loaded into it and
 it recomputes what they must give (tests only: no sandbox sees this module)."""
 
 from torch import nn

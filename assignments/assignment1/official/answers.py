@@ -1,7 +1,8 @@
-"""The grader's own copies of the slides' two models, as the statement fixes them (tests only: no
-sandbox sees this module). The SmallCNN is filled with the weights drawn for a grading, as the
-probe fills the student's, and recomputes the logits; the BigMLP is only built on the meta device,
-for its parameters' shapes."""
+"""The grader's own copies of the slides' two models, as the statement fixes them and the starter
+leaves them blank (answers: never released, grader.testing.official_for; no sandbox sees this
+module). The SmallCNN is filled with the weights drawn for a grading, as the probe fills the
+student's, and recomputes the logits; the BigMLP is only built on the meta device, for its
+parameters' shapes."""
 
 import torch
 from torch import nn
