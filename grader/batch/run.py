@@ -141,9 +141,12 @@ def run_batch(
         unwritten: dict[str, list[str]] = {}  # per student, the files of their last save that failed
         left_out = []
 
+        titles = {test["nodeid"]: test["name"] for test in collected}  # in this run's language
+
         def record(outcome: Outcome) -> None:
-            """Keep a student's outcome, with the late penalty of this run, and save their files."""
+            """Keep a student's outcome, with the late penalty and the language of this run, and save their files."""
             outcome.report.late = deadline.late(handed_in[outcome.id]) if deadline else {}
+            speak(outcome.report, spec, titles)
             outcomes[outcome.id] = outcome
             unwritten[outcome.id] = store.save(
                 outcome.id, outcome.report, outcome.status, outcome.key, options.show_hidden
@@ -162,11 +165,13 @@ def run_batch(
                 continue
             snap = take_snapshot(entry, spec, out / STATE / "snapshots" / entry.id)
             student_key = f"{key}:{snap.digest}"
-            if picked is None and not force and stored and stored.current(student_key):
-                outcomes[entry.id] = Outcome(entry.id, stored.report, stored.status, student_key, resumed=True)
-            elif snap.problem:
+            resumed = picked is None and not force and stored is not None and stored.current(student_key)
+            if snap.problem:  # said again in this run's language: reading it is all the grading there is
                 report = _zero_report(spec, collected, entry, snap.problem, profile)
-                record(Outcome(entry.id, report, "unreadable", student_key))
+                record(Outcome(entry.id, report, "unreadable", student_key, resumed=resumed))
+            elif resumed:
+                assert stored is not None
+                outcomes[entry.id] = Outcome(entry.id, stored.report, stored.status, student_key, resumed=True)
             else:
                 pending.append((snap, student_key))
         if pending:
@@ -182,10 +187,19 @@ def run_batch(
         for outcome in ordered:  # re-rendered from the reports: presentation and the penalty may have changed
             record(outcome)
         failed = [line for lines in unwritten.values() for line in lines]
-        failed += write_gradebook(out, ordered, options.show_hidden, canvas_assignment)
+        failed += write_gradebook(out, ordered, options.show_hidden, canvas_assignment, lms_title=spec.title)
     for line in failed:  # after the rest was written: the grades stand, one file is missing
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     return BatchResult(out, ordered, left_out, failed)
+
+
+def speak(report: Report, spec: Spec, titles: dict[str, str]) -> None:
+    """Put the grader's own wording of a stored report in the language spoken now: the assignment's title
+    and the tests' (`titles`, by node id); a test's reason stays in the language it was graded in, and
+    the rest is worded where it is rendered."""
+    report.title = spec.shown_title
+    for test in report.tests:
+        test.name = titles.get(test.nodeid, test.name)
 
 
 def _check_ids(only: tuple[str, ...], entries: list[Entry], submissions: Path) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import grader
 from grader import render, render_html
 from grader.errors import UserError
+from grader.i18n import using
 from grader.options import GradingOptions
 from grader.report import Report
 from grader.spec import Spec
@@ -110,16 +111,28 @@ def grader_key(spec: Spec, options: GradingOptions) -> str:
 
 def take_snapshot(entry: Entry, spec: Spec, dest: Path) -> Snapshot:
     """Read a submission's files into `dest` (or say why it cannot be read); a notebook is split into modules."""
+    try:
+        folder = _read(entry, spec, dest)
+    except SubmissionProblem as problem:
+        said = str(problem)
+        with using("en"):  # the digest of what is wrong, not of the language saying it: the same resume key
+            try:
+                _read(entry, spec, dest)
+            except SubmissionProblem as in_english:
+                said = str(in_english)
+        return Snapshot(entry, None, str(problem), hashlib.sha256(said.encode()).hexdigest())
+    return Snapshot(entry, folder, "", folder_digest(folder))
+
+
+def _read(entry: Entry, spec: Spec, dest: Path) -> Path:
+    """The folder of a submission's modules, read into `dest`; a SubmissionProblem says why it cannot be read."""
     shutil.rmtree(dest, ignore_errors=True)
     try:
         if entry.path.is_symlink():
             raise SubmissionProblem(f"{entry.path.name} is a symbolic link: hand in the files themselves")
-        copy = materialize(entry.path, spec.files, dest, spec.starter_dir)
-    except (SubmissionProblem, OSError, ValueError) as problem:  # ValueError: undecodable text or JSON
-        unread = problem if isinstance(problem, SubmissionProblem) else SubmissionProblem(f"cannot be read: {problem}")
-        text = str(unread)
-        return Snapshot(entry, None, text, hashlib.sha256(text.encode()).hexdigest())
-    return Snapshot(entry, copy.folder, "", folder_digest(copy.folder))
+        return materialize(entry.path, spec.files, dest, spec.starter_dir).folder
+    except (OSError, ValueError) as problem:  # ValueError: undecodable text or JSON
+        raise SubmissionProblem(f"cannot be read: {problem}") from None
 
 
 @dataclass(frozen=True)
