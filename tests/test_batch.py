@@ -37,7 +37,6 @@ from tests.gallery import ENTRIES, LIMITS, build, problems
 from tests.kit import ROOT, make_variant, spec_of, variants
 
 QUIET = Console(file=io.StringIO())
-KINDS = "a folder, a .py file, a .zip or a .ipynb notebook"
 GRADE = [sys.executable, "-c", "from grader.cli import run; run()"]
 
 
@@ -157,17 +156,20 @@ def test_a_hand_in_that_cannot_be_read_gets_a_zero_report_saying_why_once(tmp_pa
     submissions.mkdir()
     (submissions / "empty").mkdir()
     (submissions / "broken.zip").write_bytes(b"PK\x03\x04 not really")
-    (submissions / "notes.txt").write_text("I did it all in my head")
     (submissions / "link").symlink_to(spec.reference_dir)
+    for stray in ("notes.txt", ".DS_Store"):  # no hand-in: left aside, in one line, not a student
+        (submissions / stray).write_text("I did it all in my head")
     options = GradingOptions(marks="not accuracy")  # profile auto
-    result = run_batch(spec, submissions, out, options, console=QUIET)
+    said = Console(file=io.StringIO(), width=200)
+    result = run_batch(spec, submissions, out, options, console=said)
     reasons = {o.id: (o.status, o.report.score, o.report.problem) for o in result.outcomes}
     assert reasons == {
         "empty": ("unreadable", 0, "the submission has none of the assignment's files (lenet.py, training.py)"),
         "broken": ("unreadable", 0, "broken.zip is not a readable zip file"),
-        "notes.txt": ("unreadable", 0, f"cannot grade notes.txt: hand in {KINDS}"),
         "link": ("unreadable", 0, "link is a symbolic link: hand in the files themselves"),
     }
+    aside = "not hand-ins, left aside (a hand-in is a folder, a .zip, a .py or a .ipynb): .DS_Store, notes.txt\n"
+    assert said.file.getvalue().startswith(aside), said.file.getvalue()
     used = resolve_profile(spec, "auto", None).name  # quick without a GPU and the full dataset
     for outcome in result.outcomes:
         report = outcome.report
@@ -178,7 +180,7 @@ def test_a_hand_in_that_cannot_be_read_gets_a_zero_report_saying_why_once(tmp_pa
     assert [(r["id"], r["status"], r["score"]) for r in rows] == [(i, "unreadable", "0.0") for i in sorted(reasons)]
     tests = [name for name in rows[0] if name.startswith(("lenet.", "training.", "hidden."))]
     assert len(tests) > 5 and all(row[name] == "" for row in rows for name in tests)  # no test ran: no 0.0 either
-    assert "4 submissions (4 unreadable)\n\nno submission could be graded" in (out / "summary.md").read_text()
+    assert "3 submissions (3 unreadable)\n\nno submission could be graded" in (out / "summary.md").read_text()
     with i18n.using("vi"):  # another language reads them again, in it, and grades nothing
         again = run_batch(spec, submissions, out, options.with_(lang="vi"), console=QUIET)
     assert again.graded_now == 0

@@ -36,7 +36,18 @@ from grader import data
 from grader.batch.executors import Executor, LocalExecutor, Slot, Warm, default_workers
 from grader.batch.gradebook import print_summary, write_gradebook
 from grader.batch.late import Deadline, hand_in_times, parse_time
-from grader.batch.store import STATE, Entry, Snapshot, Store, Stored, exclusive, find_entries, grader_key, take_snapshot
+from grader.batch.store import (
+    STATE,
+    Entry,
+    Snapshot,
+    Store,
+    Stored,
+    exclusive,
+    find_entries,
+    grader_key,
+    left_aside,
+    take_snapshot,
+)
 from grader.errors import GraderError, UserError, make_folder
 from grader.grading import BrokenRun, collected_tests
 from grader.i18n import N_
@@ -124,6 +135,10 @@ def run_batch(
     entries = find_entries(submissions)
     if not entries:
         raise UserError(f"{submissions} holds no submission")
+    aside = left_aside(submissions)
+    if aside:
+        line = f"not hand-ins, left aside (a hand-in is a folder, a .zip, a .py or a .ipynb): {', '.join(aside)}"
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     _check_ids(only, entries, submissions)
     handed_in = hand_in_times(entries, submissions) if deadline else {}  # its mistakes before any grading
     if where == "local" and not options.allow_unisolated and platform.mechanism() == platform.NONE:

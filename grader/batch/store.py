@@ -66,11 +66,11 @@ class Snapshot:
 
 
 def find_entries(folder: Path) -> list[Entry]:
-    """The submissions in `folder`, by name; hidden files, macOS's __MACOSX and the hand-in times
-    (submissions.csv) are not ones."""
+    """The submissions in `folder`, by name: its folders and its .zip, .py and .ipynb files that are
+    not hidden (what else is there is `left_aside`)."""
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder of submissions")
-    paths = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX")) and p.name != TIMES_FILE)
+    paths = sorted(p for p in folder.iterdir() if _hand_in(p))
     stems = Counter(_stem(p) for p in paths)
     names = {p: _stem(p) if stems[_stem(p)] == 1 else p.name for p in paths}
     ids = {p: clean(name, ID_CHARS) for p, name in names.items()}
@@ -81,6 +81,18 @@ def find_entries(folder: Path) -> list[Entry]:
         if taken[ids[path]] > 1 and ids[path] != name:
             ids[path] += "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
     return [Entry(ids[p], p) for p in paths]
+
+
+def left_aside(folder: Path) -> list[str]:
+    """The names in `folder` that are no hand-in (notes.txt, .DS_Store, macOS's __MACOSX; not the hand-in
+    times, submissions.csv), cleaned for a terminal."""
+    return sorted(clean(p.name, ID_CHARS) for p in folder.iterdir() if not _hand_in(p) and p.name != TIMES_FILE)
+
+
+def _hand_in(path: Path) -> bool:
+    if path.name.startswith((".", "__MACOSX")):
+        return False
+    return path.is_dir() or path.suffix.lower() in SUBMISSION_SUFFIXES
 
 
 def _stem(path: Path) -> str:
