@@ -30,6 +30,12 @@ MEASURED = {  # what the tests measure (their record_property names), as the rep
 }
 
 
+def _listed(report: Report, show_hidden: bool) -> list[tuple[str, TestResult]]:
+    """The tests a student reads a line of: none for a hand-in that could not be read (no test ran:
+    its problem, in the summary, is the one reason)."""
+    return [] if report.problem else _visible(report, show_hidden)
+
+
 def _visible(report: Report, show_hidden: bool) -> list[tuple[str, TestResult]]:
     """(display name, result) pairs; hidden tests keep their score but lose their details."""
     rows, hidden = [], 0
@@ -140,7 +146,7 @@ def terminal(report: Report, console: Console, show_hidden: bool = False) -> Non
     table.add_column(width=1)
     table.add_column(justify="right", no_wrap=True)
     table.add_column(overflow="fold")
-    for name, test in _visible(report, show_hidden):
+    for name, test in _listed(report, show_hidden):
         passed = test.status == "passed"
         cell = Text(name)
         if _note(test):
@@ -177,9 +183,9 @@ def markdown(report: Report, show_hidden: bool = False) -> str:
     hand-in's (reasons, notes, the summary with its problem, load errors) in code spans and blocks."""
     rows = [
         ("✅" if t.status == "passed" else "❌", table_cell(name), _points(t), table_cell(code(_note(t))))
-        for name, t in _visible(report, show_hidden)
+        for name, t in _listed(report, show_hidden)
     ]
-    table = tabulate(rows, headers=("", _("test"), _("points"), _("reason")), tablefmt="github")
+    table = tabulate(rows, headers=("", _("test"), _("points"), _("reason")), tablefmt="github") if rows else ""
     header = f"### {report.assignment} · {report.title}: {_total(report)}"
     details = [
         _("- submission: {handin}").format(handin=code(handin(report))),

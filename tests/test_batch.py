@@ -169,13 +169,15 @@ def test_a_hand_in_that_cannot_be_read_gets_a_zero_report_saying_why_once(tmp_pa
         "link": ("unreadable", 0, "link is a symbolic link: hand in the files themselves"),
     }
     aside = "not hand-ins, left aside (a hand-in is a folder, a .zip, a .py or a .ipynb): .DS_Store, notes.txt\n"
-    assert said.file.getvalue().startswith(aside), said.file.getvalue()
+    printed = said.file.getvalue()
+    assert printed.startswith(aside), printed
+    assert "\nbroken: unreadable · broken.zip is not a readable zip file\n" in printed, printed
     used = resolve_profile(spec, "auto", None).name  # quick without a GPU and the full dataset
     for outcome in result.outcomes:
         report = outcome.report
         assert report.profile == used and all(t.reason == t.output == "" for t in report.tests)
         feedback = (out / "students" / outcome.id / "feedback.md").read_text()
-        assert feedback.count(report.problem) == 1, feedback
+        assert feedback.count(report.problem) == 1 and "❌" not in feedback and "(-, -)" not in feedback, feedback
     rows = list(csv.DictReader((out / "grades.csv").open()))
     assert [(r["id"], r["status"], r["score"]) for r in rows] == [(i, "unreadable", "0.0") for i in sorted(reasons)]
     tests = [name for name in rows[0] if name.startswith(("lenet.", "training.", "hidden."))]

@@ -183,7 +183,9 @@ def run_batch(
             resumed = picked is None and not force and stored is not None and stored.current(student_key)
             if snap.problem:  # said again in this run's language: reading it is all the grading there is
                 report = _zero_report(spec, collected, entry, snap.problem, profile)
-                record(Outcome(entry.id, report, "unreadable", student_key, resumed=resumed))
+                record(outcome := Outcome(entry.id, report, "unreadable", student_key, resumed=resumed))
+                if not resumed:
+                    console.print(_line(outcome), markup=False, highlight=False, soft_wrap=True)
             elif resumed:
                 assert stored is not None
                 outcomes[entry.id] = Outcome(entry.id, stored.report, stored.status, student_key, resumed=True)
@@ -302,14 +304,17 @@ def _grade_all(
     """Grade the pending snapshots on the executor, recording each student as soon as they are done;
     those a busy machine stopped are graded once more, after the rest."""
     cancel = threading.Event()
-    counts = {"running": 0, "failed": sum(o.status != "graded" for o in outcomes.values())}
+    statuses = [o.status for o in outcomes.values()]  # "failed": the grader's errors; "unreadable" ran nothing
+    counts = {"running": 0, "failed": statuses.count("error"), "unreadable": statuses.count("unreadable")}
     lock = threading.Lock()
     eta = Eta(executor.workers)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[running]} running · {task.fields[failed]} failed"),
+        TextColumn(
+            "{task.fields[running]} running · {task.fields[failed]} failed · {task.fields[unreadable]} unreadable"
+        ),
         TimeElapsedColumn(),
         TextColumn("· left"),
         _EtaColumn(eta),
@@ -342,7 +347,7 @@ def _grade_all(
                         )
                         continue
                     record(outcome)
-                    if outcome.status != "graded":
+                    if outcome.status == "error":
                         count("failed", 1)
                     progress.advance(task)
                     progress.console.print(_line(outcome), markup=False, highlight=False, soft_wrap=True)
@@ -454,12 +459,13 @@ def uses_gpu(spec: Spec, options: GradingOptions) -> bool:
 
 def _line(outcome: Outcome) -> str:
     report = outcome.report
+    if report.problem:  # nothing ran: its status and why, no score nor time of a grading
+        return f"{outcome.id}: {outcome.status} · {report.problem}"
     limits = f" · limits: {', '.join(outcome.limits)}" if outcome.limits else ""
-    problem = f" · {report.problem}" if report.problem else ""
     days = report.late.get("days", 0)
     late = f" · {days} day{'s' if days > 1 else ''} late: {report.final_score:g} after the penalty" if days else ""
     score = f"{report.score:g} / {report.max_score:g} ({report.duration_s:.0f} s)"
-    return f"{outcome.id}: {score}{late}{limits}{problem}"
+    return f"{outcome.id}: {score}{late}{limits}"
 
 
 def command(
