@@ -22,6 +22,7 @@ COMMONEST = N_("commonest reason of failure")
 STATUSES = {"graded": N_("graded"), "unreadable": N_("unreadable"), "error": N_("error")}  # a batch's, as said
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # XML 1.0's Char, negated
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+SHOWN_LINES, SHOWN_LINE_CHARS = 12, 300  # what the terminal and feedback.md show of a failure's output
 MEASURED = {  # what the tests measure (their record_property names), as the reports name them
     "accuracy": N_("accuracy"),
     "scratch_accuracy": N_("accuracy from scratch"),
@@ -47,6 +48,16 @@ def _visible(report: Report, show_hidden: bool) -> list[tuple[str, TestResult]]:
         else:
             rows.append((test.name, test))
     return rows
+
+
+def details(test: TestResult) -> str:
+    """What a failure's output adds under its reason, capped for reading: the last lines that its
+    code printed (kept by the sandbox, cleaned where they entered), or the rest of an assertion's
+    message. Never a hidden test's: its output is its reason."""
+    if test.hidden or test.status != "failed":
+        return ""
+    rest = test.output.removeprefix(test.reason).strip()
+    return "\n".join(line[:SHOWN_LINE_CHARS] for line in rest.splitlines()[-SHOWN_LINES:])
 
 
 def _note(test: TestResult) -> str:
@@ -151,6 +162,8 @@ def terminal(report: Report, console: Console, show_hidden: bool = False) -> Non
         cell = Text(name)
         if _note(test):
             cell.append("\n" + _note(test), "dim" if passed else "yellow")
+        if details(test):
+            cell.append("\n" + details(test), "dim")
         table.add_row(Text("✓", "green") if passed else Text("✗", "red"), _points(test), cell)
     console.print(table)
     style = "bold green" if report.score == report.max_score else "bold"
@@ -187,15 +200,20 @@ def markdown(report: Report, show_hidden: bool = False) -> str:
     ]
     table = tabulate(rows, headers=("", _("test"), _("points"), _("reason")), tablefmt="github") if rows else ""
     header = f"### {report.assignment} · {report.title}: {_total(report)}"
-    details = [
+    lines = [
         _("- submission: {handin}").format(handin=code(handin(report))),
         f"- {code(report.summary())}",
         *(f"- {line}" for line in _footer(report)),
     ]
-    errors = "\n".join(load_errors(report))
-    headline = f"{_backticks(errors, 3)}\n{errors}\n{_backticks(errors, 3)}" if report.load_errors else ""
+    headline = fenced("\n".join(load_errors(report)))
     notes = "\n".join("- " + _("note: {note}").format(note=code(note)) for note in report.notes)
-    return "\n\n".join(filter(None, [header, headline, notes, table, "\n".join(details)])) + "\n"
+    outputs = [f"**{name}**\n\n{fenced(details(t))}" for name, t in _listed(report, show_hidden) if details(t)]
+    return "\n\n".join(filter(None, [header, headline, notes, table, *outputs, "\n".join(lines)])) + "\n"
+
+
+def fenced(text: str) -> str:
+    """`text` as a Markdown code block, shown as it is ("" for no text)."""
+    return f"{_backticks(text, 3)}\n{text}\n{_backticks(text, 3)}" if text else ""
 
 
 def junit(report: Report, show_hidden: bool = False) -> str:
