@@ -17,7 +17,7 @@ from grader.figures import image_tags
 from grader.i18n import N_, _
 from grader.report import THRESHOLD, Report, TestResult
 
-HIDDEN_NOTE = N_("details hidden until grades are released")
+HIDDEN_NOTE = N_("hidden test: only its points are shown")  # in every format: no promise of what comes later
 COMMONEST = N_("commonest reason of failure")
 STATUSES = {"graded": N_("graded"), "unreadable": N_("unreadable"), "error": N_("error")}  # a batch's, as said
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # XML 1.0's Char, negated

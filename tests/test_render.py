@@ -131,6 +131,8 @@ def test_gradescope_marks_hidden_tests_after_published():
     doc = render.gradescope(sample_report())
     assert doc["score"] == 3.0
     assert [t["visibility"] for t in doc["tests"]] == ["visible", "visible", "after_published", "visible"]
+    assert doc["tests"][2]["output"] == render.HIDDEN_NOTE == "hidden test: only its points are shown"  # no promise
+    assert render.gradescope(sample_report(), show_hidden=True)["tests"][2]["output"] == "secret"  # made to show it
 
 
 def test_terminal_shows_each_reason_and_the_total():
