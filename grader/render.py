@@ -17,17 +17,24 @@ from grader.figures import image_tags
 from grader.i18n import N_, _
 from grader.report import THRESHOLD, Report, TestResult
 
-HIDDEN_NOTE = N_("details hidden until grades are released")
+HIDDEN_NOTE = N_("hidden test: only its points are shown")  # in every format: no promise of what comes later
 COMMONEST = N_("commonest reason of failure")
 STATUSES = {"graded": N_("graded"), "unreadable": N_("unreadable"), "error": N_("error")}  # a batch's, as said
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # XML 1.0's Char, negated
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+SHOWN_LINES, SHOWN_LINE_CHARS = 12, 300  # what the terminal and feedback.md show of a failure's output
 MEASURED = {  # what the tests measure (their record_property names), as the reports name them
     "accuracy": N_("accuracy"),
     "scratch_accuracy": N_("accuracy from scratch"),
     "class_accuracy": N_("class accuracy"),
     "mean_iou": N_("mean IoU"),
 }
+
+
+def _listed(report: Report, show_hidden: bool) -> list[tuple[str, TestResult]]:
+    """The tests a student reads a line of: none for a hand-in that could not be read (no test ran:
+    its problem, in the summary, is the one reason)."""
+    return [] if report.problem else _visible(report, show_hidden)
 
 
 def _visible(report: Report, show_hidden: bool) -> list[tuple[str, TestResult]]:
@@ -41,6 +48,16 @@ def _visible(report: Report, show_hidden: bool) -> list[tuple[str, TestResult]]:
         else:
             rows.append((test.name, test))
     return rows
+
+
+def details(test: TestResult) -> str:
+    """What a failure's output adds under its reason, capped for reading: the last lines that its
+    code printed (kept by the sandbox, cleaned where they entered), or the rest of an assertion's
+    message. Never a hidden test's: its output is its reason."""
+    if test.hidden or test.status != "failed":
+        return ""
+    rest = test.output.removeprefix(test.reason).strip()
+    return "\n".join(line[:SHOWN_LINE_CHARS] for line in rest.splitlines()[-SHOWN_LINES:])
 
 
 def _note(test: TestResult) -> str:
@@ -140,11 +157,13 @@ def terminal(report: Report, console: Console, show_hidden: bool = False) -> Non
     table.add_column(width=1)
     table.add_column(justify="right", no_wrap=True)
     table.add_column(overflow="fold")
-    for name, test in _visible(report, show_hidden):
+    for name, test in _listed(report, show_hidden):
         passed = test.status == "passed"
         cell = Text(name)
         if _note(test):
             cell.append("\n" + _note(test), "dim" if passed else "yellow")
+        if details(test):
+            cell.append("\n" + details(test), "dim")
         table.add_row(Text("✓", "green") if passed else Text("✗", "red"), _points(test), cell)
     console.print(table)
     style = "bold green" if report.score == report.max_score else "bold"
@@ -177,19 +196,24 @@ def markdown(report: Report, show_hidden: bool = False) -> str:
     hand-in's (reasons, notes, the summary with its problem, load errors) in code spans and blocks."""
     rows = [
         ("✅" if t.status == "passed" else "❌", table_cell(name), _points(t), table_cell(code(_note(t))))
-        for name, t in _visible(report, show_hidden)
+        for name, t in _listed(report, show_hidden)
     ]
-    table = tabulate(rows, headers=("", _("test"), _("points"), _("reason")), tablefmt="github")
+    table = tabulate(rows, headers=("", _("test"), _("points"), _("reason")), tablefmt="github") if rows else ""
     header = f"### {report.assignment} · {report.title}: {_total(report)}"
-    details = [
+    lines = [
         _("- submission: {handin}").format(handin=code(handin(report))),
         f"- {code(report.summary())}",
         *(f"- {line}" for line in _footer(report)),
     ]
-    errors = "\n".join(load_errors(report))
-    headline = f"{_backticks(errors, 3)}\n{errors}\n{_backticks(errors, 3)}" if report.load_errors else ""
+    headline = fenced("\n".join(load_errors(report)))
     notes = "\n".join("- " + _("note: {note}").format(note=code(note)) for note in report.notes)
-    return "\n\n".join(filter(None, [header, headline, notes, table, "\n".join(details)])) + "\n"
+    outputs = [f"**{name}**\n\n{fenced(details(t))}" for name, t in _listed(report, show_hidden) if details(t)]
+    return "\n\n".join(filter(None, [header, headline, notes, table, *outputs, "\n".join(lines)])) + "\n"
+
+
+def fenced(text: str) -> str:
+    """`text` as a Markdown code block, shown as it is ("" for no text)."""
+    return f"{_backticks(text, 3)}\n{text}\n{_backticks(text, 3)}" if text else ""
 
 
 def junit(report: Report, show_hidden: bool = False) -> str:

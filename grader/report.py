@@ -105,6 +105,8 @@ class Report:
         parts = [f"{self.assignment}: {self.points()}"]
         if self.late_note():
             parts.append(self.late_note())
+        if self.problem:  # nothing ran: no blanks counted, no profile used
+            return " · ".join([*parts, self.problem])
         if self.blanks.get("total"):
             filled = self.blanks["total"] - len(self.blanks.get("open", [])) - self.blanks.get("missing", 0)
             parts.append(_("blanks filled {filled}/{total}").format(filled=filled, total=self.blanks["total"]))
@@ -113,8 +115,6 @@ class Report:
                 profile=self.profile, device=self.device, dataset=self.dataset
             )
         )
-        if self.problem:
-            parts.append(self.problem)
         return " · ".join(parts)
 
     def late_note(self) -> str:

