@@ -67,6 +67,12 @@ class Outcome:
         return sorted({t.limit for t in self.report.tests if t.limit})
 
     @property
+    def grade(self) -> float | None:
+        """What the gradebook records: the score after any late penalty; none where the grader failed
+        (graded again at the next run)."""
+        return None if self.status == "error" else self.report.final_score
+
+    @property
     def busy(self) -> bool:
         """Whether the machine or the grader, not the code, failed a test (the wall-clock backstop, a
         broken sandbox): graded again, later, before it counts."""
