@@ -12,7 +12,8 @@ Running the same command again grades only the students whose submission, tests,
 scoring options changed, and those whose last grading hit a grader error (grader.batch.store).
 A regrade picks its students instead: `--only ID` and `--failed` (a grader error or a busy
 machine last time) grade those again and keep the others as stored; `--force` grades everyone.
-`--deadline` sets each report's late penalty (grader.batch.late) without grading again.
+`--deadline` sets each report's late penalty (grader.batch.late) without grading again; the next
+runs apply it again until given another, or `--no-deadline`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from rich.text import Text
 from grader import data
 from grader.batch.executors import Executor, LocalExecutor, Slot, Warm, default_workers
 from grader.batch.gradebook import print_summary, write_gradebook
-from grader.batch.late import Deadline, hand_in_times, parse_time
+from grader.batch.late import Deadline, hand_in_times, keep_deadline, last_deadline, parse_time
 from grader.batch.store import STATE, Entry, Snapshot, Store, Stored, exclusive, find_entries, grader_key, take_snapshot
 from grader.errors import GraderError, UserError, make_folder
 from grader.grading import BrokenRun, collected_tests
@@ -112,6 +113,7 @@ def run_batch(
     failed: bool = False,
     force: bool = False,
     deadline: Deadline | None = None,
+    no_deadline: bool = False,
     canvas_assignment: str | None = None,
     where: str = "local",
     address: str | None = None,
@@ -120,7 +122,8 @@ def run_batch(
 
     `only` (ids) and `failed` (those whose last grading the grader or a busy machine failed) grade
     those students again, whatever is stored, and keep the others as they are; `force` grades every
-    student again. `deadline` sets each report's late penalty. `where` the gradings run when no
+    student again. `deadline` sets each report's late penalty; without it, the last run's deadline
+    applies again (said in one line) unless `no_deadline` drops it. `where` the gradings run when no
     `executor` is given: "local" (this machine's workers) or "ray" (the Ray cluster at `address`,
     whose nodes each check their own sandbox). Interrupting it (KeyboardInterrupt) stops the running
     gradings at once: what they did is lost, what was finished before is kept.
@@ -131,6 +134,7 @@ def run_batch(
     if not entries:
         raise UserError(f"{submissions} holds no submission")
     _check_ids(only, entries, submissions)
+    deadline = deadline or _last_deadline(out / STATE, no_deadline, console)
     handed_in = hand_in_times(entries, submissions) if deadline else {}  # its mistakes before any grading
     if where == "local" and not options.allow_unisolated and platform.mechanism() == platform.NONE:
         raise UserError(
@@ -139,6 +143,7 @@ def run_batch(
         )
     make_folder(out, f"--out {out}")
     with exclusive(out / STATE):
+        keep_deadline(out / STATE, deadline)
         collected = _collect(spec, options)
         profile = resolve_profile(spec, options.profile, options.data_dir).name  # what "auto" is here
         key = grader_key(spec, options)
@@ -192,6 +197,20 @@ def run_batch(
     for line in failed:  # after the rest was written: the grades stand, one file is missing
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     return BatchResult(out, ordered, left_out, failed)
+
+
+def _last_deadline(state: Path, dropped: bool, console: Console) -> Deadline | None:
+    """The deadline of a run given none: the last run's (a rerun that forgot --deadline keeps every
+    penalty, and says so), or none where it was dropped (--no-deadline) or never given."""
+    last = None if dropped else last_deadline(state)
+    if last is not None:
+        due = last.due.isoformat(timespec="seconds")
+        forgotten = (
+            f"the last run applied a deadline of {due} ({last.policy.describe()}); this run was given none and "
+            "applies it again: give --deadline again, or --no-deadline to drop the penalties"
+        )
+        console.print(forgotten, markup=False, highlight=False, soft_wrap=True)
+    return last
 
 
 def _check_ids(only: tuple[str, ...], entries: list[Entry], submissions: Path) -> None:
@@ -450,6 +469,7 @@ def command(
     force: bool,
     deadline: str | None,
     late_policy: str | None,
+    no_deadline: bool,
     canvas_assignment: str | None,
     executor: str,
     address: str | None,
@@ -471,7 +491,8 @@ def command(
         only=ids,
         failed=failed,
         force=force,
-        deadline=_deadline(spec, deadline, late_policy),
+        deadline=_deadline(spec, deadline, late_policy, no_deadline),
+        no_deadline=no_deadline,
         canvas_assignment=canvas_assignment,
         where=executor,
         address=address,
@@ -483,8 +504,10 @@ def command(
     return 0
 
 
-def _deadline(spec: Spec, deadline: str | None, late_policy: str | None) -> Deadline | None:
+def _deadline(spec: Spec, deadline: str | None, late_policy: str | None, no_deadline: bool) -> Deadline | None:
     """--deadline with --late-policy, or with the spec's [late]."""
+    if no_deadline and (deadline is not None or late_policy is not None):
+        raise UserError("--no-deadline drops the late penalties: give it without --deadline and --late-policy")
     if deadline is None:
         if late_policy is not None:
             raise UserError("--late-policy needs a --deadline")
