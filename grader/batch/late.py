@@ -62,11 +62,11 @@ class Deadline:
 def last_deadline(state: Path) -> Deadline | None:
     """The deadline the gradebook's last run applied (`state`: its DIR/.batch), if it applied one."""
     path = state / DEADLINE_FILE
-    if not path.exists():
-        return None
     try:
         kept = json.loads(path.read_text())
         return Deadline(parse_time(kept["due"], str(path)), LatePolicy(kept["per_day"], kept["max_days"]))
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # no deadline yet, or no gradebook yet
     except (OSError, ValueError, KeyError, TypeError, UserError) as failure:
         raise UserError(
             f"{path} cannot be read ({failure}): give --deadline again, or --no-deadline to drop the penalties"
