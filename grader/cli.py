@@ -5,7 +5,7 @@
                        [--junit F] [--html F] [--fail-under PCT] [--select EXPR] [--marks EXPR] [--seed N]
                        [--lang en|vi]
     grade batch <assignment> <submissions> --out DIR [--workers N] [--timeout S] [--only ID] [--failed]
-                [--force] [--seed N] [--deadline TIME [--late-policy RULE]] [--canvas-assignment ID]
+                [--force] [--seed N] [--deadline TIME [--late-policy RULE] | --no-deadline] [--canvas-assignment ID]
                 [--executor local|ray [--address ADDR]] [--lang en|vi]
     grade release <assignment> --out DIR
     grade notebook <assignment> [--out F]
@@ -220,6 +220,9 @@ def options_for(spec: Spec, chosen: dict[str, Any], **more: Any) -> GradingOptio
 @click.option("--force", is_flag=True, help="Grade every student again, even those whose grades are up to date.")
 @click.option("--deadline", metavar="TIME", help="ISO-8601 (2025-03-14T23:59+07:00): later hand-ins lose points.")
 @click.option("--late-policy", metavar="RULE", help="With --deadline: '10%/day,max 3' (default: the spec's [late]).")
+@click.option(
+    "--no-deadline", is_flag=True, help="Drop the late penalties (a run without --deadline keeps the last one's)."
+)
 @click.option("--canvas-assignment", metavar="ID", help="The Canvas assignment's id, for canvas.csv's column.")
 @click.option(
     "--executor",

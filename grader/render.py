@@ -78,8 +78,12 @@ def _note(test: TestResult) -> str:
 
 def _total(report: Report) -> str:
     """The total of a report's header: "8 / 10 (80%)", after the late penalty if there is one."""
-    after = _(" after the late penalty") if report.late_note() else ""
-    return f"{report.final_score:g} / {report.max_score:g} ({report.final_percent:.0f}%){after}"
+    return f"{report.final_score:g} / {report.max_score:g} ({report.final_percent:.0f}%){after_penalty(report)}"
+
+
+def after_penalty(report: Report) -> str:
+    """What follows a grade that a late penalty made: " after the late penalty" (else nothing)."""
+    return _(" after the late penalty") if report.late_note() else ""
 
 
 def _points(test: TestResult) -> str:

@@ -78,7 +78,7 @@ def report_page(report: Report, show_hidden: bool = False) -> str:
         f"<h1>{e(report.assignment)} · {e(report.title)}</h1>",
         f'<p class="muted">{e(Path(report.submission).name)}</p>',
         f'<p class="score">{_score(report)}</p>',
-        _bar(report.percent),
+        _bar(report.final_percent),
         f"<p>{e(report.summary())}</p>",
     ]
     if report.load_errors:
@@ -95,15 +95,17 @@ def report_page(report: Report, show_hidden: bool = False) -> str:
             f'<td>{e(name)}{note}{pictures}</td><td class="points">{_points(test)}</td></tr>'
         )
     body += ["</tbody></table>", f"<footer>{_lines(_footer(report), 'muted small')}</footer>"]
-    return _page(f"{report.assignment}: {report.score:g} / {report.max_score:g}", body)
+    return _page(f"{report.assignment}: {report.final_score:g} / {report.max_score:g}", body)
 
 
 def _score(report: Report) -> str:
-    """ "<b>10</b> / 43 points (23%)", in the page's language."""
+    """The grade, "<b>8</b> / 10 points (80%) after the late penalty", in the page's language: the
+    summary below it says the tests' points and the penalty, as feedback.md's does."""
     score = html.escape(_("{score} / {max_score} points ({percent}%)"))
-    return score.format(
-        score=f"<b>{report.score:g}</b>", max_score=f"{report.max_score:g}", percent=f"{report.percent:.0f}"
+    total = score.format(
+        score=f"<b>{report.final_score:g}</b>", max_score=f"{report.max_score:g}", percent=f"{report.final_percent:.0f}"
     )
+    return total + html.escape(render.after_penalty(report))
 
 
 def class_page(outcomes: list[Outcome], stats: dict[str, Any]) -> str:
@@ -128,6 +130,7 @@ def class_page(outcomes: list[Outcome], stats: dict[str, Any]) -> str:
         f"<h1>{e(assignment)} · {e(title)}</h1>",
         f'<p class="score">{e(render.class_headline(stats))}</p>',
         f"<p>{e(render.class_scores(stats))}</p>",
+        *([f"<p>{e(stats['left_out'])}</p>"] if stats["left_out"] else []),
         _chart(histogram),
         _heading(_("Tests, the most failed first")),
         _chart(pass_rates),
@@ -187,16 +190,24 @@ def _common_reasons(outcomes: list[Outcome], count: int = 10) -> list[tuple[str,
 
 
 def _students(outcomes: list[Outcome]) -> str:
+    """A line per student: the tests' points; where a deadline applied, the days late, the penalty and
+    the grade after it; the grade's percent (as the LMS files, none where the grader failed), the status."""
     e = html.escape
+    deadline = any(o.report.late for o in outcomes)
     rows = []
     for o in outcomes:
+        report, graded = o.report, o.grade is not None
+        numbers = [f"{report.score:g} / {report.max_score:g}"]
+        if deadline:
+            days = report.late.get("days", 0)
+            penalty = f"-{report.late['penalty'] * 100:g}%" if days else ""
+            numbers += [f"{days}" if days else "", penalty, f"{o.grade:g} / {report.max_score:g}" if graded else ""]
+        numbers.append(f"{report.final_percent:.0f}%" if graded else "")
         link = f'<a href="students/{quote(o.id)}/feedback.html">{e(o.id)}</a>'
-        report = o.report
-        rows.append(
-            f"<tr><td>{link}</td><td class='points'>{report.score:g} / {report.max_score:g}</td>"
-            f"<td class='points'>{report.percent:.0f}%</td><td>{e(_(render.STATUSES.get(o.status, o.status)))}</td>"
-            f"<td>{e(report.problem)}</td></tr>"
-        )
+        cells = "".join(f"<td class='points'>{number}</td>" for number in numbers)
+        status = e(_(render.STATUSES.get(o.status, o.status)))
+        rows.append(f"<tr><td>{link}</td>{cells}<td>{status}</td><td>{e(report.problem)}</td></tr>")
     score = _("score")
-    head = _headers((_("student"), score, "%", _("status"), ""), score, "%")
+    late = (_("days late"), _("penalty"), _("final score")) if deadline else ()
+    head = _headers((_("student"), score, *late, "%", _("status"), ""), score, *late, "%")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

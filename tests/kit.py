@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 from concurrent.futures import Future
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,27 @@ def make_variant(spec: Spec, variant: dict, folder: Path) -> Path:
         assert text.count(old) == 1, f"{variant['name']}: {old!r} occurs {text.count(old)} times in {file}"
         path.write_text(text.replace(old, new))
     return folder
+
+
+class TableRows(HTMLParser):
+    """The text of each table row of a page, a list of cells each."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.in_cell = False
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self.rows[-1].append("")
+            self.in_cell = True
+
+    def handle_endtag(self, tag: str) -> None:
+        self.in_cell = self.in_cell and tag not in ("td", "th")
+
+    def handle_data(self, data: str) -> None:
+        if self.in_cell:
+            self.rows[-1][-1] += data

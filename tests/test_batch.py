@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
@@ -34,7 +35,7 @@ from grader.report import Report, build_report
 from grader.runner import Run
 from grader.spec import LatePolicy, load_spec
 from tests.gallery import ENTRIES, LIMITS, build, problems
-from tests.kit import ROOT, make_variant, spec_of, variants
+from tests.kit import ROOT, TableRows, make_variant, spec_of, variants
 
 QUIET = Console(file=io.StringIO())
 GRADE = [sys.executable, "-c", "from grader.cli import run; run()"]
@@ -250,6 +251,10 @@ def test_a_batch_refuses_to_run_unisolated_unless_told_and_then_says_so(tmp_path
             ["assignments", "--out", "x", "--deadline", "2025-03-14T23:59", "--late-policy", "10% a day"],
             "error: --late-policy '10% a day': expected PERCENT%/day[,max DAYS], e.g. '10%/day,max 3'",
         ),
+        (
+            ["assignments", "--out", "x", "--deadline", "2025-03-14T23:59", "--no-deadline"],
+            "error: --no-deadline drops the late penalties: give it without --deadline and --late-policy",
+        ),
     ],
     ids=[
         "missing folder",
@@ -261,6 +266,7 @@ def test_a_batch_refuses_to_run_unisolated_unless_told_and_then_says_so(tmp_path
         "deadline without a policy",
         "bad deadline",
         "bad policy",
+        "a deadline and none",
     ],
 )
 def test_mistakes_in_the_command_are_one_line(args, message, tmp_path):
@@ -304,7 +310,24 @@ def graded(result: BatchResult) -> list[str]:
     return [o.id for o in result.outcomes if not o.resumed]
 
 
-def test_regrades_grade_the_students_asked_for_and_keep_the_others_as_stored(tmp_path, monkeypatch):
+COLLECTED: dict[tuple[Path, str], list] = {}  # (assignment, options) -> the tests its batches collect
+REAL_COLLECT = run_module._collect
+
+
+def collected_once(spec, options):
+    """The tests a batch collects, collected once per selection in this session (else a pytest child each run)."""
+    key = (spec.folder, options.to_json())
+    if key not in COLLECTED:
+        COLLECTED[key] = REAL_COLLECT(spec, options)
+    return COLLECTED[key]
+
+
+@pytest.fixture
+def collect_once(monkeypatch):
+    monkeypatch.setattr(run_module, "_collect", collected_once)
+
+
+def test_regrades_grade_the_students_asked_for_and_keep_the_others_as_stored(tmp_path, monkeypatch, collect_once):
     spec = spec_of("assignment2")
     submissions, out = three_hand_ins(tmp_path)
     graded_by_fake = []  # whom a batch picks is its own business: the grading is a fake here, the rest is real
@@ -320,15 +343,6 @@ def test_regrades_grade_the_students_asked_for_and_keep_the_others_as_stored(tmp
         return build_report(spec, run, label)
 
     monkeypatch.setattr(executors_module, "grade", fake_grade)  # a worker grades through Slot.grade
-    real_collect, collected = run_module._collect, {}
-
-    def collect_once(spec, options):  # the tests, collected once per selection (else a pytest child each run)
-        key = options.to_json()
-        if key not in collected:
-            collected[key] = real_collect(spec, options)
-        return collected[key]
-
-    monkeypatch.setattr(run_module, "_collect", collect_once)
     options = GradingOptions(profile="quick", select="test_parameter_count")
     with LocalExecutor(1) as executor:
         regrade = partial(run_batch, spec, submissions, out, options, executor=executor, console=QUIET)
@@ -372,58 +386,146 @@ def test_regrades_grade_the_students_asked_for_and_keep_the_others_as_stored(tmp
         ]
 
 
-def test_a_deadline_sets_each_penalty_without_grading_again(tmp_path):
+DRY_RUN = GradingOptions(profile="quick", select="test_parameter_count", marks="not accuracy")  # one test, no training
+DUE = "2025-03-14T23:59+07:00"
+HANDED_IN = "id,time\nada,2025-03-14T23:00+07:00\nbob,2025-03-15T08:00+07:00\ncy,2025-03-16T05:59+07:00\n"
+HANDED_IN += "dee,2025-03-14T20:00+07:00\n"
+CY_NOTE = "handed in 2 days late (10% per day late, nothing after 3 days): -20%, 1.6 / 2 points"
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory) -> tuple[Path, Path]:
+    """ada (the reference), bob (the starter), cy (the reference as one .py) and dee (a zip that is
+    not one), graded once for this module by a dry run (DRY_RUN): the submissions and the gradebook."""
+    folder = tmp_path_factory.mktemp("dry-run")
+    submissions, out = three_hand_ins(folder)
+    (submissions / "dee.zip").write_bytes(b"not a zip")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_module, "_collect", collected_once)
+        run_batch(spec_of("assignment2"), submissions, out, DRY_RUN, workers=2, console=QUIET)
+    return submissions, out
+
+
+def late_copy(dry_run: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """Copies of the dry run's submissions, with their hand-in times, and of its gradebook (resumed as it is)."""
+    submissions, out = (shutil.copytree(folder, tmp_path / folder.name) for folder in dry_run)
+    (submissions / "submissions.csv").write_text(HANDED_IN)
+    return submissions, out
+
+
+def test_a_deadline_sets_each_penalty_without_grading_again(dry_run, tmp_path, collect_once):
     spec = spec_of("assignment2")
-    submissions, out = three_hand_ins(tmp_path)
-    options = GradingOptions(profile="quick", select="test_parameter_count")
-    first = run_batch(spec, submissions, out, options, workers=1, console=QUIET)
-    assert [(o.id, o.report.score, o.report.late) for o in first.outcomes] == [
-        ("ada", 2, {}),
-        ("bob", 0, {}),
-        ("cy", 2, {}),
-    ]
-    times = "id,time\nada,2025-03-14T23:00+07:00\nbob,2025-03-15T08:00+07:00\ncy,2025-03-16T05:59+07:00\n"
-    (submissions / "submissions.csv").write_text(times)
+    submissions, out = late_copy(dry_run, tmp_path)
+    stored = {s: Store(out).stored(s).report for s in ("ada", "bob", "cy", "dee")}
+    assert {s: (r.score, r.late) for s, r in stored.items()} == {
+        "ada": (2, {}),
+        "bob": (0, {}),
+        "cy": (2, {}),
+        "dee": (0, {}),
+    }
     command = [*GRADE, "batch", "assignment2", str(submissions), "--out", str(out), "--profile", "quick"]
-    command += [
-        "--select",
-        "test_parameter_count",
-        "--deadline",
-        "2025-03-14T23:59+07:00",
-        "--late-policy",
-        "10%/day,max 3",
-    ]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    command += ["--select", "test_parameter_count", "--marks", "not accuracy", "--deadline", DUE]
+    done = subprocess.run([*command, "--late-policy", "10%/day,max 3"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("nothing to grade: 3 submissions (3 graded; 2 late) up to date"), done.stdout
+    assert done.stdout.startswith("nothing to grade: 4 submissions (3 graded, 1 unreadable; 2 late) up to date")
     reports = {p.parent.name: json.loads(p.read_text()) for p in out.glob("students/*/report.json")}
     assert {s: (r["late"]["days"], r["late"]["penalty"], r["score"]) for s, r in reports.items()} == {
         "ada": (0, 0.0, 2),
         "bob": (1, 0.1, 0),
         "cy": (2, 0.2, 2),
+        "dee": (0, 0.0, 0),
     }
-    note = "handed in 2 days late (10% per day late, nothing after 3 days): -20%, 1.6 / 2 points"
-    assert reports["cy"]["score_after_penalty"] == 1.6 and note in reports["cy"]["output"]
-    assert note in (out / "students" / "cy" / "feedback.md").read_text()
-    assert json.loads((out / "students" / "cy" / "results.json").read_text())["score"] == 1.6
+    assert reports["cy"]["score_after_penalty"] == 1.6 and CY_NOTE in reports["cy"]["output"]
     rows = {r["id"]: r for r in csv.DictReader((out / "grades.csv").open())}
     assert (rows["cy"]["late_days"], rows["cy"]["penalty"], rows["cy"]["final_score"]) == ("2", "0.2", "1.6")
     assert rows["ada"]["submitted_at"] == "2025-03-14T23:00:00+07:00"
-    assert list(csv.reader((out / "canvas.csv").open()))[4] == ["cy", "cy", "", "", "", "1.6"]
-    assert list(csv.reader((out / "moodle.csv").open()))[3] == ["cy", "1.6", note]
 
     later = Deadline(parse_time("2025-03-20T00:00+07:00", "--deadline"), LatePolicy(0.1, 3))
     lms_headers = [next(csv.reader((out / name).open())) for name in ("canvas.csv", "moodle.csv")]
     with i18n.using("vi"):  # another language too: re-rendered in it, never graded again
-        moved = run_batch(spec, submissions, out, options.with_(lang="vi"), console=QUIET, deadline=later)
-    assert graded(moved) == [] and [o.report.final_score for o in moved.outcomes] == [2, 0, 2]
+        moved = run_batch(spec, submissions, out, DRY_RUN.with_(lang="vi"), console=QUIET, deadline=later)
+    assert graded(moved) == [] and [o.report.final_score for o in moved.outcomes] == [2, 0, 2, 0]
     feedback = (out / "students" / "cy" / "feedback.md").read_text()
     assert "late" not in feedback and spec.title_vi in feedback and "tham số" in feedback, feedback
     assert "3 đã chấm" in (out / "summary.md").read_text()
     assert [next(csv.reader((out / name).open())) for name in ("canvas.csv", "moodle.csv")] == lms_headers
     assert lms_headers[1][1] == spec.title  # an LMS matches the assignment by its column: never translated
-    none = run_batch(spec, submissions, out, options, console=QUIET)
-    assert graded(none) == [] and all(o.report.late == {} for o in none.outcomes)
+
+
+def stated_grades(out: Path, student: str) -> dict[str, float]:
+    """The grade each output states for `student`, read as a reader of that format would."""
+    folder = out / "students" / student
+    page = (folder / "feedback.html").read_text()
+    markdown = (folder / "feedback.md").read_text().splitlines()[0]
+    report = json.loads((folder / "report.json").read_text())
+    students = TableRows((out / "index.html").read_text()).rows
+    header = next(row for row in students if "final score" in row)
+    in_index = next(row for row in students if row[0] == student)
+    grades = {row["id"]: row for row in csv.DictReader((out / "grades.csv").open())}
+    return {
+        "feedback.html": float(re.search(r'<p class="score"><b>([\d.]+)</b> / ', page)[1]),
+        "feedback.md": float(
+            re.fullmatch(r"### .*: ([\d.]+) / [\d.]+ \(\d+%\)( after the late penalty)?", markdown)[1]
+        ),
+        "report.json": report.get("score_after_penalty", report["score"]),
+        "results.json": json.loads((folder / "results.json").read_text())["score"],
+        "grades.csv": float(grades[student]["final_score"]),
+        "canvas.csv": float(next(r for r in csv.reader((out / "canvas.csv").open()) if r[0] == student)[-1]),
+        "moodle.csv": float(next(r for r in csv.reader((out / "moodle.csv").open()) if r[0] == student)[1]),
+        "index.html": float(in_index[header.index("final score")].split(" / ")[0]),
+    }
+
+
+def test_every_output_states_the_same_grade_after_the_penalty_and_what_the_dry_run_left_out(
+    dry_run, tmp_path, collect_once
+):
+    """Issue 18: a late hand-in's feedback.html showed its points before the penalty, index.html had no
+    late column and did not say what --marks left out."""
+    submissions, out = late_copy(dry_run, tmp_path)
+    due = Deadline(parse_time(DUE, "--deadline"), LatePolicy(0.1, 3))
+    result = run_batch(spec_of("assignment2"), submissions, out, DRY_RUN, console=QUIET, deadline=due)
+    assert graded(result) == []
+    expected = {"ada": 2, "bob": 0, "cy": 1.6, "dee": 0}  # on time; late with 0; 2 days late; unreadable
+    for student, grade in expected.items():
+        stated = stated_grades(out, student)
+        assert set(stated.values()) == {grade}, (student, stated)
+    feedback = html.unescape((out / "students" / "cy" / "feedback.html").read_text())
+    assert "2 / 2 points (of 43" in feedback and CY_NOTE in feedback  # the tests' points, the penalty
+    index = TableRows((out / "index.html").read_text()).rows
+    assert next(row for row in index if row[0] == "cy") == ["cy", "2 / 2", "2", "-20%", "1.6 / 2", "80%", "graded", ""]
+    left_out = (
+        "graded without 41 of the 43 points: tests left out by --select test_parameter_count and --marks 'not accuracy'"
+    )
+    for name in ("index.html", "summary.md"):
+        assert left_out in html.unescape((out / name).read_text()), name
+    for name in ("feedback.html", "feedback.md"):  # the summary line: "2 / 2 points (of 43: 41 points of tests ..."
+        text = html.unescape((out / "students" / "ada" / name).read_text())
+        assert "41 points of tests left out by --select test_parameter_count and --marks 'not accuracy'" in text, name
+
+
+def test_a_rerun_without_the_deadline_keeps_the_last_one_and_says_so_until_dropped(dry_run, tmp_path, collect_once):
+    """Issue 18: a rerun without --deadline silently removed every penalty."""
+    spec = spec_of("assignment2")
+    submissions, out = late_copy(dry_run, tmp_path)
+    due = Deadline(parse_time(DUE, "--deadline"), LatePolicy(0.1, 3))
+
+    def rerun(**deadline: Deadline | bool) -> tuple[list[float], str]:
+        console = Console(file=io.StringIO(), width=300)
+        result = run_batch(spec, submissions, out, DRY_RUN, console=console, **deadline)
+        assert graded(result) == []
+        return [o.report.final_score for o in result.outcomes], console.file.getvalue()
+
+    assert rerun(deadline=due) == ([2, 0, 1.6, 0], "")
+    kept, said = rerun()
+    assert kept == [2, 0, 1.6, 0] and said.splitlines() == [
+        "the last run applied a deadline of 2025-03-14T23:59:00+07:00 (10% per day late, nothing after 3 days); "
+        "this run was given none and applies it again: give --deadline again, or --no-deadline to drop the penalties"
+    ]
+    assert rerun(no_deadline=True) == ([2, 0, 2, 0], "")
+    assert rerun() == ([2, 0, 2, 0], "")  # dropped for good
+    (out / ".batch" / "deadline.json").write_text("{")
+    with pytest.raises(UserError, match=r"deadline\.json cannot be read .*: give --deadline again, or --no-deadline"):
+        rerun()
 
 
 # --- twenty hand-ins, the batch killed halfway, then resumed ------------------------------------

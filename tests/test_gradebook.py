@@ -15,7 +15,7 @@ from grader.batch.run import BatchResult, Outcome
 from grader.batch.store import Store
 from grader.report import build_report
 from grader.runner import Run
-from tests.kit import spec_of
+from tests.kit import TableRows, spec_of
 
 TESTS = (
     ("assignment2/tests/test_lenet.py::test_shapes", "shapes", 4.0, False),
@@ -146,6 +146,25 @@ def test_moodle_csv_has_an_identifier_a_grade_and_the_late_note(tmp_path):
     assert [r[:2] for r in rows[1:]] == [["ada", "10"], ["bob", "4"], ["cy", "7.2"], ["dee", "0"], ["eve", ""]]
     assert rows[3][2] == "handed in 2 days late (10% per day late, nothing after 3 days): -20%, 7.2 / 10 points"
     assert all(r[2] == "" for r in rows[1:] if r[0] != "cy")
+
+
+def test_the_class_page_shows_each_grade_as_the_lms_files_record_it(tmp_path):
+    write_gradebook(tmp_path, class_of_five())
+    rows = TableRows((tmp_path / "index.html").read_text()).rows
+    students = rows[rows.index(["student", "score", "days late", "penalty", "final score", "%", "status", ""]) :]
+    assert students[1:] == [
+        ["ada", "10 / 10", "", "", "10 / 10", "100%", "graded", ""],
+        ["bob", "4 / 10", "", "", "4 / 10", "40%", "graded", ""],
+        ["cy", "9 / 10", "2", "-20%", "7.2 / 10", "72%", "graded", ""],
+        ["dee", "0 / 10", "", "", "0 / 10", "0%", "unreadable", "dee.zip is not a readable zip file"],
+        ["eve", "0 / 10", "", "", "", "", "error", "grader error: the sandbox broke"],  # no grade yet, as canvas.csv
+    ]
+    on_time = [sample_outcome("ada", {"shapes"})]  # no deadline: no late columns
+    write_gradebook(tmp_path, on_time)
+    assert TableRows((tmp_path / "index.html").read_text()).rows[-2:] == [
+        ["student", "score", "%", "status", ""],
+        ["ada", "4 / 10", "40%", "graded", ""],
+    ]
 
 
 def test_no_hidden_test_name_reaches_what_students_or_the_lms_see(tmp_path):

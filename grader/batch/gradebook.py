@@ -152,8 +152,8 @@ def moodle_csv(outcomes: list[Outcome], title: str) -> str:
 
 
 def _grade(outcome: Outcome) -> str:
-    """What an LMS records: the score after any late penalty; nothing where the grader failed."""
-    return "" if outcome.status == "error" else _number(outcome.report.final_score)
+    """What an LMS records (Outcome.grade), with two decimals at most."""
+    return "" if outcome.grade is None else _number(outcome.grade)
 
 
 def _number(value: float) -> str:
@@ -169,7 +169,7 @@ def _csv(rows: list[Any]) -> str:
 def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
     """Class statistics over the graded hand-ins (those that could not be read or graded are only
     counted): scores after any late penalty, their distribution, each test's pass rate and the
-    commonest reason of failure, if more than one student has it."""
+    commonest reason of failure, if more than one student has it; what a selection left out."""
     graded = [o for o in outcomes if o.status == "graded"]
     percents = [o.report.final_percent for o in graded]
     bins = Counter(min(int(p // 10), 9) for p in percents)
@@ -204,18 +204,18 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         "median": statistics.median(percents) if percents else 0.0,
         "distribution": [(f"{10 * b}-{10 * b + 9 if b < 9 else 100}%", bins.get(b, 0)) for b in range(10)],
         "tests": sorted(per_test, key=lambda t: t["pass_rate"]),
+        "left_out": next(filter(None, (render.left_out(o.report) for o in outcomes)), ""),  # --select, --marks
     }
 
 
 def summary_markdown(outcomes: list[Outcome]) -> str:
     stats = summarize(outcomes)
-    left_out = next(filter(None, (render.left_out(o.report) for o in outcomes)), "")  # --select, --marks
     lines = [
         f"### {outcomes[0].report.assignment if outcomes else ''}: {render.class_headline(stats)}",
         "",
         render.class_scores(stats),
         "",
-        *([left_out, ""] if left_out else []),
+        *([stats["left_out"], ""] if stats["left_out"] else []),
         tabulate(
             [(band, n, "█" * n) for band, n in stats["distribution"]],
             headers=(_("score"), _("students"), ""),

@@ -6,12 +6,15 @@ the machine's local time. Each day or part of a day after the deadline is a day 
 
 The penalty is not part of a grading: `grade batch` sets each report's `late` at every run, from
 the --deadline it is given, so that changing the deadline re-renders the reports without grading
-anything again (the resume key does not hold it).
+anything again (the resume key does not hold it). The gradebook keeps the deadline it last applied
+(DIR/.batch/deadline.json): a run given none applies it again and says so, and `--no-deadline`
+drops it, so that no penalty disappears because a rerun forgot the option.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -19,11 +22,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from grader.batch.store import TIMES_FILE, Entry
+from grader.batch.store import TIMES_FILE, Entry, write_whole
 from grader.errors import UserError
 from grader.spec import LatePolicy
 
 DAY_S = 86400
+DEADLINE_FILE = "deadline.json"  # in DIR/.batch: the deadline the last run applied
 
 
 def parse_time(text: str, where: str) -> datetime:
@@ -53,6 +57,30 @@ class Deadline:
             "penalty": self.policy.penalty(days),
             "policy": self.policy.describe(),
         }
+
+
+def last_deadline(state: Path) -> Deadline | None:
+    """The deadline the gradebook's last run applied (`state`: its DIR/.batch), if it applied one."""
+    path = state / DEADLINE_FILE
+    try:
+        kept = json.loads(path.read_text())
+        return Deadline(parse_time(kept["due"], str(path)), LatePolicy(kept["per_day"], kept["max_days"]))
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # no deadline yet, or no gradebook yet
+    except (OSError, ValueError, KeyError, TypeError, UserError) as failure:
+        raise UserError(
+            f"{path} cannot be read ({failure}): give --deadline again, or --no-deadline to drop the penalties"
+        ) from None
+
+
+def keep_deadline(state: Path, deadline: Deadline | None) -> None:
+    """Keep the deadline this run applies for the next runs (none: forget the last one)."""
+    path = state / DEADLINE_FILE
+    if deadline is None:
+        path.unlink(missing_ok=True)
+        return
+    kept = {"due": deadline.due.isoformat(), "per_day": deadline.policy.per_day, "max_days": deadline.policy.max_days}
+    write_whole(path, json.dumps(kept) + "\n")
 
 
 def hand_in_times(entries: list[Entry], folder: Path) -> dict[str, datetime]:

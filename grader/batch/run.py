@@ -12,7 +12,8 @@ Running the same command again grades only the students whose submission, tests,
 scoring options changed, and those whose last grading hit a grader error (grader.batch.store).
 A regrade picks its students instead: `--only ID` and `--failed` (a grader error or a busy
 machine last time) grade those again and keep the others as stored; `--force` grades everyone.
-`--deadline` sets each report's late penalty (grader.batch.late) without grading again.
+`--deadline` sets each report's late penalty (grader.batch.late) without grading again; the next
+runs apply it again until given another, or `--no-deadline`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from rich.text import Text
 from grader import data
 from grader.batch.executors import Executor, LocalExecutor, Slot, Warm, default_workers
 from grader.batch.gradebook import print_summary, write_gradebook
-from grader.batch.late import Deadline, hand_in_times, parse_time
+from grader.batch.late import Deadline, hand_in_times, keep_deadline, last_deadline, parse_time
 from grader.batch.store import (
     STATE,
     Entry,
@@ -78,6 +79,12 @@ class Outcome:
         return sorted({t.limit for t in self.report.tests if t.limit})
 
     @property
+    def grade(self) -> float | None:
+        """What the gradebook records: the score after any late penalty; none where the grader failed
+        (graded again at the next run)."""
+        return None if self.status == "error" else self.report.final_score
+
+    @property
     def busy(self) -> bool:
         """Whether the machine or the grader, not the code, failed a test (the wall-clock backstop, a
         broken sandbox): graded again, later, before it counts."""
@@ -117,6 +124,7 @@ def run_batch(
     failed: bool = False,
     force: bool = False,
     deadline: Deadline | None = None,
+    no_deadline: bool = False,
     canvas_assignment: str | None = None,
     where: str = "local",
     address: str | None = None,
@@ -125,7 +133,8 @@ def run_batch(
 
     `only` (ids) and `failed` (those whose last grading the grader or a busy machine failed) grade
     those students again, whatever is stored, and keep the others as they are; `force` grades every
-    student again. `deadline` sets each report's late penalty. `where` the gradings run when no
+    student again. `deadline` sets each report's late penalty; without it, the last run's deadline
+    applies again (said in one line) unless `no_deadline` drops it. `where` the gradings run when no
     `executor` is given: "local" (this machine's workers) or "ray" (the Ray cluster at `address`,
     whose nodes each check their own sandbox). Interrupting it (KeyboardInterrupt) stops the running
     gradings at once: what they did is lost, what was finished before is kept.
@@ -140,6 +149,7 @@ def run_batch(
         line = f"not hand-ins, left aside (a hand-in is a folder, a .zip, a .py or a .ipynb): {', '.join(aside)}"
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     _check_ids(only, entries, submissions)
+    deadline = deadline or _last_deadline(out / STATE, no_deadline, console)
     handed_in = hand_in_times(entries, submissions) if deadline else {}  # its mistakes before any grading
     if where == "local" and not options.allow_unisolated and platform.mechanism() == platform.NONE:
         raise UserError(
@@ -148,6 +158,7 @@ def run_batch(
         )
     make_folder(out, f"--out {out}")
     with exclusive(out / STATE):
+        keep_deadline(out / STATE, deadline)
         collected = _collect(spec, options)
         profile = resolve_profile(spec, options.profile, options.data_dir).name  # what "auto" is here
         key = grader_key(spec, options)
@@ -217,6 +228,20 @@ def speak(report: Report, spec: Spec, titles: dict[str, str]) -> None:
     report.title = spec.shown_title
     for test in report.tests:
         test.name = titles.get(test.nodeid, test.name)
+
+
+def _last_deadline(state: Path, dropped: bool, console: Console) -> Deadline | None:
+    """The deadline of a run given none: the last run's (a rerun that forgot --deadline keeps every
+    penalty, and says so), or none where it was dropped (--no-deadline) or never given."""
+    last = None if dropped else last_deadline(state)
+    if last is not None:
+        due = last.due.isoformat(timespec="seconds")
+        forgotten = (
+            f"the last run applied a deadline of {due} ({last.policy.describe()}); this run was given none and "
+            "applies it again: give --deadline again, or --no-deadline to drop the penalties"
+        )
+        console.print(forgotten, markup=False, highlight=False, soft_wrap=True)
+    return last
 
 
 def _check_ids(only: tuple[str, ...], entries: list[Entry], submissions: Path) -> None:
@@ -479,6 +504,7 @@ def command(
     force: bool,
     deadline: str | None,
     late_policy: str | None,
+    no_deadline: bool,
     canvas_assignment: str | None,
     executor: str,
     address: str | None,
@@ -500,7 +526,8 @@ def command(
         only=ids,
         failed=failed,
         force=force,
-        deadline=_deadline(spec, deadline, late_policy),
+        deadline=_deadline(spec, deadline, late_policy, no_deadline),
+        no_deadline=no_deadline,
         canvas_assignment=canvas_assignment,
         where=executor,
         address=address,
@@ -512,8 +539,10 @@ def command(
     return 0
 
 
-def _deadline(spec: Spec, deadline: str | None, late_policy: str | None) -> Deadline | None:
+def _deadline(spec: Spec, deadline: str | None, late_policy: str | None, no_deadline: bool) -> Deadline | None:
     """--deadline with --late-policy, or with the spec's [late]."""
+    if no_deadline and (deadline is not None or late_policy is not None):
+        raise UserError("--no-deadline drops the late penalties: give it without --deadline and --late-policy")
     if deadline is None:
         if late_policy is not None:
             raise UserError("--late-policy needs a --deadline")
