@@ -294,7 +294,8 @@ def spreadsheet_cell(value: Any) -> Any:
 
 
 def csv_row(report: Report) -> dict[str, Any]:
-    """A report's fields of its gradebook row: totals, the late penalty, where and how long it ran.
+    """A report's fields of its gradebook row: totals, the late penalty, where it ran (not how long: the
+    same hand-in gets the same row on every regrade; report.json keeps the time).
     `percent` is of the score after the penalty; the late fields are empty without a deadline."""
     return {
         "score": report.score,
@@ -305,7 +306,6 @@ def csv_row(report: Report) -> dict[str, Any]:
         "final_score": report.final_score,
         "submitted_at": report.late.get("submitted_at", ""),
         "profile": report.profile,
-        "duration_s": round(report.duration_s, 1),
         "problem": report.problem,
         "selection": report.selected_by(),
         "left_out_points": report.selection.get("left_out_points", 0),

@@ -90,9 +90,9 @@ def test_grades_csv_has_a_row_per_student_under_short_test_ids_and_a_legend(tmp_
     write_gradebook(tmp_path, class_of_five())
     header, *rows = read_csv(tmp_path / "grades.csv")
     assert header[:8] == ["id", "score", "late_days", "penalty", "final_score", "max_score", "percent", "status"]
-    assert header[16:] == ["lenet.shapes", "training.update", "training.modes", "hidden.secret_logits"]
+    assert header[15:] == ["lenet.shapes", "training.update", "training.modes", "hidden.secret_logits"]
     by_id = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
-    assert [by_id["ada"][c] for c in header[16:]] == ["4.0", "2.0", "1.0", "3.0"]
+    assert [by_id["ada"][c] for c in header[15:]] == ["4.0", "2.0", "1.0", "3.0"]
     assert [by_id["bob"][c] for c in ("score", "final_score", "percent", "limits", "training.modes")] == [
         "4.0",
         "4.0",

@@ -46,7 +46,6 @@ FIRST_COLUMNS = (
     "percent",
     "status",
     "submitted_at",
-    "duration_s",
     "limits",
     "problem",
     "profile",
