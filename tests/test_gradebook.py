@@ -110,7 +110,7 @@ def test_grades_csv_has_a_row_per_student_under_short_test_ids_and_a_legend(tmp_
     )
     assert cy["submitted_at"] == LATE["submitted_at"] and by_id["ada"]["late_days"] == ""
     dee = by_id["dee"]  # nothing ran: no test has points, not even 0
-    assert [dee[c] for c in header[16:]] == ["", "", "", ""] and dee["score"] == "0.0" and dee["profile"] == "quick"
+    assert [dee[c] for c in header[15:]] == ["", "", "", ""] and dee["score"] == "0.0" and dee["profile"] == "quick"
     assert dee["status"] == "unreadable" and by_id["eve"]["status"] == "error"
     assert read_csv(tmp_path / "legend.csv") == [
         ["id", "test", "points", "hidden", "nodeid"],
