@@ -116,7 +116,7 @@ def test_grades_csv_has_a_row_per_student_under_short_test_ids_and_a_legend(tmp_
         ["id", "test", "points", "hidden", "nodeid"],
         *(
             [short, name, f"{p:g}", "yes" if hidden else "no", n]
-            for (n, name, p, hidden), short in zip(TESTS, header[16:], strict=True)
+            for (n, name, p, hidden), short in zip(TESTS, header[15:], strict=True)
         ),
     ]
 
