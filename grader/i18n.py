@@ -84,6 +84,22 @@ def ngettext(singular: str, plural: str, n: int) -> str:
     return translations(current()).ngettext(singular, plural, n)
 
 
+def number(value: float) -> str:
+    """`value` as a message shows it, with the current language's separators: 61,706 in English,
+    61.706 in Vietnamese (and 1.5, 1,5)."""
+    return f"{value:,}".translate(_separators(current()))
+
+
+@functools.cache
+def _separators(lang: str) -> dict[int, str]:
+    """Python's `{:,}` separators to `lang`'s, from Babel's locale data. Python writes the number, not
+    Babel's format_decimal, which would write the float 2.0 as "2" and 1e-07 as "0.0000001": an English
+    message stays what it was."""
+    from babel.numbers import get_decimal_symbol, get_group_symbol
+
+    return str.maketrans({",": get_group_symbol(lang), ".": get_decimal_symbol(lang)})
+
+
 def N_(message: str) -> str:
     """Mark `message` for the catalog where it is defined; `_()` translates it where it is used."""
     return message

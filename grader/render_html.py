@@ -45,7 +45,8 @@ footer { margin-top: 1.5rem; }
 """
 
 
-def _page(title: str, body: list[str]) -> str:
+def _page(title: str, body: list[str], style: str = "") -> str:
+    """The page around `body`: the kit's styles and then `style`, its policy, nothing loaded."""
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -54,7 +55,7 @@ def _page(title: str, body: list[str]) -> str:
             f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{html.escape(title)}</title>",
-            f"<style>{_STYLE}</style></head>",
+            f"<style>{_STYLE}{style}</style></head>",
             "<body>",
             *body,
             "</body></html>",

@@ -101,6 +101,22 @@ def test_messages_are_translated_and_the_language_restored():
         i18n.use("fr")
 
 
+def test_a_reason_writes_its_numbers_as_its_language_does(extracted):
+    """61,706 in English as before, 61.706 in Vietnamese; no message formats a number itself ({x:,})."""
+    message = "net has {total} parameters, expected {total_parameters}"
+
+    def reason() -> str:
+        return i18n._(message).format(total=i18n.number(61706), total_parameters=i18n.number(1257014))
+
+    assert reason() == "net has 61,706 parameters, expected 1,257,014"
+    assert i18n.number(5.645) == "5.645" and i18n.number(2.0) == "2.0"  # as `{:,}` writes a float
+    with i18n.using("vi"):
+        assert reason() == "net có 61.706 tham số, cần 1.257.014"
+        assert i18n.number(5.645) == "5,645"
+    itself = [msgid for msgid in ids(extracted) if re.search(r"\{\w*:[^{}]*,[^{}]*\}", str(msgid))]
+    assert not itself, f"messages that write a number with English separators, use i18n.number: {itself[:5]}"
+
+
 def test_the_language_comes_from_the_spec_else_the_locale_else_english():
     assert i18n.default_language("vi", {"LANG": "en_US.UTF-8"}) == "vi"
     assert i18n.default_language(None, {"LANG": "vi_VN.UTF-8"}) == "vi"

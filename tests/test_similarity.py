@@ -6,6 +6,8 @@ import csv
 import re
 import shutil
 import zipfile
+from collections import Counter
+from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
@@ -17,6 +19,7 @@ from grader.similarity import HANDINS, PAIRS, REPORT
 from tests.kit import spec_of
 
 NAME = "assignment3"  # its starter notebook reads back as modules laid out unlike its .py files
+HOSTILE = '# </pre><script>alert("alice")</script>\x07'  # in a comment: tokens unchanged
 RENAMED = {"model": "network", "images": "xb", "labels": "yb", "criterion": "loss_fn", "opt": "optimiser"}
 
 
@@ -37,7 +40,9 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     spec = spec_of(NAME)
     work = tmp_path_factory.mktemp("similarity")
     handins = work / "submissions"
-    shutil.copytree(spec.reference_dir, handins / "alice")
+    alice = shutil.copytree(spec.reference_dir, handins / "alice")
+    with (alice / "training.py").open("a") as module:
+        module.write(f"\n{HOSTILE}\n")
     copy = renamed_copy(spec.reference_dir, work / "copy")
     assert (copy / "training.py").read_text() != (spec.reference_dir / "training.py").read_text()
     nbformat.write(build_notebook(spec, copy), str(handins / "bob.ipynb"))  # compared by its rebuilt modules
@@ -89,10 +94,51 @@ def test_untouched_starters_share_nothing_whatever_their_form(compared):
     assert max(half[frozenset(("frank", other))] for other in starters) < 0.1
 
 
-def test_the_html_report_shows_the_copied_files(compared):
+def test_the_html_report_shows_student_pairs_offline_with_the_shared_code_escaped(compared):
     out, _ = compared
-    html = (out / REPORT).read_text()
-    assert f"{HANDINS}/alice/training.py" in html and f"{HANDINS}/bob/training.py" in html
+    page = (out / REPORT).read_text()
+    parser = PageParser()
+    parser.feed(page)
+    assert not re.search(r"https?:", page) and str(out.parent) not in page and "handins" not in page
+    assert parser.tags["script"] == 0 and parser.tags["link"] == 0 and "Content-Security-Policy" in page
+    assert "&lt;script&gt;alert(&#34;alice&#34;)&lt;/script&gt;\\x07" in page  # the comment, shown as text
+    rows = [row for row in parser.rows if len(row) == 3]
+    assert [(a, b, float(score)) for a, b, score in rows] == [(a, b, round(s, 2)) for a, b, s in pairs(out)]
+    headings = [text for text in parser.headings if ":" in text]
+    assert headings[0].startswith("alice · bob: 0.9") and len(headings) == len(parser.sections)
+    first = page[page.index('<section id="pair-0">') : page.index("</section>")]
+    assert first.count("<h3>training.py</h3>") == 2 and first.count("<mark>") > 2  # each side's shared code
+
+
+class PageParser(HTMLParser):
+    """What the page shows: its tags counted, its table's rows of cells, its headings, its sections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: Counter[str] = Counter()
+        self.rows: list[list[str]] = []
+        self.headings: list[str] = []
+        self.sections: list[str] = []
+        self._text: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags[tag] += 1
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "h2"):
+            self._text = []
+        elif tag == "section":
+            self.sections.append(dict(attrs)["id"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self.rows[-1].append("".join(self._text))
+        elif tag == "h2":
+            self.headings.append("".join(self._text))
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
 
 
 def test_mistakes_are_one_line_and_exit_code_2(tmp_path, capsys):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from grader.i18n import _
+from grader.i18n import _, number
 from grader.probing import fill
 from grader.sandbox import SubmissionError
 from grader.testing import derived_seed, generator, official_for, probes_for
@@ -75,18 +75,19 @@ def check_layers(model_name, got, expected):
         assert name in got, _("{model_name} has no layer {name} (its layers with parameters: {join})").format(
             model_name=model_name, name=name, join=", ".join(got)
         )
-        assert got[name] == count, _("{name} has {got:,} parameters, expected {count:,}").format(
-            name=name, got=got[name], count=count
+        assert got[name] == count, _("{name} has {got} parameters, expected {count}").format(
+            name=name, got=number(got[name]), count=number(count)
         )
     total, expected_total = sum(got.values()), sum(expected.values())
-    assert total == expected_total, _("{model_name} has {total:,} parameters, expected {expected_total:,}").format(
-        model_name=model_name, total=total, expected_total=expected_total
+    assert total == expected_total, _("{model_name} has {total} parameters, expected {expected_total}").format(
+        model_name=model_name, total=number(total), expected_total=number(expected_total)
     )
 
 
-def number(value):
-    """A count as a message shows it: 1,257,014; anything else as it came back."""
-    return f"{value:,}" if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
+def shown(value):
+    """What a submission returned, as a message shows it: a count as 1,257,014 (61.706 in Vietnamese);
+    anything else as it came back."""
+    return number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
 
 
 @pytest.mark.points(1)
@@ -102,8 +103,8 @@ def test_conv2d_parameters(submission):
         in_channels, out_channels, kernel_size, *bias = case
         layer = nn.Conv2d(in_channels, out_channels, kernel_size, bias=bias[0] if bias else True, device="meta")
         expected = sum(p.numel() for p in layer.parameters())
-        assert got == expected, _("conv2d_parameters{case} is {number}, expected {expected:,}").format(
-            case=case, number=number(got), expected=expected
+        assert got == expected, _("conv2d_parameters{case} is {number}, expected {expected}").format(
+            case=case, number=shown(got), expected=number(expected)
         )
 
 
@@ -117,8 +118,8 @@ def test_linear_parameters(submission):
     cases.append((randint(rng, 1, 20_000), randint(rng, 1, 2_000), False))
     for case, got in zip(cases, submission.run(probes.each, "counting", "linear_parameters", cases), strict=True):
         expected = sum(p.numel() for p in nn.Linear(*case, device="meta").parameters())
-        assert got == expected, _("linear_parameters{case} is {number}, expected {expected:,}").format(
-            case=case, number=number(got), expected=expected
+        assert got == expected, _("linear_parameters{case} is {number}, expected {expected}").format(
+            case=case, number=shown(got), expected=number(expected)
         )
 
 
@@ -134,12 +135,12 @@ def test_count_parameters(submission):
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert got != expected + buffers, _(
         "count_parameters gives {number}: it counts BatchNorm's {buffers} buffer values too"
-    ).format(number=number(got), buffers=buffers)
+    ).format(number=shown(got), buffers=buffers)
     assert got != trainable, _(
         "count_parameters gives {number}: it leaves out the frozen conv layer's parameters"
-    ).format(number=number(got))
-    assert got == expected, _("count_parameters gives {number}, expected {expected:,}").format(
-        number=number(got), expected=expected
+    ).format(number=shown(got))
+    assert got == expected, _("count_parameters gives {number}, expected {expected}").format(
+        number=shown(got), expected=number(expected)
     )
 
 
@@ -155,13 +156,13 @@ def test_model_size_bytes(submission):
         expected = sum(p.numel() * p.element_size() for p in parameters)
         assert got != count, _(
             "model_size_bytes gives {number}, the number of parameters: multiply by bytes per element"
-        ).format(number=number(got))
+        ).format(number=shown(got))
         assert got != 4 * count or dtype == "float32", _(
             "model_size_bytes gives {number} for torch.{dtype}: it assumes 4 bytes per element, ask element_size()"
-        ).format(number=number(got), dtype=dtype)
+        ).format(number=shown(got), dtype=dtype)
         assert got == expected, _(
-            "model_size_bytes gives {number} for {count:,} torch.{dtype} parameters, expected {expected:,}"
-        ).format(number=number(got), count=count, dtype=dtype, expected=expected)
+            "model_size_bytes gives {number} for {count} torch.{dtype} parameters, expected {expected}"
+        ).format(number=shown(got), count=number(count), dtype=dtype, expected=number(expected))
 
 
 @pytest.mark.points(2)
@@ -230,9 +231,9 @@ def test_on_meta(submission):
         got = submission.run(probes.huge_on_meta, in_features, out_features)
     except SubmissionError as error:
         assert error.limit != "memory", _(
-            "on_meta allocated the {in_features:,} x {out_features:,} layer's {gigabytes:.1f} GB: "
+            "on_meta allocated the {in_features} x {out_features} layer's {gigabytes:.1f} GB: "
             "build the model on the meta device"
-        ).format(in_features=in_features, out_features=out_features, gigabytes=gigabytes)
+        ).format(in_features=number(in_features), out_features=number(out_features), gigabytes=gigabytes)
         raise
     assert got["devices"] == ["meta"], _("on_meta built parameters on {devices}, expected ['meta']").format(
         devices=got["devices"]
@@ -252,11 +253,11 @@ def test_slides_models_counted(submission, name):
     count = SLIDES_TOTALS[name]  # the official test_small_cnn and test_big_mlp check them on the course's copies
     size = count * torch.finfo(torch.float32).bits // 8
     got = submission.run(probes.slides_models, name)
-    assert got["count"] == count, _("count_parameters({name}()) is {number}, expected {count:,}").format(
-        name=name, number=number(got["count"]), count=count
+    assert got["count"] == count, _("count_parameters({name}()) is {number}, expected {count}").format(
+        name=name, number=shown(got["count"]), count=number(count)
     )
-    assert got["bytes"] == size, _("model_size_bytes({name}()) is {number}, expected {size:,}").format(
-        name=name, number=number(got["bytes"]), size=size
+    assert got["bytes"] == size, _("model_size_bytes({name}()) is {number}, expected {size}").format(
+        name=name, number=shown(got["bytes"]), size=number(size)
     )
 
 
@@ -271,6 +272,6 @@ def test_bytes_per_gb(submission):
     for name, count in (("SmallCNN", SMALL_CNN_TOTAL), ("BigMLP", BIG_MLP_TOTAL)):
         size = round(4 * count / gb, 6)
         assert size == SLIDES_GB[name], _(
-            "{name}: {value:,} bytes / BYTES_PER_GB = {size} GB, the slides print {slides_gb}: which "
+            "{name}: {value} bytes / BYTES_PER_GB = {size} GB, the slides print {slides_gb}: which "
             "GB did they divide by?"
-        ).format(name=name, value=4 * count, size=size, slides_gb=SLIDES_GB[name])
+        ).format(name=name, value=number(4 * count), size=size, slides_gb=SLIDES_GB[name])

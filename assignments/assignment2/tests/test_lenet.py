@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from grader import figures
-from grader.i18n import _
+from grader.i18n import _, number
 from grader.probing import fill, to_float
 from grader.testing import derived_seed, evaluate, generator, load_in_order, official_for, official_only, probes_for
 
@@ -115,8 +115,8 @@ def test_layer_output_shapes(outputs, images, grader_lenet):
 def test_parameter_count(outputs, images, grader_lenet):
     """net: 61,706 parameters"""
     total = sum(outputs["counts"])
-    assert total == TOTAL_PARAMETERS, _("net has {total:,} parameters, expected {total_parameters:,}").format(
-        total=total, total_parameters=TOTAL_PARAMETERS
+    assert total == TOTAL_PARAMETERS, _("net has {total} parameters, expected {total_parameters}").format(
+        total=number(total), total_parameters=number(TOTAL_PARAMETERS)
     )
     check_reproduced(outputs, images, grader_lenet)
 
@@ -134,8 +134,8 @@ def test_parameters_per_layer(outputs, images, grader_lenet):
     for name, count in zip(names, counts, strict=False):
         if name in LAYER_PARAMETERS:
             expected = LAYER_PARAMETERS[name]
-            assert count == expected, _("{name} has {count:,} parameters, expected {expected:,}").format(
-                name=name, count=count, expected=expected
+            assert count == expected, _("{name} has {count} parameters, expected {expected}").format(
+                name=name, count=number(count), expected=number(expected)
             )
     check_reproduced(outputs, images, grader_lenet)
 
@@ -158,8 +158,8 @@ def test_trained_accuracy(submission, profile, dataset, record_property):
     record_property("accuracy", round(accuracy, 4))
     record_property("min_accuracy", profile.min_accuracy)
     budget = profile.budget
-    steps, epochs = _("{steps:,} steps"), _("{epochs} epochs")
-    spent = steps.format(steps=budget["steps"]) if "steps" in budget else epochs.format(epochs=budget["epochs"])
+    steps, epochs = _("{steps} steps"), _("{epochs} epochs")
+    spent = steps.format(steps=number(budget["steps"])) if "steps" in budget else epochs.format(epochs=budget["epochs"])
     assert accuracy >= profile.min_accuracy, _(
         "test accuracy {accuracy:.1%} is below the {min_accuracy:.0%} required ({spent} on {name})"
     ).format(accuracy=accuracy, min_accuracy=profile.min_accuracy, spent=spent, name=dataset.name)

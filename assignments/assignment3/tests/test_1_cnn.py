@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grader.i18n import _
+from grader.i18n import _, number
 from grader.probing import fill
 from grader.testing import architectures_for, derived_seed, generator, probes_for
 
@@ -192,21 +192,27 @@ def check_parameters(traced, class_name, expected, mine, x):
             got = counts.get(name)
             if got is None:
                 raise AssertionError(
-                    _("{class_name} has {total:,} parameters, expected {wanted:,}: it has no layer {name}").format(
-                        class_name=class_name, total=total, wanted=wanted, name=name
+                    _("{class_name} has {total} parameters, expected {wanted}: it has no layer {name}").format(
+                        class_name=class_name, total=number(total), wanted=number(wanted), name=name
                     )
                 )
             if got != count:
                 raise AssertionError(
                     _(
-                        "{class_name} has {total:,} parameters, expected {wanted:,}: {name} has {got:,}, expected "
-                        "{count:,}"
-                    ).format(class_name=class_name, total=total, wanted=wanted, name=name, got=got, count=count)
+                        "{class_name} has {total} parameters, expected {wanted}: {name} has {got}, expected {count}"
+                    ).format(
+                        class_name=class_name,
+                        total=number(total),
+                        wanted=number(wanted),
+                        name=name,
+                        got=number(got),
+                        count=number(count),
+                    )
                 )
         known = ", ".join(expected)
         raise AssertionError(
-            _("{class_name} has {total:,} parameters, expected {wanted:,}: it has layers beyond {known}").format(
-                class_name=class_name, total=total, wanted=wanted, known=known
+            _("{class_name} has {total} parameters, expected {wanted}: it has layers beyond {known}").format(
+                class_name=class_name, total=number(total), wanted=number(wanted), known=known
             )
         )
     check_reproduced(traced, mine, x)

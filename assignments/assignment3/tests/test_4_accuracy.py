@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from grader import figures
-from grader.i18n import _
+from grader.i18n import _, number
 from grader.probing import to_float
 from grader.testing import architectures_for, evaluate, generator, load_in_order, predict, probes_for
 
@@ -55,8 +55,8 @@ def check_accuracy(submission, profile, dataset, record_property, class_name, bu
         maps = F.relu(model.conv1(test_x[:1]))[0]
     title = _("{class_name} trained: conv1's feature maps (after ReLU) of a test image").format(class_name=class_name)
     figures.record(record_property, "conv1 maps", figures.feature_maps(title, test_x[0], maps))
-    steps, epochs = _("{steps:,} steps"), _("{epochs} epochs")
-    spent = steps.format(steps=budget["steps"]) if "steps" in budget else epochs.format(epochs=budget["epochs"])
+    steps, epochs = _("{steps} steps"), _("{epochs} epochs")
+    spent = steps.format(steps=number(budget["steps"])) if "steps" in budget else epochs.format(epochs=budget["epochs"])
     assert accuracy >= threshold, _(
         "test accuracy {accuracy:.1%} is below the {threshold:.0%} required ({class_name}, {spent} "
         "of {optimizer} lr {lr} on {name})"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from grader.i18n import _
+from grader.i18n import _, number
 from grader.probing import fill
 from grader.testing import architectures_for, derived_seed, generator, probes_for
 
@@ -139,8 +139,8 @@ def test_fashion_cnn_layer_shapes(fashion):
 def test_fashion_cnn_parameter_count(fashion):
     """fashion_cnn: 1,413,834 parameters"""
     total = sum(fashion["counts"])
-    assert total == FASHION_TOTAL, _("fashion_cnn has {total:,} parameters, expected {fashion_total:,}").format(
-        total=total, fashion_total=FASHION_TOTAL
+    assert total == FASHION_TOTAL, _("fashion_cnn has {total} parameters, expected {fashion_total}").format(
+        total=number(total), fashion_total=number(FASHION_TOTAL)
     )
     fashion_reproduced(fashion)
 
@@ -160,9 +160,11 @@ def dropout_checked(found):
         fraction = kept.double().mean().item()
         scaled = torch.allclose(out[kept].double(), 2 * DROPOUT_NOISE[kept].double(), rtol=1e-5, atol=1e-6)
         assert scaled and 0.4 < fraction < 0.6, _(
-            "in training mode {name} kept {fraction:.0%} of {dropout_inputs:,} inputs{value}: expected "
+            "in training mode {name} kept {fraction:.0%} of {dropout_inputs} inputs{value}: expected "
             "dropout 0.5 (half zeroed, the rest doubled)"
-        ).format(name=name, fraction=fraction, dropout_inputs=DROPOUT_INPUTS, value="" if scaled else ", not doubled")
+        ).format(
+            name=name, fraction=fraction, dropout_inputs=number(DROPOUT_INPUTS), value="" if scaled else ", not doubled"
+        )
 
 
 @pytest.mark.points(2)
@@ -176,8 +178,8 @@ def test_fashion_cnn_parameters_per_layer(fashion):
     for name, count in zip(names, counts, strict=False):
         if name in FASHION_PARAMETERS:
             expected = FASHION_PARAMETERS[name]
-            assert count == expected, _("{name} has {count:,} parameters, expected {expected:,}").format(
-                name=name, count=count, expected=expected
+            assert count == expected, _("{name} has {count} parameters, expected {expected}").format(
+                name=name, count=number(count), expected=number(expected)
             )
     dropout_checked(fashion)
     fashion_reproduced(fashion)
@@ -293,8 +295,8 @@ def test_batchnorm_cnn_parameter_count(submission, num_classes, bn_layers):
     """BatchNormCNN: parameter count (6,178 for 10 classes)"""
     found = bn_layers if num_classes == 10 else submission.run(probes.bn_cnn_layers, num_classes, BN_SEED, BN_LAYERS_X)
     total, expected = sum(torch.Size(shape).numel() for shape in found["shapes"]), BN_CNN_PARAMETERS[num_classes]
-    assert total == expected, _("BatchNormCNN({num_classes}) has {total:,} parameters, expected {expected:,}").format(
-        num_classes=num_classes, total=total, expected=expected
+    assert total == expected, _("BatchNormCNN({num_classes}) has {total} parameters, expected {expected}").format(
+        num_classes=num_classes, total=number(total), expected=number(expected)
     )
     bn_cnn_reproduced(found, num_classes)
 

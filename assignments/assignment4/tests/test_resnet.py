@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grader.i18n import _
+from grader.i18n import _, number
 from grader.probing import fill, to_float
 from grader.testing import (
     accuracy_of,
@@ -107,18 +107,18 @@ def test_separable_parameters(separable_found):
     parts = separable_found["parts"]
     depthwise, pointwise = parts["depthwise_conv"]["parameters"], parts["pointwise_conv"]["parameters"]
     assert depthwise == DEPTHWISE, _(
-        "the depth-wise conv of SeparableConv2d({sep_in}, {sep_out}, {sep_k}) has {depthwise:,} "
+        "the depth-wise conv of SeparableConv2d({sep_in}, {sep_out}, {sep_k}) has {depthwise} "
         "parameters, expected {expected_depthwise} = {sep_in}x1x{sep_k}x{sep_k} + {sep_in}: one "
         "filter per input channel (groups=in_channels)"
-    ).format(sep_in=SEP_IN, sep_out=SEP_OUT, sep_k=SEP_K, depthwise=depthwise, expected_depthwise=DEPTHWISE)
+    ).format(sep_in=SEP_IN, sep_out=SEP_OUT, sep_k=SEP_K, depthwise=number(depthwise), expected_depthwise=DEPTHWISE)
     assert pointwise == POINTWISE, _(
-        "the point-wise conv has {pointwise:,} parameters, expected {expected_pointwise} = "
+        "the point-wise conv has {pointwise} parameters, expected {expected_pointwise} = "
         "{sep_out}x{sep_in}x1x1 + {sep_out}"
-    ).format(pointwise=pointwise, expected_pointwise=POINTWISE, sep_out=SEP_OUT, sep_in=SEP_IN)
+    ).format(pointwise=number(pointwise), expected_pointwise=POINTWISE, sep_out=SEP_OUT, sep_in=SEP_IN)
     total = separable_found["parameters"]
     assert total == DEPTHWISE + POINTWISE, _(
-        "SeparableConv2d has {total:,} parameters, expected {depthwise} (a regular conv has {regular:,})"
-    ).format(total=total, depthwise=DEPTHWISE + POINTWISE, regular=REGULAR)
+        "SeparableConv2d has {total} parameters, expected {depthwise} (a regular conv has {regular})"
+    ).format(total=number(total), depthwise=DEPTHWISE + POINTWISE, regular=number(REGULAR))
     separable_reproduced(separable_found)
 
 
@@ -228,8 +228,8 @@ def test_residual_main_path(unit_found):
     parameters = found["main"]["parameters"]
     expected_parameters = 3 * 3 * 8 * 16 + 2 * 16 + 3 * 3 * 16 * 16 + 2 * 16
     assert parameters == expected_parameters, _(
-        "{name}: main_layers has {parameters:,} parameters, expected {expected_parameters:,}"
-    ).format(name=name, parameters=parameters, expected_parameters=expected_parameters)
+        "{name}: main_layers has {parameters} parameters, expected {expected_parameters}"
+    ).format(name=name, parameters=number(parameters), expected_parameters=number(expected_parameters))
     mine = expected_unit(8, 16, 2)
     if mine is None:  # a student's bundle: the official grading recomputes the outputs
         return
@@ -250,8 +250,8 @@ def test_residual_identity_skip(unit_found):
     name = unit_name(8, 8, 1)
     skip = found["skip"]
     assert skip["parameters"] == 0, _(
-        "{name}: the skip has {parameters:,} parameters, expected none (nn.Identity(): x has F(x)'s shape)"
-    ).format(name=name, parameters=skip["parameters"])
+        "{name}: the skip has {parameters} parameters, expected none (nn.Identity(): x has F(x)'s shape)"
+    ).format(name=name, parameters=number(skip["parameters"]))
     assert isinstance(found["skip_x"], torch.Tensor), _("{name}: the skip fails: {skip_x}").format(
         name=name, skip_x=found["skip_x"]
     )
@@ -497,14 +497,14 @@ def test_resnet34_parameter_count(resnet, expected_resnet):
     """ResNet34: 21,289,802 parameters, as torchvision's resnet34 with a 10-class head"""
     counts = [sum(torch.Size(shape).numel() for shape in layer) for layer in resnet["shapes"]]
     total = sum(counts)
-    assert total == RESNET34_TOTAL, _("ResNet34 has {total:,} parameters, expected {resnet34_total:,}").format(
-        total=total, resnet34_total=RESNET34_TOTAL
+    assert total == RESNET34_TOTAL, _("ResNet34 has {total} parameters, expected {resnet34_total}").format(
+        total=number(total), resnet34_total=number(RESNET34_TOTAL)
     )
     # conv, BN, ReLU, max pooling; the 16 units; average pooling, Flatten, Linear
     expected = [conv_count(7, 3, 64), 2 * 64, 0, 0, *(unit_count(*u) for u in UNITS), 0, 0, HEAD]
     for index, (got, count) in enumerate(zip(counts, expected, strict=False)):
-        assert got == count, _("layer {index} of ResNet34.resnet has {got:,} parameters, expected {count:,}").format(
-            index=index, got=got, count=count
+        assert got == count, _("layer {index} of ResNet34.resnet has {got} parameters, expected {count}").format(
+            index=index, got=number(got), count=number(count)
         )
     resnet_reproduced(resnet, expected_resnet)
 

@@ -22,7 +22,7 @@ import torch
 import torchvision
 from torch import nn
 
-from grader.i18n import _
+from grader.i18n import _, number
 from grader.probing import state_of
 from grader.testing import derived_seed, generator, load_in_order, probes_for
 
@@ -234,8 +234,8 @@ def test_trainable_parameters(variants, recomputed, variant):
         n_extra=len(extra), variant=variant, listing=listing(extra)
     )
     count, total = sum(expected_sizes[n] for n in trainable), sum(expected_sizes[n] for n in expected)
-    assert count == total, _("{count:,} trainable parameters in {variant}, expected {total:,}").format(
-        count=count, variant=variant, total=total
+    assert count == total, _("{count} trainable parameters in {variant}, expected {total}").format(
+        count=number(count), variant=variant, total=number(total)
     )
     check_gradients(variants, recomputed, variant)
 
@@ -458,8 +458,8 @@ def test_convnext_head(convnext):
     imagenet_total = torchvision.models.ConvNeXt_Base_Weights.IMAGENET1K_V1.meta["num_params"]
     expected = imagenet_total - (1024 * 1000 + 1000) + (1024 * FLOWERS_CLASSES + FLOWERS_CLASSES)
     total = sum(numel for numel, _ in convnext["parameters"].values())
-    assert total == expected, _("the model has {total:,} parameters, expected {expected:,}").format(
-        total=total, expected=expected
+    assert total == expected, _("the model has {total} parameters, expected {expected}").format(
+        total=number(total), expected=number(expected)
     )
     assert convnext["returned_is_head"], _("replace_convnext_head must return the new head, now at model.classifier[2]")
     assert not convnext["loaded"], _("the returned head does not take a Linear(1024, 102)'s weights: {loaded}").format(
@@ -491,8 +491,8 @@ def test_convnext_freezing(convnext):
     )
     count = sum(parameters[name][0] for name in trainable)
     expected_count = 2 * 1024 + 1024 * FLOWERS_CLASSES + FLOWERS_CLASSES  # LayerNorm2d weight and bias, the head
-    assert count == expected_count, _("{count:,} trainable parameters, expected {expected_count:,}").format(
-        count=count, expected_count=expected_count
+    assert count == expected_count, _("{count} trainable parameters, expected {expected_count}").format(
+        count=number(count), expected_count=number(expected_count)
     )
     held = convnext["held"]
     assert sorted(held) == sorted(trainable), _(

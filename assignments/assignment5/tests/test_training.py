@@ -29,7 +29,7 @@ import torch
 import torchvision
 from torch import nn
 
-from grader.i18n import _
+from grader.i18n import _, number
 from grader.probing import TensorBatches, state_of
 from grader.testing import (
     accuracy_of,
@@ -396,8 +396,8 @@ def test_transfer_accuracy(submission, profile, request, record_property):
             accuracy = evaluate(model, kit_preprocess(dataset.test.x), test_y)
     record_property("accuracy", round(accuracy, 4))
     record_property("min_accuracy", profile.min_accuracy)
-    task = _("{variant}, {steps} steps on {n_train_y:,} {name} images").format(
-        variant=budget["variant"], steps=budget["steps"], n_train_y=len(train_y), name=dataset.name
+    task = _("{variant}, {steps} steps on {n_train_y} {name} images").format(
+        variant=budget["variant"], steps=budget["steps"], n_train_y=number(len(train_y)), name=dataset.name
     )
     assert accuracy >= profile.min_accuracy, _(
         "test accuracy {accuracy:.1%} is below the {min_accuracy:.0%} required ({task})"

@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.ops import box_convert, box_iou
 
 from grader import figures
-from grader.i18n import _
+from grader.i18n import _, number
 from grader.probing import to_float
 from grader.testing import generator, load_in_order, probes_for
 
@@ -302,13 +302,13 @@ def test_trained_localization_accuracy(submission, profile, dataset, record_prop
     figures.record(record_property, "boxes", figure)
     assert accuracy >= profile.min_accuracy, _(
         "{accuracy:.1%} of the test digits are named and boxed (IoU >= 0.5), below the "
-        "{min_accuracy:.0%} required (class accuracy {mean:.1%}, mean IoU {mean2:.2f}, {steps:,} "
+        "{min_accuracy:.0%} required (class accuracy {mean:.1%}, mean IoU {mean2:.2f}, {steps} "
         "steps on {name})"
     ).format(
         accuracy=accuracy,
         min_accuracy=profile.min_accuracy,
         mean=right_class.float().mean(),
         mean2=iou.mean(),
-        steps=budget["steps"],
+        steps=number(budget["steps"]),
         name=dataset.name,
     )
