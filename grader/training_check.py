@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grader.i18n import N_, _
-from grader.testing import max_difference
+from grader.testing import max_difference, one_thread
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
@@ -150,16 +150,17 @@ class Trajectory:
             parameters = dict(net.named_parameters())
             names = sorted(weights_of(net.state_dict()))
             out = []
-            for step in range(len(self.states)):
-                net.load_state_dict(self.before(step))
-                net.train(training)
-                net.zero_grad(set_to_none=False)
-                x, y = self.loop.batch(step)
-                logits = net(x)
-                value = LOSSES[loss][0](logits, y)
-                value.backward()
-                gradient = torch.cat([parameters[k].grad.double().flatten() for k in names])
-                out.append((gradient, value.item(), (logits.argmax(1) == y).sum().item()))
+            with one_thread():
+                for step in range(len(self.states)):
+                    net.load_state_dict(self.before(step))
+                    net.train(training)
+                    net.zero_grad(set_to_none=False)
+                    x, y = self.loop.batch(step)
+                    logits = net(x)
+                    value = LOSSES[loss][0](logits, y)
+                    value.backward()
+                    gradient = torch.cat([parameters[k].grad.double().flatten() for k in names])
+                    out.append((gradient, value.item(), (logits.argmax(1) == y).sum().item()))
             self._gradients[key] = out
         return self._gradients[key]
 
@@ -210,7 +211,7 @@ class Trajectory:
             return self.states[passes - 1]
         net = self.loop.build()
         net.load_state_dict(self.initial)
-        with torch.no_grad():
+        with torch.no_grad(), one_thread():
             for step in range(passes):
                 net(self.loop.batch(step)[0])
         return {k: v.clone() for k, v in net.state_dict().items()}
@@ -235,7 +236,7 @@ class Trajectory:
         net = self.loop.build()
         net.load_state_dict(start)
         net.train()
-        with torch.no_grad():
+        with torch.no_grad(), one_thread():
             for x, _unused in batches:
                 net(x)
         difference = max_difference(statistics_of(net.state_dict()), statistics_of(end))
@@ -349,6 +350,6 @@ def training_passes(trajectory: Trajectory) -> list[tuple[float, int]]:
     every_batch_seen(trajectory)
     net = trajectory.loop.build()
     net.load_state_dict(trajectory.initial)
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():
         logits = [(net(x), y) for x, y in map(trajectory.loop.batch, range(trajectory.loop.steps))]
     return [(F.cross_entropy(z, y).item(), (z.argmax(1) == y).sum().item()) for z, y in logits]
