@@ -251,13 +251,19 @@ class Trajectory:
 def follow(loop: Loop, record: dict, initial: dict[str, torch.Tensor] | None = None) -> Trajectory:
     """The trajectory of a probe's record (grader.probing.record_training), from `initial` (the
     grader's own weights) or, where the loop draws its own, the weights the record started from."""
-    states = [step["state"] for step in record["steps"]]
+    states = [step.get("state") if isinstance(step, dict) else step for step in record["steps"]]
     start = initial if initial is not None else record["initial"]
     return Trajectory(loop, start, states, record["step_count"], record["final"])
 
 
 def _ran(trajectory: Trajectory) -> None:
+    """Fails unless the loop ran the model and every state came back with the model's own layout."""
     assert trajectory.initial, _("the model never ran a forward pass during training")
+    layout = {name: tensor.shape for name, tensor in trajectory.loop.build().state_dict().items()}
+    for state in (trajectory.initial, *trajectory.states, trajectory.final):
+        assert isinstance(state, dict) and {k: getattr(v, "shape", None) for k, v in state.items()} == layout, _(
+            "the model's weights came back with other names or shapes than its own"
+        )
 
 
 # --- what each test asks of a trajectory -----------------------------------------------------
