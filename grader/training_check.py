@@ -217,8 +217,8 @@ class Trajectory:
         return {k: v.clone() for k, v in net.state_dict().items()}
 
     def statistics_problem(self) -> str:
-        """ "" when the running statistics moved as training mode on every training batch and
-        evaluation mode everywhere else make them move, else where they did not."""
+        """Nothing ("") when the running statistics moved as training mode on every training batch
+        and evaluation mode everywhere else make them move, else how far they are off."""
         if self.step_count == 0:  # the weights never moved: replay every training pass at once
             return self._statistics_after(
                 self.initial, [self.loop.batch(step) for step in range(self.loop.steps)], self.final
@@ -269,6 +269,9 @@ def _ran(trajectory: Trajectory) -> None:
 # --- what each test asks of a trajectory -----------------------------------------------------
 
 
+PILED_UP = N_("the update keeps the previous batches' gradients: zero_grad() comes too late or not at all")
+
+
 def every_batch_stepped(trajectory: Trajectory) -> None:
     """Fails unless the loop made one step per batch, each a step of SGD on that batch that the
     grader recognizes (whatever its loss, mode, rate, momentum or piled-up gradients)."""
@@ -299,9 +302,6 @@ def fresh_gradients(trajectory: Trajectory) -> None:
     """Fails unless every step is recognized and none keeps the previous batches' gradients."""
     every_batch_stepped(trajectory)
     assert not any(step.accumulated for step in trajectory.steps), _(PILED_UP)
-
-
-PILED_UP = N_("the update keeps the previous batches' gradients: zero_grad() comes too late or not at all")
 
 
 def training_and_evaluation_modes(trajectory: Trajectory) -> None:
