@@ -9,12 +9,13 @@ the grader but the codec's neighbours: the sandbox sees it, the student's code m
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -152,6 +153,70 @@ def recording(**targets: tuple[Any, str]) -> Iterator[list[tuple[str, Any, tuple
     finally:
         for owner, name, original in reversed(originals):
             setattr(owner, name, original)
+
+
+STEPS_KEPT = 64  # the weights after at most this many optimizer steps come back (a loop may step without end)
+
+
+def record_training(net: nn.Module, batches: list, device: torch.device, train: Callable[[], Any]) -> dict[str, Any]:
+    """Run `train()`, a student's training loop of `net` over `batches` (a list of (x, y)), and record
+    what the grader needs to follow it: the weights it started from (at the first forward pass, after
+    its own init), the weights after every optimizer step, the final ones; and, to make a failure's
+    reason precise, what it called on the way. Returns a dict:
+
+    "result" (what train() returned), "initial", "steps" ([{"optimizer": class name, "lr",
+    "momentum", "state"}] for the first STEPS_KEPT steps), "step_count", "final", "forwards"
+    ([{"training", "grad", "size"}] per forward pass of `net`), "net_moved", "x_moved", "y_moved"
+    (batches whose images, labels went to `device`), "zero_grads".
+    """
+    initial: dict[str, torch.Tensor] = {}
+    forwards: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    step_count = [0]
+
+    def before_forward(module: nn.Module, args: tuple) -> None:
+        if not initial:
+            initial.update(state_of(module))
+        size = len(args[0]) if args and isinstance(args[0], torch.Tensor) and args[0].ndim else 0
+        forwards.append({"training": module.training, "grad": torch.is_grad_enabled(), "size": size})
+
+    def after_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        step_count[0] += 1
+        if len(steps) < STEPS_KEPT:
+            group = optimizer.param_groups[0]
+            steps.append(
+                {
+                    "optimizer": type(optimizer).__name__,
+                    "lr": group.get("lr"),
+                    "momentum": group.get("momentum"),
+                    "state": state_of(net),
+                }
+            )
+
+    x_ids, y_ids = {id(x) for x, _ in batches}, {id(y) for _, y in batches}
+    handles = [net.register_forward_pre_hook(before_forward), register_optimizer_step_post_hook(after_step)]
+    with recording(**TRAINING_CALLS) as calls:
+        try:
+            result = train()
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def moved(ids: set[int]) -> int:
+        return sum(label == "tensor_to" and id(obj) in ids and moves_to(a, k, device) for label, obj, a, k in calls)
+
+    return {
+        "result": result,
+        "initial": initial,
+        "steps": steps,
+        "step_count": step_count[0],
+        "final": state_of(net),
+        "forwards": forwards,
+        "net_moved": any(label == "module_to" and obj is net and moves_to(a, k, device) for label, obj, a, k in calls),
+        "x_moved": moved(x_ids),
+        "y_moved": moved(y_ids),
+        "zero_grads": sum(label.endswith("zero_grad") for label, *_ in calls),
+    }
 
 
 class ModeSpy(nn.Module):

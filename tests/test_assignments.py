@@ -21,7 +21,7 @@ def _grade_ahead(request, tmp_path_factory):
         if not params or item.module is not request.module:
             continue
         if "variant" in params:
-            variant_grading(params["name"], params["variant"], tmp_path_factory)
+            variant_gradings(params["name"], params["variant"], tmp_path_factory)
         elif "alternative" in params:
             alternative_grading(params["name"], params["alternative"], tmp_path_factory)
         elif item.originalname == "test_reference_scores_full_marks":
@@ -32,21 +32,19 @@ def _grade_ahead(request, tmp_path_factory):
             submit_graded(params["name"], "starter")
 
 
-def variant_grading(name: str, variant: dict, tmp_path_factory, seed: int | None = None) -> Future[Report]:
-    """A variant, graded on the tests it must fail only (and without training unless it is about
-    accuracy), with its own seed unless one is given."""
+def variant_gradings(name: str, variant: dict, tmp_path_factory, seed: int | None = None) -> list[Future[Report]]:
+    """A variant's gradings, with its own seed unless one is given: on every test but the
+    trained-accuracy ones, and, for a variant about accuracy, on the accuracy tests it names."""
     key = (name, variant["name"], seed)
-    if key in GRADINGS:
-        return GRADINGS.submit(key)
-    spec = spec_of(name)
-    return GRADINGS.submit(
-        key,
-        spec,
-        make_variant(spec, variant, tmp_path_factory.mktemp("variant") / "submission"),
-        select=" or ".join(sorted({test.split("[")[0] for test in variant["fails"]})),  # -k takes no [params]
-        marks=None if variant.get("accuracy") else "not accuracy",
-        seed=seed,
-    )
+    if key not in GRADINGS:
+        spec = spec_of(name)
+        folder = make_variant(spec, variant, tmp_path_factory.mktemp("variant") / "submission")
+        GRADINGS.submit(key, spec, folder, marks="not accuracy", seed=seed)
+        if variant.get("accuracy"):
+            named = " or ".join(sorted({test.split("[")[0] for test in variant["fails"]}))  # -k takes no [params]
+            GRADINGS.submit((*key, "accuracy"), spec, folder, marks="accuracy", select=named, seed=seed)
+    keys = [key, (*key, "accuracy")] if variant.get("accuracy") else [key]
+    return [GRADINGS.submit(k) for k in keys]
 
 
 def alternative_grading(name: str, alternative: dict, tmp_path_factory) -> Future[Report]:
@@ -104,15 +102,34 @@ def test_starter_scores_zero_and_every_failure_names_a_blank(name):
     assert len(report.blanks["open"]) == total
 
 
+# Where one mistake costs only the tests that name it (issue 18): among the tests of these files, a
+# variant must fail exactly those it names. Still to untangle, where a mistake may cost more tests:
+# assignments 1, 5 and 6, and the network tests of 2, 3 and 4 (a wrong layer also fails the hidden
+# logits test and the count tests' reproduction checks).
+EXACT_IN = {
+    "assignment2": "test_training.py::",
+    "assignment3": "test_2_training.py::",
+    "assignment4": "test_training.py::",
+}
+
+
+def failures(name: str, variant: dict, tmp_path_factory, seed: int | None = None) -> dict[str, tuple[str, str]]:
+    """{test: (node id, reason)} of every test the variant fails."""
+    reports = [future.result() for future in variant_gradings(name, variant, tmp_path_factory, seed)]
+    failed = [test for report in reports for test in report.tests if test.status != "passed"]
+    return {test.nodeid.split("::")[-1]: (test.nodeid, test.reason) for test in failed}
+
+
 @pytest.mark.parametrize(("name", "variant"), variants())
 def test_known_wrong_variant_loses_points_where_it_should(name, variant, tmp_path_factory):
-    report = variant_grading(name, variant, tmp_path_factory).result()
-    outcomes = {t.nodeid.split("::")[-1]: t for t in report.tests}
+    failed = failures(name, variant, tmp_path_factory)
     for test_name, expected_reason in variant["fails"].items():
-        result = outcomes[test_name]
-        assert result.status == "failed", f"{variant['name']}: {test_name} passed"
-        assert expected_reason in result.reason, f"{variant['name']}: {test_name} says {result.reason!r}"
-    assert report.score < report.max_score
+        assert test_name in failed, f"{variant['name']}: {test_name} passed"
+        reason = failed[test_name][1]
+        assert expected_reason in reason, f"{variant['name']}: {test_name} says {reason!r}"
+    if name in EXACT_IN:
+        extra = {t: r for t, (nodeid, r) in failed.items() if EXACT_IN[name] in nodeid and t not in variant["fails"]}
+        assert not extra, f"{variant['name']} also fails " + "; ".join(f"{t}: {r}" for t, r in sorted(extra.items()))
 
 
 def test_evaluation_in_training_mode_loses_the_same_points_on_every_seed(tmp_path_factory):
@@ -120,10 +137,13 @@ def test_evaluation_in_training_mode_loses_the_same_points_on_every_seed(tmp_pat
     mode decisive on every draw."""
     wrong_mode = "net.train() instead of net.eval() in evaluate_accuracy_gpu"
     variant = next(case.values[1] for case in variants() if case.values[1]["name"] == wrong_mode)
-    futures = [variant_grading("assignment2", variant, tmp_path_factory, seed) for seed in range(1, 7)]
-    verdicts = {tuple((t.name, t.status, t.score) for t in future.result().tests) for future in futures}
-    assert len(verdicts) == 1, verdicts
-    assert [status for _, status, _ in verdicts.pop()] == ["failed"] * len(variant["fails"])
+    for seed in range(1, 7):  # submitted side by side, then read
+        variant_gradings("assignment2", variant, tmp_path_factory, seed)
+    verdicts = set()
+    for seed in range(1, 7):
+        failed = failures("assignment2", variant, tmp_path_factory, seed)
+        verdicts.add(frozenset(t for t, (nodeid, _reason) in failed.items() if EXACT_IN["assignment2"] in nodeid))
+    assert verdicts == {frozenset(variant["fails"])}, verdicts
 
 
 @pytest.mark.parametrize(("name", "alternative"), variants("alternative"))

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from grader.probing import TRAINING_CALLS, TensorBatches, fill, moves_to, recording, state_of, to_float
+from grader.probing import TensorBatches, fill, record_training, state_of, to_float
 
 # --- cnn.py -----------------------------------------------------------------------------------
 
@@ -114,45 +114,22 @@ def _number(value):
 
 def train_tiny(sub, state, batches, epochs, lr, optimizer):
     """train() on the tiny net from the given weights, handed over in evaluation mode (as evaluate()
-    leaves a model): what it returned, the final weights, and what it called on the way."""
+    leaves a model): what it returned, and the weights after every optimizer step and at the end,
+    with what it called on the way (grader.probing.record_training)."""
     net = tiny_net()
     net.load_state_dict(state)
     net.eval()
-    forwards = _record_forwards(net)
-    steps = []
-    hook = register_optimizer_step_post_hook(
-        lambda opt, args, kwargs: steps.append(
-            {
-                "type": type(opt).__name__,
-                "lr": opt.param_groups[0]["lr"],
-                "momentum": opt.param_groups[0].get("momentum"),
-            }
-        )
-    )
     device = torch.device("cpu")
-    x_ids, y_ids = {id(x) for x, _ in batches}, {id(y) for _, y in batches}
-    with recording(**TRAINING_CALLS) as calls:
-        try:
-            if optimizer == "sgd":  # the default
-                losses = sub.training.train(net, batches, epochs, lr, device)
-            else:
-                losses = sub.training.train(net, batches, epochs, lr, device, optimizer=optimizer)
-        finally:
-            hook.remove()
 
-    def moved(ids):
-        return sum(label == "tensor_to" and id(obj) in ids and moves_to(a, k, device) for label, obj, a, k in calls)
+    def train():
+        if optimizer == "sgd":  # the default
+            return sub.training.train(net, batches, epochs, lr, device)
+        return sub.training.train(net, batches, epochs, lr, device, optimizer=optimizer)
 
-    return {
-        "losses": [_number(v) for v in losses] if isinstance(losses, (list, tuple)) else _number(losses),
-        "forwards": forwards,
-        "final": state_of(net),
-        "steps": steps,
-        "zero_grads": sum(label.endswith("zero_grad") for label, *_ in calls),
-        "net_moved": any(label == "module_to" and obj is net and moves_to(a, k, device) for label, obj, a, k in calls),
-        "x_moved": moved(x_ids),
-        "y_moved": moved(y_ids),
-    }
+    record = record_training(net, batches, device, train)
+    losses = record.pop("result")
+    record["losses"] = [_number(v) for v in losses] if isinstance(losses, (list, tuple)) else _number(losses)
+    return record
 
 
 def run_on_tiny(sub, function, state, batches):

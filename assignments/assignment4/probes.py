@@ -11,9 +11,8 @@ student's or defaults.
 
 import torch
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from grader.probing import TensorBatches, fill, layer_outputs, moves_to, plain, recording, state_of, to_float
+from grader.probing import TensorBatches, fill, layer_outputs, plain, record_training, state_of, to_float
 
 # --- helpers, also used by the tests on their own side ------------------------------------------
 
@@ -297,40 +296,21 @@ def resnet_fit(sub, images, labels, steps):
 
 
 def train_tiny(sub, initial, train, valid, epochs, lr):
-    """train on the tiny net from the grader's weights, SGD, recording what it does on the way
-    (moves of the batches, zero_grad calls, optimizer steps, modes); the weights after and the history."""
+    """train on the tiny net from the grader's weights with SGD: the weights after every optimizer
+    step and at the end, what it called on the way (grader.probing.record_training), the history."""
     device = torch.device(sub.device)
     net = tiny_net()
     net.load_state_dict(initial)
     net.to(device)
-    x_ids, y_ids = {id(x) for x, _ in train}, {id(y) for _, y in train}
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)
-    steps = []
-    hook = register_optimizer_step_post_hook(lambda opt, args, kwargs: steps.append(1))
-    with recording(
-        tensor_to=(torch.Tensor, "to"),
-        optimizer_zero_grad=(torch.optim.Optimizer, "zero_grad"),
-        module_zero_grad=(nn.Module, "zero_grad"),
-    ) as calls:
-        try:
-            history = sub.training.train(
-                net, optimizer, nn.CrossEntropyLoss(), Accuracy(), train, valid, epochs, device
-            )
-        finally:
-            hook.remove()
-
-    def moved(ids):
-        return sum(label == "tensor_to" and id(obj) in ids and moves_to(a, k, device) for label, obj, a, k in calls)
-
-    return {
-        "x_moved": moved(x_ids),
-        "y_moved": moved(y_ids),
-        "zero_grads": sum(label.endswith("zero_grad") for label, *_ in calls),
-        "steps": len(steps),
-        "modes": net[0].seen,
-        "final": state_of(net),
-        "history": plain(history),
-    }
+    record = record_training(
+        net,
+        train,
+        device,
+        lambda: sub.training.train(net, optimizer, nn.CrossEntropyLoss(), Accuracy(), train, valid, epochs, device),
+    )
+    record["history"] = plain(record.pop("result"))
+    return record
 
 
 def evaluate_tiny(sub, state, batches, stale):

@@ -2,15 +2,17 @@
 
 The weights and batches are drawn for this grading. The probes run the student's functions on a
 miniature CNN for 1x8x8 images with batch norm, whose running statistics change only in training
-mode, and return what came out: the final weights, the returned losses, accuracy or matrix. The
-tests recompute here, outside the sandbox, what the optimizer, the loss and the metrics should
-have given: the final weights match only if every batch was trained once, in training mode, with
-fresh gradients. What the probe saw on the way (moves, zero_grad calls, steps, modes) makes a
-failure's reason precise; it earns no point unless the outcome matches too. These probes run on
+mode, and return what came out: the weights after every optimizer step and at the end, the
+returned losses, accuracy or matrix. The tests recompute here, outside the sandbox, what the
+optimizer, the loss and the metrics should have given; train's tests follow every step
+(grader.training_check), so that each passes when the steps the grader recognizes have its
+property right, whatever else is wrong. What the probe saw on the way (moves, zero_grad calls,
+steps, modes) makes a failure's reason precise; it earns no point alone. These probes run on
 the CPU in every profile, so that the recomputation matches to 1e-5; the accuracy tests use the
 profile's device.
 """
 
+import functools
 import math
 
 import pytest
@@ -20,6 +22,17 @@ import torch.nn.functional as F
 from grader.i18n import _
 from grader.probing import state_of
 from grader.testing import derived_seed, generator, max_difference, probes_for
+from grader.training_check import (
+    Loop,
+    every_batch_seen,
+    every_batch_stepped,
+    follow,
+    follows_the_loop,
+    fresh_gradients,
+    training_and_evaluation_modes,
+    training_passes,
+    weights_of,
+)
 
 probes = probes_for(__file__)
 
@@ -45,62 +58,10 @@ TRAIN = random_batches("train batches", [BATCH] * BATCHES_PER_EPOCH)
 INITIAL = state_of(initial_weights("train weights"))
 
 
-def optimizer_reference(optimizer, accumulate=False):
-    """train() recomputed here: the final weights and the mean batch loss of each epoch, from INITIAL."""
-    net = probes.tiny_net()
-    net.load_state_dict(INITIAL)
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(net.parameters(), lr=SGD_LR, momentum=0.9)
-    else:
-        opt = torch.optim.AdamW(net.parameters(), lr=ADAMW_LR)
-    losses = []
-    for _unused in range(EPOCHS):
-        net.train()
-        total = 0.0
-        for x, y in TRAIN:
-            if not accumulate:
-                opt.zero_grad()
-            loss = F.cross_entropy(net(x), y)
-            loss.backward()
-            opt.step()
-            total += loss.item()
-        losses.append(total / len(TRAIN))
-    return state_of(net), losses
-
-
-def check_update(trained, optimizer, kind, lr, momentum=None):
-    """The outcome every train test stands on: the final weights are those of `kind` from INITIAL.
-    The optimizer seen at each step makes the reason precise."""
-    steps, forwards = trained["steps"], trained["forwards"]
-    assert steps, _("the optimizer never steps: call optimizer.step() after loss.backward()")
-    first = steps[0]
-    assert first["type"] == kind, _("train(optimizer={optimizer!r}) trains with {type}, expected {kind}").format(
-        optimizer=optimizer, type=first["type"], kind=kind
-    )
-    assert first["lr"] == lr, _("the optimizer's learning rate is {lr}, expected the lr passed to train, {lr2}").format(
-        lr=first["lr"], lr2=lr
-    )
-    if momentum is not None:
-        assert first["momentum"] == momentum, _("SGD's momentum is {momentum}, expected {expected_momentum}").format(
-            momentum=first["momentum"], expected_momentum=momentum
-        )
-    assert forwards, _("the model never ran a forward pass during training")
-    final = trained["final"]
-    weights = {name for name, _ in probes.tiny_net().named_parameters()}  # not the running statistics
-    moved = max_difference(*({k: v for k, v in state.items() if k in weights} for state in (INITIAL, final)))
-    assert moved > 0, _("the weights never changed: is loss.backward() or optimizer.step() missing?")
-    assert max_difference(final, optimizer_reference(optimizer, accumulate=True)[0]) > 1e-5, _(
-        "the update keeps the previous batches' gradients: call optimizer.zero_grad() before every backward()"
-    )
-    difference = max_difference(final, optimizer_reference(optimizer)[0])
-    assert difference < 1e-5, _(
-        "the weights differ from {kind} (lr={lr}) on the cross-entropy of model(images) against "
-        "labels, in training mode, by up to {difference:.3g}"
-    ).format(kind=kind, lr=lr, difference=difference)
-
-
-def follows_sgd(trained):
-    check_update(trained, "sgd", "SGD", SGD_LR, momentum=0.9)
+LOOP = Loop(
+    probes.tiny_net, TRAIN, EPOCHS, SGD_LR, function="train", model="model", call="model(images) against labels",
+    momentum=0.9,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -108,50 +69,67 @@ def trained(submission):
     return submission.run(probes.train_tiny, INITIAL, TRAIN, EPOCHS, SGD_LR, "sgd")
 
 
+@pytest.fixture(scope="module")
+def trajectory(trained):
+    return follow(LOOP, trained, INITIAL)
+
+
 @pytest.mark.points(2)
 @pytest.mark.task("train")
-def test_train_moves_to_device(trained):
+def test_train_moves_to_device(trained, trajectory):
     """train: moves the model and every batch to the device"""
     assert trained["net_moved"], _("the model is never moved to the device: call model.to(device)")
-    batches = EPOCHS * BATCHES_PER_EPOCH
+    batches = LOOP.steps
     assert trained["x_moved"] >= batches, _("images moved to the device in {x_moved} of {batches} batches").format(
         x_moved=trained["x_moved"], batches=batches
     )
     assert trained["y_moved"] >= batches, _("labels moved to the device in {y_moved} of {batches} batches").format(
         y_moved=trained["y_moved"], batches=batches
     )
-    follows_sgd(trained)
+    every_batch_seen(trajectory)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("train")
-def test_train_zeroes_gradients(trained):
+def test_train_zeroes_gradients(trained, trajectory):
     """train: zeroes the gradients before every batch"""
-    count, batches = trained["zero_grads"], EPOCHS * BATCHES_PER_EPOCH
+    count, batches = trained["zero_grads"], LOOP.steps
     assert count, _("zero_grad() is never called: gradients pile up from batch to batch")
     assert count >= batches, _("zero_grad() ran {count} times for {batches} batches").format(
         count=count, batches=batches
     )
-    follows_sgd(trained)
+    fresh_gradients(trajectory)
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("train")
-def test_train_steps_every_batch(trained):
+def test_train_steps_every_batch(trajectory):
     """train: one optimizer step per batch"""
-    steps, batches = len(trained["steps"]), EPOCHS * BATCHES_PER_EPOCH
-    assert steps, _("the optimizer never steps: call optimizer.step() after loss.backward()")
-    assert steps == batches, _(
-        "the optimizer stepped {steps} times for {epochs} epochs of {batches_per_epoch} batches"
-    ).format(steps=steps, epochs=EPOCHS, batches_per_epoch=BATCHES_PER_EPOCH)
-    follows_sgd(trained)
+    every_batch_stepped(trajectory)
 
 
 @pytest.mark.points(4)
 @pytest.mark.task("train", "make_optimizer")
-def test_train_sgd_momentum(trained):
+def test_train_sgd_momentum(trajectory):
     """train: SGD with momentum 0.9 at the learning rate given"""
-    follows_sgd(trained)
+    follows_the_loop(trajectory)
+
+
+@functools.cache
+def adamw_reference(accumulate, training):
+    """train(optimizer="adamw") recomputed here from INITIAL: the final weights, with fresh or piled-up
+    gradients, in training or evaluation mode (mistakes that other tests judge)."""
+    net = probes.tiny_net()
+    net.load_state_dict(INITIAL)
+    opt = torch.optim.AdamW(net.parameters(), lr=ADAMW_LR)
+    for _unused in range(EPOCHS):
+        net.train(training)
+        for x, y in TRAIN:
+            if not accumulate:
+                opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+    return state_of(net)
 
 
 @pytest.mark.points(2)
@@ -159,12 +137,29 @@ def test_train_sgd_momentum(trained):
 def test_train_adamw(submission):
     """train: AdamW when optimizer="adamw" (practice 1)"""
     trained = submission.run(probes.train_tiny, INITIAL, TRAIN, EPOCHS, ADAMW_LR, "adamw")
-    check_update(trained, "adamw", "AdamW", ADAMW_LR)
+    steps = trained["steps"]
+    assert steps, _("the optimizer never steps: call optimizer.step() after loss.backward()")
+    assert steps[0]["optimizer"] == "AdamW", _(
+        "train(optimizer={optimizer!r}) trains with {type}, expected {kind}"
+    ).format(optimizer="adamw", type=steps[0]["optimizer"], kind="AdamW")
+    assert steps[0]["lr"] == ADAMW_LR, _(
+        "the optimizer's learning rate is {lr}, expected the lr passed to train, {lr2}"
+    ).format(lr=steps[0]["lr"], lr2=ADAMW_LR)
+    final = weights_of(trained["final"])
+    difference = min(
+        max_difference(final, weights_of(adamw_reference(accumulate, training)))
+        for accumulate in (False, True)
+        for training in (True, False)
+    )
+    assert difference < 1e-5, _(
+        "the weights differ from {kind} (lr={lr}) on the cross-entropy of model(images) against "
+        "labels, in training mode, by up to {difference:.3g}"
+    ).format(kind="AdamW", lr=ADAMW_LR, difference=max_difference(final, weights_of(adamw_reference(False, True))))
 
 
 @pytest.mark.points(2)
 @pytest.mark.task("train")
-def test_train_uses_training_mode(trained):
+def test_train_uses_training_mode(trained, trajectory):
     """train: training mode for every batch"""
     modes = [f["training"] for f in trained["forwards"]]
     assert modes, _("the model never ran a forward pass during training")
@@ -172,12 +167,12 @@ def test_train_uses_training_mode(trained):
         "{count} of {n_modes} training batches ran in evaluation mode (dropout off): call "
         "model.train() at the start of each epoch"
     ).format(count=modes.count(False), n_modes=len(modes))
-    follows_sgd(trained)
+    training_and_evaluation_modes(trajectory)
 
 
 @pytest.mark.points(3)
 @pytest.mark.task("train")
-def test_train_returns_epoch_losses(trained):
+def test_train_returns_epoch_losses(trained, trajectory):
     """train: returns the mean batch loss of each epoch"""
     losses = trained["losses"]
     assert isinstance(losses, list), _(
@@ -189,8 +184,8 @@ def test_train_returns_epoch_losses(trained):
     assert all(isinstance(v, float) for v in losses), _(
         "train returned {losses}, expected numbers (loss.item())"
     ).format(losses=losses)
-    follows_sgd(trained)  # then the batch losses are those of the grader's own run
-    expected = optimizer_reference("sgd")[1]
+    batch_loss = [loss for loss, _right in training_passes(trajectory)]  # as the grader recognized them
+    expected = [sum(batch_loss[e * len(TRAIN) : (e + 1) * len(TRAIN)]) / len(TRAIN) for e in range(EPOCHS)]
     shown = ", ".join(f"{v:.4f}" for v in losses), ", ".join(f"{v:.4f}" for v in expected)
     if all(math.isclose(g, e * BATCHES_PER_EPOCH, rel_tol=1e-4) for g, e in zip(losses, expected, strict=True)):
         raise AssertionError(
