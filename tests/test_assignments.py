@@ -33,17 +33,23 @@ def _grade_ahead(request, tmp_path_factory):
 
 
 def variant_gradings(name: str, variant: dict, tmp_path_factory, seed: int | None = None) -> list[Future[Report]]:
-    """A variant's gradings, with its own seed unless one is given: on every test but the
-    trained-accuracy ones, and, for a variant about accuracy, on the accuracy tests it names."""
+    """A variant's gradings, with its own seed unless one is given, on the tests it names: without
+    the trained-accuracy ones and with every test of the files where it must fail exactly those
+    (EXACT_IN), then on the accuracy tests it names; elsewhere a variant about accuracy is graded once,
+    on its tests alone, as it cannot be known here which of them train."""
     key = (name, variant["name"], seed)
-    if key not in GRADINGS:
+    exact, accuracy = name in EXACT_IN, bool(variant.get("accuracy"))
+    keys = ([key] if exact or not accuracy else []) + ([(*key, "accuracy")] if accuracy else [])
+    if key not in GRADINGS and (*key, "accuracy") not in GRADINGS:
         spec = spec_of(name)
         folder = make_variant(spec, variant, tmp_path_factory.mktemp("variant") / "submission")
-        GRADINGS.submit(key, spec, folder, marks="not accuracy", seed=seed)
-        if variant.get("accuracy"):
-            named = " or ".join(sorted({test.split("[")[0] for test in variant["fails"]}))  # -k takes no [params]
-            GRADINGS.submit((*key, "accuracy"), spec, folder, marks="accuracy", select=named, seed=seed)
-    keys = [key, (*key, "accuracy")] if variant.get("accuracy") else [key]
+        named = sorted({test.split("[")[0] for test in variant["fails"]})  # -k takes no [params]
+        scope = [EXACT_IN[name].removesuffix(".py::")] if exact else []  # -k matches a module's name too
+        if exact or not accuracy:
+            GRADINGS.submit(key, spec, folder, marks="not accuracy", select=" or ".join(scope + named), seed=seed)
+        if accuracy:
+            marks = "accuracy" if exact else None
+            GRADINGS.submit((*key, "accuracy"), spec, folder, marks=marks, select=" or ".join(named), seed=seed)
     return [GRADINGS.submit(k) for k in keys]
 
 
