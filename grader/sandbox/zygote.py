@@ -167,6 +167,7 @@ def _watch(pid: int, limits: dict[str, Any], control_r: int, isolated: bool) -> 
     started = time.monotonic()
     idle_window = max(10.0, min(60.0, limits["cpu_s"]))  # this long without work: asleep, not slow
     active_at, active_total = started, 0.0
+    exited = _exit_fd(pid)
     while True:
         done, code = os.waitpid(pid, os.WNOHANG)
         if done:
@@ -182,12 +183,14 @@ def _watch(pid: int, limits: dict[str, Any], control_r: int, isolated: bool) -> 
             limit = "idle"
         elif limits.get("gpu") and usage["rss_mb"] > limits["memory_mb"]:
             limit = "memory"
-        elif _readable(control_r):
+        elif control_r in _readable(control_r, *exited):
             limit = os.read(control_r, 64).decode(errors="replace").strip() or "stopped"
         if limit:
             _kill_tree(pid, isolated)
             _, code = os.waitpid(pid, 0)
             break
+    for fd in exited:
+        os.close(fd)
     if not isolated:
         _kill_tree(pid, isolated)  # what it left behind in its session
     return {
@@ -200,10 +203,19 @@ def _watch(pid: int, limits: dict[str, Any], control_r: int, isolated: bool) -> 
     }
 
 
-def _readable(fd: int) -> bool:
+def _exit_fd(pid: int) -> list[int]:
+    """A descriptor that becomes readable when `pid` exits, so that a probe's end is seen at once
+    rather than at the next poll (probes are many and short); none on a kernel before 5.3."""
+    try:
+        return [os.pidfd_open(pid)]
+    except (AttributeError, OSError):
+        return []
+
+
+def _readable(*fds: int) -> list[int]:
     import select
 
-    return bool(select.select([fd], [], [], _POLL_S)[0])
+    return select.select(fds, [], [], _POLL_S)[0]
 
 
 def _usage(pid: int, isolated: bool, rss: bool) -> dict[str, float]:
