@@ -17,7 +17,6 @@ else:  # pragma: no cover
 
 from grader.batch.executors import LocalExecutor, Slot, cpu_count
 from grader.batch.run import warm_for
-from grader.grading import grade
 from grader.options import GradingOptions
 from grader.report import Report
 from grader.spec import Spec, assignment_names, load_spec
@@ -57,7 +56,7 @@ class Gradings:
                 self._executor = LocalExecutor(max(2, cpu_count()), threads=1, warm=warm)
 
             def job(slot: Slot) -> Report:
-                return grade(spec, folder, slot.options(GradingOptions(profile="quick", **options)), slot.env)
+                return slot.grade(spec, folder, GradingOptions(profile="quick", **options))
 
             self._futures[key] = self._executor.submit(job)
         return self._futures[key]
