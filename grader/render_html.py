@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from grader import figures, i18n, render
 from grader.i18n import _
-from grader.render import _footer, _note, _points, _visible, load_errors
+from grader.render import _footer, _listed, _note, _points, details, load_errors
 from grader.report import Report
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ th, td { text-align: left; vertical-align: top; padding: .35rem .5rem; border-bo
 td.points, th.points { text-align: right; white-space: nowrap; }
 .mark { width: 1.2rem; font-weight: bold; } .passed .mark { color: #2f7d4f; } .failed .mark { color: #b3261e; }
 .note { color: #5c6677; font-size: .9rem; white-space: pre-wrap; } .failed .note { color: #8a4b00; }
+pre.output { background: #f4f5f7; padding: .4rem; margin: .3rem 0 0; white-space: pre-wrap; font-size: .85rem; }
 pre.errors { background: #fdecea; color: #8c1d18; padding: .6rem; white-space: pre-wrap; }
 figure { display: inline-block; margin: .5rem 1rem .5rem 0; }
 figure img { max-width: 100%; border: 1px solid #e4e8ef; }
@@ -86,16 +87,18 @@ def report_page(report: Report, show_hidden: bool = False) -> str:
         body.append(f'<pre class="errors">{e(chr(10).join(load_errors(report)))}</pre>')
     points = _("points")
     head = _headers(("", _("test"), points), points)
-    body.append(f"<table><thead><tr>{head}</tr></thead><tbody>")
-    for name, test in _visible(report, show_hidden):
+    rows = _listed(report, show_hidden)
+    body.append(f"<table><thead><tr>{head}</tr></thead><tbody>" if rows else "")
+    for name, test in rows:
         status = "passed" if test.status == "passed" else "failed"
         note = f'<div class="note">{e(_note(test))}</div>' if _note(test) else ""
+        note += f'<pre class="output">{e(details(test))}</pre>' if details(test) else ""
         pictures = f'<div class="figures">{figures.image_tags(test.images)}</div>' if test.images else ""
         body.append(
             f'<tr class="{status}"><td class="mark">{"✓" if status == "passed" else "✗"}</td>'
             f'<td>{e(name)}{note}{pictures}</td><td class="points">{_points(test)}</td></tr>'
         )
-    body += ["</tbody></table>", f"<footer>{_lines(_footer(report), 'muted small')}</footer>"]
+    body += ["</tbody></table>" if rows else "", f"<footer>{_lines(_footer(report), 'muted small')}</footer>"]
     return _page(f"{report.assignment}: {report.final_score:g} / {report.max_score:g}", body)
 
 

@@ -432,3 +432,15 @@ def test_the_training_probe_returns_what_train_ch6_handed_its_animator():
 def test_an_html_path_that_cannot_be_written_is_one_line_before_grading(capsys, tmp_path):
     assert main(["assignment2", "--html", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: --html {tmp_path}: is a folder, give a file name\n"
+
+
+def test_the_page_shows_what_a_failing_test_printed_and_nothing_else_for_an_unreadable_hand_in():
+    """feedback.html tells what feedback.md tells: a failure's own prints under its reason, and for a
+    hand-in that could not be read, its one reason and no table of tests that never ran."""
+    printed = report_with([{}], reason="zero_grad() is never called")
+    printed.tests[0].output = "zero_grad() is never called\nepoch 1 <loss> 2.3"
+    page = render_html.report_page(printed)
+    assert '<pre class="output">epoch 1 &lt;loss&gt; 2.3</pre>' in page
+    unreadable = build_report(spec_of("assignment3"), Run(), "subs/chi.zip", problem="not a zip file")
+    page = render_html.report_page(unreadable)
+    assert "<table>" not in page and page.count("not a zip file") == 1
