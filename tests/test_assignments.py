@@ -10,7 +10,7 @@ import pytest
 
 from grader.blanks import pair_blanks, released_blanks
 from grader.report import Report
-from tests.kit import ASSIGNMENTS, GRADINGS, graded, make_variant, spec_of, submit_graded, variants
+from tests.kit import ANOTHER_SEED, ASSIGNMENTS, GRADINGS, graded, make_variant, spec_of, submit_graded, variants
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -21,7 +21,8 @@ def _grade_ahead(request, tmp_path_factory):
         if not params or item.module is not request.module:
             continue
         if "variant" in params:
-            variant_gradings(params["name"], params["variant"], tmp_path_factory)
+            seed = ANOTHER_SEED if item.originalname == "test_a_variant_gets_the_same_verdict_on_another_seed" else None
+            variant_gradings(params["name"], params["variant"], tmp_path_factory, seed)
         elif "alternative" in params:
             alternative_grading(params["name"], params["alternative"], tmp_path_factory)
         elif item.originalname == "test_reference_scores_full_marks":
@@ -34,19 +35,19 @@ def _grade_ahead(request, tmp_path_factory):
 
 def variant_gradings(name: str, variant: dict, tmp_path_factory, seed: int | None = None) -> list[Future[Report]]:
     """A variant's gradings, with its own seed unless one is given, on the tests it names: without
-    the trained-accuracy ones and with every test of the files where it must fail exactly those
-    (EXACT_IN), then on the accuracy tests it names; elsewhere a variant about accuracy is graded once,
-    on its tests alone, as it cannot be known here which of them train."""
+    the trained-accuracy ones and with every test of its exact scope (EXACT_IN), then on the accuracy
+    tests it names; elsewhere a variant about accuracy is graded once, on its tests alone, as it
+    cannot be known here which of them train."""
     key = (name, variant["name"], seed)
     exact, accuracy = name in EXACT_IN, bool(variant.get("accuracy"))
     keys = ([key] if exact or not accuracy else []) + ([(*key, "accuracy")] if accuracy else [])
     if key not in GRADINGS and (*key, "accuracy") not in GRADINGS:
         spec = spec_of(name)
         folder = make_variant(spec, variant, tmp_path_factory.mktemp("variant") / "submission")
-        named = sorted({test.split("[")[0] for test in variant["fails"]})  # -k takes no [params]
-        scope = [EXACT_IN[name].removesuffix(".py::")] if exact else []  # -k matches a module's name too
-        if exact or not accuracy:
-            GRADINGS.submit(key, spec, folder, marks="not accuracy", select=" or ".join(scope + named), seed=seed)
+        named = sorted({test.split("[")[0] for test in [*variant["fails"], *variant.get("cascades", {})]})
+        if exact or not accuracy:  # -k takes no [params], and matches a module's name too
+            select = " or ".join([*EXACT_IN.get(name, ()), *named])
+            GRADINGS.submit(key, spec, folder, marks="not accuracy", select=select, seed=seed)
         if accuracy:
             marks = "accuracy" if exact else None
             GRADINGS.submit((*key, "accuracy"), spec, folder, marks=marks, select=" or ".join(named), seed=seed)
@@ -108,15 +109,23 @@ def test_starter_scores_zero_and_every_failure_names_a_blank(name):
     assert len(report.blanks["open"]) == total
 
 
-# Where one mistake costs only the tests that name it (issue 18): among the tests of these files, a
-# variant must fail exactly those it names. Still to untangle, where a mistake may cost more tests:
-# assignments 1, 5 and 6, and the network tests of 2, 3 and 4 (a wrong layer also fails the hidden
-# logits test and the count tests' reproduction checks).
+# Where one mistake costs only the tests that name it (issue 18): among the tests of these modules, a
+# variant must fail exactly those it names, `fails`, and those listed as `cascades`: tests that fail
+# for a mistake made elsewhere (a conv2d fed the wrong output size), known and counted until
+# untangled. Still to bring in: assignment5, assignment6's localization and metrics, and the network
+# tests of 2, 3 and 4 (a wrong layer also fails the hidden logits test and the count tests'
+# reproduction checks; a training mistake also fails assignment3's experiments).
 EXACT_IN = {
-    "assignment2": "test_training.py::",
-    "assignment3": "test_2_training.py::",
-    "assignment4": "test_training.py::",
+    "assignment1": ("test_conv", "test_counting", "test_filters", "test_layers", "test_library_calls", "test_pooling"),
+    "assignment2": ("test_training",),
+    "assignment3": ("test_2_training",),
+    "assignment4": ("test_training", "test_cnns"),
+    "assignment6": ("test_boxes",),
 }
+
+
+def in_exact_scope(name: str, nodeid: str) -> bool:
+    return any(f"/{module}.py::" in nodeid for module in EXACT_IN.get(name, ()))
 
 
 def failures(name: str, variant: dict, tmp_path_factory, seed: int | None = None) -> dict[str, tuple[str, str]]:
@@ -129,13 +138,29 @@ def failures(name: str, variant: dict, tmp_path_factory, seed: int | None = None
 @pytest.mark.parametrize(("name", "variant"), variants())
 def test_known_wrong_variant_loses_points_where_it_should(name, variant, tmp_path_factory):
     failed = failures(name, variant, tmp_path_factory)
-    for test_name, expected_reason in variant["fails"].items():
+    expected = {**variant["fails"], **variant.get("cascades", {})}
+    for test_name, expected_reason in expected.items():
         assert test_name in failed, f"{variant['name']}: {test_name} passed"
         reason = failed[test_name][1]
         assert expected_reason in reason, f"{variant['name']}: {test_name} says {reason!r}"
     if name in EXACT_IN:
-        extra = {t: r for t, (nodeid, r) in failed.items() if EXACT_IN[name] in nodeid and t not in variant["fails"]}
+        extra = {t: r for t, (nodeid, r) in failed.items() if in_exact_scope(name, nodeid) and t not in expected}
         assert not extra, f"{variant['name']} also fails " + "; ".join(f"{t}: {r}" for t, r in sorted(extra.items()))
+
+
+def exact_variants() -> list:
+    """The variants whose exact scope can be graded without training (no accuracy test named)."""
+    return [case for case in variants() if case.values[0] in EXACT_IN and not case.values[1].get("accuracy")]
+
+
+@pytest.mark.parametrize(("name", "variant"), exact_variants())
+def test_a_variant_gets_the_same_verdict_on_another_seed(name, variant, tmp_path_factory):
+    """Issue 18: what a grading draws (its batches, its random inputs) decides no verdict: on another
+    seed than the hand-in's own, a variant fails the same tests of its exact scope."""
+    own, other = failures(name, variant, tmp_path_factory), failures(name, variant, tmp_path_factory, ANOTHER_SEED)
+    assert {t for t, (nodeid, _r) in own.items() if in_exact_scope(name, nodeid)} == {
+        t for t, (nodeid, _r) in other.items() if in_exact_scope(name, nodeid)
+    }
 
 
 def test_evaluation_in_training_mode_loses_the_same_points_on_every_seed(tmp_path_factory):
@@ -148,7 +173,7 @@ def test_evaluation_in_training_mode_loses_the_same_points_on_every_seed(tmp_pat
     verdicts = set()
     for seed in range(1, 7):
         failed = failures("assignment2", variant, tmp_path_factory, seed)
-        verdicts.add(frozenset(t for t, (nodeid, _reason) in failed.items() if EXACT_IN["assignment2"] in nodeid))
+        verdicts.add(frozenset(t for t, (nodeid, _reason) in failed.items() if in_exact_scope("assignment2", nodeid)))
     assert verdicts == {frozenset(variant["fails"])}, verdicts
 
 
