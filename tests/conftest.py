@@ -20,17 +20,5 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.skip(mark.kwargs["reason"])
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """test_assignments.py's gradings start with the session, behind the other tests (_grade_ahead):
-    its tests go last, when most of them are done."""
-    items.sort(key=lambda item: item.path.name == "test_assignments.py")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _grade_ahead(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
-    for module in {item.module for item in request.session.items if item.path.name == "test_assignments.py"}:
-        module.grade_ahead(request.session.items, tmp_path_factory)
-
-
 def pytest_sessionfinish() -> None:
     GRADINGS.shutdown()

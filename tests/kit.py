@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from concurrent.futures import Future
@@ -24,7 +23,6 @@ from grader.spec import Spec, assignment_names, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENTS = assignment_names(ROOT)
-BACKGROUND = 10  # the niceness of the shared gradings: behind the other tests, never starved (probes have a backstop)
 ANOTHER_SEED = 20250314  # not a hand-in's own seed (those are 62-bit hashes)
 STRICT_ENV = "KIT_TESTS_STRICT"  # "1" (.ci/run): a test whose tool is missing fails instead of skipping
 
@@ -56,10 +54,6 @@ class Gradings:
                 specs = [spec_of(name) for name in ASSIGNMENTS]
                 warm = warm_for(specs, GradingOptions(profile="quick"))
                 self._executor = LocalExecutor(max(2, cpu_count()), threads=1, warm=warm)
-                # behind the tests that run meanwhile: these gradings take the cores those leave (the
-                # warm processes start their sandboxes after their imports, so these go at low priority too)
-                for slot in self._executor.slots:
-                    os.setpriority(os.PRIO_PROCESS, slot.worker.pid, BACKGROUND)
 
             def job(slot: Slot) -> Report:
                 return slot.grade(spec, folder, GradingOptions(profile="quick", **options))

@@ -5,7 +5,6 @@ alternatives to the reference (another way to write it) that keep full marks."""
 from __future__ import annotations
 
 from concurrent.futures import Future
-from pathlib import Path
 
 import pytest
 
@@ -14,16 +13,12 @@ from grader.report import Report
 from tests.kit import ANOTHER_SEED, ASSIGNMENTS, GRADINGS, graded, make_variant, spec_of, submit_graded, variants
 
 
-def grade_ahead(items: list[pytest.Item], tmp_path_factory) -> None:
-    """Submit every grading that this module's selected tests will ask for, so they run side by side
-    (at the session's start: tests/conftest.py)."""
-    for item in items:
-        if item.path != Path(__file__):
-            continue
-        if item.originalname == test_evaluation_in_training_mode_gets_the_same_grade_on_every_seed.__name__:
-            every_seed(tmp_path_factory)
+@pytest.fixture(scope="module", autouse=True)
+def _grade_ahead(request, tmp_path_factory):
+    """Submit every grading that this module's selected tests will ask for, so they run side by side."""
+    for item in request.session.items:
         params = getattr(item, "callspec", None) and item.callspec.params
-        if not params:
+        if not params or item.module is not request.module:
             continue
         if "variant" in params:
             seed = (
@@ -157,18 +152,14 @@ def test_a_variant_gets_the_same_verdict_on_another_seed(name, variant, tmp_path
     fails_as_named(variant, failures(name, variant, tmp_path_factory, ANOTHER_SEED), exactly=False)
 
 
-def every_seed(tmp_path_factory) -> tuple[dict, list[list[Future[Report]]]]:
-    """The hand-in of issue 18 that lost points on some seeds only, graded on seeds 1 to 6."""
-    wrong_mode = "net.train() instead of net.eval() in evaluate_accuracy_gpu"
-    variant = next(case.values[1] for case in variants() if case.values[1]["name"] == wrong_mode)
-    seeds = range(1, 7)
-    return variant, [variant_gradings("assignment2", variant, tmp_path_factory, s, every_test=True) for s in seeds]
-
-
 def test_evaluation_in_training_mode_gets_the_same_grade_on_every_seed(tmp_path_factory):
     """Issue 18: this hand-in lost its accuracy points on some seeds only; the inputs now make the
     mode decisive on every draw, and every test but the trained accuracy gives the same verdict."""
-    variant, gradings = every_seed(tmp_path_factory)
+    wrong_mode = "net.train() instead of net.eval() in evaluate_accuracy_gpu"
+    variant = next(case.values[1] for case in variants() if case.values[1]["name"] == wrong_mode)
+    gradings = [
+        variant_gradings("assignment2", variant, tmp_path_factory, seed, every_test=True) for seed in range(1, 7)
+    ]
     verdicts = {tuple((t.nodeid, t.status, t.score) for t in futures[0].result().tests) for futures in gradings}
     assert len(verdicts) == 1, verdicts
     assert {nodeid.split("::")[-1] for nodeid, status, _score in verdicts.pop() if status != "passed"} == set(

@@ -17,7 +17,7 @@ from grader.errors import UserError
 from grader.grading import grade
 from grader.options import GradingOptions
 from grader.seeding import SECRET_FILE, hand_in_seed
-from tests.kit import ROOT, make_variant, spec_of
+from tests.kit import GRADINGS, ROOT, make_variant, spec_of
 
 
 def test_plain_pytest_gives_the_same_outcomes_as_grade(tmp_path):
@@ -139,8 +139,11 @@ def test_the_same_hand_in_gets_the_same_seed_and_grade_however_handed_in_and_a_c
     edit = [["lenet.py", "from torch import nn\n", "from torch import nn  # mine\n"]]
     changed = make_variant(spec, {"name": "changed", "replace": edit}, tmp_path / "changed")
     hand_ins = {"folder": folder, "again": folder, "zip": Path(zipped), "changed": changed}
-    options = GradingOptions(profile="quick", select="evaluate_accuracy_matches", marks="not accuracy")
-    reports = {name: grade(spec, path, options) for name, path in hand_ins.items()}
+    futures = {
+        name: GRADINGS.submit(("seed", name), spec, path, select="evaluate_accuracy_matches", marks="not accuracy")
+        for name, path in hand_ins.items()
+    }
+    reports = {name: future.result() for name, future in futures.items()}
     assert reports["folder"].seed is not None
     assert reports["folder"].seed == reports["again"].seed == reports["zip"].seed != reports["changed"].seed
     assert reports["folder"].score == reports["again"].score == reports["zip"].score == reports["folder"].max_score

@@ -103,7 +103,7 @@ class SlotPool(Executor):
 
     def __init__(self, slots: list[Slot]):
         self.workers = len(slots)
-        self.slots = slots
+        self._slots = slots
         self._free: queue.Queue[Slot] = queue.Queue()
         for slot in slots:
             self._free.put(slot)
@@ -114,7 +114,7 @@ class SlotPool(Executor):
         return self._pool.submit(self._run, job)
 
     def ready(self) -> None:
-        for slot in self.slots:  # a cluster's slots have no warm process here: its nodes check theirs, per task
+        for slot in self._slots:  # a cluster's slots have no warm process here: its nodes check theirs, per task
             if slot.worker is not None:
                 slot.worker.ready()
 
@@ -153,7 +153,7 @@ class LocalExecutor(SlotPool):
         super().__init__(slots)
 
     def _release(self) -> None:
-        for slot in self.slots:
+        for slot in self._slots:
             if slot.worker is not None:
                 slot.worker.close()
         shutil.rmtree(self._work, ignore_errors=True)

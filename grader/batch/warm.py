@@ -56,10 +56,6 @@ class WarmWorker:
         self._file = ours.makefile("rb")
         self._hello: dict[str, Any] | None = None
 
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
     def ready(self) -> None:
         """Wait until the warm process has its sandbox; a GraderError saying why it cannot have one."""
         if self._hello is None:
