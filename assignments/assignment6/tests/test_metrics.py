@@ -178,8 +178,9 @@ def move(boxes, scale, shift):
     return boxes * scale.repeat(2) + shift.repeat(2)
 
 
-def grader_match(boxes, scores, gt_boxes, iou_threshold):
-    """COCO's greedy matching, the grader's own: by decreasing score, the free object of highest IoU."""
+def grader_match(boxes, scores, gt_boxes, iou_threshold, match_again=False):
+    """COCO's greedy matching, the grader's own: by decreasing score, the free object of highest IoU
+    (`match_again`: a slip that leaves every object free)."""
     is_tp = [False] * len(boxes)
     if len(boxes) and len(gt_boxes):
         ious = box_iou(boxes.double(), gt_boxes.double())
@@ -187,7 +188,7 @@ def grader_match(boxes, scores, gt_boxes, iou_threshold):
         for d in sorted(range(len(boxes)), key=lambda i: -float(scores[i])):
             free = [(ious[d, g].item(), -g) for g in range(len(gt_boxes)) if not taken[g]]
             if free and max(free)[0] >= iou_threshold:
-                taken[-max(free)[1]] = True
+                taken[-max(free)[1]] = not match_again
                 is_tp[d] = True
     return is_tp
 
@@ -345,15 +346,60 @@ def coco(preds, targets, threshold, points):
     return {label: ap for label, ap in per_class.items() if ap >= 0}, result["map"].item()  # -1: no object
 
 
+# Slips a random set can hide (on some draws, none of its detections would tell them from the right
+# mAP): the sets are drawn again until each of them changes the mAP, so that every grading catches them.
+SLIPS = ("given order", "match again", "raw precisions", "envelope from below", "classes without objects")
+
+
+def slipped_map(preds, targets, threshold, points, slip):
+    """The mAP that `slip` gives: detections matched in their `given order`, not by score; an object
+    matched again; AP from the `raw precisions` or an envelope running up from the lowest recall,
+    not down from the highest; the mean taken over the `classes without objects` too."""
+    with_objects = torch.cat([t["labels"] for t in targets])
+    labels = torch.cat([with_objects] + [p["labels"] for p in preds]) if slip == SLIPS[4] else with_objects
+    levels = [i / (points - 1) for i in range(points)]
+    total = 0.0
+    for label in labels.unique().tolist():
+        hits, scores, objects = [], [], 0
+        for pred, target in zip(preds, targets, strict=True):
+            mine, gt = pred["labels"] == label, target["boxes"][target["labels"] == label]
+            order = -torch.arange(int(mine.sum())) if slip == SLIPS[0] else pred["scores"][mine]
+            hits += grader_match(pred["boxes"][mine], order, gt, threshold, match_again=slip == SLIPS[1])
+            scores, objects = scores + pred["scores"][mine].tolist(), objects + len(gt)
+        if not objects:
+            continue  # AP 0, counted in the mean
+        ranked = [hits[i] for i in sorted(range(len(scores)), key=lambda i: -scores[i])]
+        found = [sum(ranked[: k + 1]) for k in range(len(ranked))]
+        curve = [(tp / objects, tp / (k + 1)) for k, tp in enumerate(found)]
+        if slip == SLIPS[3]:
+            curve = [(r, max(p for _r, p in curve[: k + 1])) for k, (r, _p) in enumerate(curve)]
+        reached = [[p for r, p in curve if r >= level] for level in levels]
+        pick = (lambda ps: ps[0]) if slip in SLIPS[2:4] else max  # the envelope, or the slip's value
+        total += sum(pick(ps) if ps else 0.0 for ps in reached) / points
+    return total / len(labels.unique())
+
+
+def decisive(preds, targets, threshold, points):
+    """Whether every slip changes the mAP of this set by more than the tests' tolerance, with room."""
+    want = coco(preds, targets, threshold, points)[1]
+    return all(abs(slipped_map(preds, targets, threshold, points, slip) - want) > 2e-3 for slip in SLIPS)
+
+
 def set_inputs():
     rng = generator("average precision")
     u = torch.rand(2, generator=rng).tolist()
     threshold = round(0.5 + (1 if u[0] < 0.5 else -1) * (0.08 + 0.12 * u[1]), 2)  # 0.3-0.42 or 0.58-0.7: not 0.5
-    hand, random = hand_set(rng), synthetic_set(rng, 0.5)
-    while True:  # a set on which the threshold and the number of levels both change the mAP
+    hand = hand_set(rng)
+    while not decisive(*(random := synthetic_set(rng, 0.5)), 0.5, 101):
+        pass
+    while True:  # a set on which the threshold and the number of levels both change the mAP, and every slip
         other = synthetic_set(rng, threshold)
         _unused, ap = coco(*other, threshold, 11)  # the other tests take 0.5 and 101 levels
-        if abs(ap - coco(*other, 0.5, 11)[1]) > 2e-3 and abs(ap - coco(*other, threshold, 101)[1]) > 2e-3:
+        if (
+            abs(ap - coco(*other, 0.5, 11)[1]) > 2e-3
+            and abs(ap - coco(*other, threshold, 101)[1]) > 2e-3
+            and decisive(*other, threshold, 11)
+        ):
             break
     return {"hand": hand, "random": random, "other": other, "threshold": threshold, "points": 11}
 
