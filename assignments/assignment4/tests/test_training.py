@@ -187,21 +187,40 @@ def test_train_history(trained, trajectory):
 def evaluation_inputs():
     """The tiny net's weights with running statistics of their own (so that evaluation mode makes a
     difference), batches (the last one short) of which about half are labelled with the net's own
-    prediction, and 20 labels that the metric has already seen predicted wrong."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derived_seed("evaluate_tm weights"))
-        net = probes.tiny_net()
-    rng = generator("evaluate_tm statistics")
+    prediction, and 20 labels that the metric has already seen predicted wrong. Drawn again until
+    training mode gets another number of the images right than evaluation mode: on some draws the
+    two agree, and a hand-in that evaluates in training mode would keep the value test's points."""
+    for attempt in range(100):
+        again = f" {attempt}" if attempt else ""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derived_seed("evaluate_tm weights" + again))
+            net = probes.tiny_net()
+        rng = generator("evaluate_tm statistics" + again)
+        with torch.no_grad():
+            net[2].running_mean.copy_(0.2 + 0.4 * torch.rand(3, generator=rng))
+            net[2].running_var.copy_(0.05 + 0.15 * torch.rand(3, generator=rng))
+        net.eval()
+        batches = random_batches("evaluate_tm batches" + again, 3, 5)
+        batches[-1] = (batches[-1][0][:2], batches[-1][1][:2])
+        with torch.no_grad():  # label about half of the images with the model's own prediction
+            batches = [(x, torch.where(torch.arange(len(y)) % 2 == 0, net(x).argmax(1), y)) for x, y in batches]
+        stale = torch.randint(0, 10, (20,), generator=rng)
+        state = state_of(net)
+        if correct_predictions(True, state, batches) != correct_predictions(False, state, batches):
+            return state, batches, stale
+    raise RuntimeError("no evaluation inputs on which the two modes differ")  # the grader's own bug
+
+
+def correct_predictions(training, state=None, batches=None):
+    """How many of the evaluation images the net gets right, in evaluation or training mode (batch by
+    batch, as a loop does), and how many there are: computed here."""
+    net = probes.tiny_net()
+    net.load_state_dict(EVAL_STATE if state is None else state)
+    net.train(training)
+    batches = EVAL_BATCHES if batches is None else batches
     with torch.no_grad():
-        net[2].running_mean.copy_(0.2 + 0.4 * torch.rand(3, generator=rng))
-        net[2].running_var.copy_(0.05 + 0.15 * torch.rand(3, generator=rng))
-    net.eval()
-    batches = random_batches("evaluate_tm batches", 3, 5)
-    batches[-1] = (batches[-1][0][:2], batches[-1][1][:2])
-    with torch.no_grad():  # label about half of the images with the model's own prediction
-        batches = [(x, torch.where(torch.arange(len(y)) % 2 == 0, net(x).argmax(1), y)) for x, y in batches]
-    stale = torch.randint(0, 10, (20,), generator=rng)
-    return state_of(net), batches, stale
+        correct = sum((net(x).argmax(1) == y).sum().item() for x, y in batches)
+    return correct, sum(len(y) for _, y in batches)
 
 
 EVAL_STATE, EVAL_BATCHES, STALE = evaluation_inputs()
@@ -210,17 +229,6 @@ EVAL_STATE, EVAL_BATCHES, STALE = evaluation_inputs()
 @pytest.fixture(scope="module")
 def evaluated(submission):
     return submission.run(probes.evaluate_tiny, EVAL_STATE, EVAL_BATCHES, STALE)
-
-
-def correct_predictions(training):
-    """How many of the evaluation images the net gets right, in evaluation or training mode (batch by
-    batch, as a loop does), and how many there are: computed here."""
-    net = probes.tiny_net()
-    net.load_state_dict(EVAL_STATE)
-    net.train(training)
-    with torch.no_grad():
-        correct = sum((net(x).argmax(1) == y).sum().item() for x, y in EVAL_BATCHES)
-    return correct, sum(len(y) for _, y in EVAL_BATCHES)
 
 
 def computed_by_an_evaluation(evaluated, modes):
