@@ -22,12 +22,16 @@ class SeedRun:
     duration_s: float
 
 
-def calibration_runs(spec: Spec, profile: str, seeds: range, workers: int = 1) -> Iterator[SeedRun]:
-    """One graded run of the reference's accuracy tests per seed, with everything they measured,
-    `workers` seeds at a time (each on its share of the cores), yielded in seed order."""
+def calibration_runs(
+    spec: Spec, profile: str, seeds: range, workers: int = 1, device: str | None = None, select: str | None = None
+) -> Iterator[SeedRun]:
+    """One graded run of the reference's accuracy tests (those `select` matches) per seed, with
+    everything they measured, `workers` seeds at a time (each on its share of the cores), yielded in
+    seed order; on `device` instead of the profile's own, where one is given."""
 
     def run(seed: int, slot: Slot) -> SeedRun:
-        options = slot.options(GradingOptions(profile=profile, marks="accuracy", seed=seed))
+        chosen = GradingOptions(profile=profile, device=device, select=select, marks="accuracy", seed=seed)
+        options = slot.options(chosen)
         report = grade(spec, spec.reference_dir, options, slot.env)
         measured = {
             f"{t.name} · {key}" if key != "accuracy" else t.name: value

@@ -9,15 +9,17 @@
                 [--executor local|ray [--address ADDR]] [--lang en|vi]
     grade release <assignment> --out DIR
     grade notebook <assignment> [--out F]
-    grade calibrate <assignment> [--profile quick|full] [--seeds N] [--workers N]
+    grade calibrate <assignment> [--profile quick|full] [--seeds N] [--workers N] [--device cpu|cuda] [--select EXPR]
     grade similarity <assignment> <submissions> --out DIR [--top N]
     grade gradescope <assignment> --out autograder.zip
+    grade data list | fetch NAME | import NAME PATH   [--data-dir DIR]
+    grade doctor [ASSIGNMENT] [--profile quick|full|auto] [--data-dir DIR]
 
 A report file F may be `-`: standard output (the table then goes to standard error). In a student
 bundle, batch, calibrate and release are refused: they need the kit.
 
-Exit codes: 0 graded, 1 below --fail-under, 2 a mistake in the command or the submission,
-3 the grader itself is broken.
+Exit codes: 0 graded, 1 below --fail-under (grade doctor: the profile cannot run here), 2 a mistake
+in the command or the submission, 3 the grader itself is broken.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from grader.options import GradingOptions, parse_limits
 from grader.spec import Spec, assignment_names, did_you_mean, find_root, load_spec
 
 EXIT_BELOW_THRESHOLD = 1
+EXIT_NOT_READY = 1  # grade doctor: the profile asked for cannot run here
 EXIT_USAGE = 2
 EXIT_GRADER_BROKEN = 3
 
@@ -120,14 +123,18 @@ def list_assignments() -> None:
 @click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
 @click.option("--seeds", type=click.IntRange(1, 1000), default=10, show_default=True, help="How many seeds (0..N-1).")
 @click.option("--workers", type=click.IntRange(1, 512), default=1, show_default=True, help="Seeds run at once.")
-def calibrate_command(assignment: str, profile: str, seeds: int, workers: int) -> None:
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Instead of the profile's own device.")
+@click.option("--select", metavar="EXPR", help="Only the accuracy tests matching this -k expression.")
+def calibrate_command(
+    assignment: str, profile: str, seeds: int, workers: int, device: str | None, select: str | None
+) -> None:
     """Run the reference's accuracy tests over many seeds, to set a threshold."""
     from grader.calibrate import calibration_runs, summary
 
     spec = load_spec(assignment)
     console = Console()
     runs = []
-    for run in calibration_runs(spec, profile, range(seeds), workers):
+    for run in calibration_runs(spec, profile, range(seeds), workers, device, select):
         runs.append(run)
         values = ", ".join(f"{name}: {acc:.2%}" for name, acc in run.accuracies.items())
         console.print(f"seed {run.seed:3d}  {values}  ({run.duration_s:.1f} s)")
@@ -168,6 +175,11 @@ def grading_options(command: Any) -> Any:
         click.option(
             "--data-dir", type=click.Path(file_okay=False), help="Where the datasets are (default: $GRADER_DATA_DIR)."
         ),
+        click.option(
+            "--device",
+            type=click.Choice(["cpu", "cuda"]),
+            help="Run the profile on this device instead of its own (--profile full --device cpu: no GPU needed).",
+        ),
         click.option("--select", metavar="EXPR", help="Only the tests matching a pytest -k expression (e.g. 'lenet')."),
         click.option("--marks", metavar="EXPR", help="Only the tests matching a pytest -m expression: 'not accuracy'."),
         click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests in the reports."),
@@ -187,7 +199,7 @@ def grading_options(command: Any) -> Any:
     return command
 
 
-GRADING_OPTION_NAMES = ("profile", "data_dir", "select", "marks", "show_hidden", "seed", "lang")
+GRADING_OPTION_NAMES = ("profile", "data_dir", "device", "select", "marks", "show_hidden", "seed", "lang")
 
 
 def options_for(spec: Spec, chosen: dict[str, Any], **more: Any) -> GradingOptions:
@@ -278,6 +290,88 @@ def gradescope_command(assignment: str, out: Path, profile: str, show_hidden: bo
     options = GradingOptions(profile=profile, show_hidden=show_hidden, allow_unisolated=allow_unisolated)
     members = build(load_spec(assignment), out, options)
     click.echo(f"wrote {out} ({len(members)} files): the autograder of a Gradescope programming assignment")
+
+
+@cli.group("data")
+def data_group() -> None:
+    """The full datasets and weights files the profiles need: list, fetch, import (verified)."""
+
+
+DATA_DIR = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Default: $GRADER_DATA_DIR, else the cache."
+)
+
+
+def _staged(status: Any) -> None:
+    click.echo(f"{status.name}: staged in {status.where}, {_verified(status)} ({status.detail})")
+
+
+def _verified(status: Any) -> str:
+    return {True: "verified", False: "NOT verified", None: "unverified"}[status.verified]
+
+
+@data_group.command("list")
+@DATA_DIR
+def data_list(data_dir: Path | None) -> None:
+    """Every dataset and weights file the full profiles need: where, present, verified, size."""
+    from grader import data, staging
+
+    root = find_root()
+    specs = [load_spec(name, root) for name in assignment_names(root)]
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("name", "present", "verified", "size", "full profile of"):
+        table.add_column(column, no_wrap=column == "name")
+    folder = data.data_dir(data_dir)
+    for need in staging.needs(specs):
+        status = staging.need_status(need, folder)
+        verdict = _verified(status) if status.present else "-"
+        size = f"{status.size_bytes / 2**20:,.0f} MiB" if status.present else "-"
+        users = ", ".join(sorted({used.split()[0] for used in need.used_by}))
+        table.add_row(need.name, "yes" if status.present else "no", verdict, size, users)
+    Console().print(table)
+    click.echo(f"datasets: {folder}\nweights: {staging.weights_folder()}")
+
+
+@data_group.command("fetch")
+@click.argument("name")
+@DATA_DIR
+def data_fetch(name: str, data_dir: Path | None) -> None:
+    """Download a dataset with torchvision (needs internet), then verify it."""
+    from grader import data, staging
+
+    root = data.data_dir(data_dir)
+    _staged(staging.fetch(name, root))
+
+
+@data_group.command("import")
+@click.argument("name")
+@click.argument("path", type=click.Path(path_type=Path))
+@DATA_DIR
+def data_import(name: str, path: Path, data_dir: Path | None) -> None:
+    """Stage a dataset from PATH: a folder in torchvision's layout or with a CSV pair, an .npz, or a
+    wheel, zip or tar archive holding one of these. Verified before anything is written."""
+    from grader import data, staging
+
+    root = data.data_dir(data_dir)
+    _staged(staging.import_copy(name, path, root))
+
+
+@cli.command("doctor")
+@click.argument("assignment", required=False)
+@click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True)
+@DATA_DIR
+def doctor_command(assignment: str | None, profile: str, data_dir: Path | None) -> int:
+    """Whether this machine can grade, per profile, and what to do where it cannot."""
+    from grader.doctor import diagnose
+
+    root = find_root()
+    names = [assignment] if assignment else assignment_names(root)
+    specs = [load_spec(name, root) for name in names]
+    ready = True
+    for line in diagnose(specs, profile, data_dir):
+        click.echo(line.text)
+        ready = ready and line.ok
+    return 0 if ready else EXIT_NOT_READY
 
 
 def _grade_command(name: str) -> click.Command:

@@ -114,11 +114,15 @@ def _torchvision(cls_name: str, title: str) -> Callable[[Path, bool], Dataset]:
         cls = getattr(torchvision.datasets, cls_name)
         try:
             train, test = (cls(root=str(root), train=t, download=download) for t in (True, False))
-        except RuntimeError:
-            hint = "" if download else " (allow downloads with --download or $GRADER_DOWNLOAD=1)"
-            raise UserError(f"{title} is not in {root}{hint}") from None
-        except OSError as exc:  # offline, or the server refused
-            raise UserError(f"{title} could not be downloaded into {root}: {exc}") from None
+        except RuntimeError as failure:  # not there; with a download, every mirror failed
+            if download:
+                said = " ".join(str(failure).split())  # torchvision's is several lines
+                raise UserError(f"{title} could not be downloaded into {root}: {said}") from None
+            raise UserError(
+                f"{title} is not in {root} (allow downloads with --download or $GRADER_DOWNLOAD=1)"
+            ) from None
+        except OSError as failure:  # offline, or the server refused
+            raise UserError(f"{title} could not be downloaded into {root}: {failure}") from None
         splits = []
         for ds in (train, test):
             x = torch.as_tensor(ds.data)
@@ -183,6 +187,11 @@ def load(name: str, root: str | Path | None = None, download: bool | None = None
 @functools.lru_cache(maxsize=4)
 def _load(name: str, root: Path, download: bool) -> Dataset:
     return _source(name).load(root, download)
+
+
+def forget_loaded() -> None:
+    """After the data folder changed (`grade data import`): the next `load` reads it again."""
+    _load.cache_clear()
 
 
 def available(name: str, root: str | Path | None = None) -> bool:

@@ -31,6 +31,7 @@ class GradingOptions:
 
     profile: str = "auto"  # quick | full | auto
     data_dir: str | None = None
+    device: str | None = None  # instead of the profile's: `full` on the CPU, to check or calibrate it without a GPU
     download: bool = False
     select: str | None = None  # a pytest -k expression
     marks: str | None = None  # a pytest -m expression: 'not accuracy'
@@ -60,7 +61,7 @@ class GradingOptions:
     def scoring(self) -> dict[str, Any]:
         """The options that change a score (not how it is shown, nor in which language): what a batch's
         resume key holds."""
-        kept = ("profile", "data_dir", "select", "marks", "seed", "limits")
+        kept = ("profile", "data_dir", "device", "select", "marks", "seed", "limits")
         return {name: getattr(self, name) for name in kept}
 
     def apply(self, limits: Limits) -> Limits:

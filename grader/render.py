@@ -98,6 +98,8 @@ def _footer(report: Report) -> list[str]:
     if report.min_accuracy is not None and not report.calibrated:
         provisional = _("the accuracy thresholds of the {profile} profile are provisional: not yet calibrated")
         lines.append(provisional.format(profile=report.profile))
+    if report.profile_note:
+        lines.append(report.profile_note)
     graded = _("graded in {seconds:.1f} s · isolation: {isolation} · grader {version}")
     lines.append(graded.format(seconds=report.duration_s, isolation=_(report.isolation), version=report.grader_version))
     return lines

@@ -60,6 +60,7 @@ class Report:
     isolation: str = ""
     min_accuracy: float | None = None
     calibrated: bool = True
+    profile_note: str = ""  # why `auto` chose another profile than full: what full lacks here
     problem: str = ""  # why the submission could not be graded at all, if it could not
     seed: int | None = None  # the grading's seed: the inputs it drew (a regrade with it draws the same)
     load_errors: list[dict[str, Any]] = field(default_factory=list)  # student files that could not be imported
@@ -211,6 +212,7 @@ def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Re
         isolation=session.get("isolation", ""),
         min_accuracy=session.get("min_accuracy"),
         calibrated=session.get("calibrated", True),
+        profile_note=session.get("profile_note", ""),
         problem=problem,
         seed=session.get("seed"),
         load_errors=[{k: v for k, v in e.items() if k != "assignment"} for e in run.load_errors],

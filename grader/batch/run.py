@@ -160,7 +160,7 @@ def run_batch(
     with exclusive(out / STATE):
         keep_deadline(out / STATE, deadline)
         collected = _collect(spec, options)
-        profile = resolve_profile(spec, options.profile, options.data_dir).name  # what "auto" is here
+        profile = resolve_profile(spec, options.profile, options.data_dir, options.device).name  # what "auto" is here
         key = grader_key(spec, options)
         store = Store(out)
         outcomes: dict[str, Outcome] = {}

@@ -82,7 +82,7 @@ def pytest_configure(config: pytest.Config) -> None:
     zygote = None
     if specs and not config.option.collectonly:  # started now: torch's import overlaps with collection
         try:
-            profiles = [resolve_profile(spec, options.profile, options.data_dir) for spec in specs]
+            profiles = [resolve_profile(spec, options.profile, options.data_dir, options.device) for spec in specs]
         except UserError as mistake:
             raise pytest.UsageError(str(mistake)) from None
         preload = tuple(sorted({m for spec in specs for m in spec.sandbox_preload}))

@@ -148,28 +148,29 @@ class Assignment:
         return self.datasets[name]
 
 
-def resolve_profile(spec: Spec, requested: str, data_dir: str | None) -> Profile:
-    """`auto` is `full` when its device and dataset are both there, else `quick`. A profile asked
-    for by name whose device or dataset is missing is the user's mistake, said before any test runs."""
-    import torch
+def resolve_profile(spec: Spec, requested: str, data_dir: str | None, device: str | None = None) -> Profile:
+    """`auto` is `full` where this machine has everything it needs (grader.staging.lacking), else
+    `quick`; `device` (`--device`) replaces the profile's own before that is judged. A profile asked for
+    by name that cannot run is the user's mistake, said before any test runs."""
+    from grader.staging import lacking
+
+    def on_device(name: str) -> Profile:
+        profile = spec.profile(name)
+        return dataclasses.replace(profile, device=device) if device else profile
 
     if requested != "auto":
-        profile = spec.profile(requested)
-        if profile.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"--profile {requested} needs a CUDA GPU, and there is none here (try --profile quick)")
-        if profile.dataset and not data.available(profile.dataset, data_dir):
-            where = data.data_dir(data_dir)
-            raise UserError(f"--profile {requested} needs {data.title(profile.dataset)} in {where} (or --download)")
+        profile = on_device(requested)
+        missing = lacking(profile, data_dir)
+        if missing:
+            raise UserError(f"--profile {requested} needs {'; '.join(missing)} (see grade doctor, or --profile quick)")
         return profile
-    full = spec.profile("full")
-    if full.device.startswith("cuda") and not torch.cuda.is_available():
-        return spec.profile("quick")
-    return full if full.dataset is None or data.available(full.dataset, data_dir) else spec.profile("quick")
+    full = on_device("full")
+    return on_device("quick") if lacking(full, data_dir) else full
 
 
 def prepare(spec: Spec, options: GradingOptions, source: Path, scratch: Path, zygote: Zygote) -> Assignment:
     """Read the submission into `scratch`, find its open blanks, give it a sandbox on `zygote`."""
-    profile = resolve_profile(spec, options.profile, options.data_dir)
+    profile = resolve_profile(spec, options.profile, options.data_dir, options.device)
     materialized = materialize(source.expanduser().resolve(), spec.files, scratch / "submission", spec.starter_dir)
     released = blanks_mod.released_blanks(spec)  # measured against the starter as released, not as edited
     task_files: dict[str, set[str]] = {}
@@ -201,6 +202,21 @@ def prepare(spec: Spec, options: GradingOptions, source: Path, scratch: Path, zy
     return Assignment(spec, profile, submission, source)
 
 
+def dataset_shown(name: str | None) -> str:
+    """The dataset, as the report names it: a full one with its images counted (verified before use)."""
+    from grader.i18n import number
+    from grader.staging import SIZES
+
+    if name is None:
+        return _("no dataset")
+    if name not in SIZES:
+        return _(data.title(name))
+    train, test = SIZES[name]
+    return _("{title}, {train} training and {test} test images").format(
+        title=_(data.title(name)), train=number(train), test=number(test)
+    )
+
+
 def default_threads(options: GradingOptions) -> int:
     return options.threads or len(os.sched_getaffinity(0))
 
@@ -229,6 +245,17 @@ class Grading:
         self.deselected: list[Any] = []
         self.sent_load_errors: set[tuple[str, str]] = set()
 
+    def _why_not_full(self, spec: Spec, profile: Profile) -> str:
+        """Where `auto` fell back on another profile: what the full one lacks here."""
+        from grader.staging import lacking
+
+        if self.options.profile != "auto" or profile.name == "full":
+            return ""
+        full = spec.profile("full")
+        full = dataclasses.replace(full, device=self.options.device) if self.options.device else full
+        missing = "; ".join(lacking(full, self.options.data_dir))
+        return _("auto chose {profile}: the full profile needs {missing}").format(profile=profile.name, missing=missing)
+
     def assignment_of(self, spec: Spec) -> Assignment:
         if spec.name not in self.assignments:
             if self.zygote is None:
@@ -243,7 +270,8 @@ class Grading:
                 title=spec.shown_title,
                 profile=assignment.profile.name,
                 device=assignment.profile.device,
-                dataset=_(data.title(assignment.profile.dataset)) if assignment.profile.dataset else _("no dataset"),
+                dataset=dataset_shown(assignment.profile.dataset),
+                profile_note=self._why_not_full(spec, assignment.profile),
                 submission=str(source),
                 submission_kind=sub.materialized.kind,
                 missing_files=list(sub.materialized.missing),

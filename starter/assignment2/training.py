@@ -67,9 +67,9 @@ def train_ch6(net, train_iter, test_iter, num_epochs, lr, device):
             train_acc = metric[1] / metric[2]
             # max(..., 1): the book's `num_batches // 5` divides by zero below 5 batches
             if (i + 1) % max(num_batches // 5, 1) == 0 or i == num_batches - 1:
-                animator.add(epoch + (i + 1) / num_batches, (train_l, train_acc, None))
+                animator.add(epoch + (i + 1) / num_batches, (train_l, train_acc, None))  # None: no point, not a blank
         test_acc = None  # evaluate the model on test_iter
-        animator.add(epoch + 1, (None, None, test_acc))
+        animator.add(epoch + 1, (None, None, test_acc))  # these Nones: no point, not blanks
     print(f"loss {train_l:.3f}, train acc {train_acc:.3f}, test acc {test_acc:.3f}")
     print(f"{metric[2] * num_epochs / timer.sum():.1f} examples/sec on {device}")
     return train_l, train_acc, test_acc
