@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader import data, staging
+from grader import data, doctor_probes, staging
 from grader.errors import UserError
 from grader.spec import Spec
 
@@ -80,7 +80,7 @@ def _sandbox(specs: list[Spec]) -> Iterator[Line]:
     try:
         zygote = Zygote(preload=preload)
         try:
-            versions = Sandbox({}, {}, zygote).run(_probes().imports, ["torch", "numpy", *preload])
+            versions = Sandbox({}, {}, zygote).run(doctor_probes.imports, ["torch", "numpy", *preload])
         finally:
             zygote.close()
     except (SandboxBroken, UserError) as failure:
@@ -95,12 +95,6 @@ def _sandbox(specs: list[Spec]) -> Iterator[Line]:
 
 def _sandbox_user() -> str:
     return "nobody" if os.geteuid() == 0 else "this user"
-
-
-def _probes():
-    from grader import doctor_probes
-
-    return doctor_probes
 
 
 def _packaged(specs: list[Spec], needed: bool) -> Iterator[Line]:
@@ -128,7 +122,7 @@ def _gpu(needed: bool):
     x, w = torch.randn(2, 3, 16, 16, generator=generator), torch.randn(4, 3, 3, 3, generator=generator)
     zygote = Zygote(gpu=True)
     try:
-        got = Sandbox({}, {}, zygote, device="cuda").run(_probes().convolution, x, w)
+        got = Sandbox({}, {}, zygote, device="cuda").run(doctor_probes.convolution, x, w)
     finally:
         zygote.close()
     name = torch.cuda.get_device_name(0)
