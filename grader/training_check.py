@@ -298,6 +298,33 @@ def every_batch_seen(trajectory: Trajectory) -> None:
     every_batch_stepped(trajectory)
 
 
+def moved_to_device(record: dict, trajectory: Trajectory, model: bool = True) -> None:
+    """Fails unless the loop moved the model (where it is the loop's job: `model`) and every batch's
+    images and labels to the device (the probe's spies, for the reason), and every batch went
+    through the model (the grader's recomputation, for the point)."""
+    if model:
+        assert record["net_moved"], _("the model is never moved to the device: call {model}.to(device)").format(
+            model=trajectory.loop.model
+        )
+    batches = trajectory.loop.steps
+    for key, what in (("x_moved", _("images")), ("y_moved", _("labels"))):
+        assert record[key] >= batches, _("{what} moved to the device in {moved} of {batches} batches").format(
+            what=what, moved=record[key], batches=batches
+        )
+    every_batch_seen(trajectory)
+
+
+def zeroed_every_batch(record: dict, trajectory: Trajectory) -> None:
+    """Fails unless zero_grad() ran once per batch (the spies, for the reason) and no step kept the
+    previous batches' gradients (the recomputation, for the point)."""
+    count, batches = record["zero_grads"], trajectory.loop.steps
+    assert count, _("zero_grad() is never called: gradients pile up from batch to batch")
+    assert count >= batches, _("zero_grad() ran {count} times for {batches} batches").format(
+        count=count, batches=batches
+    )
+    fresh_gradients(trajectory)
+
+
 def fresh_gradients(trajectory: Trajectory) -> None:
     """Fails unless every step is recognized and none keeps the previous batches' gradients."""
     every_batch_stepped(trajectory)

