@@ -150,6 +150,12 @@ def accuracy_of(predictions: Any, labels: torch.Tensor) -> float:
     return (predictions.long() == labels).float().mean().item()
 
 
+def evaluation_device(profile: Any) -> torch.device:
+    """Where the grader scores trained weights: the profile's GPU where there is one, else the CPU."""
+    wanted = profile.device
+    return torch.device(wanted if wanted.startswith("cuda") and torch.cuda.is_available() else "cpu")
+
+
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """The classes `model` (already loaded) predicts, in evaluation mode, for float images x (N, C, H, W)."""
     model.eval()

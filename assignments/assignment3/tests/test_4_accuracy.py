@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from grader import figures
 from grader.i18n import _, number
 from grader.probing import to_float
-from grader.testing import architectures_for, evaluate, generator, load_in_order, predict, probes_for
+from grader.testing import architectures_for, evaluate, evaluation_device, generator, load_in_order, predict, probes_for
 
 probes = probes_for(__file__)
 architectures = architectures_for(__file__)  # the grader's own MnistCNN and HighAccuracyCNN
@@ -32,18 +32,13 @@ def training_images(dataset, budget):
     return dataset.train.x[order], dataset.train.y[order]
 
 
-def grader_device(profile) -> torch.device:
-    """Where the grader evaluates: the profile's GPU when it has one, else the CPU."""
-    return torch.device(profile.device if profile.device.startswith("cuda") and torch.cuda.is_available() else "cpu")
-
-
 def check_accuracy(submission, profile, dataset, record_property, class_name, budget, threshold):
     x, y = training_images(dataset, budget)
     state = submission.run(probes.train_weights, class_name, x, y, budget)
     model = architectures.MODELS[class_name]()  # the grader's own: it scores the weights on images no sandbox sees
     problem = load_in_order(model, state)
     assert not problem, _("{class_name}'s {problem}").format(class_name=class_name, problem=problem)
-    device = grader_device(profile)
+    device = evaluation_device(profile)
     test_x = to_float(dataset.test.x).to(device)
     accuracy = evaluate(model.to(device), test_x, dataset.test.y.to(device))
     record_property("accuracy", round(accuracy, 4))

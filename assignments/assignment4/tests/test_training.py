@@ -21,6 +21,7 @@ from grader.testing import (
     architectures_for,
     derived_seed,
     evaluate,
+    evaluation_device,
     generator,
     load_in_order,
     max_difference,
@@ -315,7 +316,7 @@ def test_trained_accuracy(submission, profile, dataset, record_property):
     state = submission.run(probes.train_cnn, dataset.train.x, dataset.train.y, valid_index, budget)
     model, problem = trained_model(budget, state)  # the grader's own: it scores images no sandbox sees
     assert not problem, _("{models}: {problem}").format(models=MODELS[budget["model"]], problem=problem)
-    device = profile.device if profile.device == "cpu" or torch.cuda.is_available() else "cpu"
+    device = evaluation_device(profile)
     model.to(device)
     accuracy = evaluate(model, to_float(dataset.test.x).to(device), dataset.test.y.to(device))
     record_property("accuracy", round(accuracy, 4))

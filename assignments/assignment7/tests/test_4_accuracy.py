@@ -14,16 +14,11 @@ import torch
 from grader import figures
 from grader.i18n import _
 from grader.probing import to_float
-from grader.testing import architectures_for, derived_seed, load_in_order, predict, probes_for
+from grader.testing import architectures_for, derived_seed, evaluation_device, load_in_order, predict, probes_for
 
 probes = probes_for(__file__)
 architectures = architectures_for(__file__)
 SHOWN = 5  # test images drawn with their predictions
-
-
-def grader_device(profile) -> torch.device:
-    """Where the grader evaluates: the profile's GPU when it has one, else the CPU."""
-    return torch.device(profile.device if profile.device.startswith("cuda") and torch.cuda.is_available() else "cpu")
 
 
 def record_figures(record_property, history, test_x, predicted, labels, classes):
@@ -70,7 +65,7 @@ def test_simple_cnn_accuracy(submission, profile, dataset, record_property):
     state = result.get("state") if isinstance(result, dict) else None
     problem = load_in_order(model, state)
     assert not problem, _("SimpleCNN's {problem}").format(problem=problem)
-    device = grader_device(profile)
+    device = evaluation_device(profile)
     test_x = ((to_float(dataset.test.x) - 0.5) / 0.5).to(device)
     labels = dataset.test.y
     predicted = predict(model.to(device), test_x).cpu()
