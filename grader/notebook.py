@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # nbformat (and its jsonschema) loads only to read or write a
     from nbformat import NotebookNode
 
 GRADE_TAG = "grade"
+ANSWER_PLACEHOLDER = "_Your answer here._"  # a written answer's cell as the starter has it: not answered yet
 MAX_NOTEBOOK_BYTES = 64 * 2**20  # outputs (plots) make notebooks far larger than their code
 _PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
 _BINDINGS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
@@ -560,6 +561,9 @@ def build_notebook(spec: Spec, folder: Path | None = None) -> NotebookNode:
             if tagged:
                 cell.metadata["tags"] = [GRADE_TAG]
             notebook.cells.append(cell)
+    for question in spec.questions:  # the written answers: found by their tag (grader.answers)
+        answer = f"## {question.id}: {question.title}\n\n*{question.title_vi}*\n\n{ANSWER_PLACEHOLDER}"
+        notebook.cells.append(nbformat.v4.new_markdown_cell(answer, metadata={"tags": [question.id]}))
     for number, cell in enumerate(notebook.cells, start=1):
         cell.id = f"{spec.name}-{number}"  # the same notebook every time it is written
     nbformat.validate(notebook)

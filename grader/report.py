@@ -69,6 +69,12 @@ class Report:
     late: dict[str, Any] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)  # select, marks; left_out (names), left_out_points
     notes: list[str] = field(default_factory=list)  # what the grader noted reading the submission (a notebook)
+    # written answers, read by the grading (never run): [{question, answered, text, digest, source}]
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    written_max: float = 0.0  # the written questions' points (the spec's), not in max_score
+    # set by `grade batch` from GRADEBOOK/manual.csv, like `late`: [{question, points, max_points, rubric:
+    # [{id, text, points}], comment, grader, time, stale}]; `stale`: the answer changed since it was marked
+    manual: list[dict[str, Any]] = field(default_factory=list)
     grader_version: str = __version__
 
     @property
@@ -76,13 +82,23 @@ class Report:
         return 100.0 * self.score / self.max_score if self.max_score else 0.0
 
     @property
+    def written_points(self) -> float:
+        """The points TAs gave the written answers (manual.csv), 0 before any is marked."""
+        return sum(mark["points"] for mark in self.manual)
+
+    @property
     def final_score(self) -> float:
-        """The score after the late penalty, if any: the grade."""
-        return round(self.score * (1 - self.late.get("penalty", 0.0)), 4)
+        """The grade: the tests' score after the late penalty, if any, plus the written answers' points."""
+        return round(self.score * (1 - self.late.get("penalty", 0.0)) + self.written_points, 4)
+
+    @property
+    def final_max(self) -> float:
+        """What the grade is out of: the tests' points and the written questions'."""
+        return self.max_score + self.written_max
 
     @property
     def final_percent(self) -> float:
-        return 100.0 * self.final_score / self.max_score if self.max_score else 0.0
+        return 100.0 * self.final_score / self.final_max if self.final_max else 0.0
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)

@@ -96,6 +96,36 @@ class LatePolicy:
 
 
 @dataclass(frozen=True)
+class RubricItem:
+    """One line of a written question's rubric: what a TA ticks, and the points it gives (negative: a deduction)."""
+
+    id: str
+    points: float
+    text: str
+    text_vi: str
+
+    @property
+    def shown_text(self) -> str:
+        return self.text_vi if current() == "vi" else self.text
+
+
+@dataclass(frozen=True)
+class Question:
+    """A written question (`[[questions]]` in spec.toml): answered in answers.md under `## <id>`, or in a
+    notebook Markdown cell tagged `<id>`; marked by a TA with `grade review` against its rubric."""
+
+    id: str
+    points: float
+    title: str
+    title_vi: str
+    rubric: tuple[RubricItem, ...] = ()
+
+    @property
+    def shown_title(self) -> str:
+        return self.title_vi if current() == "vi" else self.title
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str
     title: str
@@ -107,6 +137,12 @@ class Spec:
     sandbox_preload: tuple[str, ...] = ()
     late: LatePolicy | None = None  # [late]: the penalty of a hand-in after `grade batch --deadline`
     language: str | None = None  # what students read by default (en | vi); None: the locale's
+    questions: tuple[Question, ...] = ()  # written answers, marked by hand (grade review)
+
+    @property
+    def written_max(self) -> float:
+        """The points of the written questions (not in the tests' max_score)."""
+        return sum(q.points for q in self.questions)
 
     @property
     def folder(self) -> Path:
@@ -200,6 +236,7 @@ def load_spec(name: str, root: Path | None = None) -> Spec:
         sandbox_preload=tuple(data.get("sandbox_preload", ())),
         late=_late_policy(data.get("late"), path),
         language=_language(data.get("language"), path),
+        questions=_questions(data.get("questions", []), path),
     )
 
 
@@ -223,3 +260,44 @@ def _late_policy(table: dict[str, Any] | None, path: Path) -> LatePolicy | None:
         raise UserError(f"{path} [late]: per_day and max_days are numbers") from None
     except UserError as mistake:
         raise UserError(f"{path} [late]: {mistake}") from None
+
+
+_QUESTION_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
+
+
+def _questions(tables: Any, path: Path) -> tuple[Question, ...]:
+    """The spec's `[[questions]]`: id, points, title (title_vi), and `[[questions.rubric]]` items
+    (id, points, text, text_vi). Mistakes are one line naming the file and the question."""
+    if not isinstance(tables, list):
+        raise UserError(f"{path}: questions is a list of tables ([[questions]])")
+    questions = []
+    for number, table in enumerate(tables, start=1):
+        where = f"{path} [[questions]] #{number}"
+        if not isinstance(table, dict):
+            raise UserError(f"{where}: a table with id, points and title")
+        unknown = sorted(set(table) - {"id", "points", "title", "title_vi", "rubric"})
+        missing = [key for key in ("id", "points", "title") if key not in table]
+        if unknown or missing:
+            raise UserError(f"{where}: " + ("unknown key " + ", ".join(unknown) if unknown else "no " + ", ".join(missing)))
+        qid = str(table["id"])
+        if not _QUESTION_ID.match(qid):
+            raise UserError(f"{where}: id {qid!r} is a letter then letters, digits, '_', '.', '-' (32 at most)")
+        items = []
+        for item in table.get("rubric", []):
+            extra = sorted(set(item) - {"id", "points", "text", "text_vi"}) if isinstance(item, dict) else ["?"]
+            if extra or not {"id", "points", "text"} <= set(item):
+                raise UserError(f"{where} (id {qid}): each rubric item has id, points, text and optionally text_vi")
+            items.append(RubricItem(str(item["id"]), _number(item["points"], where), item["text"], item.get("text_vi", item["text"])))
+        if len({item.id for item in items}) != len(items):
+            raise UserError(f"{where} (id {qid}): two rubric items share an id")
+        title = table["title"]
+        questions.append(Question(qid, _number(table["points"], where), title, table.get("title_vi", title), tuple(items)))
+    if len({q.id for q in questions}) != len(questions):
+        raise UserError(f"{path}: two questions share an id")
+    return tuple(questions)
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{where}: points = {value!r} is not a number")
+    return float(value)
