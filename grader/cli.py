@@ -7,16 +7,19 @@
     grade batch <assignment> <submissions> --out DIR [--workers N] [--timeout S] [--only ID] [--failed]
                 [--force] [--seed N] [--deadline TIME [--late-policy RULE] | --no-deadline] [--canvas-assignment ID]
                 [--executor local|ray [--address ADDR]] [--lang en|vi]
+                [--layout auto|folders|canvas|moodle|classroom|gradescope]
     grade release <assignment> --out DIR
     grade notebook <assignment> [--out F]
     grade calibrate <assignment> [--profile quick|full] [--seeds N] [--workers N] [--device cpu|cuda] [--select EXPR]
-    grade similarity <assignment> <submissions> --out DIR [--top N]
+    grade review <assignment> GRADEBOOK [--port N] [--grader NAME] [--lang en|vi]
+    grade similarity <assignment> <submissions> --out DIR [--top N] [--layout auto|folders|canvas|...]
+    grade course COURSE.toml --out DIR
     grade gradescope <assignment> --out autograder.zip
     grade data list | fetch NAME | import NAME PATH   [--data-dir DIR]
     grade doctor [ASSIGNMENT] [--profile quick|full|auto] [--data-dir DIR]
 
 A report file F may be `-`: standard output (the table then goes to standard error). In a student
-bundle, batch, calibrate and release are refused: they need the kit.
+bundle, batch, calibrate, release, review and course are refused: they need the kit or its gradebooks.
 
 Exit codes: 0 graded, 1 below --fail-under (grade doctor: the profile cannot run here), 2 a mistake
 in the command or the submission, 3 the grader itself is broken.
@@ -44,7 +47,7 @@ EXIT_USAGE = 2
 EXIT_GRADER_BROKEN = 3
 
 
-INSTRUCTOR_COMMANDS = ("batch", "calibrate", "release")  # they need the kit: the reference, the hidden tests
+INSTRUCTOR_COMMANDS = ("batch", "calibrate", "release", "review", "course")  # the kit, or a batch's gradebooks
 STDOUT = Path("-")  # `--json -`: the report on standard output
 
 
@@ -214,10 +217,28 @@ def options_for(spec: Spec, chosen: dict[str, Any], **more: Any) -> GradingOptio
     return options
 
 
+def layout_option(command: Any) -> Any:
+    """--layout of `grade batch` and `grade similarity`: how the hand-ins were given (grader.batch.layouts)."""
+    from grader.batch.layouts import CHOICES
+
+    return click.option(
+        "--layout",
+        type=click.Choice(CHOICES),
+        default="auto",
+        show_default=True,
+        help="One entry per student (folders), or an LMS's download, its folder or .zip: canvas, moodle, "
+        "classroom (gh classroom clone), gradescope (its export); auto recognizes them by their names.",
+    )(command)
+
+
+SUBMISSIONS = click.argument("submissions", type=click.Path(exists=True, path_type=Path))  # a folder, or a .zip
+
+
 @cli.command("batch")
 @click.argument("assignment")
-@click.argument("submissions", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@SUBMISSIONS
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="The gradebook's folder.")
+@layout_option
 @click.option(
     "--workers",
     type=click.IntRange(1, 512),
@@ -249,7 +270,8 @@ def options_for(spec: Spec, chosen: dict[str, Any], **more: Any) -> GradingOptio
 def batch_command(
     assignment: str, timeout: float | None, limits: tuple[str, ...], allow_unisolated: bool, **batch: Any
 ) -> int:
-    """Grade a folder of submissions (one per student); run it again to grade only what is left or changed."""
+    """Grade a folder of submissions (one per student, or an LMS's download); run it again to grade only what is
+    left or changed."""
     from grader.batch.run import command
 
     overrides = parse_limits(limits)
@@ -260,21 +282,58 @@ def batch_command(
     return command(spec, options, **batch)
 
 
+@cli.command("review")
+@click.argument("assignment")
+@click.argument("gradebook", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--port", type=click.IntRange(0, 65535), default=0, help="The port on 127.0.0.1 (default: a free one).")
+@click.option("--grader", "grader_name", metavar="NAME", envvar="USER", default="", help="Who marks (default: $USER).")
+@click.option("--lang", type=click.Choice(["en", "vi"]), help="The page's language (default: the spec's or locale's).")
+def review_command(assignment: str, gradebook: Path, port: int, grader_name: str, lang: str | None) -> None:
+    """Mark the written answers of a batch's GRADEBOOK in a local web page: one question at a time, by keyboard."""
+    from grader import i18n
+    from grader.review import Review
+    from grader.review_server import serve
+
+    spec = load_spec(assignment)
+    i18n.use(lang or i18n.default_language(spec.language))
+    serve(Review(spec, gradebook, grader_name), port)
+
+
 @cli.command("similarity")
 @click.argument("assignment")
-@click.argument("submissions", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@SUBMISSIONS
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Where the results go.")
+@layout_option
 @click.option("--top", type=click.IntRange(0), default=10, show_default=True, help="How many pairs to print.")
-def similarity_command(assignment: str, submissions: Path, out: Path, top: int) -> None:
+def similarity_command(assignment: str, submissions: Path, out: Path, layout: str, top: int) -> None:
     """Rank every two hand-ins by the code they share beyond the starter: DIR/pairs.csv, DIR/report.html."""
     from grader.similarity import PAIRS, REPORT, similarity
 
-    found = similarity(load_spec(assignment), submissions, out)
+    found = similarity(load_spec(assignment), submissions, out, layout)
+    for line in found.said:
+        click.echo(line, err=True)
     for handin, problem in found.skipped.items():
         click.echo(f"skipped {handin}: {problem}", err=True)
     for pair in found.pairs[:top]:
         click.echo(f"{pair.score:.2f}  {pair.a}  {pair.b}")
     click.echo(f"compared {found.compared} hand-ins: wrote {out / PAIRS} and {out / REPORT}")
+
+
+@cli.command("course")
+@click.argument("course_file", metavar="COURSE.toml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="The term's folder.")
+def course_command(course_file: Path, out: Path) -> None:
+    """The term's gradebook from the assignments' gradebooks: weights, dropped lowest, a bank of late days."""
+    from grader.course import grade_course
+    from grader.text import clean
+
+    term, unwritten = grade_course(course_file, out)
+    for line in term.problems + unwritten:  # ids are the hand-ins' names: plain text, cleaned again
+        click.echo(clean(line, 1000))
+    click.echo(
+        f"{len(term.students)} students, {len(term.course.assignments)} assignments: "
+        f"wrote {out / 'course.csv'}, canvas.csv, moodle.csv and index.html"
+    )
 
 
 @cli.command("gradescope")

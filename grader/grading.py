@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grader import i18n
+from grader.answers import read_answers
 from grader.errors import GraderError, UserError
 from grader.options import GradingOptions
 from grader.report import Report, build_report
@@ -55,6 +56,8 @@ def grade(
     scratch_root = (env or {}).get("TMPDIR")
     with tempfile.TemporaryDirectory(prefix="grader-submission-", dir=scratch_root) as scratch:
         copy = materialize(submission, spec.files, Path(scratch) / "submission", spec.starter_dir)
+        with i18n.using(options.lang):  # plain text, read here: no student code runs in this process
+            answers, notes = read_answers(copy.folder, spec)
         options = seeded(options, spec, folder_digest(copy.folder))  # the same hand-in, the same seed
         run = run_tests(spec, copy.folder, options, env, cancel, worker, on_progress)
     if cancel is not None and cancel.is_set():
@@ -63,7 +66,9 @@ def grade(
     if not run.timed_out and run.exit_code not in (0, 1):  # pytest: 0 all passed, 1 some failed
         raise BrokenRun(f"the test run of {spec.name} ended early (exit code {run.exit_code})", run.log_tail)
     with i18n.using(options.lang):  # its own texts (a test that never reported) in the language of the tests'
-        return build_report(spec, run, label or str(submission))
+        report = build_report(spec, run, label or str(submission))
+    report.answers, report.written_max, report.notes = answers, spec.written_max, report.notes + notes
+    return report
 
 
 def collected_tests(run: Run, spec: Spec, options: GradingOptions) -> list[dict[str, Any]]:

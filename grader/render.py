@@ -77,8 +77,9 @@ def _note(test: TestResult) -> str:
 
 
 def _total(report: Report) -> str:
-    """The total of a report's header: "8 / 10 (80%)", after the late penalty if there is one."""
-    return f"{report.final_score:g} / {report.max_score:g} ({report.final_percent:.0f}%){after_penalty(report)}"
+    """The total of a report's header: "8 / 10 (80%)", after the late penalty if there is one, with the
+    written answers' points (their questions' in the maximum)."""
+    return f"{report.final_score:g} / {report.final_max:g} ({report.final_percent:.0f}%){after_penalty(report)}"
 
 
 def after_penalty(report: Report) -> str:
@@ -138,6 +139,32 @@ def load_errors(report: Report) -> list[str]:
     return lines
 
 
+def written(report: Report) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """Each written question of a report, in the spec's order: its answer and its mark (None: not marked)."""
+    marks = {mark["question"]: mark for mark in report.manual}
+    return [(answer, marks.get(answer["question"])) for answer in report.answers]
+
+
+def written_heading(report: Report) -> str:
+    """The head of a report's written answers: "Written answers, marked by a TA: 7 / 12 points"."""
+    heading = _("Written answers, marked by a TA: {points:g} / {max_points:g} points")
+    return heading.format(points=report.written_points, max_points=report.written_max)
+
+
+def mark_state(answer: dict[str, Any], mark: dict[str, Any] | None) -> str:
+    """A written answer's state: "3 / 4 points" (and, where it changed since it was marked, so), "not
+    marked yet", or "not answered"."""
+    if mark is None:
+        return _("not marked yet") if answer["answered"] else _("not answered")
+    points = _("{points:g} / {max_points:g} points").format(points=mark["points"], max_points=mark["max_points"])
+    return points + (_(" · the answer changed since it was marked") if mark["stale"] else "")
+
+
+def rubric_line(item: dict[str, Any]) -> tuple[str, str]:
+    """A ticked rubric item: its text and its points, signed ("+2", "-1")."""
+    return item["text"], f"{item['points']:+g}"
+
+
 def class_headline(stats: dict[str, Any]) -> str:
     """The class in one line: "12 submissions (10 graded, 2 unreadable; 3 late)"."""
     status = ", ".join(f"{n} {_(STATUSES.get(s, s))}" for s, n in sorted(stats["status"].items()))
@@ -172,6 +199,15 @@ def terminal(report: Report, console: Console, show_hidden: bool = False) -> Non
             cell.append("\n" + details(test), "dim")
         table.add_row(Text("✓", "green") if passed else Text("✗", "red"), _points(test), cell)
     console.print(table)
+    if report.answers:
+        said = [
+            (_("{question} answered") if answer["answered"] else _("{question} not answered")).format(
+                question=answer["question"]
+            )
+            for answer in report.answers
+        ]
+        line = _("written answers (marked by a TA, {points:g} points): {answers}")
+        console.print(Text(line.format(points=report.written_max, answers=", ".join(said))), soft_wrap=True)
     style = "bold green" if report.score == report.max_score else "bold"
     console.print(Text(report.summary(), style))
     for line in _footer(report):
@@ -214,7 +250,22 @@ def markdown(report: Report, show_hidden: bool = False) -> str:
     headline = fenced("\n".join(load_errors(report)))
     notes = "\n".join("- " + _("note: {note}").format(note=code(note)) for note in report.notes)
     outputs = [f"**{name}**\n\n{fenced(details(t))}" for name, t in _listed(report, show_hidden) if details(t)]
-    return "\n\n".join(filter(None, [header, headline, notes, table, *outputs, "\n".join(lines)])) + "\n"
+    parts = [header, headline, notes, table, *outputs, written_markdown(report), "\n".join(lines)]
+    return "\n\n".join(filter(None, parts)) + "\n"
+
+
+def written_markdown(report: Report) -> str:
+    """The written answers of feedback.md: each question, its points or why it has none, the ticked rubric
+    items and the TA's comment, as data (code spans and blocks: never rendered); "" without questions."""
+    if not report.answers:
+        return ""
+    parts = [f"#### {written_heading(report)}"]
+    for answer, mark in written(report):
+        parts.append(f"**{answer['question']}** · {answer.get('title', '')}: {mark_state(answer, mark)}")
+        if mark:
+            items = [f"- ✓ {code(text)} ({points})" for text, points in map(rubric_line, mark["rubric"])]
+            parts += ["\n".join(items), fenced(mark["comment"])]
+    return "\n\n".join(filter(None, parts))
 
 
 def fenced(text: str) -> str:
@@ -238,7 +289,10 @@ def junit(report: Report, show_hidden: bool = False) -> str:
     if report.late:  # graded against a deadline
         for key in ("submitted_at", "days", "penalty"):
             ET.SubElement(properties, "property", name=f"late_{key}", value=str(report.late[key]))
-        ET.SubElement(properties, "property", name="score_after_penalty", value=str(report.final_score))
+        ET.SubElement(properties, "property", name="score_after_penalty", value=str(report.score_after_penalty))
+    if report.written_max:  # the grade: the tests' and the written answers' points
+        for key in ("written_points", "written_max", "final_score", "final_max"):
+            ET.SubElement(properties, "property", name=key, value=f"{getattr(report, key):g}")
     if report.selection.get("left_out_points"):
         ET.SubElement(properties, "property", name="points", value=report.points())
     for name, test in _visible(report, show_hidden):
@@ -296,12 +350,17 @@ def spreadsheet_cell(value: Any) -> Any:
 
 
 def csv_row(report: Report) -> dict[str, Any]:
-    """A report's fields of its gradebook row: totals, the late penalty, where it ran (not how long: the
-    same hand-in gets the same row on every regrade; report.json keeps the time).
-    `percent` is of the score after the penalty; the late fields are empty without a deadline."""
+    """A report's fields of its gradebook row: totals, the late penalty, the written answers' points, where
+    it ran (not how long: the same hand-in gets the same row on every regrade; report.json keeps the time).
+    `final_score` is the grade (the score after the penalty, plus the written points), `percent` of the
+    maximum with the written questions'; the late fields are empty without a deadline, the written ones
+    without questions."""
+    written = bool(report.written_max)
     return {
         "score": report.score,
         "max_score": report.max_score,
+        "written_points": report.written_points if written else "",
+        "written_max": report.written_max if written else "",
         "percent": round(report.final_percent, 1),
         "late_days": report.late.get("days", ""),
         "penalty": report.late.get("penalty", ""),

@@ -17,11 +17,12 @@ from urllib.parse import quote
 
 from grader import figures, i18n, render
 from grader.i18n import _
-from grader.render import _footer, _listed, _note, _points, details, load_errors
+from grader.render import _footer, _listed, _note, _points, details, load_errors, mark_state, rubric_line, written
 from grader.report import Report
 
 if TYPE_CHECKING:
     from grader.batch.run import Outcome
+    from grader.course import Term
 
 # Nothing but this page, its inline styles and its data-URL images: no network, no script.
 _POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -98,8 +99,27 @@ def report_page(report: Report, show_hidden: bool = False) -> str:
             f'<tr class="{status}"><td class="mark">{"✓" if status == "passed" else "✗"}</td>'
             f'<td>{e(name)}{note}{pictures}</td><td class="points">{_points(test)}</td></tr>'
         )
-    body += ["</tbody></table>" if rows else "", f"<footer>{_lines(_footer(report), 'muted small')}</footer>"]
-    return _page(f"{report.assignment}: {report.final_score:g} / {report.max_score:g}", body)
+    body += ["</tbody></table>" if rows else "", _written(report)]
+    body.append(f"<footer>{_lines(_footer(report), 'muted small')}</footer>")
+    return _page(f"{report.assignment}: {report.final_score:g} / {report.final_max:g}", body)
+
+
+def _written(report: Report) -> str:
+    """The written answers of a report page: a row per question, its points or why it has none, the ticked
+    rubric items and the TA's comment (a TA's text, escaped as every text is); "" without questions."""
+    if not report.answers:
+        return ""
+    e = html.escape
+    rows = []
+    for answer, mark in written(report):
+        cell = f"<b>{e(answer['question'])}</b> · {e(answer.get('title', ''))}"
+        ticked = [rubric_line(item) for item in mark["rubric"]] if mark else []
+        cell += f"<ul>{''.join(f'<li>{e(text)} ({points})</li>' for text, points in ticked)}</ul>" if ticked else ""
+        cell += f'<div class="note">{e(mark["comment"])}</div>' if mark and mark["comment"] else ""
+        rows.append(f'<tr><td>{cell}</td><td class="points">{e(mark_state(answer, mark))}</td></tr>')
+    head = _headers((_("question"), _("points")), _("points"))
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return _heading(render.written_heading(report)) + table
 
 
 def _score(report: Report) -> str:
@@ -107,7 +127,7 @@ def _score(report: Report) -> str:
     summary below it says the tests' points and the penalty, as feedback.md's does."""
     score = html.escape(_("{score} / {max_score} points ({percent}%)"))
     total = score.format(
-        score=f"<b>{report.final_score:g}</b>", max_score=f"{report.max_score:g}", percent=f"{report.final_percent:.0f}"
+        score=f"<b>{report.final_score:g}</b>", max_score=f"{report.final_max:g}", percent=f"{report.final_percent:.0f}"
     )
     return total + html.escape(render.after_penalty(report))
 
@@ -194,24 +214,80 @@ def _common_reasons(outcomes: list[Outcome], count: int = 10) -> list[tuple[str,
 
 
 def _students(outcomes: list[Outcome]) -> str:
-    """A line per student: the tests' points; where a deadline applied, the days late, the penalty and
-    the grade after it; the grade's percent (as the LMS files, none where the grader failed), the status."""
+    """A line per student: the tests' points; where a deadline applied, the days late and the penalty;
+    where the assignment has written questions, their points; with either, the grade; the grade's percent
+    (as the LMS files, none where the grader failed), the status."""
     e = html.escape
     deadline = any(o.report.late for o in outcomes)
+    questions = any(o.report.written_max for o in outcomes)
     rows = []
     for o in outcomes:
         report, graded = o.report, o.grade is not None
         numbers = [f"{report.score:g} / {report.max_score:g}"]
         if deadline:
             days = report.late.get("days", 0)
-            penalty = f"-{report.late['penalty'] * 100:g}%" if days else ""
-            numbers += [f"{days}" if days else "", penalty, f"{o.grade:g} / {report.max_score:g}" if graded else ""]
+            numbers += [f"{days}" if days else "", f"-{report.late['penalty'] * 100:g}%" if days else ""]
+        numbers += [f"{report.written_points:g} / {report.written_max:g}"] if questions else []
+        if deadline or questions:
+            numbers.append(f"{o.grade:g} / {report.final_max:g}" if graded else "")
         numbers.append(f"{report.final_percent:.0f}%" if graded else "")
         link = f'<a href="students/{quote(o.id)}/feedback.html">{e(o.id)}</a>'
         cells = "".join(f"<td class='points'>{number}</td>" for number in numbers)
         status = e(_(render.STATUSES.get(o.status, o.status)))
         rows.append(f"<tr><td>{link}</td>{cells}<td>{status}</td><td>{e(report.problem)}</td></tr>")
     score = _("score")
-    late = (_("days late"), _("penalty"), _("final score")) if deadline else ()
-    head = _headers((_("student"), score, *late, "%", _("status"), ""), score, *late, "%")
+    numeric = (_("days late"), _("penalty")) if deadline else ()
+    numeric += (_("written answers"),) if questions else ()
+    numeric += (_("final score"),) if deadline or questions else ()
+    head = _headers((_("student"), score, *numeric, "%", _("status"), ""), score, *numeric, "%")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def course_page(term: Term) -> str:
+    """The term's page (grade course): what is missing, each assignment's weight and distribution, the
+    course percents', and every student's line: each assignment's percent, the bank's late days spent,
+    the course percent and the notes. The instructor's, in the language spoken."""
+    course = term.course
+    names = [a.name for a in course.assignments]
+    total = sum(a.weight for a in course.assignments)
+    rules = [f"{_('students')}: {len(term.students)}"]
+    rules += [f"{_('lowest dropped')}: {course.drop_lowest}"] if course.drop_lowest else []
+    rules += [f"{_('late days for the term')}: {course.late_days}"] if course.late_days else []
+    assignments = [
+        (a.name, f"{100 * a.weight / total:.3g}%", *_spread([s.marks[a.name].percent for s in term.students]))
+        for a in course.assignments
+    ]
+    charts = [(_("course percent"), term.distribution())] + [(name, term.distribution(name)) for name in names]
+    charts = [(title, bands) for title, bands in charts if any(count for _band, count in bands)]  # none: no chart
+    body = [
+        f"<h1>{html.escape(course.title)}</h1>",
+        f'<p class="score">{html.escape(" · ".join(rules))}</p>',
+        *([_heading(_("Missing")), _lines(term.problems, "note")] if term.problems else []),
+        _table((_("assignment"), _("weight"), _("graded"), _("mean")), assignments),
+        *(_chart(figures.bars(title, *zip(*bands, strict=True), _("students"))) for title, bands in charts),
+        _heading(_("Students")),
+        _table(
+            (_("student"), *names, _("late days"), _("course percent"), _("notes")),
+            [
+                (
+                    s.id,
+                    *(_percent(s.marks[name].percent) for name in names),
+                    str(s.late_days or ""),
+                    _percent(s.percent),
+                    "; ".join(s.notes),
+                )
+                for s in term.students
+            ],
+        ),
+    ]
+    return _page(course.title, body)
+
+
+def _spread(percents: Sequence[float | None]) -> tuple[str, str]:
+    """How many have a percent, and their mean."""
+    kept = [p for p in percents if p is not None]
+    return str(len(kept)), _percent(sum(kept) / len(kept) if kept else None)
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}%"

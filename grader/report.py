@@ -69,7 +69,7 @@ class Report:
     late: dict[str, Any] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)  # select, marks; left_out (names), left_out_points
     notes: list[str] = field(default_factory=list)  # what the grader noted reading the submission (a notebook)
-    # written answers, read by the grading (never run): [{question, answered, text, digest, source}]
+    # written answers, read by the grading (never run): [{question, title, answered, text, digest, source}]
     answers: list[dict[str, Any]] = field(default_factory=list)
     written_max: float = 0.0  # the written questions' points (the spec's), not in max_score
     # set by `grade batch` from GRADEBOOK/manual.csv, like `late`: [{question, points, max_points, rubric:
@@ -87,9 +87,14 @@ class Report:
         return sum(mark["points"] for mark in self.manual)
 
     @property
+    def score_after_penalty(self) -> float:
+        """The tests' score after the late penalty, if any."""
+        return round(self.score * (1 - self.late.get("penalty", 0.0)), 4)
+
+    @property
     def final_score(self) -> float:
         """The grade: the tests' score after the late penalty, if any, plus the written answers' points."""
-        return round(self.score * (1 - self.late.get("penalty", 0.0)) + self.written_points, 4)
+        return round(self.score_after_penalty + self.written_points, 4)
 
     @property
     def final_max(self) -> float:
@@ -105,7 +110,9 @@ class Report:
         doc["execution_time"] = round(self.duration_s, 3)  # Gradescope's name for it
         doc["output"] = self.summary()
         if self.late:
-            doc["score_after_penalty"] = self.final_score
+            doc["score_after_penalty"] = self.score_after_penalty
+        if self.written_max:  # the grade: the tests' and the written answers' points
+            doc["final_score"], doc["final_max"] = self.final_score, self.final_max
         return doc
 
     @classmethod
@@ -144,7 +151,7 @@ class Report:
         note = _("handed in {when}: -{penalty:g}%, {score:g} / {max_score:g} points")
         when = when.format(days=days, policy=self.late["policy"])
         return note.format(
-            when=when, penalty=self.late["penalty"] * 100, score=self.final_score, max_score=self.max_score
+            when=when, penalty=self.late["penalty"] * 100, score=self.score_after_penalty, max_score=self.max_score
         )
 
     def points(self) -> str:

@@ -10,6 +10,7 @@ starter notebook) is boilerplate: the lines students were given never match.
     DIR/report.html  every pair of students and its score; the most similar side by side, the code
                      they share highlighted (copydetect's matches); one page that loads nothing
     DIR/handins/     the modules that were compared, one folder per hand-in
+    DIR/.download/   a zip unpacked, an LMS's flat files put together per student (--layout)
 
 A pair's score is JPlag's "average similarity": the tokens of each hand-in's own code (what is not
 the starter's) that the other has too, over the own code of both: 0 shares nothing, 1 is the same
@@ -26,13 +27,14 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from grader.batch.store import find_entries, take_snapshot
+from grader.batch.layouts import read_hand_ins
+from grader.batch.store import take_snapshot
 from grader.errors import UserError, make_folder
 from grader.notebook import write_notebook
 from grader.render import spreadsheet_cell
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 HANDINS = "handins"
 PAIRS = "pairs.csv"
 REPORT = "report.html"
+DOWNLOAD = ".download"  # in DIR: what an LMS's download unpacked or put together
 
 
 @dataclass(frozen=True)
@@ -63,21 +66,26 @@ class Similarity:
     pairs: list[Pair]
     skipped: dict[str, str]  # hand-in -> why it could not be read
     compared: int
+    said: list[str] = field(default_factory=list)  # what reading the download said: its layout, files left aside
 
 
-def similarity(spec: Spec, submissions: Path, out: Path) -> Similarity:
-    """Compare every two hand-ins in `submissions`; write DIR/pairs.csv, DIR/report.html and DIR/handins/."""
+def similarity(spec: Spec, submissions: Path, out: Path, layout: str = "auto") -> Similarity:
+    """Compare every two hand-ins in `submissions` (read as `layout`, as `grade batch` reads them: a
+    folder of hand-ins, or an LMS's download); write DIR/pairs.csv, DIR/report.html and DIR/handins/."""
     try:
         from copydetect import CopyDetector
     except ImportError:
         raise UserError("grade similarity needs copydetect: pip install '.[similarity]'") from None
 
-    entries = find_entries(submissions)
     make_folder(out, f"--out {out}")
+    download = read_hand_ins(submissions, layout, out / DOWNLOAD)
     handins = out / HANDINS
     shutil.rmtree(handins, ignore_errors=True)  # what an earlier run read: not these hand-ins
-    read, skipped = [], {}
-    for entry in entries:
+    read, skipped, seen = [], {}, set()
+    for entry in download.entries:
+        if entry.path in seen:  # a group's hand-in, once (Gradescope gives each member the group's)
+            continue
+        seen.add(entry.path)
         snapshot = take_snapshot(entry, spec, handins / entry.id)
         if snapshot.folder is None:
             skipped[entry.id] = snapshot.problem
@@ -108,7 +116,7 @@ def similarity(spec: Spec, submissions: Path, out: Path) -> Similarity:
         writer.writerows((spreadsheet_cell(pair.a), spreadsheet_cell(pair.b), f"{pair.score:.4f}") for pair in pairs)
     shown = detector.conf.display_t
     (out / REPORT).write_text(_report(spec.name, pairs, documents, detector.conf.noise_t, shown, skipped))
-    return Similarity(pairs, skipped, len(read))
+    return Similarity(pairs, skipped, len(read), download.lines())
 
 
 def _boilerplate(spec: Spec, scratch: Path) -> list[Path]:

@@ -278,7 +278,9 @@ def _questions(tables: Any, path: Path) -> tuple[Question, ...]:
         unknown = sorted(set(table) - {"id", "points", "title", "title_vi", "rubric"})
         missing = [key for key in ("id", "points", "title") if key not in table]
         if unknown or missing:
-            raise UserError(f"{where}: " + ("unknown key " + ", ".join(unknown) if unknown else "no " + ", ".join(missing)))
+            raise UserError(
+                f"{where}: " + ("unknown key " + ", ".join(unknown) if unknown else "no " + ", ".join(missing))
+            )
         qid = str(table["id"])
         if not _QUESTION_ID.match(qid):
             raise UserError(f"{where}: id {qid!r} is a letter then letters, digits, '_', '.', '-' (32 at most)")
@@ -287,11 +289,17 @@ def _questions(tables: Any, path: Path) -> tuple[Question, ...]:
             extra = sorted(set(item) - {"id", "points", "text", "text_vi"}) if isinstance(item, dict) else ["?"]
             if extra or not {"id", "points", "text"} <= set(item):
                 raise UserError(f"{where} (id {qid}): each rubric item has id, points, text and optionally text_vi")
-            items.append(RubricItem(str(item["id"]), _number(item["points"], where), item["text"], item.get("text_vi", item["text"])))
+            items.append(
+                RubricItem(
+                    str(item["id"]), _number(item["points"], where), item["text"], item.get("text_vi", item["text"])
+                )
+            )
         if len({item.id for item in items}) != len(items):
             raise UserError(f"{where} (id {qid}): two rubric items share an id")
         title = table["title"]
-        questions.append(Question(qid, _number(table["points"], where), title, table.get("title_vi", title), tuple(items)))
+        questions.append(
+            Question(qid, _number(table["points"], where), title, table.get("title_vi", title), tuple(items))
+        )
     if len({q.id for q in questions}) != len(questions):
         raise UserError(f"{path}: two questions share an id")
     return tuple(questions)

@@ -80,8 +80,17 @@ def materialize(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Pat
     """Copy the assignment's files out of `path` into the empty folder `dest`.
 
     A notebook is split into the assignment's modules by the names each starter module defines:
-    it needs `starter_dir`.
+    it needs `starter_dir`. The hand-in's written answers come along, beside the modules, as they
+    are (grader.answers.keep_answers): a batch's snapshot keeps them, and its digest with them.
     """
+    from grader.answers import keep_answers
+
+    copy = _modules(path, files, dest, starter_dir)
+    keep_answers(path, dest)
+    return copy
+
+
+def _modules(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Path | None) -> Materialized:
     if not path.exists():
         raise SubmissionProblem(_("submission not found: {path}").format(path=path))
     dest.mkdir(parents=True, exist_ok=True)

@@ -89,10 +89,22 @@ def test_short_test_ids_are_readable_stable_and_unique():
 def test_grades_csv_has_a_row_per_student_under_short_test_ids_and_a_legend(tmp_path):
     write_gradebook(tmp_path, class_of_five())
     header, *rows = read_csv(tmp_path / "grades.csv")
-    assert header[:8] == ["id", "score", "late_days", "penalty", "final_score", "max_score", "percent", "status"]
-    assert header[15:] == ["lenet.shapes", "training.update", "training.modes", "hidden.secret_logits"]
+    assert header[:10] == [
+        "id",
+        "score",
+        "late_days",
+        "penalty",
+        "written_points",
+        "final_score",
+        "max_score",
+        "written_max",
+        "percent",
+        "status",
+    ]
+    assert header[17:] == ["lenet.shapes", "training.update", "training.modes", "hidden.secret_logits"]
     by_id = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
-    assert [by_id["ada"][c] for c in header[15:]] == ["4.0", "2.0", "1.0", "3.0"]
+    assert [by_id["ada"][c] for c in header[17:]] == ["4.0", "2.0", "1.0", "3.0"]
+    assert by_id["ada"]["written_points"] == by_id["ada"]["written_max"] == ""  # no written questions
     assert [by_id["bob"][c] for c in ("score", "final_score", "percent", "limits", "training.modes")] == [
         "4.0",
         "4.0",
@@ -110,13 +122,13 @@ def test_grades_csv_has_a_row_per_student_under_short_test_ids_and_a_legend(tmp_
     )
     assert cy["submitted_at"] == LATE["submitted_at"] and by_id["ada"]["late_days"] == ""
     dee = by_id["dee"]  # nothing ran: no test has points, not even 0
-    assert [dee[c] for c in header[15:]] == ["", "", "", ""] and dee["score"] == "0.0" and dee["profile"] == "quick"
+    assert [dee[c] for c in header[17:]] == ["", "", "", ""] and dee["score"] == "0.0" and dee["profile"] == "quick"
     assert dee["status"] == "unreadable" and by_id["eve"]["status"] == "error"
     assert read_csv(tmp_path / "legend.csv") == [
         ["id", "test", "points", "hidden", "nodeid"],
         *(
             [short, name, f"{p:g}", "yes" if hidden else "no", n]
-            for (n, name, p, hidden), short in zip(TESTS, header[15:], strict=True)
+            for (n, name, p, hidden), short in zip(TESTS, header[17:], strict=True)
         ),
     ]
 

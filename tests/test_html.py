@@ -5,17 +5,11 @@ Chromium, which must load it without an error or a request beyond the page, and 
 from __future__ import annotations
 
 import base64
-import fcntl
 import importlib.util
 import io
 import json
 import math
-import os
-import select
 import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -32,14 +26,12 @@ from grader.options import GradingOptions
 from grader.report import Report, build_report
 from grader.runner import Run
 from grader.testing import probes_for
-from tests.kit import ROOT, requires, spec_of, submit_graded
+from tests.chromium import Chromium, chromium_fixture, needs_chromium  # noqa: F401 (the fixture)
+from tests.kit import ROOT, spec_of, submit_graded
 
 QUIET = Console(file=io.StringIO())
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = requires(CHROMIUM is not None, "no chromium here (apt-get install chromium)")
 PNG = b"\x89PNG\r\n\x1a\n"
-IMAGES_SCRIPT = "JSON.stringify([...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]))"
 
 
 # --- figure data -------------------------------------------------------------------------------
@@ -177,114 +169,6 @@ def test_the_page_escapes_what_a_submission_wrote_and_loads_nothing():
 
 
 # --- in Chromium ---------------------------------------------------------------------------------
-
-
-class Chromium:
-    """Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe: fd 3
-    in, fd 4 out, messages ended by NUL): what a page logged, requested, and how its images came out."""
-
-    def __init__(self) -> None:
-        to_browser, self._write = os.pipe()
-        self._read, from_browser = os.pipe()
-        # the browser reads fd 3 and writes fd 4: bash moves the pipe there, from fds above both
-        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_browser, from_browser)]
-        for fd in (to_browser, from_browser):
-            os.close(fd)
-        self.profile = tempfile.TemporaryDirectory(prefix="chromium-")
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-        flags += ["--disable-extensions", "--remote-debugging-pipe", f"--user-data-dir={self.profile.name}"]
-        shell = f'exec "$@" 3<&{ends[0]} 4>&{ends[1]} {ends[0]}<&- {ends[1]}>&-'
-        self.process = subprocess.Popen(
-            ["bash", "-c", shell, "bash", CHROMIUM, *flags, "about:blank"],
-            pass_fds=ends,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for fd in ends:
-            os.close(fd)
-        self._pending, self._events, self._id = b"", [], 0
-
-    def _send(self, method: str, params: dict | None = None, session: str | None = None) -> int:
-        self._id += 1
-        message = {
-            "id": self._id,
-            "method": method,
-            "params": params or {},
-            **({"sessionId": session} if session else {}),
-        }
-        os.write(self._write, json.dumps(message).encode() + b"\0")
-        return self._id
-
-    def _receive(self, answer: int | None = None, event: str | None = None, timeout_s: float = 60.0) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            while b"\0" in self._pending:
-                raw, self._pending = self._pending.split(b"\0", 1)
-                message = json.loads(raw)
-                if answer is not None and message.get("id") == answer:
-                    assert "error" not in message, message["error"]
-                    return message.get("result", {})
-                self._events.append(message)
-                if event is not None and message.get("method") == event:
-                    return message["params"]
-            if select.select([self._read], [], [], 0.5)[0]:
-                chunk = os.read(self._read, 1 << 20)
-                assert chunk, "chromium closed its pipe"
-                self._pending += chunk
-        raise TimeoutError(f"chromium: no {event or answer} in {timeout_s:.0f} s")
-
-    def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
-        return self._receive(answer=self._send(method, params, session))
-
-    def open(self, path: Path) -> dict[str, Any]:
-        """Load a page: its errors (console, exceptions, log), the URLs it requested, its images and a screenshot."""
-        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable", session=session)
-        self._events.clear()
-        self.call("Page.navigate", {"url": path.resolve().as_uri()}, session)
-        self._receive(event="Page.loadEventFired")
-        images = self.call(
-            "Runtime.evaluate",
-            {
-                "expression": IMAGES_SCRIPT,
-                "returnByValue": True,
-            },
-            session,
-        )["result"]["value"]
-        shot = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)
-        errors, requests = [], []
-        for message in self._events:
-            method, params = message.get("method"), message.get("params", {})
-            if method == "Runtime.exceptionThrown" or (
-                method == "Runtime.consoleAPICalled" and params["type"] == "error"
-            ):
-                errors.append(json.dumps(params)[:300])
-            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
-                errors.append(params["entry"]["text"])
-            elif method == "Network.requestWillBeSent":
-                requests.append(params["request"]["url"])
-        self.call("Target.closeTarget", {"targetId": target})
-        return {"errors": errors, "requests": requests, "images": json.loads(images), "screenshot": shot["data"]}
-
-    def close(self) -> None:
-        try:
-            self._send("Browser.close")
-            self.process.wait(10)
-        except (OSError, subprocess.TimeoutExpired):
-            self.process.kill()
-            self.process.wait()
-        os.close(self._write)
-        os.close(self._read)
-        self.profile.cleanup()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    browser = Chromium()
-    yield browser
-    browser.close()
 
 
 def check_page(chromium: Chromium, path: Path, images: int) -> None:

@@ -4,13 +4,16 @@ DIR/grades.csv    a row per student: totals, the late penalty, status, then each
                   under a short id (`lenet.parameter_count`); DIR/legend.csv says which test each is
 DIR/canvas.csv    Canvas's gradebook import (Grades > Import)
 DIR/moodle.csv    Moodle's CSV grade import (an identifier column, a grade column, a feedback column)
+DIR/moodle_worksheet.csv  for a Moodle download (--layout moodle): the assignment's offline grading
+                  worksheet, filled in (`Participant <id>`, the grade, the late note), to upload back
 DIR/junit.xml     a suite per student
 DIR/summary.md    the class's statistics, and the same on the terminal
 DIR/index.html    the class page: the same, with charts, linking each student's feedback.html
 
 grades.csv and legend.csv are the instructor's: they name the hidden tests. The LMS files hold
-only ids, grades and the late note. A grade is the score after any late penalty; a hand-in that
-could not be read counts 0, and one that the grader failed to grade (status `error`) is left blank.
+only ids (and the names the LMS's download gave), grades and the late note. A grade is the score
+after any late penalty; a hand-in that could not be read counts 0, and one that the grader failed
+to grade (status `error`) is left blank.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import re
 import statistics
 import xml.etree.ElementTree as ET
 from collections import Counter
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +45,10 @@ FIRST_COLUMNS = (
     "score",
     "late_days",
     "penalty",
+    "written_points",
     "final_score",
     "max_score",
+    "written_max",
     "percent",
     "status",
     "submitted_at",
@@ -54,6 +60,21 @@ FIRST_COLUMNS = (
     "left_out_points",
 )
 CANVAS_STUDENT_COLUMNS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
+# As Moodle exports an assignment's offline grading worksheet: it reads back Identifier, Grade, Last
+# modified (grade) (a grade changed in Moodle since is kept) and Feedback comments.
+MOODLE_WORKSHEET_COLUMNS = (
+    "Identifier",
+    "Full name",
+    "Email address",
+    "Status",
+    "Grade",
+    "Maximum Grade",
+    "Grade can be changed",
+    "Last modified (submission)",
+    "Last modified (grade)",
+    "Feedback comments",
+)
+MOODLE_PARTICIPANT = "Participant "  # the worksheet's identifier: "Participant 1234567"
 
 
 def short_ids(nodeids: list[str]) -> dict[str, str]:
@@ -95,11 +116,15 @@ def write_gradebook(
     show_hidden: bool = False,
     canvas_assignment: str | None = None,
     lms_title: str | None = None,
+    names: dict[str, str] | None = None,
+    layout: str = "folders",
 ) -> list[str]:
     """grades.csv, legend.csv, canvas.csv, moodle.csv, junit.xml, summary.md and index.html, from the
     reports, each apart from the others (grader.batch.store.write_each): a line for each that failed.
     `lms_title` heads the grade column of the LMS files whatever the language (an LMS matches the
-    assignment by it); default: the reports' title."""
+    assignment by it); default: the reports' title. `names`: the students' names in the LMS, by id
+    (grader.batch.layouts); `layout` the download was read as: a Moodle one gets moodle_worksheet.csv too."""
+    names = names or {}
     lms_title = lms_title or (outcomes[0].report.title if outcomes else "grade")
     tests = _tests(outcomes)
     ids = short_ids(list(tests))
@@ -107,18 +132,18 @@ def write_gradebook(
     columns = list(FIRST_COLUMNS) + [k for k in dict.fromkeys(k for row in rows for k in row) if k not in FIRST_COLUMNS]
     legend = [("id", "test", "points", "hidden", "nodeid")]
     legend += [(ids[n], t.name, f"{t.max_score:g}", "yes" if t.hidden else "no", n) for n, t in tests.items()]
-    return write_each(
-        out,
-        {
-            "grades.csv": lambda: _csv([columns, *([row.get(c, "") for c in columns] for row in rows)]),
-            "legend.csv": lambda: _csv(legend),
-            "canvas.csv": lambda: canvas_csv(outcomes, lms_title, canvas_assignment),
-            "moodle.csv": lambda: moodle_csv(outcomes, lms_title),
-            "junit.xml": lambda: junit_xml(outcomes, show_hidden),
-            "summary.md": lambda: summary_markdown(outcomes),
-            "index.html": lambda: render_html.class_page(outcomes, summarize(outcomes)),
-        },
-    )
+    files = {
+        "grades.csv": lambda: _csv([columns, *([row.get(c, "") for c in columns] for row in rows)]),
+        "legend.csv": lambda: _csv(legend),
+        "canvas.csv": lambda: canvas_csv(outcomes, lms_title, canvas_assignment, names),
+        "moodle.csv": lambda: moodle_csv(outcomes, lms_title),
+        "junit.xml": lambda: junit_xml(outcomes, show_hidden),
+        "summary.md": lambda: summary_markdown(outcomes),
+        "index.html": lambda: render_html.class_page(outcomes, summarize(outcomes)),
+    }
+    if layout == "moodle":
+        files["moodle_worksheet.csv"] = lambda: moodle_worksheet(outcomes, names)
+    return write_each(out, files)
 
 
 def junit_xml(outcomes: list[Outcome], show_hidden: bool = False) -> str:
@@ -131,14 +156,18 @@ def junit_xml(outcomes: list[Outcome], show_hidden: bool = False) -> str:
     return render.xml_document(suites)
 
 
-def canvas_csv(outcomes: list[Outcome], title: str, assignment_id: str | None = None) -> str:
-    """Canvas's gradebook import: its student columns (the id under Student and ID), then the
-    assignment's column, "Title (Canvas id)" so that Canvas updates that assignment (without an
-    id, Canvas takes the assignment of that title, or makes a new one), and the Points Possible row."""
+def canvas_csv(
+    outcomes: list[Outcome], title: str, assignment_id: str | None = None, names: dict[str, str] | None = None
+) -> str:
+    """Canvas's gradebook import: its student columns (the student's name in the LMS, else the id,
+    under Student; the id, a Canvas user id for a Canvas download, under ID), then the assignment's
+    column, "Title (Canvas id)" so that Canvas updates that assignment (without an id, Canvas takes
+    the assignment of that title, or makes a new one), and the Points Possible row."""
+    names = names or {}
     column = f"{title} ({assignment_id})" if assignment_id else title
-    points = max((o.report.max_score for o in outcomes), default=0)
+    points = max((o.report.final_max for o in outcomes), default=0)
     rows: list[list[str]] = [[*CANVAS_STUDENT_COLUMNS, column], ["Points Possible", "", "", "", "", _number(points)]]
-    rows += [[o.id, o.id, "", "", "", _grade(o)] for o in outcomes]
+    rows += [[names.get(o.id) or o.id, o.id, "", "", "", _grade(o)] for o in outcomes]
     return _csv(rows)
 
 
@@ -147,6 +176,33 @@ def moodle_csv(outcomes: list[Outcome], title: str) -> str:
     column (`title`) to the assignment's grade item, and Feedback (the late note) to its feedback, or ignore it."""
     rows = [["ID number", title, "Feedback"]]
     rows += [[o.id, _grade(o), o.report.late_note()] for o in outcomes]
+    return _csv(rows)
+
+
+def moodle_worksheet(outcomes: list[Outcome], names: dict[str, str], now: datetime | None = None) -> str:
+    """A Moodle assignment's offline grading worksheet, filled in, for a Moodle download (whose ids are
+    the participant ids): Grading action "Upload grading worksheet" reads Identifier, Grade and Feedback
+    comments (the late note), and keeps a grade changed in Moodle after Last modified (grade) (`now`:
+    when this was written). Moodle takes no grade above the assignment's maximum grade: make that
+    the kit's Maximum Grade."""
+    modified = (now or datetime.now().astimezone()).isoformat(sep=" ", timespec="seconds")  # strtotime reads it
+    rows: list[list[str]] = [list(MOODLE_WORKSHEET_COLUMNS)]
+    for o in outcomes:
+        grade = _grade(o)
+        rows.append(
+            [
+                f"{MOODLE_PARTICIPANT}{o.id}",
+                names.get(o.id, ""),
+                "",  # not in the download
+                "Submitted for grading - Graded" if grade else "Submitted for grading",
+                grade,
+                _number(o.report.final_max),
+                "Yes",
+                o.report.late.get("submitted_at", ""),
+                modified if grade else "",
+                o.report.late_note(),
+            ]
+        )
     return _csv(rows)
 
 

@@ -1,7 +1,8 @@
 """Late hand-ins: when each was handed in, and what the late policy takes off for it.
 
-The times come from `submissions.csv` beside the submissions (columns `id,time`, ISO-8601), else
-from the files themselves (the newest modification time in an entry). A time without a zone is
+The times come from the download where it states them (Gradescope's `created_at`, grader.batch.layouts),
+else from `submissions.csv` beside the submissions (columns `id,time`, ISO-8601), else from the
+files themselves (the newest modification time in an entry). A time without a zone is
 the machine's local time. Each day or part of a day after the deadline is a day late.
 
 The penalty is not part of a grading: `grade batch` sets each report's `late` at every run, from
@@ -83,18 +84,21 @@ def keep_deadline(state: Path, deadline: Deadline | None) -> None:
     write_whole(path, json.dumps(kept) + "\n")
 
 
-def hand_in_times(entries: list[Entry], folder: Path) -> dict[str, datetime]:
-    """When each entry was handed in: from `folder/submissions.csv` if there is one (then every
-    entry must have its line), else from the entry's files."""
+def hand_in_times(entries: list[Entry], folder: Path, stated: dict[str, datetime] | None = None) -> dict[str, datetime]:
+    """When each entry was handed in: as the download states it (`stated`, by id: Gradescope's
+    `created_at`), else from `folder/submissions.csv` if there is one (then every other entry must
+    have its line), else from the entry's files."""
+    stated = stated or {}
+    rest = [entry for entry in entries if entry.id not in stated]
     listed = folder / TIMES_FILE
-    if not listed.is_file():
-        return {entry.id: _modified(entry.path) for entry in entries}
+    if not rest or not listed.is_file():
+        return {entry.id: stated.get(entry.id) or _modified(entry.path) for entry in entries}
     times = _read_times(listed)
-    missing = [entry.id for entry in entries if entry.id not in times]
+    missing = [entry.id for entry in rest if entry.id not in times]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise UserError(f"{listed}: no time for {', '.join(missing[:3])}{more} (a line `id,time` each)")
-    return {entry.id: times[entry.id] for entry in entries}
+    return {entry.id: stated.get(entry.id) or times[entry.id] for entry in entries}
 
 
 def _read_times(path: Path) -> dict[str, datetime]:

@@ -1,6 +1,7 @@
 """Grading a whole class: `grade batch <assignment> <submissions> --out DIR`.
 
-One submission per entry of the folder: a folder, a `.zip`, a `.py` or a `.ipynb`. Every entry is
+One submission per entry of the folder: a folder, a `.zip`, a `.py` or a `.ipynb`; or an LMS's
+download, the folder or its .zip, read into an entry per student (grader.batch.layouts). Every entry is
 read once, before any student code runs, into a snapshot (grader.batch.store). Each snapshot is
 then graded by THE grading path (grader.grading.grade) on a worker of the executor
 (grader.batch.executors), with a temporary folder and a share of the cores of its own; its
@@ -18,6 +19,7 @@ runs apply it again until given another, or `--no-deadline`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import threading
 import time
@@ -37,6 +39,7 @@ from grader import data
 from grader.batch.executors import Executor, LocalExecutor, Slot, Warm, default_workers
 from grader.batch.gradebook import print_summary, write_gradebook
 from grader.batch.late import Deadline, hand_in_times, keep_deadline, last_deadline, parse_time
+from grader.batch.layouts import DOWNLOAD, read_hand_ins, writes
 from grader.batch.store import (
     STATE,
     Entry,
@@ -44,14 +47,13 @@ from grader.batch.store import (
     Store,
     Stored,
     exclusive,
-    find_entries,
     grader_key,
-    left_aside,
     take_snapshot,
 )
 from grader.errors import GraderError, UserError, make_folder
 from grader.grading import BrokenRun, collected_tests
 from grader.i18n import N_
+from grader.manual import apply_marks, by_student, marking_line, read_marks, unmatched
 from grader.options import GradingOptions
 from grader.plugin.session import resolve_profile
 from grader.report import Report, build_report
@@ -128,6 +130,7 @@ def run_batch(
     canvas_assignment: str | None = None,
     where: str = "local",
     address: str | None = None,
+    layout: str = "auto",
 ) -> BatchResult:
     """Grade every submission in `submissions` that `out` does not hold already; write the gradebook.
 
@@ -137,27 +140,35 @@ def run_batch(
     applies again (said in one line) unless `no_deadline` drops it. `where` the gradings run when no
     `executor` is given: "local" (this machine's workers) or "ray" (the Ray cluster at `address`,
     whose nodes each check their own sandbox). Interrupting it (KeyboardInterrupt) stops the running
-    gradings at once: what they did is lost, what was finished before is kept.
+    gradings at once: what they did is lost, what was finished before is kept. `submissions` is
+    read as `layout` (grader.batch.layouts: auto, folders, canvas, moodle, classroom, gradescope),
+    a folder or the .zip an LMS gave; what it unpacks or puts together goes in DIR/.batch/download/.
     """
     options = options or GradingOptions(allow_unisolated=False)
     console = console or Console(stderr=True)
-    entries = find_entries(submissions)
-    if not entries:
-        raise UserError(f"{submissions} holds no submission")
-    aside = left_aside(submissions)
-    if aside:
-        line = f"not hand-ins, left aside (a hand-in is a folder, a .zip, a .py or a .ipynb): {', '.join(aside)}"
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
-    _check_ids(only, entries, submissions)
-    deadline = deadline or _last_deadline(out / STATE, no_deadline, console)
-    handed_in = hand_in_times(entries, submissions) if deadline else {}  # its mistakes before any grading
-    if where == "local" and not options.allow_unisolated and platform.mechanism() == platform.NONE:
-        raise UserError(
-            "no sandbox on this machine (bubblewrap is missing or refused: apt-get install bubblewrap): "
-            "student code would run as you; pass --allow-unisolated to grade anyway"
-        )
-    make_folder(out, f"--out {out}")
-    with exclusive(out / STATE):
+    lock = _Lock(out)
+    try:
+        if writes(submissions, layout):  # a zip unpacked, an LMS's files put together: in DIR, under its lock
+            lock.take()
+        download = read_hand_ins(submissions, layout, out / STATE / DOWNLOAD)
+        entries = download.entries
+        if not entries:
+            raise UserError(f"{submissions} holds no submission")
+        for line in download.lines():
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        _check_ids(only, entries, submissions)
+        deadline = deadline or _last_deadline(out / STATE, no_deadline, console)
+        # its mistakes before any grading
+        handed_in = hand_in_times(entries, download.beside, download.handed_in) if deadline else {}
+        if where == "local" and not options.allow_unisolated and platform.mechanism() == platform.NONE:
+            raise UserError(
+                "no sandbox on this machine (bubblewrap is missing or refused: apt-get install bubblewrap): "
+                "student code would run as you; pass --allow-unisolated to grade anyway"
+            )
+    except BaseException:
+        lock.release()
+        raise
+    with lock:
         keep_deadline(out / STATE, deadline)
         collected = _collect(spec, options)
         profile = resolve_profile(spec, options.profile, options.data_dir, options.device).name  # what "auto" is here
@@ -168,11 +179,15 @@ def run_batch(
         left_out = []
 
         titles = {test["nodeid"]: test["name"] for test in collected}  # in this run's language
+        marks = read_marks(out)  # the TAs' (grade review), read once before any grading: a mistake costs none
+        marked = by_student(marks)
 
         def record(outcome: Outcome) -> None:
-            """Keep a student's outcome, with the late penalty and the language of this run, and save their files."""
+            """Keep a student's outcome, with the late penalty, the TAs' marks and the language of this run, and
+            save their files."""
             outcome.report.late = deadline.late(handed_in[outcome.id]) if deadline else {}
             speak(outcome.report, spec, titles)
+            apply_marks(outcome.report, spec, marked.get(outcome.id, {}))
             outcomes[outcome.id] = outcome
             unwritten[outcome.id] = store.save(
                 outcome.id, outcome.report, outcome.status, outcome.key, options.show_hidden
@@ -215,10 +230,47 @@ def run_batch(
         for outcome in ordered:  # re-rendered from the reports: presentation and the penalty may have changed
             record(outcome)
         failed = [line for lines in unwritten.values() for line in lines]
-        failed += write_gradebook(out, ordered, options.show_hidden, canvas_assignment, lms_title=spec.title)
-    for line in failed:  # after the rest was written: the grades stand, one file is missing
+        failed += write_gradebook(
+            out,
+            ordered,
+            options.show_hidden,
+            canvas_assignment,
+            lms_title=spec.title,
+            names=download.names,
+            layout=download.layout,
+        )
+    stray = unmatched(marks, [entry.id for entry in entries], spec)  # marks that count for no one: said, not fatal
+    for line in filter(None, [stray, *failed]):  # after the rest was written: the grades stand, one file is missing
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     return BatchResult(out, ordered, left_out, failed)
+
+
+class _Lock:
+    """DIR, made, and the lock that lets one batch at a time write there (store.exclusive), taken once:
+    before the hand-ins are read where reading writes in DIR, else after the checks that need no DIR
+    (a mistake in the command leaves no folder behind)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.held = contextlib.ExitStack()
+        self.taken = False
+
+    def take(self) -> None:
+        if not self.taken:
+            make_folder(self.out, f"--out {self.out}")
+            self.held.enter_context(exclusive(self.out / STATE))
+            self.taken = True
+
+    def release(self) -> None:
+        self.held.close()
+        self.taken = False
+
+    def __enter__(self) -> _Lock:
+        self.take()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def speak(report: Report, spec: Spec, titles: dict[str, str]) -> None:
@@ -488,7 +540,8 @@ def _line(outcome: Outcome) -> str:
         return f"{outcome.id}: {outcome.status} · {report.problem}"
     limits = f" · limits: {', '.join(outcome.limits)}" if outcome.limits else ""
     days = report.late.get("days", 0)
-    late = f" · {days} day{'s' if days > 1 else ''} late: {report.final_score:g} after the penalty" if days else ""
+    tests_late = f"{report.score_after_penalty:g} after the penalty"  # the tests': the written points come later
+    late = f" · {days} day{'s' if days > 1 else ''} late: {tests_late}" if days else ""
     score = f"{report.score:g} / {report.max_score:g} ({report.duration_s:.0f} s)"
     return f"{outcome.id}: {score}{late}{limits}"
 
@@ -508,6 +561,7 @@ def command(
     canvas_assignment: str | None,
     executor: str,
     address: str | None,
+    layout: str = "auto",
 ) -> int:
     """`grade batch`, with its GradingOptions built: see grader/cli.py for its options."""
     if executor == "ray":
@@ -531,8 +585,11 @@ def command(
         canvas_assignment=canvas_assignment,
         where=executor,
         address=address,
+        layout=layout,
     )
     print_summary(result, console)
+    if spec.questions:  # the last line: what the TAs have left to mark (grade review)
+        console.print(marking_line(o.report for o in result.outcomes), markup=False, highlight=False, soft_wrap=True)
     if result.errors:
         names = ", ".join(o.id for o in result.errors)
         raise GraderError(f"{len(result.errors)} submissions could not be graded ({names}): run again to retry them")
