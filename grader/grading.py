@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grader import i18n
-from grader.answers import read_answers
 from grader.errors import GraderError, UserError
 from grader.options import GradingOptions
 from grader.report import Report, build_report
@@ -20,6 +19,7 @@ from grader.runner import Run, run_tests
 from grader.seeding import seeded
 from grader.spec import Spec
 from grader.submission import folder_digest, materialize
+from grader.written import read_answers
 
 if TYPE_CHECKING:
     from grader.batch.warm import WarmWorker

@@ -3,7 +3,7 @@
     id,question,points,rubric,comment,grader,time,answer
 
 `rubric` is the ticked items' ids joined by ";", `answer` the SHA-256 of the answer as it was when
-marked (grader.answers.answer_digest): an answer that changed since is marked for review again.
+marked (grader.written.answer_digest): an answer that changed since is marked for review again.
 The file is the TAs' own: `grade batch` reads it and never writes it; `grade review` rewrites it
 whole (a temporary file, fsync, rename) at every change, so a crash or a closed tab loses nothing
 and a reader never sees half a file.
@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grader.answers import answer_digest
 from grader.errors import UserError
 from grader.text import clean
+from grader.written import answer_digest
 
 if TYPE_CHECKING:
     from grader.report import Report

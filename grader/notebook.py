@@ -561,7 +561,7 @@ def build_notebook(spec: Spec, folder: Path | None = None) -> NotebookNode:
             if tagged:
                 cell.metadata["tags"] = [GRADE_TAG]
             notebook.cells.append(cell)
-    for question in spec.questions:  # the written answers: found by their tag (grader.answers)
+    for question in spec.questions:  # the written answers: found by their tag (grader.written)
         answer = f"## {question.id}: {question.title}\n\n*{question.title_vi}*\n\n{ANSWER_PLACEHOLDER}"
         notebook.cells.append(nbformat.v4.new_markdown_cell(answer, metadata={"tags": [question.id]}))
     for number, cell in enumerate(notebook.cells, start=1):

@@ -81,9 +81,9 @@ def materialize(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Pat
 
     A notebook is split into the assignment's modules by the names each starter module defines:
     it needs `starter_dir`. The hand-in's written answers come along, beside the modules, as they
-    are (grader.answers.keep_answers): a batch's snapshot keeps them, and its digest with them.
+    are (grader.written.keep_answers): a batch's snapshot keeps them, and its digest with them.
     """
-    from grader.answers import keep_answers
+    from grader.written import keep_answers
 
     copy = _modules(path, files, dest, starter_dir)
     keep_answers(path, dest)

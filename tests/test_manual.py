@@ -16,7 +16,6 @@ from rich.console import Console
 
 import grader.batch.run as run_module
 from grader import i18n, render, render_html
-from grader.answers import answer_digest
 from grader.batch.late import Deadline, parse_time
 from grader.batch.run import run_batch
 from grader.batch.store import Store
@@ -34,6 +33,7 @@ from grader.manual import (
 from grader.options import GradingOptions
 from grader.report import Report
 from grader.spec import LatePolicy, Question, RubricItem
+from grader.written import answer_digest
 from tests.kit import spec_of
 
 QUESTIONS = (

@@ -1,4 +1,4 @@
-"""Written answers read from a hand-in (grader.answers): answers.md sections, notebook cells tagged with a
+"""Written answers read from a hand-in (grader.written): answers.md sections, notebook cells tagged with a
 question's id, the starter's template as unanswered, bounds, hostile text, and digests."""
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ import nbformat
 import pytest
 
 from grader import i18n
-from grader.answers import (
+from grader.notebook import build_notebook
+from grader.spec import Spec, load_spec
+from grader.submission import folder_digest, materialize
+from grader.written import (
     CELLS_FILE,
     KEPT_CHARS,
     MAX_ANSWER_CHARS,
@@ -23,9 +26,6 @@ from grader.answers import (
     question_of,
     read_answers,
 )
-from grader.notebook import build_notebook
-from grader.spec import Spec, load_spec
-from grader.submission import folder_digest, materialize
 from tests.kit import spec_of
 
 SPEC_TOML = """title = "Toy"
