@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from grader import render_html
-from grader.batch.gradebook import CANVAS_STUDENT_COLUMNS, _csv, _number
+from grader.batch.gradebook import CANVAS_STUDENT_COLUMNS, csv_text, lms_number
 from grader.batch.late import last_deadline
 from grader.batch.run import Outcome
 from grader.batch.store import STATE, Store, write_each
@@ -291,16 +291,16 @@ def write_term(term: Term, out: Path) -> list[str]:
     return write_each(
         out,
         {
-            "course.csv": lambda: _csv(course),
-            "canvas.csv": lambda: _csv(canvas),
-            "moodle.csv": lambda: _csv(moodle),
+            "course.csv": lambda: csv_text(course),
+            "canvas.csv": lambda: csv_text(canvas),
+            "moodle.csv": lambda: csv_text(moodle),
             "index.html": lambda: render_html.course_page(term),
         },
     )
 
 
 def _cell(value: float | None) -> str:
-    return "" if value is None else _number(value)
+    return "" if value is None else lms_number(value)
 
 
 def _days(count: int) -> str:

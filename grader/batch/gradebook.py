@@ -11,8 +11,8 @@ DIR/summary.md    the class's statistics, and the same on the terminal
 DIR/index.html    the class page: the same, with charts, linking each student's feedback.html
 
 grades.csv and legend.csv are the instructor's: they name the hidden tests. The LMS files hold
-only ids (and the names the LMS's download gave), grades and the late note. A grade is the score
-after any late penalty; a hand-in that could not be read counts 0, and one that the grader failed
+only ids (and the names the LMS's download gave), grades and the late note. A grade is the tests'
+score after any late penalty plus the written answers' points (grader.manual); a hand-in that could not be read counts 0, and one that the grader failed
 to grade (status `error`) is left blank.
 """
 
@@ -133,8 +133,8 @@ def write_gradebook(
     legend = [("id", "test", "points", "hidden", "nodeid")]
     legend += [(ids[n], t.name, f"{t.max_score:g}", "yes" if t.hidden else "no", n) for n, t in tests.items()]
     files = {
-        "grades.csv": lambda: _csv([columns, *([row.get(c, "") for c in columns] for row in rows)]),
-        "legend.csv": lambda: _csv(legend),
+        "grades.csv": lambda: csv_text([columns, *([row.get(c, "") for c in columns] for row in rows)]),
+        "legend.csv": lambda: csv_text(legend),
         "canvas.csv": lambda: canvas_csv(outcomes, lms_title, canvas_assignment, names),
         "moodle.csv": lambda: moodle_csv(outcomes, lms_title),
         "junit.xml": lambda: junit_xml(outcomes, show_hidden),
@@ -166,9 +166,9 @@ def canvas_csv(
     names = names or {}
     column = f"{title} ({assignment_id})" if assignment_id else title
     points = max((o.report.final_max for o in outcomes), default=0)
-    rows: list[list[str]] = [[*CANVAS_STUDENT_COLUMNS, column], ["Points Possible", "", "", "", "", _number(points)]]
+    rows: list[list[str]] = [[*CANVAS_STUDENT_COLUMNS, column], ["Points Possible", "", "", "", "", lms_number(points)]]
     rows += [[names.get(o.id) or o.id, o.id, "", "", "", _grade(o)] for o in outcomes]
-    return _csv(rows)
+    return csv_text(rows)
 
 
 def moodle_csv(outcomes: list[Outcome], title: str) -> str:
@@ -176,7 +176,7 @@ def moodle_csv(outcomes: list[Outcome], title: str) -> str:
     column (`title`) to the assignment's grade item, and Feedback (the late note) to its feedback, or ignore it."""
     rows = [["ID number", title, "Feedback"]]
     rows += [[o.id, _grade(o), o.report.late_note()] for o in outcomes]
-    return _csv(rows)
+    return csv_text(rows)
 
 
 def moodle_worksheet(outcomes: list[Outcome], names: dict[str, str], now: datetime | None = None) -> str:
@@ -196,26 +196,28 @@ def moodle_worksheet(outcomes: list[Outcome], names: dict[str, str], now: dateti
                 "",  # not in the download
                 "Submitted for grading - Graded" if grade else "Submitted for grading",
                 grade,
-                _number(o.report.final_max),
+                lms_number(o.report.final_max),
                 "Yes",
                 o.report.late.get("submitted_at", ""),
                 modified if grade else "",
                 o.report.late_note(),
             ]
         )
-    return _csv(rows)
+    return csv_text(rows)
 
 
 def _grade(outcome: Outcome) -> str:
     """What an LMS records (Outcome.grade), with two decimals at most."""
-    return "" if outcome.grade is None else _number(outcome.grade)
+    return "" if outcome.grade is None else lms_number(outcome.grade)
 
 
-def _number(value: float) -> str:
+def lms_number(value: float) -> str:
+    """A grade as an LMS file holds it."""
     return f"{round(value, 2):.2f}".rstrip("0").rstrip(".")  # as Canvas exports them: two decimals at most
 
 
-def _csv(rows: list[Any]) -> str:
+def csv_text(rows: list[Any]) -> str:
+    """Rows as CSV, every text cell safe to open in a spreadsheet (render.spreadsheet_cell)."""
     text = io.StringIO()
     csv.writer(text).writerows([render.spreadsheet_cell(cell) for cell in row] for row in rows)
     return text.getvalue()

@@ -29,8 +29,6 @@ import hashlib
 import os
 import re
 import shutil
-import stat
-import time
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from typing import Any
 
 from grader.batch.late import parse_time
 from grader.batch.store import ID_CHARS, TIMES_FILE, Entry, find_entries, left_aside
+from grader.batch.unpack import MAX_UNPACKED_BYTES, unpack
 from grader.errors import UserError
 from grader.text import clean
 
@@ -56,8 +55,6 @@ STAGED = ("canvas", "moodle")  # layouts whose flat files are put together per s
 DOWNLOAD = "download"  # a batch's staging folder, in DIR/.batch/
 UNPACKED = "unpacked"  # in the staging folder: the zip as downloaded
 STUDENTS = "students"  # in the staging folder: a folder per student of a flat layout
-MAX_UNPACKED_BYTES = 4 * 2**30
-MAX_MEMBERS = 200_000
 MAX_METADATA_BYTES = 64 * 2**20
 SHOWN = 10  # names in a line of the files left aside, then "and N more"
 
@@ -513,77 +510,3 @@ def _assemble(files: dict[str, Path], staging: Path, student: str) -> Path:
         newest = max(newest, target.stat().st_mtime)
     os.utime(folder, (newest, newest))
     return _hand_in(folder)
-
-
-# --- a zip as downloaded ----------------------------------------------------------------------------
-
-
-def unpack(archive: Path, dest: Path) -> list[str]:
-    """Unpack the zip `archive` into `dest`: refused in one line where a member's path leaves `dest`
-    or it holds more than MAX_UNPACKED_BYTES; links are not unpacked (their names are returned,
-    cleaned), nor macOS's __MACOSX. Files keep their times; a folder takes its newest file's."""
-    try:
-        zipped = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as failure:
-        raise UserError(f"{archive} is not a readable zip file ({failure})") from None
-    with zipped:
-        members = zipped.infolist()
-        if len(members) > MAX_MEMBERS:
-            raise UserError(f"{archive} holds {len(members)} files, more than the {MAX_MEMBERS} a download may")
-        size = sum(m.file_size for m in members)
-        if size > MAX_UNPACKED_BYTES:
-            raise UserError(f"{archive} unpacks to {size / 2**30:.1f} GB, more than {MAX_UNPACKED_BYTES // 2**30} GB")
-        for member in members:
-            _inside(member.filename, archive)  # every path checked before anything is written
-        dest.mkdir(parents=True, exist_ok=True)
-        links, written = [], 0
-        for member in members:
-            parts = PurePosixPath(member.filename.replace("\\", "/")).parts
-            if not parts or any(part.startswith("__MACOSX") for part in parts):
-                continue
-            mode = member.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                links.append(clean(member.filename, ID_CHARS))
-                continue
-            target = dest.joinpath(*parts)
-            try:
-                if member.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zipped.open(member) as source, open(target, "wb") as sink:
-                    while chunk := source.read(2**20):
-                        written += len(chunk)
-                        if written > MAX_UNPACKED_BYTES:
-                            raise UserError(f"{archive} unpacks to more than {MAX_UNPACKED_BYTES // 2**30} GB")
-                        sink.write(chunk)
-            except (OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as failure:  # encrypted
-                name = clean(member.filename, ID_CHARS)
-                raise UserError(f"{archive}: {name} cannot be unpacked ({failure})") from None
-            stamp = _zip_time(member)
-            os.utime(target, (stamp, stamp))
-    _settle_times(dest, archive.stat().st_mtime)
-    return links
-
-
-def _inside(name: str, archive: Path) -> None:
-    """Refuse a member whose path would leave the folder it is unpacked in (absolute, a drive, `..`)."""
-    posix = name.replace("\\", "/")
-    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix) or ".." in PurePosixPath(posix).parts or "\0" in name:
-        shown = clean(name, ID_CHARS)
-        raise UserError(f"{archive}: {shown} would be unpacked outside its folder: the zip is refused")
-
-
-def _zip_time(member: zipfile.ZipInfo) -> float:
-    try:
-        return time.mktime((*member.date_time, 0, 0, -1))  # the zip's times are the zipping machine's local time
-    except (OverflowError, ValueError):
-        return time.time()
-
-
-def _settle_times(folder: Path, default: float) -> None:
-    """Each folder's time, the newest of what it holds (a student's folder is as late as its newest file)."""
-    for top, dirs, files in os.walk(folder, topdown=False):
-        stamps = [os.lstat(os.path.join(top, name)).st_mtime for name in files + dirs]
-        newest = max(stamps, default=default)
-        os.utime(top, (newest, newest))

@@ -41,7 +41,7 @@ ID_CHARS = 120
 # Modules that present or start things but decide no score: a change to them re-renders, not regrades.
 _PRESENTATION = {"cli.py", "render.py", "progress.py", "release.py", "calibrate.py", "similarity.py", "gradescope.py"}
 _PRESENTATION |= {"gradebook.py", "late.py", "render_html.py", "figures.py"}  # a figure never changes a score
-_PRESENTATION |= {"layouts.py"}  # which files a student handed in: the snapshot's digest holds them
+_PRESENTATION |= {"layouts.py", "unpack.py"}  # which files a student handed in: the snapshot's digest holds them
 _PRESENTATION |= {"manual.py", "course.py", "review.py", "review_page.py", "review_server.py"}  # applied after grading
 
 
