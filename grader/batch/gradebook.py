@@ -12,8 +12,8 @@ DIR/index.html    the class page: the same, with charts, linking each student's 
 
 grades.csv and legend.csv are the instructor's: they name the hidden tests. The LMS files hold
 only ids (and the names the LMS's download gave), grades and the late note. A grade is the tests'
-score after any late penalty plus the written answers' points (grader.manual); a hand-in that could not be read counts 0, and one that the grader failed
-to grade (status `error`) is left blank.
+score after any late penalty plus the written answers' points (grader.manual); a hand-in that could
+not be read counts 0, and one that the grader failed to grade (status `error`) is left blank.
 """
 
 from __future__ import annotations
