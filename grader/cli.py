@@ -171,10 +171,15 @@ def release_command(assignment: str, out: Path) -> None:
     click.echo(f"wrote {len(files)} files to {out}")
 
 
+PROFILE = click.option(
+    "--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True
+)  # `grade`, `grade batch`, `grade gradescope` and `grade doctor`: one profile option
+
+
 def grading_options(command: Any) -> Any:
     """The options that decide how a submission is graded, declared once for `grade` and `grade batch`."""
     shared = (
-        click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True),
+        PROFILE,
         click.option(
             "--data-dir", type=click.Path(file_okay=False), help="Where the datasets are (default: $GRADER_DATA_DIR)."
         ),
@@ -339,7 +344,7 @@ def course_command(course_file: Path, out: Path) -> None:
 @cli.command("gradescope")
 @click.argument("assignment")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The zip to write: autograder.zip.")
-@click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True)
+@PROFILE
 @click.option("--show-hidden", is_flag=True, help="Show the details of hidden tests once grades are published.")
 @click.option("--allow-unisolated", is_flag=True, help="Grade even where the container refuses the sandbox.")
 def gradescope_command(assignment: str, out: Path, profile: str, show_hidden: bool, allow_unisolated: bool) -> None:
@@ -417,7 +422,7 @@ def data_import(name: str, path: Path, data_dir: Path | None) -> None:
 
 @cli.command("doctor")
 @click.argument("assignment", required=False)
-@click.option("--profile", type=click.Choice(["quick", "full", "auto"]), default="auto", show_default=True)
+@PROFILE
 @DATA_DIR
 def doctor_command(assignment: str | None, profile: str, data_dir: Path | None) -> int:
     """Whether this machine can grade, per profile, and what to do where it cannot."""
@@ -472,7 +477,7 @@ def _grade_command(name: str) -> click.Command:
         with LiveProgress(Console(stderr=True)) as live:
             report = grade(spec, submission or spec.starter_dir, options, on_progress=live.update)
         render.terminal(report, console, options.show_hidden)
-        broken = [t.name for t in report.tests if t.limit == "grader"]
+        broken = report.sandbox_failures()
         _write("--json", json_path, lambda: json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
         _write("--markdown", markdown, lambda: render.markdown(report, options.show_hidden))
         _write("--junit", junit, lambda: render.junit(report, options.show_hidden))

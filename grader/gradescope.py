@@ -139,7 +139,7 @@ def run_autograder(root: Path) -> None:
         results = {"score": 0, "output": f"the submission cannot be graded: {problem}", "tests": []}
     else:
         render.terminal(report, Console(), options.show_hidden)  # Gradescope's stdout: for the staff only
-        broken = [t.name for t in report.tests if t.limit == "grader"]
+        broken = report.sandbox_failures()
         if broken:
             raise GraderError(f"the sandbox failed in {len(broken)} tests ({', '.join(broken)}): run it again")
         results = render.gradescope(report, options.show_hidden)

@@ -22,6 +22,9 @@ ROOT_ENV = "GRADER_ROOT"  # the kit's root, when not found above the working fol
 SEED_ENV = "GRADER_SEED"  # plain pytest: this grading's seed, instead of a random one
 PARENT_ENV = "GRADER_PARENT_PID"  # the grading child dies with the process that started it
 SANDBOX_ENV = "GRADER_SANDBOX"  # "none": no isolation even where bubblewrap works (the kit's tests of that path)
+PRELOAD_ENV = (
+    "GRADER_SANDBOX_PRELOAD"  # the modules the sandbox's zygote imports once (sandbox/zygote.py spells it itself)
+)
 GRADESCOPE_ENV = "GRADER_GRADESCOPE_ROOT"  # a Gradescope autograder's run_autograder: what stands for /autograder
 
 

@@ -81,6 +81,10 @@ class Report:
     def percent(self) -> float:
         return 100.0 * self.score / self.max_score if self.max_score else 0.0
 
+    def sandbox_failures(self) -> list[str]:
+        """The tests a broken sandbox failed (the grader's fault, not the code's): to grade again before they count."""
+        return [t.name for t in self.tests if t.limit == "grader"]
+
     @property
     def written_points(self) -> float:
         """The points TAs gave the written answers (manual.csv), 0 before any is marked."""

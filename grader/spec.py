@@ -6,7 +6,8 @@ import difflib
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -219,9 +220,16 @@ def load_spec(name: str, root: Path | None = None) -> Spec:
     if not path.is_file():
         known = assignment_names(root)
         raise UserError(f"unknown assignment '{name}'{did_you_mean(name, known)} (known: {', '.join(known) or 'none'})")
-    with path.open("rb") as f:
-        data = tomllib.load(f)
-    profiles = {pname: Profile(name=pname, **pdata) for pname, pdata in data.get("profiles", {}).items()}
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as failure:
+        raise UserError(f"{path}: cannot be read ({failure})") from None
+    _known(data, _SPEC_KEYS, str(path))
+    for key, kind, said in (("title", str, "a string"), ("files", list, "a list of file names")):
+        if not isinstance(data.get(key), kind):
+            raise UserError(f"{path}: {key} is missing or not {said}")
+    profiles = {pname: _profile(pname, pdata, path) for pname, pdata in _table(data, "profiles", str(path)).items()}
     missing = [p for p in PROFILES if p not in profiles]
     if missing:
         raise UserError(f"{path} defines no profile {', '.join(missing)}")
@@ -230,7 +238,7 @@ def load_spec(name: str, root: Path | None = None) -> Spec:
         title=data["title"],
         title_vi=data.get("title_vi", data["title"]),
         files=tuple(data["files"]),
-        limits=Limits(**data.get("limits", {})),
+        limits=_built(Limits, _table(data, "limits", str(path)), f"{path} [limits]"),
         profiles=profiles,
         root=root,
         sandbox_preload=tuple(data.get("sandbox_preload", ())),
@@ -238,6 +246,49 @@ def load_spec(name: str, root: Path | None = None) -> Spec:
         language=_language(data.get("language"), path),
         questions=_questions(data.get("questions", []), path),
     )
+
+
+_SPEC_KEYS = ("title", "title_vi", "files", "limits", "profiles", "sandbox_preload", "late", "language", "questions")
+
+
+def _known(table: dict[str, Any], known: Iterable[str], where: str) -> None:
+    """A key the kit does not read is a mistake (a typo would otherwise be silently ignored)."""
+    known = list(known)
+    for key in table:
+        if key not in known:
+            raise UserError(f"{where}: unknown key {key!r}{did_you_mean(key, known)} (known: {', '.join(known)})")
+
+
+def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: {key} is a table ([{key}])")
+    return value
+
+
+def _built(kind: type, table: dict[str, Any], where: str, **more: Any) -> Any:
+    """`kind(**table)` for a dataclass, its keys checked and its values of the types its defaults have."""
+    names = [f.name for f in fields(kind) if f.name not in more]
+    _known(table, names, where)
+    built = kind(**table, **more)
+    for f in fields(kind):
+        default = f.default if f.default is not MISSING else None
+        value = getattr(built, f.name)
+        if isinstance(default, bool | int | float) and (
+            isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, int | float)
+        ):
+            kind = "true or false" if isinstance(default, bool) else "a number"
+            raise UserError(f"{where}: {f.name} = {value!r} is not {kind}")
+    return built
+
+
+def _profile(name: str, table: Any, path: Path) -> Profile:
+    where = f"{path} [profiles.{name}]"
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: a table")
+    if "device" not in table:
+        raise UserError(f"{where}: device is missing (cpu or cuda)")
+    return _built(Profile, table, where, name=name)
 
 
 def _language(value: Any, path: Path) -> str | None:

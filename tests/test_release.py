@@ -251,7 +251,7 @@ def every_bundle_graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, t
         bundle = tmp_path_factory.mktemp("release") / name
         release(load_spec(name, ROOT), bundle)
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GRADER_ROOT")}
-        env.update(GRADER_THREADS="1", OMP_NUM_THREADS="1")
+        env.update(OMP_NUM_THREADS="1")
         command = f"{GRADE} {name} --profile quick --json report.json"
         done = subprocess.run(command, shell=True, cwd=bundle, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]

@@ -446,7 +446,7 @@ def _outcome_of(
 ) -> Outcome:
     try:
         report = future.result()
-        broken = any(t.limit == "grader" for t in report.tests)  # still, after its retry: graded again next run
+        broken = report.sandbox_failures()  # still, after its retry: graded again next run
         return Outcome(snap.entry.id, report, "error" if broken else "graded", key)
     except Exception as broken:  # the grader's fault, not the student's: graded again next time
         report = _zero_report(spec, collected, snap.entry, f"grader error: {broken}".strip(), profile)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grader
+from grader.options import PRELOAD_ENV
 
 BWRAP = "bubblewrap"
 NONE = "none"
@@ -199,7 +200,7 @@ def sandbox_env(threads: int, preload: tuple[str, ...]) -> dict[str, str]:
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         "OMP_WAIT_POLICY": "PASSIVE",  # idle threads sleep: on a busy machine, spinning would count as the code's CPU
-        "GRADER_SANDBOX_PRELOAD": ",".join((*PRELOAD, *preload)),
+        PRELOAD_ENV: ",".join((*PRELOAD, *preload)),
     }
     torch_home = _torch_home()
     if torch_home.is_dir():
