@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from grader.cli import main
@@ -67,3 +70,12 @@ def test_the_command_line_says_it_in_one_line_without_a_traceback(tmp_path, monk
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "[limits]: unknown key 'memory'" in error
     assert error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_the_example_of_assignments_readme_is_a_spec_the_kit_reads(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "assignments" / "README.md").read_text()
+    example = re.search(r"## spec\.toml\n\n```toml\n(.*?)```", readme, re.S)
+    assert example, "assignments/README.md: no spec.toml example"
+    write(tmp_path, example.group(1))
+    spec = load_spec("x", tmp_path)
+    assert spec.files == ("lenet.py", "training.py") and spec.late is not None and spec.written_max == 4
