@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +38,7 @@ from grader.batch.late import last_deadline
 from grader.batch.run import Outcome
 from grader.batch.store import STATE, Store, write_each
 from grader.errors import UserError, make_folder
-from grader.spec import LatePolicy, did_you_mean
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from grader.spec import LatePolicy, known_keys, read_toml
 
 _COURSE_KEYS = ("title", "drop_lowest", "late_days", "assignments")
 _ASSIGNMENT_KEYS = ("name", "gradebook", "weight")
@@ -67,12 +61,8 @@ class Course:
 
 def load_course(path: Path) -> Course:
     """COURSE.toml, checked: each mistake is one line naming the file and the key."""
-    try:
-        with path.open("rb") as file:
-            data = tomllib.load(file)
-    except (OSError, tomllib.TOMLDecodeError) as failure:
-        raise UserError(f"{path}: cannot be read ({failure})") from None
-    _known_keys(data, _COURSE_KEYS, str(path))
+    data = read_toml(path)
+    known_keys(data, _COURSE_KEYS, str(path))
     tables = data.get("assignments")
     if not isinstance(tables, list) or not tables:
         raise UserError(f"{path}: assignments: give each assignment an [[assignments]] table (name, gradebook, weight)")
@@ -89,16 +79,10 @@ def load_course(path: Path) -> Course:
     return Course(title, assignments, drop, _count(data, "late_days", path))
 
 
-def _known_keys(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
-    for key in table:
-        if key not in known:
-            raise UserError(f"{where}: unknown key {key!r}{did_you_mean(key, list(known))} (known: {', '.join(known)})")
-
-
 def _assignment(table: Any, where: str, folder: Path) -> Assignment:
     if not isinstance(table, dict):
         raise UserError(f"{where}: an [[assignments]] table, with name, gradebook and weight")
-    _known_keys(table, _ASSIGNMENT_KEYS, where)
+    known_keys(table, _ASSIGNMENT_KEYS, where)
     for key in ("name", "gradebook"):
         if not isinstance(table.get(key), str) or not table[key].strip():
             raise UserError(f"{where}: {key} is missing (a string)")

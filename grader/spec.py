@@ -220,12 +220,8 @@ def load_spec(name: str, root: Path | None = None) -> Spec:
     if not path.is_file():
         known = assignment_names(root)
         raise UserError(f"unknown assignment '{name}'{did_you_mean(name, known)} (known: {', '.join(known) or 'none'})")
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as failure:
-        raise UserError(f"{path}: cannot be read ({failure})") from None
-    _known(data, _SPEC_KEYS, str(path))
+    data = read_toml(path)
+    known_keys(data, _SPEC_KEYS, str(path))
     for key, kind, said in (("title", str, "a string"), ("files", list, "a list of file names")):
         if not isinstance(data.get(key), kind):
             raise UserError(f"{path}: {key} is missing or not {said}")
@@ -251,7 +247,16 @@ def load_spec(name: str, root: Path | None = None) -> Spec:
 _SPEC_KEYS = ("title", "title_vi", "files", "limits", "profiles", "sandbox_preload", "late", "language", "questions")
 
 
-def _known(table: dict[str, Any], known: Iterable[str], where: str) -> None:
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file of the kit (spec.toml, COURSE.toml); one that cannot be read is one line."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as failure:
+        raise UserError(f"{path}: cannot be read ({failure})") from None
+
+
+def known_keys(table: dict[str, Any], known: Iterable[str], where: str) -> None:
     """A key the kit does not read is a mistake (a typo would otherwise be silently ignored)."""
     known = list(known)
     for key in table:
@@ -269,7 +274,7 @@ def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
 def _built(kind: type, table: dict[str, Any], where: str, **more: Any) -> Any:
     """`kind(**table)` for a dataclass, its keys checked and its values of the types its defaults have."""
     names = [f.name for f in fields(kind) if f.name not in more]
-    _known(table, names, where)
+    known_keys(table, names, where)
     built = kind(**table, **more)
     for f in fields(kind):
         default = f.default if f.default is not MISSING else None
