@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from grader import render, render_html
+from grader.batch import LAYOUT_CHOICES
 from grader.errors import GraderError, UserError
 from grader.options import GradingOptions, parse_limits
 from grader.spec import Spec, assignment_names, did_you_mean, find_root, load_spec
@@ -224,11 +225,9 @@ def options_for(spec: Spec, chosen: dict[str, Any], **more: Any) -> GradingOptio
 
 def layout_option(command: Any) -> Any:
     """--layout of `grade batch` and `grade similarity`: how the hand-ins were given (grader.batch.layouts)."""
-    from grader.batch.layouts import CHOICES
-
     return click.option(
         "--layout",
-        type=click.Choice(CHOICES),
+        type=click.Choice(LAYOUT_CHOICES),
         default="auto",
         show_default=True,
         help="One entry per student (folders), or an LMS's download, its folder or .zip: canvas, moodle, "

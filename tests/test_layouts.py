@@ -16,10 +16,11 @@ from rich.console import Console
 
 import grader.batch.executors as executors_module
 import grader.batch.run as run_module
+from grader.batch import LAYOUT_CHOICES
 from grader.batch.executors import LocalExecutor
 from grader.batch.gradebook import write_gradebook
 from grader.batch.late import Deadline, hand_in_times, parse_time
-from grader.batch.layouts import CHOICES, read_hand_ins, recognize
+from grader.batch.layouts import read_hand_ins, recognize
 from grader.batch.run import BatchResult, run_batch
 from grader.cli import main
 from grader.errors import UserError
@@ -314,7 +315,7 @@ def test_stated_times_come_first_then_submissions_csv(tmp_path):
 
 
 def test_the_layouts_of_the_command_line_are_the_readers():
-    assert CHOICES == ("auto", "folders", "canvas", "moodle", "classroom", "gradescope")
+    assert LAYOUT_CHOICES == ("auto", "folders", "canvas", "moodle", "classroom", "gradescope")
 
 
 # --- graded end to end -------------------------------------------------------------------------------

@@ -36,14 +36,13 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from grader.batch import LAYOUT_CHOICES
 from grader.batch.late import parse_time
 from grader.batch.store import ID_CHARS, TIMES_FILE, Entry, find_entries, left_aside
 from grader.batch.unpack import MAX_UNPACKED_BYTES, unpack
 from grader.errors import UserError
 from grader.text import clean
 
-LAYOUTS = ("folders", "canvas", "moodle", "classroom", "gradescope")
-CHOICES = ("auto", *LAYOUTS)
 LMS = {"canvas": "Canvas", "moodle": "Moodle", "classroom": "GitHub Classroom", "gradescope": "Gradescope"}
 
 CANVAS = re.compile(r"^(?P<name>.+?)(?P<late>_LATE)?_(?P<user>\d+)_(?P<attachment>\d+)_(?P<file>.+)$")
@@ -214,8 +213,8 @@ def _classroom_prefix(folder_name: str, folders: list[str]) -> str:
 
 def resolve(path: Path, layout: str) -> str:
     """The layout `path` is read as: `layout`, or the one recognized for `auto`."""
-    if layout not in CHOICES:
-        raise UserError(f"--layout {layout}: expected one of {', '.join(CHOICES)}")
+    if layout not in LAYOUT_CHOICES:
+        raise UserError(f"--layout {layout}: expected one of {', '.join(LAYOUT_CHOICES)}")
     return recognize(path) if layout == "auto" else layout
 
 
