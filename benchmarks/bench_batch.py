@@ -40,7 +40,7 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader.batch.run import run_batch  # noqa: E402
+from grader.batch.run import BatchOptions, run_batch  # noqa: E402
 from grader.options import GradingOptions  # noqa: E402
 from grader.spec import load_spec  # noqa: E402
 
@@ -112,9 +112,8 @@ def grade_copies(copies: int, workers: int, options: GradingOptions) -> dict[str
         for i in range(copies):
             shutil.copytree(spec.reference_dir, submissions / f"student-{i:02d}")
         started = time.perf_counter()
-        result = run_batch(
-            spec, submissions, Path(scratch) / "grades", options, workers, console=Console(file=io.StringIO())
-        )
+        batch = BatchOptions(workers=workers, console=Console(file=io.StringIO()))
+        result = run_batch(spec, submissions, Path(scratch) / "grades", options, batch)
         wall = time.perf_counter() - started
     reports = [o.report for o in result.outcomes]
     wrong = [r.submission for r in reports if r.score != r.max_score]

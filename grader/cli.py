@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -40,7 +40,10 @@ from grader import render, render_html
 from grader.batch import LAYOUT_CHOICES
 from grader.errors import GraderError, UserError
 from grader.options import GradingOptions, parse_limits
-from grader.spec import Spec, assignment_names, did_you_mean, find_root, load_spec
+from grader.spec import LatePolicy, Spec, assignment_names, did_you_mean, find_root, load_spec
+
+if TYPE_CHECKING:
+    from grader.batch.late import Deadline
 
 EXIT_BELOW_THRESHOLD = 1
 EXIT_NOT_READY = 1  # grade doctor: the profile asked for cannot run here
@@ -276,14 +279,83 @@ def batch_command(
 ) -> int:
     """Grade a folder of submissions (one per student, or an LMS's download); run it again to grade only what is
     left or changed."""
-    from grader.batch.run import command
-
     overrides = parse_limits(limits)
     if timeout is not None:
         overrides["total_timeout_s"] = timeout
     spec = load_spec(assignment)
     options = options_for(spec, batch, limits=overrides, allow_unisolated=allow_unisolated)
-    return command(spec, options, **batch)
+    return grade_batch(spec, options, **batch)
+
+
+def grade_batch(
+    spec: Spec,
+    options: GradingOptions,
+    submissions: Path,
+    out: Path,
+    workers: int | None,
+    only: tuple[str, ...],
+    failed: bool,
+    force: bool,
+    deadline: str | None,
+    late_policy: str | None,
+    no_deadline: bool,
+    canvas_assignment: str | None,
+    executor: str,
+    address: str | None,
+    layout: str = "auto",
+) -> int:
+    """`grade batch`, with its GradingOptions built: its flags read (grader.batch.run.BatchOptions), the
+    batch run, its summary printed. The batch modules are imported here, not at every start of `grade`."""
+    from grader.batch.gradebook import print_summary
+    from grader.batch.run import BatchOptions, run_batch
+    from grader.batch.where import ray_executor
+    from grader.manual import marking_line
+
+    if executor == "ray":
+        ray_executor().check_address(address)  # before any test is collected: a mistake costs no time
+    elif address is not None:
+        raise UserError("--address is the Ray cluster's: give it with --executor ray")
+    ids = tuple(i.strip() for item in only for i in item.split(",") if i.strip())  # --only a --only b,c
+    console = Console()
+    batch = BatchOptions(
+        workers=workers,
+        where=executor,
+        address=address,
+        layout=layout,
+        only=ids,
+        failed=failed,
+        force=force,
+        deadline=_deadline(spec, deadline, late_policy, no_deadline),
+        no_deadline=no_deadline,
+        canvas_assignment=canvas_assignment,
+        console=console,
+    )
+    result = run_batch(spec, submissions, out, options, batch)
+    print_summary(result, console)
+    if spec.questions:  # the last line: what the TAs have left to mark (grade review)
+        console.print(marking_line(o.report for o in result.outcomes), markup=False, highlight=False, soft_wrap=True)
+    if result.errors:
+        names = ", ".join(o.id for o in result.errors)
+        raise GraderError(f"{len(result.errors)} submissions could not be graded ({names}): run again to retry them")
+    return 0
+
+
+def _deadline(spec: Spec, deadline: str | None, late_policy: str | None, no_deadline: bool) -> Deadline | None:
+    """--deadline with --late-policy, or with the spec's [late]."""
+    from grader.batch.late import Deadline, parse_time
+
+    if no_deadline and (deadline is not None or late_policy is not None):
+        raise UserError("--no-deadline drops the late penalties: give it without --deadline and --late-policy")
+    if deadline is None:
+        if late_policy is not None:
+            raise UserError("--late-policy needs a --deadline")
+        return None
+    policy = LatePolicy.parse(late_policy) if late_policy is not None else spec.late
+    if policy is None:
+        raise UserError(
+            f"--deadline needs a late policy: --late-policy '10%/day,max 3', or [late] in {spec.name}'s spec.toml"
+        )
+    return Deadline(parse_time(deadline, "--deadline"), policy)
 
 
 @cli.command("review")
@@ -451,6 +523,11 @@ def _grade_command(name: str) -> click.Command:
     @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write an HTML report, with pictures.")
     @click.option("--fail-under", type=click.FloatRange(0, 100), help="Exit 1 when the score is below this percentage.")
     @click.option("--download", is_flag=True, help="Allow downloading missing datasets.")
+    @click.option(
+        "--watch",
+        is_flag=True,
+        help="Grade again on every save: the checks that train nothing (`t`: every test once; --marks chooses).",
+    )
     def command(
         submission: Path | None,
         json_path: Path | None,
@@ -459,6 +536,7 @@ def _grade_command(name: str) -> click.Command:
         html_path: Path | None,
         fail_under: float | None,
         download: bool,
+        watch: bool,
         **chosen: Any,
     ) -> int:
         from grader.grading import grade
@@ -466,6 +544,14 @@ def _grade_command(name: str) -> click.Command:
 
         spec = load_spec(name)
         outputs = {"--json": json_path, "--markdown": markdown, "--junit": junit, "--html": html_path}
+        if watch:
+            from grader.watch import watch as watch_submission
+
+            given = [flag for flag, path in {**outputs, "--fail-under": fail_under}.items() if path is not None]
+            if given:
+                raise UserError(f"--watch shows the table only: leave out {', '.join(given)}")
+            options = options_for(spec, chosen, download=download)
+            return watch_submission(spec, submission or spec.starter_dir, options, Console())
         for flag, path in outputs.items():
             _check_writable(flag, path)  # before grading, so that a typo costs no grading time
         to_stdout = [flag for flag, path in outputs.items() if path == STDOUT]

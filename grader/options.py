@@ -2,7 +2,7 @@
 
 `grade`, `grade batch` and `grade calibrate` build a `GradingOptions`; the grading child receives
 it as one JSON document ($GRADER_OPTIONS) and rebuilds it. Plain `pytest assignments/<name>`
-builds one from its own command-line options. Every GRADER_* variable the kit reads is named here.
+builds one from its own command-line options. The GRADER_* variables are named in grader.environment.
 """
 
 from __future__ import annotations
@@ -12,20 +12,9 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from grader.environment import OPTIONS_ENV
 from grader.errors import UserError
 from grader.spec import Limits
-
-OPTIONS_ENV = "GRADER_OPTIONS"  # the document, for the grading child
-DATA_DIR_ENV = "GRADER_DATA_DIR"  # where the datasets are, when --data-dir is not given
-DOWNLOAD_ENV = "GRADER_DOWNLOAD"  # "1": datasets may be downloaded
-ROOT_ENV = "GRADER_ROOT"  # the kit's root, when not found above the working folder
-SEED_ENV = "GRADER_SEED"  # plain pytest: this grading's seed, instead of a random one
-PARENT_ENV = "GRADER_PARENT_PID"  # the grading child dies with the process that started it
-SANDBOX_ENV = "GRADER_SANDBOX"  # "none": no isolation even where bubblewrap works (the kit's tests of that path)
-PRELOAD_ENV = (
-    "GRADER_SANDBOX_PRELOAD"  # the modules the sandbox's zygote imports once (sandbox/zygote.py spells it itself)
-)
-GRADESCOPE_ENV = "GRADER_GRADESCOPE_ROOT"  # a Gradescope autograder's run_autograder: what stands for /autograder
 
 
 @dataclass(frozen=True)
@@ -99,20 +88,3 @@ def from_environment() -> GradingOptions | None:
     """The options a grading child was handed, if it was."""
     text = os.environ.get(OPTIONS_ENV)
     return GradingOptions.from_json(text) if text else None
-
-
-def seed_from_environment() -> int | None:
-    value = os.environ.get(SEED_ENV)
-    return int(value) if value else None
-
-
-def sandbox_disabled() -> bool:
-    return os.environ.get(SANDBOX_ENV) == "none"
-
-
-def download_allowed() -> bool:
-    return os.environ.get(DOWNLOAD_ENV, "") in ("1", "true", "yes")
-
-
-def data_dir_from_environment() -> str | None:
-    return os.environ.get(DATA_DIR_ENV) or None

@@ -11,6 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from grader.plugin.records import ScreenLine
+
 
 class LiveProgress:
     """A line that follows the grading: `with LiveProgress(console) as live: grade(..., on_progress=live.update)`."""
@@ -33,7 +35,7 @@ class LiveProgress:
         if self.enabled:
             self.progress.stop()
 
-    def update(self, record: dict[str, Any]) -> None:
+    def update(self, record: ScreenLine) -> None:
         if not self.enabled:
             return
         if record["kind"] == "start":

@@ -21,7 +21,7 @@ from grader.render import _footer, _listed, _note, _points, details, load_errors
 from grader.report import Report
 
 if TYPE_CHECKING:
-    from grader.batch.run import Outcome
+    from grader.batch.outcomes import Outcome
     from grader.course import Term
 
 # Nothing but this page, its inline styles and its data-URL images: no network, no script.

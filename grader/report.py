@@ -10,11 +10,12 @@ import json
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from grader import __version__
 from grader.figures import PREFIX, draw_images
 from grader.i18n import _, ngettext
+from grader.plugin.records import Blanks, LoadErrorFields, Selection
 from grader.runner import Run
 from grader.spec import Spec
 from grader.text import clean
@@ -56,18 +57,18 @@ class Report:
     max_score: float
     duration_s: float
     tests: list[TestResult]
-    blanks: dict[str, Any] = field(default_factory=dict)
+    blanks: Blanks | dict[str, Any] = field(default_factory=dict)  # the session's; {} where none ran
     isolation: str = ""
     min_accuracy: float | None = None
     calibrated: bool = True
     profile_note: str = ""  # why `auto` chose another profile than full: what full lacks here
     problem: str = ""  # why the submission could not be graded at all, if it could not
     seed: int | None = None  # the grading's seed: the inputs it drew (a regrade with it draws the same)
-    load_errors: list[dict[str, Any]] = field(default_factory=list)  # student files that could not be imported
+    load_errors: list[LoadErrorFields] = field(default_factory=list)  # student files that could not be imported
     # set by `grade batch --deadline`, never by the grading: {submitted_at, deadline, days, penalty, policy};
     # `score` stays the tests' points, the penalty takes `penalty` (a fraction) of them (`final_score`)
     late: dict[str, Any] = field(default_factory=dict)
-    selection: dict[str, Any] = field(default_factory=dict)  # select, marks; left_out (names), left_out_points
+    selection: Selection | dict[str, Any] = field(default_factory=dict)  # {} where no test was collected
     notes: list[str] = field(default_factory=list)  # what the grader noted reading the submission (a notebook)
     # written answers, read by the grading (never run): [{question, title, answered, text, digest, source}]
     answers: list[dict[str, Any]] = field(default_factory=list)
@@ -242,7 +243,9 @@ def build_report(spec: Spec, run: Run, submission: str, problem: str = "") -> Re
         profile_note=session.get("profile_note", ""),
         problem=problem,
         seed=session.get("seed"),
-        load_errors=[{k: v for k, v in e.items() if k != "assignment"} for e in run.load_errors],
+        load_errors=[
+            cast("LoadErrorFields", {k: v for k, v in e.items() if k != "assignment"}) for e in run.load_errors
+        ],
         selection=run.selection,
         notes=session.get("notes", []),
     )

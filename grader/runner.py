@@ -19,9 +19,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from grader.options import DATA_DIR_ENV, DOWNLOAD_ENV, PARENT_ENV, SANDBOX_ENV, GradingOptions
+from grader.environment import DATA_DIR_ENV, DOWNLOAD_ENV, PARENT_ENV, SANDBOX_ENV
+from grader.options import GradingOptions
+from grader.plugin.records import (
+    CollectedTest,
+    CollectErrorRecord,
+    LoadErrorRecord,
+    ResultRecord,
+    ScreenLine,
+    Selection,
+    SessionRecord,
+)
 from grader.spec import Spec
 
 if TYPE_CHECKING:
@@ -36,12 +46,13 @@ _KEPT_ENV += (DATA_DIR_ENV, DOWNLOAD_ENV, SANDBOX_ENV)
 class Run:
     """What one child run reported: its records, how it ended, and the tail of its log."""
 
-    session: dict[str, Any] = field(default_factory=dict)
-    collected: list[dict[str, Any]] | None = None
-    selection: dict[str, Any] = field(default_factory=dict)  # -k/-m and what they left out
-    collect_errors: list[dict[str, Any]] = field(default_factory=list)
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
-    load_errors: list[dict[str, Any]] = field(default_factory=list)
+    # {} until the session record came; where no run made one, a stand-in's few fields (grader.batch's zero report)
+    session: SessionRecord | dict[str, Any] = field(default_factory=dict)
+    collected: list[CollectedTest] | None = None  # None until the collected record came
+    selection: Selection | dict[str, Any] = field(default_factory=dict)  # -k/-m and what they left out; {} before
+    collect_errors: list[CollectErrorRecord] = field(default_factory=list)
+    results: dict[str, ResultRecord] = field(default_factory=dict)  # by nodeid
+    load_errors: list[LoadErrorRecord] = field(default_factory=list)
     finished: bool = False
     done_status: int | None = None  # pytest's exit status, as the session reported it before exiting
     exit_code: int | None = None
@@ -64,7 +75,7 @@ def run_tests(
     env: dict[str, str] | None = None,
     cancel: threading.Event | None = None,
     worker: WarmWorker | None = None,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[ScreenLine], None] | None = None,
 ) -> Run:
     """Grade `submission` (a folder) with the spec's tests in a pytest child: a fresh process, or a
     fork of a warm `worker`'s.
@@ -98,7 +109,7 @@ def _pytest(
     env: dict[str, str] | None = None,
     cancel: threading.Event | None = None,
     worker: WarmWorker | None = None,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[ScreenLine], None] | None = None,
 ) -> Run:
     """One pytest session in a child: a fresh process, or a fork of a warm worker's."""
     assignments = root / "assignments"
@@ -109,6 +120,7 @@ def _pytest(
     child_env.update(env or {})
     child_env.update(
         PYTHONDONTWRITEBYTECODE="1",
+        OMP_WAIT_POLICY="PASSIVE",  # torch's idle threads sleep: spinning ones cost 100x on a busy machine
         PYTHONPATH=str(Path(__file__).resolve().parent.parent),
         **{PARENT_ENV: str(os.getpid())},  # it dies with us
     )
@@ -119,8 +131,17 @@ def _pytest(
     with scratch as workdir:
         if worker is not None:
             pid = worker.start(options, child_env, workdir, write_fd)
-        else:
-            command = [sys.executable, "-m", "pytest", *options, "--results-fd", str(write_fd)]
+        else:  # grader.plugin.early: its zygote starts before the child imports torch
+            command = [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "grader.plugin.early",
+                *options,
+                "--results-fd",
+                str(write_fd),
+            ]
             with open(Path(workdir, "log"), "wb") as log:
                 child = subprocess.Popen(
                     command,
@@ -157,7 +178,7 @@ def _read_records(
     run: Run,
     deadline: float,
     cancel: threading.Event | None = None,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[ScreenLine], None] | None = None,
 ) -> bool:
     """Read JSON lines until the child closes the pipe; False if the deadline (or `cancel`) came first."""
     pending = b""
@@ -186,16 +207,16 @@ def _read_records(
 def _take(record: dict[str, Any], run: Run) -> None:
     kind = record.pop("kind")
     if kind == "session":
-        run.session = record
+        run.session = cast("SessionRecord", record)
     elif kind == "collected":
         run.collected = record["tests"]
         run.selection = record.get("selection", {})
     elif kind == "collect_error":
-        run.collect_errors.append(record)
+        run.collect_errors.append(cast("CollectErrorRecord", record))
     elif kind == "result":
-        run.results[record["nodeid"]] = record
+        run.results[record["nodeid"]] = cast("ResultRecord", record)
     elif kind == "load_error":
-        run.load_errors.append(record)
+        run.load_errors.append(cast("LoadErrorRecord", record))
     elif kind == "sandbox_broken":
         run.sandbox_broken = str(record["reason"])
     elif kind == "done":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import sys
@@ -11,6 +12,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from grader.environment import ROOT_ENV
 from grader.errors import UserError
 from grader.i18n import LANGUAGES, _, current
 
@@ -136,6 +138,7 @@ class Spec:
     profiles: dict[str, Profile]
     root: Path
     sandbox_preload: tuple[str, ...] = ()
+    grader_preload: tuple[str, ...] = ()  # what the tests import that a warm worker should have imported once
     late: LatePolicy | None = None  # [late]: the penalty of a hand-in after `grade batch --deadline`
     language: str | None = None  # what students read by default (en | vi); None: the locale's
     questions: tuple[Question, ...] = ()  # written answers, marked by hand (grade review)
@@ -190,8 +193,6 @@ class Spec:
 
 def find_root(start: Path | None = None) -> Path:
     """The kit's root: $GRADER_ROOT, else the nearest folder above `start` with assignments/."""
-    from grader.options import ROOT_ENV
-
     if os.environ.get(ROOT_ENV):
         root = Path(os.environ[ROOT_ENV]).resolve()
         if not (root / "assignments").is_dir():
@@ -238,13 +239,17 @@ def load_spec(name: str, root: Path | None = None) -> Spec:
         profiles=profiles,
         root=root,
         sandbox_preload=tuple(data.get("sandbox_preload", ())),
+        grader_preload=tuple(data.get("grader_preload", ())),
         late=_late_policy(data.get("late"), path),
         language=_language(data.get("language"), path),
         questions=_questions(data.get("questions", []), path),
     )
 
 
-_SPEC_KEYS = ("title", "title_vi", "files", "limits", "profiles", "sandbox_preload", "late", "language", "questions")
+_SPEC_KEYS = (
+    *("title", "title_vi", "files", "limits", "profiles", "sandbox_preload", "grader_preload"),
+    *("late", "language", "questions"),
+)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -365,3 +370,27 @@ def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UserError(f"{where}: points = {value!r} is not a number")
     return float(value)
+
+
+def spec_for(path: Path) -> Spec | None:
+    """The spec of the assignment folder that holds `path`, if any (read once while it is unchanged:
+    a grading asks for it of every test)."""
+    for folder in (path, *path.parents):
+        if folder.parent.name == "assignments" and (folder / "spec.toml").is_file():
+            return _spec_as_of(folder, (folder / "spec.toml").stat().st_mtime_ns)
+    return None
+
+
+@functools.lru_cache(maxsize=32)
+def _spec_as_of(folder: Path, _modified_ns: int) -> Spec:
+    return load_spec(folder.name, folder.parent.parent)
+
+
+def specs_in(args: list[str]) -> list[Spec]:
+    """The assignments that pytest's arguments (test paths, node ids) name, each once."""
+    found = {}
+    for arg in args:
+        spec = spec_for(Path(arg.split("::")[0]).resolve())
+        if spec is not None:
+            found[spec.name] = spec
+    return list(found.values())

@@ -9,21 +9,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from grader.errors import UserError
+from grader.errors import SubmissionProblem
 from grader.i18n import _, place_word
-from grader.text import clean
+from grader.notebook import cell_places, module_notes, notebook_modules, starter_names, top_level_names
+from grader.written import keep_answers
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
 SINGLE_MODULE = "submission.py"
-NOTE_CHARS = 500  # a problem or a note: the grader's words around names from the hand-in
-
-
-class SubmissionProblem(UserError):
-    """The submission cannot be read as one (empty, unreadable, too large...). Its message names the
-    hand-in's files (a zip's members, a notebook's error): cleaned here, once, for every writer."""
-
-    def __init__(self, problem: str):
-        super().__init__(clean(problem, NOTE_CHARS))
 
 
 @dataclass(frozen=True)
@@ -46,8 +38,6 @@ class Materialized:
     @cached_property
     def _places(self) -> dict[str, dict[int, tuple[int, int]]]:
         """For each module rebuilt from a notebook, by its file here: line -> (cell, line in the cell)."""
-        from grader.notebook import cell_places
-
         return {name: places for name in set(self.modules.values()) if (places := cell_places(self._text(name)))}
 
     def where(self, file: str, line: int) -> str:
@@ -69,8 +59,6 @@ class Materialized:
     def notes(self) -> list[str]:
         """What the grader noted reading the submission (files missing; in a notebook, cells skipped and
         names defined twice), each once."""
-        from grader.notebook import module_notes
-
         names = dict.fromkeys(self.modules.values())
         notes = [_("{file} is missing from the submission").format(file=file) for file in self.missing]
         return list(dict.fromkeys(notes + [note for name in names for note in module_notes(self._text(name))]))
@@ -83,8 +71,6 @@ def materialize(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Pat
     it needs `starter_dir`. The hand-in's written answers come along, beside the modules, as they
     are (grader.written.keep_answers): a batch's snapshot keeps them, and its digest with them.
     """
-    from grader.written import keep_answers
-
     copy = _modules(path, files, dest, starter_dir)
     keep_answers(path, dest)
     return copy
@@ -102,8 +88,6 @@ def _modules(path: Path, files: tuple[str, ...], dest: Path, starter_dir: Path |
     if suffix == ".zip":
         return _from_zip(path, files, dest, starter_dir)
     if suffix == ".ipynb":  # one module per assignment file, each with what its starter's names need
-        from grader.notebook import notebook_modules, starter_names
-
         if starter_dir is None:
             raise SubmissionProblem(
                 _("{name}: a notebook can only be graded for a given assignment").format(name=path.name)
@@ -135,8 +119,6 @@ def _single_module(data: bytes, files: tuple[str, ...], dest: Path, starter_dir:
     (dest / SINGLE_MODULE).write_bytes(data)
     stands_for = files
     if starter_dir is not None and len(files) > 1:
-        from grader.notebook import starter_names, top_level_names
-
         try:
             defined = set(top_level_names(data.decode("utf-8", errors="replace")))
         except (SyntaxError, ValueError):  # ValueError: a null byte

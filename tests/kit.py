@@ -15,8 +15,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from grader.batch.executors import LocalExecutor, Slot, cpu_count
-from grader.batch.run import warm_for
+from grader.batch.executors import LocalExecutor, Slot, cpu_count, warm_for
 from grader.options import GradingOptions
 from grader.report import Report
 from grader.spec import Spec, assignment_names, load_spec

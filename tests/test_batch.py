@@ -15,8 +15,8 @@ import sys
 import threading
 import time
 import zipfile
-from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -26,10 +26,13 @@ import grader.batch.run as run_module
 from grader import i18n
 from grader.batch.executors import LocalExecutor, cpu_count
 from grader.batch.late import Deadline, parse_time
-from grader.batch.run import BatchResult, Eta, run_batch
+from grader.batch.outcomes import BatchResult
+from grader.batch.progress import Eta
+from grader.batch.run import BatchOptions, run_batch
 from grader.batch.store import Store, find_entries, grader_key
+from grader.environment import SANDBOX_ENV
 from grader.errors import UserError
-from grader.options import SANDBOX_ENV, GradingOptions
+from grader.options import GradingOptions
 from grader.plugin.session import resolve_profile
 from grader.report import Report, build_report
 from grader.runner import Run
@@ -92,7 +95,7 @@ def test_a_batch_says_a_selection_mistake_in_one_line_as_grade_does(tmp_path, as
     shutil.copytree(spec.starter_dir, tmp_path / "subs" / "ana")
     options = GradingOptions(profile="quick", **asked)
     with pytest.raises(UserError, match=re.escape(message)):
-        run_batch(spec, tmp_path / "subs", tmp_path / "out", options, 1, console=QUIET)
+        run_batch(spec, tmp_path / "subs", tmp_path / "out", options, BatchOptions(workers=1, console=QUIET))
 
 
 def test_the_batch_command_refuses_a_mistyped_marker_in_one_line(tmp_path):
@@ -115,7 +118,9 @@ def test_a_forced_regrade_gives_every_student_the_same_seed_and_grades(tmp_path)
     options = GradingOptions(profile="quick", select="evaluate", marks="not accuracy")
 
     def grades() -> tuple[str, dict[str, int | None]]:
-        result = run_batch(spec, tmp_path / "subs", tmp_path / "out", options, 2, console=QUIET, force=True)
+        result = run_batch(
+            spec, tmp_path / "subs", tmp_path / "out", options, BatchOptions(workers=2, console=QUIET, force=True)
+        )
         return (tmp_path / "out" / "grades.csv").read_text(), {o.id: o.report.seed for o in result.outcomes}
 
     first, again = grades(), grades()
@@ -159,7 +164,7 @@ def test_a_hand_in_that_cannot_be_read_gets_a_zero_report_saying_why_once(tmp_pa
         (submissions / stray).write_text("I did it all in my head")
     options = GradingOptions(marks="not accuracy")  # profile auto
     said = Console(file=io.StringIO(), width=200)
-    result = run_batch(spec, submissions, out, options, console=said)
+    result = run_batch(spec, submissions, out, options, BatchOptions(console=said))
     reasons = {o.id: (o.status, o.report.score, o.report.problem) for o in result.outcomes}
     assert reasons == {
         "empty": ("unreadable", 0, "the submission has none of the assignment's files (lenet.py, training.py)"),
@@ -182,7 +187,7 @@ def test_a_hand_in_that_cannot_be_read_gets_a_zero_report_saying_why_once(tmp_pa
     assert len(tests) > 5 and all(row[name] == "" for row in rows for name in tests)  # no test ran: no 0.0 either
     assert "3 submissions (3 unreadable)\n\nno submission could be graded" in (out / "summary.md").read_text()
     with i18n.using("vi"):  # another language reads them again, in it, and grades nothing
-        again = run_batch(spec, submissions, out, options.with_(lang="vi"), console=QUIET)
+        again = run_batch(spec, submissions, out, options.with_(lang="vi"), BatchOptions(console=QUIET))
     assert again.graded_now == 0
     empty = (out / "students" / "empty" / "feedback.md").read_text()
     assert "bài nộp không có tệp nào của bài tập (lenet.py, training.py)" in empty, empty
@@ -194,17 +199,17 @@ def test_a_changed_hand_in_is_graded_again_and_only_it(tmp_path):
     shutil.copytree(spec.reference_dir, submissions / "ada")
     shutil.copytree(spec.starter_dir, submissions / "bob")
     options = GradingOptions(profile="quick", select="test_parameter_count")
-    first = run_batch(spec, submissions, out, options, console=QUIET)
+    first = run_batch(spec, submissions, out, options, BatchOptions(console=QUIET))
     assert [(o.id, o.report.score, o.report.max_score, o.resumed) for o in first.outcomes] == [
         ("ada", 2, 2, False),
         ("bob", 0, 2, False),
     ]
     shutil.copy(spec.reference_dir / "lenet.py", submissions / "bob" / "lenet.py")
-    second = run_batch(spec, submissions, out, options, console=QUIET)
+    second = run_batch(spec, submissions, out, options, BatchOptions(console=QUIET))
     assert [(o.id, o.report.score, o.resumed) for o in second.outcomes] == [("ada", 2, True), ("bob", 2, False)]
     saved = out / "students" / "bob" / "report.json"  # a report changed since the batch wrote it: graded again
     saved.write_text(saved.read_text().replace('"score": 2', '"score": 3', 1))
-    third = run_batch(spec, submissions, out, options, console=QUIET)
+    third = run_batch(spec, submissions, out, options, BatchOptions(console=QUIET))
     assert [(o.id, o.report.score, o.resumed) for o in third.outcomes] == [("ada", 2, True), ("bob", 2, False)]
 
 
@@ -342,7 +347,10 @@ def test_regrades_grade_the_students_asked_for_and_keep_the_others_as_stored(tmp
     monkeypatch.setattr(executors_module, "grade", fake_grade)  # a worker grades through Slot.grade
     options = GradingOptions(profile="quick", select="test_parameter_count")
     with LocalExecutor(1) as executor:
-        regrade = partial(run_batch, spec, submissions, out, options, executor=executor, console=QUIET)
+
+        def regrade(**picked: Any) -> BatchResult:
+            return run_batch(spec, submissions, out, options, BatchOptions(executor=executor, console=QUIET, **picked))
+
         assert graded(regrade()) == graded_by_fake == ["ada", "bob", "cy"]
         assert graded(regrade()) == []
         with pytest.raises(UserError, match=r"^--only bbo: .* has no submission of that name \(did you mean bob\?\)$"):
@@ -372,11 +380,11 @@ def test_regrades_grade_the_students_asked_for_and_keep_the_others_as_stored(tmp
         assert graded(regrade(force=True)) == graded_by_fake == ["ada", "bob", "cy", "dan"]
 
         wider = options.with_(marks="not accuracy")  # a new resume key for everyone
-        picked = run_batch(spec, submissions, out, wider, executor=executor, console=QUIET, only=("ada",))
+        picked = run_batch(spec, submissions, out, wider, BatchOptions(executor=executor, console=QUIET, only=("ada",)))
         assert graded(picked) == ["ada"]
         keys = {s: Store(out).stored(s).key.split(":")[0] for s in ("ada", "bob", "cy", "dan")}
         assert keys["bob"] == keys["cy"] == keys["dan"] != keys["ada"]  # kept with what they were graded with
-        assert graded(run_batch(spec, submissions, out, wider, executor=executor, console=QUIET)) == [
+        assert graded(run_batch(spec, submissions, out, wider, BatchOptions(executor=executor, console=QUIET))) == [
             "bob",
             "cy",
             "dan",
@@ -399,7 +407,7 @@ def dry_run(tmp_path_factory) -> tuple[Path, Path]:
     (submissions / "dee.zip").write_bytes(b"not a zip")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(run_module, "_collect", collected_once)
-        run_batch(spec_of("assignment2"), submissions, out, DRY_RUN, workers=2, console=QUIET)
+        run_batch(spec_of("assignment2"), submissions, out, DRY_RUN, BatchOptions(workers=2, console=QUIET))
     return submissions, out
 
 
@@ -440,7 +448,7 @@ def test_a_deadline_sets_each_penalty_without_grading_again(dry_run, tmp_path, c
     later = Deadline(parse_time("2025-03-20T00:00+07:00", "--deadline"), LatePolicy(0.1, 3))
     lms_headers = [next(csv.reader((out / name).open())) for name in ("canvas.csv", "moodle.csv")]
     with i18n.using("vi"):  # another language too: re-rendered in it, never graded again
-        moved = run_batch(spec, submissions, out, DRY_RUN.with_(lang="vi"), console=QUIET, deadline=later)
+        moved = run_batch(spec, submissions, out, DRY_RUN.with_(lang="vi"), BatchOptions(console=QUIET, deadline=later))
     assert graded(moved) == [] and [o.report.final_score for o in moved.outcomes] == [2, 0, 2, 0]
     feedback = (out / "students" / "cy" / "feedback.md").read_text()
     assert "late" not in feedback and spec.title_vi in feedback and "tham số" in feedback, feedback
@@ -480,7 +488,7 @@ def test_every_output_states_the_same_grade_after_the_penalty_and_what_the_dry_r
     late column and did not say what --marks left out."""
     submissions, out = late_copy(dry_run, tmp_path)
     due = Deadline(parse_time(DUE, "--deadline"), LatePolicy(0.1, 3))
-    result = run_batch(spec_of("assignment2"), submissions, out, DRY_RUN, console=QUIET, deadline=due)
+    result = run_batch(spec_of("assignment2"), submissions, out, DRY_RUN, BatchOptions(console=QUIET, deadline=due))
     assert graded(result) == []
     expected = {"ada": 2, "bob": 0, "cy": 1.6, "dee": 0}  # on time; late with 0; 2 days late; unreadable
     for student, grade in expected.items():
@@ -508,7 +516,7 @@ def test_a_rerun_without_the_deadline_keeps_the_last_one_and_says_so_until_dropp
 
     def rerun(**deadline: Deadline | bool) -> tuple[list[float], str]:
         console = Console(file=io.StringIO(), width=300)
-        result = run_batch(spec, submissions, out, DRY_RUN, console=console, **deadline)
+        result = run_batch(spec, submissions, out, DRY_RUN, BatchOptions(console=console, **deadline))
         assert graded(result) == []
         return [o.report.final_score for o in result.outcomes], console.file.getvalue()
 

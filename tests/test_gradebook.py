@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from grader.batch.gradebook import FIRST_COLUMNS, print_summary, short_ids, summarize, write_gradebook
-from grader.batch.run import BatchResult, Outcome
+from grader.batch.outcomes import BatchResult, Outcome
 from grader.batch.store import Store
 from grader.report import build_report
 from grader.runner import Run

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from grader.cli import main
+from grader.environment import GRADESCOPE_ENV, SANDBOX_ENV
 from grader.gradescope import CONFIG, build, submission_folder
-from grader.options import GRADESCOPE_ENV, SANDBOX_ENV, GradingOptions
+from grader.options import GradingOptions
 from grader.render import HIDDEN_NOTE
 from grader.seeding import SECRET_FILE, course_secret
 from tests.kit import ROOT, spec_of

@@ -20,7 +20,8 @@ from rich.console import Console
 
 from grader import figures, i18n, render, render_html
 from grader.batch.gradebook import summarize
-from grader.batch.run import Outcome, run_batch
+from grader.batch.outcomes import Outcome
+from grader.batch.run import BatchOptions, run_batch
 from grader.cli import main
 from grader.options import GradingOptions
 from grader.report import Report, build_report
@@ -239,7 +240,9 @@ def test_a_batch_writes_feedback_pages_and_a_class_page_that_open_in_chromium(ch
     shutil.copytree(ROOT / "starter" / "assignment3", submissions / "binh")
     (submissions / "chi.zip").write_bytes(b"not a zip")
     options = GradingOptions(profile="quick", select="mnist_cnn_accuracy")
-    result = run_batch(spec_of("assignment3"), submissions, tmp_path / "out", options, workers=2, console=QUIET)
+    result = run_batch(
+        spec_of("assignment3"), submissions, tmp_path / "out", options, BatchOptions(workers=2, console=QUIET)
+    )
     out = result.out
     check_page(chromium, out / "students" / "ana" / "feedback.html", images=2)  # trained: its pictures
     check_page(chromium, out / "students" / "binh" / "feedback.html", images=0)  # blanks: nothing trained

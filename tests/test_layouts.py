@@ -21,7 +21,8 @@ from grader.batch.executors import LocalExecutor
 from grader.batch.gradebook import write_gradebook
 from grader.batch.late import Deadline, hand_in_times, parse_time
 from grader.batch.layouts import read_hand_ins, recognize
-from grader.batch.run import BatchResult, run_batch
+from grader.batch.outcomes import BatchResult
+from grader.batch.run import BatchOptions, run_batch
 from grader.cli import main
 from grader.errors import UserError
 from grader.report import build_report
@@ -326,7 +327,7 @@ def graded(download: Path, tmp_path: Path, **batch) -> tuple[BatchResult, Path, 
     out = tmp_path / "gradebook"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(run_module, "_collect", collected_once)
-        result = run_batch(SPEC, download, out, DRY_RUN, workers=2, console=said, **batch)
+        result = run_batch(SPEC, download, out, DRY_RUN, BatchOptions(workers=2, console=said, **batch))
     return result, out, said.file.getvalue()
 
 
@@ -414,9 +415,7 @@ def test_gradescope_times_decide_the_late_days(tmp_path, monkeypatch):
             export,
             tmp_path / "out",
             DRY_RUN,
-            executor=executor,
-            console=Console(file=io.StringIO()),
-            deadline=due,
+            BatchOptions(executor=executor, console=Console(file=io.StringIO()), deadline=due),
         )
     late = {o.id: o.report.late["days"] for o in result.outcomes}
     assert late == {"20250001": 0, "20250002": 2, "_.._.._etc_passwd": 0, "cuong@example.edu": 2}

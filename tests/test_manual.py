@@ -17,8 +17,9 @@ from rich.console import Console
 import grader.batch.run as run_module
 from grader import i18n, render, render_html
 from grader.batch.late import Deadline, parse_time
-from grader.batch.run import run_batch
+from grader.batch.run import BatchOptions, run_batch
 from grader.batch.store import Store
+from grader.cli import grade_batch
 from grader.errors import UserError
 from grader.manual import (
     MANUAL_FILE,
@@ -206,7 +207,7 @@ def graded_batch(tmp_path_factory) -> tuple[Path, Path]:
     due = Deadline(parse_time(DUE, "--deadline"), LatePolicy.parse(LATE_POLICY))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(run_module, "_collect", collected_once)
-        run_batch(spec, submissions, out, ONE_TEST, console=Console(file=io.StringIO()), deadline=due)
+        run_batch(spec, submissions, out, ONE_TEST, BatchOptions(console=Console(file=io.StringIO()), deadline=due))
     return submissions, out
 
 
@@ -231,7 +232,7 @@ def test_a_batch_adds_the_tas_marks_to_the_late_tests_score_in_every_output_and_
         Mark("ada", "q9", 2),  # no such question
     ]
     save_marks(out, {mark.key: mark for mark in marks})
-    run_module.command(  # what `grade batch` runs: resumed, nothing graded again, the marks applied
+    grade_batch(  # what `grade batch` runs: resumed, nothing graded again, the marks applied
         spec,
         ONE_TEST,
         submissions,
@@ -270,7 +271,8 @@ def test_a_batch_adds_the_tas_marks_to_the_late_tests_score_in_every_output_and_
     assert "<b>bold</b>" in page and "<b>bold</b>" not in (out / "students" / "ada" / "feedback.html").read_text()
 
     save_marks(out, {marks[0].key: marks[0]})  # a mark removed since: the next run, resumed, drops it
-    result = run_batch(spec, submissions, out, ONE_TEST, console=Console(file=io.StringIO()))  # the last deadline
+    quiet = BatchOptions(console=Console(file=io.StringIO()))  # and no deadline: the last one applies
+    result = run_batch(spec, submissions, out, ONE_TEST, quiet)
     assert result.graded_now == 0 and result.outcomes[0].report.final_score == round(tests_after_penalty + 3, 4)
     assert stated(out)["grades.csv"] == round(tests_after_penalty + 3, 4)
 

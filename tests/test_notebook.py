@@ -18,6 +18,7 @@ import pytest
 
 from grader import render
 from grader.cli import main
+from grader.errors import SubmissionProblem
 from grader.grading import grade
 from grader.notebook import (
     GRADE_TAG,
@@ -29,7 +30,7 @@ from grader.notebook import (
 )
 from grader.options import GradingOptions
 from grader.report import Report
-from grader.submission import SubmissionProblem, materialize
+from grader.submission import materialize
 from tests.kit import ASSIGNMENTS, GRADINGS, ROOT, spec_of
 
 SPEC = spec_of("assignment2")

@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from grader.batch.executors import worker_memory_mb
-from grader.batch.run import run_batch
+from grader.batch.run import BatchOptions, run_batch
 from grader.cli import main
 from grader.errors import GraderError, UserError
 from grader.options import GradingOptions
@@ -49,7 +49,7 @@ def local_rows(hand_ins: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The local pool's grades.csv rows for the hand-ins."""
     out = tmp_path_factory.mktemp("local")
     started = time.perf_counter()
-    run_batch(spec_of("assignment2"), hand_ins, out, OPTIONS, workers=2, console=QUIET)
+    run_batch(spec_of("assignment2"), hand_ins, out, OPTIONS, BatchOptions(workers=2, console=QUIET))
     print(f"local pool, 2 workers: {time.perf_counter() - started:.1f} s for 4 hand-ins")
     return grade_rows(out)
 
@@ -121,7 +121,9 @@ class TestOnALocalRayInstance:
 
     def test_the_same_hand_ins_get_the_same_rows_as_on_the_local_pool(self, hand_ins, local_rows, tmp_path):
         started = time.perf_counter()
-        result = run_batch(spec_of("assignment2"), hand_ins, tmp_path, OPTIONS, console=QUIET, where="ray")
+        result = run_batch(
+            spec_of("assignment2"), hand_ins, tmp_path, OPTIONS, BatchOptions(console=QUIET, where="ray")
+        )
         print(f"Ray, 2 tasks at once: {time.perf_counter() - started:.1f} s for 4 hand-ins")
         assert [(o.id, o.report.score, o.status) for o in result.outcomes] == [
             ("ada", 2, "graded"),
@@ -150,8 +152,13 @@ def test_a_node_lost_mid_batch_loses_no_student_and_grades_none_twice(hand_ins, 
     try:
         batch = threading.Thread(
             target=run_batch,
-            args=(spec_of("assignment2"), hand_ins, tmp_path, OPTIONS),
-            kwargs={"console": Console(file=screen, width=200), "where": "ray"},
+            args=(
+                spec_of("assignment2"),
+                hand_ins,
+                tmp_path,
+                OPTIONS,
+                BatchOptions(console=Console(file=screen, width=200), where="ray"),
+            ),
         )
         batch.start()
         deadline = time.monotonic() + 120

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from grader import render
 from grader.batch.gradebook import summary_markdown
-from grader.batch.run import Outcome
+from grader.batch.outcomes import Outcome
 from grader.report import Report, build_report
 from grader.runner import Run
 from tests.kit import spec_of

@@ -24,9 +24,9 @@ from unittest.mock import ANY
 import pytest
 
 from grader.cli import main
+from grader.environment import ROOT_ENV
 from grader.errors import UserError
 from grader.manual import MANUAL_FILE, read_marks
-from grader.options import ROOT_ENV
 from grader.report import Report
 from grader.review import Review
 from grader.review_server import ReviewServer

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from grader.options import SANDBOX_ENV
+from grader.environment import SANDBOX_ENV
 from grader.sandbox import platform
 from grader.sandbox.api import Sandbox, SandboxBroken, SubmissionError, Zygote
 from grader.spec import Limits

@@ -4,7 +4,8 @@ import zipfile
 
 import pytest
 
-from grader.submission import SubmissionProblem, materialize
+from grader.errors import SubmissionProblem
+from grader.submission import materialize
 
 FILES = ("lenet.py", "training.py")
 

@@ -9,8 +9,8 @@ import pytest
 
 from grader import codec
 from grader.batch.store import find_entries
+from grader.errors import SubmissionProblem
 from grader.sandbox.api import SubmissionError
-from grader.submission import SubmissionProblem
 from grader.text import CUT, clean
 
 HOSTILE = (

@@ -91,11 +91,37 @@ class Executor(ABC):
 
 @dataclass(frozen=True)
 class Warm:
-    """What a warm worker loads once: the sandbox's preloads, the datasets, and whether it uses a GPU."""
+    """What a warm worker loads once: the sandbox's preloads, the datasets, whether it uses a GPU,
+    and the modules the tests import (spec.toml's grader_preload)."""
 
     preload: tuple[str, ...] = ()
     datasets: tuple[str, ...] = ()
     gpu: bool = False
+    imports: tuple[str, ...] = ()
+
+
+def warm_for(specs: list[Spec], options: GradingOptions, gpu: bool = False) -> Warm:
+    """What the workers of a batch of these assignments load once: sandbox preloads and the packaged
+    datasets of the profiles they grade with here (`auto` resolved as the grading resolves it)."""
+    from grader import data  # torch: for the batch, not for every importer of the executors
+    from grader.plugin.session import resolve_profile
+
+    preload = tuple(sorted({m for spec in specs for m in spec.sandbox_preload}))
+    profiles = [resolve_profile(spec, options.profile, options.data_dir, options.device) for spec in specs]
+    datasets = tuple(sorted({d for p in profiles if (d := p.dataset) and data.SOURCES[d].packaged}))
+    return Warm(preload, datasets, gpu, tuple(sorted({m for spec in specs for m in spec.grader_preload})))
+
+
+def uses_gpu(spec: Spec, options: GradingOptions) -> bool:
+    """Whether the gradings of `spec` with `options` on this machine train on its GPU: the profile
+    they run (`auto` and `--device` resolved as the grading resolves them) asks for CUDA, and CUDA is here."""
+    from grader.plugin.session import resolve_profile
+
+    if not resolve_profile(spec, options.profile, options.data_dir, options.device).device.startswith("cuda"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 class SlotPool(Executor):

@@ -38,7 +38,7 @@ from grader.batch.store import write_each
 from grader.i18n import _
 
 if TYPE_CHECKING:
-    from grader.batch.run import BatchResult, Outcome
+    from grader.batch.outcomes import BatchResult, Outcome
 
 FIRST_COLUMNS = (
     "id",

@@ -35,8 +35,7 @@ from typing import Any, TypeVar
 import ray
 
 import grader
-from grader.batch.executors import GPU_MEMORY, Slot, SlotPool, worker_memory_mb
-from grader.batch.run import uses_gpu, warm_for
+from grader.batch.executors import GPU_MEMORY, Slot, SlotPool, uses_gpu, warm_for, worker_memory_mb
 from grader.batch.store import grader_key
 from grader.batch.warm import WarmWorker
 from grader.errors import GraderError, UserError

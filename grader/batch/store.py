@@ -26,12 +26,12 @@ from pathlib import Path
 
 import grader
 from grader import render, render_html
-from grader.errors import UserError
+from grader.errors import SubmissionProblem, UserError
 from grader.i18n import using
 from grader.options import GradingOptions
 from grader.report import Report
 from grader.spec import Spec
-from grader.submission import SubmissionProblem, folder_digest, materialize
+from grader.submission import folder_digest, materialize
 from grader.text import clean
 
 SUBMISSION_SUFFIXES = (".zip", ".py", ".ipynb")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import json
 import os
 import shutil
@@ -26,8 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from grader.environment import PARENT_ENV
 from grader.errors import GraderError
-from grader.options import PARENT_ENV
 
 _PR_SET_PDEATHSIG = 1
 
@@ -35,12 +36,21 @@ _PR_SET_PDEATHSIG = 1
 class WarmWorker:
     """The client of one warm process: `start(command, env, cwd, records_fd)` runs a grading in a fork."""
 
-    def __init__(self, threads: int, preload: tuple[str, ...] = (), datasets: tuple[str, ...] = (), gpu: bool = False):
+    def __init__(
+        self,
+        threads: int,
+        preload: tuple[str, ...] = (),
+        datasets: tuple[str, ...] = (),
+        gpu: bool = False,
+        imports: tuple[str, ...] = (),
+    ):
         ours, theirs = socket.socketpair()
-        setup = json.dumps({"threads": threads, "preload": list(preload), "datasets": list(datasets), "gpu": gpu})
+        setup = {"threads": threads, "preload": list(preload), "datasets": list(datasets), "gpu": gpu}
+        setup = json.dumps({**setup, "imports": list(imports)})
         kit = str(Path(__file__).resolve().parents[2])  # this grader, wherever it runs from (a Ray node's worker too)
         self._tmp = tempfile.mkdtemp(prefix="grader-warm-")  # what its imports leave (torch's caches): gone with it
         env = {**os.environ, PARENT_ENV: str(os.getpid()), "OMP_NUM_THREADS": str(threads), "PYTHONPATH": kit}
+        env["OMP_WAIT_POLICY"] = "PASSIVE"  # torch's idle threads sleep (grader.runner)
         env["TMPDIR"] = self._tmp
         self._process = subprocess.Popen(
             [sys.executable, "-m", "grader.batch.warm", str(theirs.fileno()), setup],
@@ -93,19 +103,23 @@ class WarmWorker:
 def main() -> None:
     fd, setup = int(sys.argv[1]), json.loads(sys.argv[2])
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # ends with its batch
+    from grader.sandbox.api import SandboxBroken, Zygote
+
+    # first: the zygote imports torch while this process does (two cores, not one after the other)
+    zygote = Zygote(setup["threads"], tuple(setup["preload"]), setup["gpu"])
     import pytest
     import torch
-    import torch._dynamo  # the first optimizer a test builds imports it: 1 s in every fork otherwise
 
     import grader.plugin.hooks as hooks
     from grader import data
-    from grader.sandbox.api import SandboxBroken, Zygote
 
+    for name in setup["imports"]:  # what the tests import (torch._dynamo, with the first optimizer): once, not per fork
+        with contextlib.suppress(ImportError):  # a missing extra is said by the test that needs it
+            importlib.import_module(name)
     torch.set_num_threads(1)  # no thread pool before a fork: a fork of one can hang in the child
     for name in setup["datasets"]:
         with contextlib.suppress(Exception):  # a missing dataset is said by the grading itself
             data.load(name)
-    zygote = Zygote(setup["threads"], tuple(setup["preload"]), setup["gpu"])
     control = socket.socket(fileno=fd)
     replies = control.makefile("wb", buffering=0)
     try:

@@ -31,16 +31,17 @@ from typing import Any
 
 import pytest
 
-from grader import data, i18n
+from grader import data, environment, i18n
 from grader import options as options_mod
 from grader.errors import UserError
 from grader.options import GradingOptions
+from grader.plugin import early
 from grader.plugin.reasons import NOT_FILLED, explain, item_tasks, limit_of, test_title
-from grader.plugin.records import Records
-from grader.plugin.session import Assignment, Grading, Submission, default_threads, resolve_profile
+from grader.plugin.records import CollectedTest, Records, Selection
+from grader.plugin.session import Assignment, Grading, Submission, resolve_profile
 from grader.sandbox.api import SandboxBroken, SubmissionError, Zygote
 from grader.sandbox.supervise import backstop_s
-from grader.spec import Profile, Spec, did_you_mean, load_spec
+from grader.spec import Profile, Spec, did_you_mean, spec_for, specs_in
 from grader.testing import use_seed
 
 _GRADING = pytest.StashKey[Grading]()
@@ -63,9 +64,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "points(n): what the test is worth")
     config.addinivalue_line("markers", "task(*names): the starter definitions the test exercises")
     config.addinivalue_line("markers", "accuracy: a trained-accuracy check, under the profile's CPU budget")
+    config.addinivalue_line("markers", "training: runs a training loop (grade --watch runs it on a key press)")
     config.addinivalue_line("markers", "official(what): what the test checks only with the kit's answers")
     option = config.getoption
-    specs = _specs_of(config.args)
+    specs = specs_in(config.args)
     options = options_mod.from_environment() or GradingOptions(
         profile=option("profile") or "quick",
         data_dir=option("data_dir"),
@@ -73,12 +75,12 @@ def pytest_configure(config: pytest.Config) -> None:
         lang=option("lang") or i18n.default_language(next((s.language for s in specs if s.language), None)),
     )
     i18n.use(options.lang)  # every reason and title of this session
-    seed = options.seed if options.seed is not None else options_mod.seed_from_environment()
+    seed = options.seed if options.seed is not None else environment.seed_from_environment()
     # plain pytest without a seed: a random one (`grade` always hands the hand-in's own, grader.seeding)
     use_seed(seed if seed is not None else secrets.randbits(62))
     fd = option("results_fd", None)
-    if fd is not None and os.environ.get(options_mod.PARENT_ENV):
-        _die_with(int(os.environ[options_mod.PARENT_ENV]))
+    if fd is not None and os.environ.get(environment.PARENT_ENV):
+        _die_with(int(os.environ[environment.PARENT_ENV]))
     zygote = None
     if specs and not config.option.collectonly:  # started now: torch's import overlaps with collection
         try:
@@ -87,7 +89,8 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(mistake)) from None
         preload = tuple(sorted({m for spec in specs for m in spec.sandbox_preload}))
         gpu = any(p.device.startswith("cuda") for p in profiles)
-        zygote = WARM_ZYGOTE or Zygote(default_threads(options), preload, gpu)
+        threads = early.threads_of(options)
+        zygote = WARM_ZYGOTE or early.take(threads, preload, gpu) or Zygote(threads, preload, gpu)
         if zygote.mechanism == "none" and not options.allow_unisolated:
             zygote.close()
             raise pytest.UsageError("no sandbox here (bubblewrap is missing or refused): install bubblewrap")
@@ -96,23 +99,6 @@ def pytest_configure(config: pytest.Config) -> None:
     grading = Grading(options, Records(fd), zygote, option("submission"), own_zygote=WARM_ZYGOTE is None)
     config.stash[_GRADING] = grading
     config.pluginmanager.register(SessionHooks(grading), "grader-session")
-
-
-def _specs_of(args: list[str]) -> list[Spec]:
-    found = {}
-    for arg in args:
-        spec = spec_for(Path(arg.split("::")[0]).resolve())
-        if spec is not None:
-            found[spec.name] = spec
-    return list(found.values())
-
-
-def spec_for(path: Path) -> Spec | None:
-    """The spec of the assignment folder that holds `path`, if any."""
-    for folder in (path, *path.parents):
-        if (folder / "spec.toml").is_file() and folder.parent.name == "assignments":
-            return load_spec(folder.name, folder.parent.parent)
-    return None
 
 
 _MARKER_NAME = re.compile(r"(?:\w|:|\+|-|\.|\[|\]|\\|/)+")  # pytest's identifier in a -m expression
@@ -182,7 +168,7 @@ def _budget(item: pytest.Item, assignment: Assignment) -> float:
     return assignment.profile.timeout_s if item.get_closest_marker("accuracy") else limits.test_timeout_s
 
 
-def _entry(item: pytest.Item, spec: Spec, cases: Counter) -> dict[str, Any]:
+def _entry(item: pytest.Item, spec: Spec, cases: Counter) -> CollectedTest:
     """A test as the report lists it: its title, its points (its share of a parametrized test's), its tasks."""
     points = item.get_closest_marker("points")
     if points is None:
@@ -252,7 +238,7 @@ class SessionHooks:
         # what -k/-m left out, so that a report can say it graded only part of the assignment
         specs = {item: spec_for(Path(str(item.path))) for item in grading.deselected}
         left_out = [_entry(item, spec, cases) for item, spec in specs.items() if spec is not None]
-        selection = {
+        selection: Selection = {
             "select": config.getoption("keyword") or None,
             "marks": config.getoption("markexpr") or None,
             "left_out": [entry["name"] for entry in left_out],

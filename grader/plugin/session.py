@@ -11,7 +11,6 @@ by the first probe that imports it: later tests that need that module fail at on
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from grader import data
 from grader.errors import UserError
 from grader.i18n import _
 from grader.options import GradingOptions
+from grader.plugin.records import CollectedTest, Records
 from grader.sandbox.api import Sandbox, SubmissionError, Zygote
 from grader.spec import Profile, Spec
 from grader.submission import Materialized, materialize
@@ -217,10 +217,6 @@ def dataset_shown(name: str | None) -> str:
     )
 
 
-def default_threads(options: GradingOptions) -> int:
-    return options.threads or len(os.sched_getaffinity(0))
-
-
 class Grading:
     """The pytest session's state: the options, the sandbox's zygote, each assignment once prepared,
     the tests collected, and the records sent so far."""
@@ -228,7 +224,7 @@ class Grading:
     def __init__(
         self,
         options: GradingOptions,
-        records: Any,
+        records: Records,
         zygote: Zygote | None,
         submission: str | None,
         own_zygote: bool = True,
@@ -240,7 +236,7 @@ class Grading:
         self.submission = submission
         self.scratch = Path(tempfile.mkdtemp(prefix="grader-"))
         self.assignments: dict[str, Assignment] = {}
-        self.tests: dict[str, dict[str, Any]] = {}
+        self.tests: dict[str, CollectedTest] = {}
         self.earned = 0.0
         self.deselected: list[Any] = []
         self.sent_load_errors: set[tuple[str, str]] = set()

@@ -25,13 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from grader import codec
 from grader.i18n import N_, _, place
 from grader.sandbox import platform
 from grader.sandbox.child import ERROR, IMPORTED, IMPORTING, RESULT
-from grader.sandbox.supervise import Finished, supervise
+from grader.sandbox.supervise import Finished, SandboxBroken, supervise
 from grader.spec import Limits
 from grader.text import clean
 
@@ -73,10 +70,6 @@ class SubmissionError(Exception):
         self.importing = clean(importing, NAME_CHARS)
         self.brief = clean(brief, REASON_CHARS) if brief else reason  # without any text the student's code chose
         self.syntax = syntax  # (line, column) of a syntax error
-
-
-class SandboxBroken(RuntimeError):
-    """The sandbox itself failed (not the student's code): the grader's problem."""
 
 
 class Zygote:
@@ -207,6 +200,10 @@ class Sandbox:
         limit); the wall clock gets several times that, as a backstop for a machine too busy.
         `on_progress` is called with what a long probe says of its progress (for the screen only).
         """
+        import torch  # here, not at the top: a grading child starts its zygote before it imports torch
+
+        from grader import codec
+
         budget = cpu_s or self.limits.test_timeout_s
         module = sys.modules[probe.__module__]
         job = {
@@ -252,6 +249,8 @@ def _frames(data: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def _outcome(finished: Finished, budget: float, limits: Limits) -> Any:
+    from grader import codec
+
     frames = _frames(finished.result)
     importing = ""
     for kind, payload in frames:

@@ -27,8 +27,6 @@ import types
 from pathlib import Path
 from typing import Any
 
-from grader import codec
-
 RESULT_FD = 3
 # Frames on the result pipe: a kind byte, a length, the payload.
 IMPORTING, IMPORTED, RESULT, ERROR, PROGRESS = b"I", b"D", b"R", b"E", b"P"
@@ -185,7 +183,7 @@ def _run(job: dict[str, Any], workdir: str) -> tuple[bytes, bytes]:
     import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
-    from grader import probing
+    from grader import codec, probing
 
     probing.enable_progress(RESULT_FD)
     register_optimizer_step_post_hook(probing.count_step)  # any training shows its steps on the screen

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grader
-from grader.options import PRELOAD_ENV
+from grader.environment import PRELOAD_ENV, sandbox_disabled
 
 BWRAP = "bubblewrap"
 NONE = "none"
@@ -211,16 +211,15 @@ def sandbox_env(threads: int, preload: tuple[str, ...]) -> dict[str, str]:
 
 
 def _torch_home() -> Path:
-    import torch
-
-    return Path(torch.hub.get_dir()).parent
+    """torch.hub's $TORCH_HOME, worked out as torch does, without importing torch (the zygote starts
+    before this process imports it: the two imports overlap)."""
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return Path(os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(cache, "torch"))))
 
 
 def mechanism() -> str:
     """ "bubblewrap" where bwrap is installed and runs here (as this user, or as nobody for root), else
     "none" (also when $GRADER_SANDBOX is "none": the kit's tests of that path)."""
-    from grader.options import sandbox_disabled
-
     return NONE if sandbox_disabled() else _bubblewrap_works()
 
 

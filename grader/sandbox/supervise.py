@@ -31,6 +31,10 @@ _ANSWER_GRACE_S = 20.0  # how long a stopped probe's supervisor may take to say 
 _CHUNK = 1 << 16
 
 
+class SandboxBroken(RuntimeError):
+    """The sandbox itself failed (not the student's code): the grader's problem."""
+
+
 @dataclass
 class Finished:
     output: str  # what the probe printed (capped)
@@ -84,8 +88,6 @@ def supervise(
     on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> Finished:
     """Send `job` to the zygote and watch the probe until its supervisor reports how it ended."""
-    from grader.sandbox.api import SandboxBroken
-
     out_r, out_w = os.pipe()
     result_r, result_w = os.pipe()
     status_r, status_w = os.pipe()
@@ -154,8 +156,6 @@ def _stop(control_w: int, why: str) -> str:
 
 def _status(data: bytes) -> dict[str, Any]:
     """The supervisor's one-line report (it is trusted code, but the pipe could be cut short)."""
-    from grader.sandbox.api import SandboxBroken
-
     line = data.split(b"\n", 1)[0]
     try:
         status = json.loads(line)

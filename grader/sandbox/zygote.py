@@ -44,7 +44,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def main() -> None:
     """Serve jobs until the grader closes the socket."""
     failed = {}  # the grader decides which of them it cannot do without (torch: every probe)
-    # grader.options.PRELOAD_ENV: this file runs in the sandbox and imports nothing of the kit
+    # grader.environment.PRELOAD_ENV: this file runs in the sandbox and imports nothing of the kit
     for name in filter(None, os.environ.get("GRADER_SANDBOX_PRELOAD", "").split(",")):
         try:
             importlib.import_module(name)

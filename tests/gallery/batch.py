@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from grader.batch.gradebook import print_summary
-from grader.batch.run import run_batch
+from grader.batch.run import BatchOptions, run_batch
 from grader.options import GradingOptions
 from grader.spec import load_spec
 from tests.gallery import ENTRIES, LIMITS, build
@@ -36,7 +36,7 @@ def main() -> None:
         build(entry, spec, submissions, out, port)
     with (folder / "terminal.txt").open("w") as terminal:
         console = Console(file=terminal, width=200)
-        print_summary(run_batch(spec, submissions, out, OPTIONS, workers=2, console=console), console)
+        print_summary(run_batch(spec, submissions, out, OPTIONS, BatchOptions(workers=2, console=console)), console)
 
 
 if __name__ == "__main__":

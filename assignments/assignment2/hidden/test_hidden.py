@@ -51,6 +51,7 @@ def random_batches(rng, count, size):
 
 
 @pytest.mark.points(2)
+@pytest.mark.training
 @pytest.mark.task("train_ch6", "evaluate_accuracy_gpu")
 def test_train_ch6_returns_last_epoch_metrics(submission):
     """train_ch6: returns the last epoch's train loss, train accuracy and test accuracy"""

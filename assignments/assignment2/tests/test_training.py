@@ -27,6 +27,7 @@ from grader.training_check import (
 )
 
 probes = probes_for(__file__)
+pytestmark = pytest.mark.training  # they run training loops: `grade --watch` leaves them to a key press
 LR, EPOCHS = 0.1, 2
 TRAIN_BATCH, TEST_BATCH = 4, 3  # different sizes tell training passes from evaluation passes
 

@@ -35,6 +35,7 @@ from grader.training_check import (
 )
 
 probes = probes_for(__file__)
+pytestmark = pytest.mark.training  # they run training loops: `grade --watch` leaves them to a key press
 
 SGD_LR, ADAMW_LR, EPOCHS, BATCH = 0.05, 0.01, 2, 4
 BATCHES_PER_EPOCH = 3

@@ -22,6 +22,7 @@ from grader.testing import architectures_for, derived_seed, generator, load_in_o
 from grader.training_check import weights_of
 
 probes = probes_for(__file__)
+pytestmark = pytest.mark.training  # they run training loops: `grade --watch` leaves them to a key press
 architectures = architectures_for(__file__)
 
 EPOCH_COUNTS = [5, 10]

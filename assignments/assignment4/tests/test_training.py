@@ -39,6 +39,7 @@ from grader.training_check import (
 )
 
 probes = probes_for(__file__)
+pytestmark = pytest.mark.training  # they run training loops: `grade --watch` leaves them to a key press
 architectures = architectures_for(__file__)  # the grader's own copies of the profile's CNNs
 LR, EPOCHS = 0.1, 2
 TRAIN_BATCH, VALID_BATCH = 4, 3  # different sizes tell training passes from evaluation passes

@@ -45,6 +45,7 @@ from grader.testing import (
 )
 
 probes = probes_for(__file__)
+pytestmark = pytest.mark.training  # they run training loops: `grade --watch` leaves them to a key press
 official = official_for(__file__)  # the parts each variant trains; None in a student's bundle
 
 TRAIN_LR, TRAIN_STEPS = 0.01, 5  # 5 steps over 2 batches: train must walk the batches again
