@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import shutil
 import statistics
@@ -39,6 +38,8 @@ from rich.console import Console
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from peer import OtterPort  # noqa: E402  (this script's folder)
 
 from grader.batch.run import BatchOptions, run_batch  # noqa: E402
 from grader.options import GradingOptions  # noqa: E402
@@ -124,24 +125,8 @@ def grade_copies(copies: int, workers: int, options: GradingOptions) -> dict[str
 
 def otter_copies(copies: int, otter: Path, peer_bench: Path) -> dict[str, float]:
     """`otter run` on `copies` copies of the reference notebook, one after another; seconds."""
-    python = otter.parent / "python"
-    with tempfile.TemporaryDirectory(prefix="bench-otter-") as scratch:
-        work = Path(scratch)
-        quiet = {"check": True, "stdout": subprocess.DEVNULL}
-        subprocess.run([python, peer_bench / "make_notebook.py", ROOT, work / "lenet.ipynb"], **quiet)
-        generate = [otter, "generate", "-t", "tests", "--no-requirements", "--no-environment"]
-        subprocess.run([*generate, "-o", work / "autograder.zip", "grading_helpers.py"], cwd=peer_bench, **quiet)
-        started = time.perf_counter()
-        for i in range(copies):
-            out = work / f"out-{i}"
-            out.mkdir()  # otter run wants it there
-            run = [otter, "run", "-a", work / "autograder.zip", "-o", out, "--no-logo", work / "lenet.ipynb"]
-            subprocess.run(run, **quiet)
-            score = json.loads((out / "results.json").read_text())
-            earned = sum(t.get("score", 0) for t in score["tests"])
-            if earned != sum(t.get("max_score", 0) for t in score["tests"]):
-                sys.exit(f"otter run gave the reference {earned}: see {out}")
-        wall = time.perf_counter() - started
+    with OtterPort(otter, peer_bench) as port:
+        wall = sum(port.run() for _ in range(copies))
     return {"wall": wall, "worker": wall / copies}
 
 

@@ -1,20 +1,25 @@
-"""How much the `grade` harness costs on top of the tests themselves.
+"""One `grade`, against bare pytest on the same tests and against the peer's `otter run`.
 
 Times `grade <assignment> --submission reference/<assignment> --profile quick` against the same
-tests run as bare pytest in one process, alternating the two to share the machine's noise, and
-prints both medians, the harness overhead and their ratio.
+tests run as bare pytest in one process and, with --otter, against Otter-Grader's `otter run` on
+the equivalent port of assignment2's checks (benchmarks/peer.py), the commands taken in turn to
+share the machine's noise; prints the medians, the harness overhead and the ratios.
 
     .venv/bin/python benchmarks/bench_grade.py [--assignment assignment2] [--repeat 3] [--no-accuracy]
+        [--otter ../otter-venv/bin/otter [--peer-bench ../shared/peer-bench]]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from peer import OtterPort  # this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +38,8 @@ def main() -> None:
     parser.add_argument("--assignment", default="assignment2")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-accuracy", action="store_true", help="leave out the trained-accuracy tests")
+    parser.add_argument("--otter", type=Path, help="an `otter` command whose Python imports torch")
+    parser.add_argument("--peer-bench", type=Path, default=ROOT.parent / "shared" / "peer-bench")
     args = parser.parse_args()
     reference = f"reference/{args.assignment}"
     grade = [
@@ -61,15 +68,22 @@ def main() -> None:
     if args.no_accuracy:
         grade += ["--marks", "not accuracy"]
         bare += ["-m", "not accuracy"]
-    timings: dict[str, list[float]] = {"grade": [], "bare pytest": []}
-    for _ in range(args.repeat):
-        timings["grade"].append(timed(grade))
-        timings["bare pytest"].append(timed(bare))
-    medians = {name: statistics.median(values) for name, values in timings.items()}
+    timings: dict[str, list[float]] = {"grade": [], "bare pytest": [], "otter run": []}
+    with contextlib.ExitStack() as held:
+        port = held.enter_context(OtterPort(args.otter.resolve(), args.peer_bench.resolve())) if args.otter else None
+        for _ in range(args.repeat):
+            timings["grade"].append(timed(grade))
+            timings["bare pytest"].append(timed(bare))
+            if port is not None:
+                timings["otter run"].append(port.run())
+    medians = {name: statistics.median(values) for name, values in timings.items() if values}
     for name, values in timings.items():
-        print(f"{name:12s} median {medians[name]:6.2f} s   runs: {', '.join(f'{v:.2f}' for v in values)}")
+        if values:
+            print(f"{name:12s} median {medians[name]:6.2f} s   runs: {', '.join(f'{v:.2f}' for v in values)}")
     overhead = medians["grade"] - medians["bare pytest"]
     print(f"harness overhead {overhead:+.2f} s ({medians['grade'] / medians['bare pytest']:.2f}x bare pytest)")
+    if "otter run" in medians:
+        print(f"grade / otter run: {medians['grade'] / medians['otter run']:.2f} (medians, taken in turn)")
 
 
 if __name__ == "__main__":

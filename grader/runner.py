@@ -130,7 +130,8 @@ def _pytest(
     scratch = tempfile.TemporaryDirectory(prefix="grader-run-", dir=(env or {}).get("TMPDIR"))
     with scratch as workdir:
         if worker is not None:
-            pid = worker.start(options, child_env, workdir, write_fd)
+            warm = worker.start(options, child_env, workdir, write_fd)
+            pid = warm.pid
         else:  # grader.plugin.early: its zygote starts before the child imports torch
             command = [
                 sys.executable,
@@ -159,7 +160,7 @@ def _pytest(
         if worker is not None:
             if run.timed_out:
                 _kill_group(pid)
-            code = worker.wait()
+            code = warm.wait()
         else:
             # a session that ended as sessions do (0 all passed, 1 some failed) has sent every record:
             # Python's own exit (torch's) is not worth waiting for; any other status explains itself after

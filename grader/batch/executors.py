@@ -163,25 +163,22 @@ class SlotPool(Executor):
 
 class LocalExecutor(SlotPool):
     """Workers on this machine: threads, each driving one grading child process at a time (with
-    `warm`, a fork of a warm process of its own: grader.batch.warm)."""
+    `warm`, a fork of the one warm process they share: grader.batch.warm)."""
 
     def __init__(self, workers: int, threads: int | None = None, gpu: bool = False, warm: Warm | None = None):
         threads = threads or max(1, cpu_count() // workers)
         _remove_stale_work()
         self._work = Path(tempfile.mkdtemp(prefix=f"grader-batch-{os.getpid()}-"))
         share = round(GPU_MEMORY / workers, 4) if gpu else 0.0
-        slots = [
-            Slot(i, self._work / f"worker-{i}", threads, share, warm and WarmWorker(threads, *astuple(warm)))
-            for i in range(workers)
-        ]
+        self._warm = warm and WarmWorker(threads, *astuple(warm))  # one for all: their gradings are its forks
+        slots = [Slot(i, self._work / f"worker-{i}", threads, share, self._warm) for i in range(workers)]
         for slot in slots:
             slot.tmp.mkdir()
         super().__init__(slots)
 
     def _release(self) -> None:
-        for slot in self._slots:
-            if slot.worker is not None:
-                slot.worker.close()
+        if self._warm is not None:
+            self._warm.close()
         shutil.rmtree(self._work, ignore_errors=True)
 
 

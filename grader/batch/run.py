@@ -125,16 +125,20 @@ def run_batch(
             _hold(out, held)
 
         keep_deadline(out / STATE, deadline)
-        collected = _collect(spec, options)
         profile = resolve_profile(spec, options.profile, options.data_dir, options.device).name  # what "auto" is here
         key = grader_key(spec, options)
         store = Store(out)
         unwritten: dict[str, list[str]] = {}  # per student, the files of their last save that failed
-
-        titles = {test["nodeid"]: test["name"] for test in collected}  # in this run's language
         marks = read_marks(out)  # the TAs' (grade review), read once before any grading: a mistake costs none
         marked = by_student(marks)
         planned = plan(spec, entries, store, out / STATE / "snapshots", key, batch.only, batch.failed, batch.force)
+        workers = held.enter_context(contextlib.ExitStack())  # closed once the gradings are done
+        executor = batch.executor
+        if planned.pending and executor is None:  # started now: its workers warm up while the tests are collected
+            executor = executor_for(spec, options, batch.workers, batch.where, batch.address)
+            workers.callback(executor.shutdown)
+        collected = _collect(spec, options)
+        titles = {test["nodeid"]: test["name"] for test in collected}  # in this run's language
         outcomes: dict[str, Outcome] = dict(planned.kept)  # by id: the kept now, the others as they end
 
         def record(outcome: Outcome) -> None:
@@ -153,16 +157,10 @@ def run_batch(
             record(outcome := Outcome(snap.entry.id, report, "unreadable", student_key, resumed=resumed))
             if not resumed:
                 console.print(outcome_line(outcome), markup=False, highlight=False, soft_wrap=True)
-        if planned.pending:
-            executor = batch.executor or executor_for(spec, options, batch.workers, batch.where, batch.address)
-            try:
-                executor.ready()  # a sandbox that cannot start says why once, before the first hand-in
-                _grade_all(
-                    spec, planned.pending, collected, profile, options, executor, outcomes, record, store, console
-                )
-            finally:
-                if batch.executor is None:  # its own: freed here
-                    executor.shutdown()
+        if planned.pending and executor is not None:
+            executor.ready()  # a sandbox that cannot start says why once, before the first hand-in
+            _grade_all(spec, planned.pending, collected, profile, options, executor, outcomes, record, store, console)
+        workers.close()  # its own executor, freed before the gradebook is written
         ordered = [outcomes[e.id] for e in entries if e.id in outcomes]
         for outcome in ordered:  # re-rendered from the reports: presentation and the penalty may have changed
             record(outcome)

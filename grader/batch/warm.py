@@ -1,13 +1,15 @@
-"""A batch worker's warm process: what every grading needs, imported once; a fork per submission.
+"""A warm process: what every grading needs, imported once; a fork per submission.
 
 Starting a grading child costs seconds (Python, pytest, torch, the dataset, the sandbox's zygote).
-A worker keeps one process that has done all of that, and forks it for each submission: the fork
-runs the session (`pytest.main`) with the submission's options and exits, so nothing of one
-grading reaches the next; only its records (JSON lines on a pipe) come back. The process never
-runs student code: that runs in the sandbox, whose zygote it started once and lends each fork.
+A batch's workers (and `grade --watch`) keep one process that has done all of that, and fork it
+for each submission: the fork runs the session (`pytest.main`) with the submission's options and
+exits, so nothing of one grading reaches the next; only its records (JSON lines on a pipe) come
+back. The workers of one machine share it: their gradings run side by side, each a fork, all
+lent the one zygote it started (its protocol takes jobs from several senders). The process never
+runs student code: that runs in the sandbox.
 
-    WarmWorker(threads, preload)  the client side, one per batch worker
-    main()                        the process, `python -m grader.batch.warm`
+    WarmWorker(threads, preload, ...)  the client side, shared by a machine's workers
+    main()                             the process, `python -m grader.batch.warm`
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import ctypes
 import importlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 class WarmWorker:
-    """The client of one warm process: `start(command, env, cwd, records_fd)` runs a grading in a fork."""
+    """The client of one warm process: `start(args, env, cwd, records_fd)` runs a grading in a fork of
+    it. Several threads may start gradings at once (a batch's workers share one warm process): each
+    has its own fork and its own reply socket."""
 
     def __init__(
         self,
@@ -44,7 +49,7 @@ class WarmWorker:
         gpu: bool = False,
         imports: tuple[str, ...] = (),
     ):
-        ours, theirs = socket.socketpair()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # one message, one request
         setup = {"threads": threads, "preload": list(preload), "datasets": list(datasets), "gpu": gpu}
         setup = json.dumps({**setup, "imports": list(imports)})
         kit = str(Path(__file__).resolve().parents[2])  # this grader, wherever it runs from (a Ray node's worker too)
@@ -63,41 +68,56 @@ class WarmWorker:
         )
         theirs.close()
         self._socket = ours
-        self._file = ours.makefile("rb")
         self._hello: dict[str, Any] | None = None
+        self._lock = threading.Lock()
 
     def ready(self) -> None:
         """Wait until the warm process has its sandbox; a GraderError saying why it cannot have one."""
-        if self._hello is None:
-            self._hello = self._reply()
+        with self._lock:
+            if self._hello is None:
+                self._hello = _message(self._socket)
         if "broken" in self._hello:
             raise GraderError(self._hello["broken"])
 
-    def start(self, args: list[str], env: dict[str, str], cwd: str, records_fd: int) -> int:
-        """Fork a grading (`pytest args`, in `cwd`, with `env` added) writing its records to `records_fd`;
-        its pid, for stopping it."""
+    def start(self, args: list[str], env: dict[str, str], cwd: str, records_fd: int) -> WarmGrading:
+        """Fork a grading (`pytest args`, in `cwd`, with `env` added) writing its records to `records_fd`."""
         self.ready()
         request = json.dumps({"args": args, "env": env, "cwd": cwd}).encode()
-        socket.send_fds(self._socket, [struct.pack("<Q", len(request)) + request], [records_fd])
-        return int(self._reply()["pid"])
-
-    def wait(self) -> int:
-        """The exit code of the grading started last."""
-        return int(self._reply()["exit"])
-
-    def _reply(self) -> dict[str, Any]:
-        line = self._file.readline()
-        if not line:
-            raise RuntimeError("the warm worker process ended")
-        return json.loads(line)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            socket.send_fds(self._socket, [request], [records_fd, theirs.fileno()])
+        finally:
+            theirs.close()
+        grading = WarmGrading(ours)
+        grading.pid = int(_message(ours)["pid"])
+        return grading
 
     def close(self) -> None:
-        self._file.close()
         self._socket.close()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._process.pid, signal.SIGKILL)
         self._process.wait()
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class WarmGrading:
+    """One grading forked by a warm process: its pid (for stopping it) and its exit code, once."""
+
+    def __init__(self, replies: socket.socket):
+        self._replies = replies
+        self.pid = 0
+
+    def wait(self) -> int:
+        """The grading's exit code."""
+        with self._replies:
+            return int(_message(self._replies)["exit"])
+
+
+def _message(sock: socket.socket) -> dict[str, Any]:
+    data = sock.recv(1 << 16)
+    if not data:
+        raise RuntimeError("the warm worker process ended")
+    return json.loads(data)
 
 
 def main() -> None:
@@ -121,33 +141,52 @@ def main() -> None:
         with contextlib.suppress(Exception):  # a missing dataset is said by the grading itself
             data.load(name)
     control = socket.socket(fileno=fd)
-    replies = control.makefile("wb", buffering=0)
     try:
         zygote.ready()
     except SandboxBroken as broken:
-        replies.write(json.dumps({"broken": str(broken)}).encode() + b"\n")
+        control.send(json.dumps({"broken": str(broken)}).encode())
         return
-    replies.write(json.dumps({"ready": True}).encode() + b"\n")
+    control.send(json.dumps({"ready": True}).encode())
+    _serve(control, zygote, hooks, pytest, setup["threads"])
+
+
+def _serve(control: socket.socket, zygote: Any, hooks: Any, pytest: Any, threads: int) -> None:
+    """Fork a grading for each request, at once (several may run side by side: they share the zygote,
+    whose protocol takes jobs from several senders), and say each one's exit code when it ends."""
+    woken_r, woken_w = os.pipe()
+    os.set_blocking(woken_w, False)
+    signal.set_wakeup_fd(woken_w)  # a grading that ends wakes the loop up
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    running: dict[int, socket.socket] = {}  # pid -> where its exit code goes
     while True:
-        try:
-            head, fds, _flags, _addr = socket.recv_fds(control, 8, 1)
-            if len(head) < 8:
+        ready, _, _ = select.select([control, woken_r], [], [])
+        if woken_r in ready:
+            os.read(woken_r, 4096)
+        if control in ready:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(control, 1 << 20, 2)
+                request = json.loads(data) if data else None
+            except (OSError, ValueError):
+                request = None
+            if request is None or len(fds) != 2:  # the batch has ended (or sent what is no request)
                 return
-            (length,) = struct.unpack("<Q", head)
-            request = json.loads(_read(control, length))
-        except (OSError, EOFError, ValueError):
-            return
-        pid = os.fork()
-        if pid == 0:
-            control.close()
-            _grade(request, fds[0], zygote, hooks, pytest, setup["threads"])
-        os.close(fds[0])
-        replies.write(json.dumps({"pid": pid}).encode() + b"\n")
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        if code < 0 or code > 4:  # killed mid-session (a timeout, a cancel): its zygote may be mid-job
-            zygote.restart()
-        replies.write(json.dumps({"exit": code}).encode() + b"\n")
+            records_fd, replies = fds[0], socket.socket(fileno=fds[1])
+            pid = os.fork()
+            if pid == 0:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for fd in (control.fileno(), woken_r, woken_w, *(r.fileno() for r in running.values())):
+                    os.close(fd)
+                _grade(request, records_fd, zygote, hooks, pytest, threads)
+            os.close(records_fd)
+            with contextlib.suppress(OSError):
+                replies.send(json.dumps({"pid": pid}).encode())
+            running[pid] = replies
+        while running and (ended := os.waitpid(-1, os.WNOHANG))[0]:  # every wake-up: none missed
+            replies = running.pop(ended[0], None)  # (the zygote is a child too)
+            if replies is not None:
+                with replies, contextlib.suppress(OSError):
+                    replies.send(json.dumps({"exit": os.waitstatus_to_exitcode(ended[1])}).encode())
 
 
 def _grade(request: dict[str, Any], records_fd: int, zygote: Any, hooks: Any, pytest: Any, threads: int) -> None:
@@ -170,16 +209,6 @@ def _grade(request: dict[str, Any], records_fd: int, zygote: Any, hooks: Any, py
     finally:
         sys.stdout.flush()
         os._exit(int(code))
-
-
-def _read(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
 
 
 if __name__ == "__main__":

@@ -128,10 +128,17 @@ class Zygote:
         return N_("not isolated")
 
     def send(self, job: bytes, fds: list[int]) -> None:
+        """Hand the zygote a job and its pipes (grader.sandbox.zygote: the protocol): one message on the
+        shared socket, then the job on a socket of its own."""
         self.ready()
         assert self._socket is not None
-        socket.send_fds(self._socket, [struct.pack("<Q", len(job))], fds)
-        self._socket.sendall(job)
+        ours, theirs = socket.socketpair()
+        with ours:
+            try:
+                socket.send_fds(self._socket, [b"J"], [theirs.fileno(), *fds])
+            finally:
+                theirs.close()
+            ours.sendall(struct.pack("<Q", len(job)) + job)
 
     def close(self) -> None:
         if self._socket is not None:

@@ -59,17 +59,25 @@ def main() -> None:
 
     while True:
         try:
-            header, fds = _receive(control)
+            fds = _receive_job(control)
         except (ConnectionError, OSError, EOFError):
             os._exit(0)
-        if os.fork() == 0:
+        if fds and os.fork() == 0:
             control.close()
-            _supervise(codec.decode(header, codec.Bounds(max_bytes=1 << 40, max_elements=1 << 40)), fds, isolated)
+            with socket.socket(fileno=fds[0]) as job_socket:  # the job itself comes on its own socket
+                job = _read_frame(job_socket)
+            _supervise(codec.decode(job, codec.Bounds(max_bytes=1 << 40, max_elements=1 << 40)), fds[1:], isolated)
         for fd in fds:
             os.close(fd)
 
 
-# --- the protocol: length-prefixed frames, the first of a job carrying its pipes -------------
+# --- the protocol -------------------------------------------------------------------------------
+# The control socket carries one byte per job, with the job's own socket and its four pipes: a
+# message that arrives whole, so that several graders (a batch's warm gradings) can share a zygote,
+# and one that stops mid-job (killed) breaks its own socket only. The job follows on that socket,
+# length-prefixed, read by the job's supervisor rather than by the zygote.
+
+_JOB_FDS = 5
 
 
 def _send_frame(sock: socket.socket, payload: bytes, fds: list[int]) -> None:
@@ -77,12 +85,25 @@ def _send_frame(sock: socket.socket, payload: bytes, fds: list[int]) -> None:
     sock.sendall(payload)
 
 
-def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
-    head, fds, _flags, _addr = socket.recv_fds(sock, 8, 8)
-    while 0 < len(head) < 8:
-        head += sock.recv(8 - len(head))
-    if len(head) < 8:
+def _receive_job(sock: socket.socket) -> list[int]:
+    """The next job's descriptors (its socket, then its pipes); [] for a message that is not a job."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, 1, _JOB_FDS)
+    if not data:
         raise EOFError
+    if len(fds) != _JOB_FDS:
+        for fd in fds:
+            os.close(fd)
+        return []
+    return list(fds)
+
+
+def _read_frame(sock: socket.socket) -> bytes:
+    head = b""
+    while len(head) < 8:
+        chunk = sock.recv(8 - len(head))
+        if not chunk:
+            raise EOFError
+        head += chunk
     (length,) = struct.unpack("<Q", head)
     data = bytearray()
     while len(data) < length:
@@ -90,7 +111,7 @@ def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
         if not chunk:
             raise EOFError
         data += chunk
-    return bytes(data), list(fds)
+    return bytes(data)
 
 
 # --- the supervisor of one probe ---------------------------------------------------------------
