@@ -17,6 +17,7 @@ SEED_ENV = "GRADER_SEED"  # plain pytest: this grading's seed, instead of a rand
 PARENT_ENV = "GRADER_PARENT_PID"  # the grading child dies with the process that started it
 SANDBOX_ENV = "GRADER_SANDBOX"  # "none": no isolation even where bubblewrap works (the kit's tests of that path)
 PRELOAD_ENV = "GRADER_SANDBOX_PRELOAD"  # the modules the sandbox's zygote imports once
+ZYGOTE_ENV = "GRADER_ZYGOTE"  # a zygote `grade` started and hands its grading child (grader.plugin.early)
 GRADESCOPE_ENV = "GRADER_GRADESCOPE_ROOT"  # a Gradescope autograder's run_autograder: what stands for /autograder
 
 

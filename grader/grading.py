@@ -5,6 +5,7 @@ THE path: `grade`, `grade batch`, `grade calibrate` and the kit's own tests all 
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from grader import i18n
 from grader.errors import GraderError, UserError
 from grader.options import GradingOptions
+from grader.plugin.early import zygote_for
 from grader.plugin.records import CollectedTest, ScreenLine
 from grader.report import Report, build_report
 from grader.runner import Run, run_tests
@@ -55,12 +57,17 @@ def grade(
     """
     options = options or GradingOptions()
     scratch_root = (env or {}).get("TMPDIR")
-    with tempfile.TemporaryDirectory(prefix="grader-submission-", dir=scratch_root) as scratch:
+    # a fresh grading child gets a zygote started now, first thing: its torch import overlaps the child's
+    lent = zygote_for([spec], options) if worker is None else None
+    with contextlib.ExitStack() as held:
+        if lent is not None:
+            held.callback(lent.close)
+        scratch = held.enter_context(tempfile.TemporaryDirectory(prefix="grader-submission-", dir=scratch_root))
         copy = materialize(submission, spec.files, Path(scratch) / "submission", spec.starter_dir)
         with i18n.using(options.lang):  # plain text, read here: no student code runs in this process
             answers, notes = read_answers(copy.folder, spec)
         options = seeded(options, spec, folder_digest(copy.folder))  # the same hand-in, the same seed
-        run = run_tests(spec, copy.folder, options, env, cancel, worker, on_progress)
+        run = run_tests(spec, copy.folder, options, env, cancel, worker, on_progress, lent)
     if cancel is not None and cancel.is_set():
         raise GraderError("cancelled")
     collected_tests(run, spec, options)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from grader.environment import DATA_DIR_ENV, DOWNLOAD_ENV, PARENT_ENV, SANDBOX_ENV
+from grader.environment import DATA_DIR_ENV, DOWNLOAD_ENV, PARENT_ENV, SANDBOX_ENV, ZYGOTE_ENV
 from grader.options import GradingOptions
 from grader.plugin.records import (
     CollectedTest,
@@ -36,6 +36,7 @@ from grader.spec import Spec
 
 if TYPE_CHECKING:
     from grader.batch.warm import WarmWorker
+    from grader.sandbox.api import Zygote
 
 # The grading child's environment: what Python, torch and the datasets need, nothing else of ours.
 _KEPT_ENV = ("PATH", "LANG", "LC_ALL", "HOME", "USER", "CUDA_VISIBLE_DEVICES", "XDG_CACHE_HOME", "TORCH_HOME")
@@ -76,6 +77,7 @@ def run_tests(
     cancel: threading.Event | None = None,
     worker: WarmWorker | None = None,
     on_progress: Callable[[ScreenLine], None] | None = None,
+    lent: Zygote | None = None,
 ) -> Run:
     """Grade `submission` (a folder) with the spec's tests in a pytest child: a fresh process, or a
     fork of a warm `worker`'s.
@@ -83,11 +85,12 @@ def run_tests(
     The child gets `options` as one document; `env` adds to its environment (a worker's TMPDIR).
     Setting `cancel` stops the run at once (a batch being interrupted): its results are partial.
     `on_progress` gets the records that only the screen needs: a test starting, a probe's progress.
+    A fresh child takes over the `lent` zygote (grader.plugin.early), already importing torch.
     """
     args = ["--submission", str(submission), *selection(options.select, options.marks)]
     total = options.apply(spec.limits).total_timeout_s
     env = {**(env or {}), **options.child_env()}
-    return _pytest(spec.root, test_paths(spec), args, total, env, cancel, worker, on_progress)
+    return _pytest(spec.root, test_paths(spec), args, total, env, cancel, worker, on_progress, lent)
 
 
 def selection(select_expr: str | None = None, marks: str | None = None) -> list[str]:
@@ -110,6 +113,7 @@ def _pytest(
     cancel: threading.Event | None = None,
     worker: WarmWorker | None = None,
     on_progress: Callable[[ScreenLine], None] | None = None,
+    lent: Zygote | None = None,
 ) -> Run:
     """One pytest session in a child: a fresh process, or a fork of a warm worker's."""
     assignments = root / "assignments"
@@ -132,26 +136,19 @@ def _pytest(
         if worker is not None:
             warm = worker.start(options, child_env, workdir, write_fd)
             pid = warm.pid
-        else:  # grader.plugin.early: its zygote starts before the child imports torch
-            command = [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-p",
-                "grader.plugin.early",
-                *options,
-                "--results-fd",
-                str(write_fd),
-            ]
+        else:  # grader.plugin.early: the child takes the `lent` zygote over, or starts one before importing torch
+            command = [sys.executable, "-m", "pytest", "-p", "grader.plugin.early", *options]
+            command += ["--results-fd", str(write_fd)]
+            lent_fds, handed = lent.handover() if lent is not None else ([], "")
             with open(Path(workdir, "log"), "wb") as log:
                 child = subprocess.Popen(
                     command,
                     cwd=workdir,
-                    env=child_env,
+                    env={**child_env, ZYGOTE_ENV: handed} if handed else child_env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    pass_fds=(write_fd,),
+                    pass_fds=(write_fd, *lent_fds),
                     start_new_session=True,
                 )
             pid = child.pid

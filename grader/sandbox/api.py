@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from grader.i18n import N_, _, place
 from grader.sandbox import platform
@@ -75,13 +75,18 @@ class SubmissionError(Exception):
 class Zygote:
     """One warm sandbox process that forks a fresh, isolated process tree per probe."""
 
-    def __init__(self, threads: int = 1, preload: tuple[str, ...] = (), gpu: bool = False):
+    def __init__(self, threads: int = 1, preload: tuple[str, ...] = (), gpu: bool = False, start: bool = True):
         self.threads, self.preload, self.gpu = threads, preload, gpu
         self._process: subprocess.Popen | None = None
+        self._pid = 0  # its process group, for ending it (a zygote taken over has no Popen here)
+        self._stderr: BinaryIO | None = None
         self._socket: socket.socket | None = None
+        self._view: tuple[str, ...] | None = None
+        self._ready = False
         self.isolated = False
         self.mechanism = platform.NONE
-        self.start()
+        if start:
+            self.start()
 
     def start(self) -> None:
         """Start the process; it imports torch in the background until `ready()` is first needed."""
@@ -97,19 +102,39 @@ class Zygote:
             start_new_session=True,
         )
         theirs.close()
+        self._pid, self._stderr = self._process.pid, self._process.stderr
         self._socket, self.mechanism, self._view, self._ready = ours, launch.mechanism, launch.view, False
+
+    def handover(self) -> tuple[list[int], str]:
+        """What lets a child process take this zygote over (`taken_over`): the descriptors it must
+        inherit, and their description. `grade` starts the zygote before its grading child exists."""
+        assert self._socket is not None and self._stderr is not None
+        fds = [self._socket.fileno(), self._stderr.fileno()]
+        shown = {"fds": fds, "pid": self._pid, "mechanism": self.mechanism, "view": self._view}
+        return fds, json.dumps({**shown, "threads": self.threads, "preload": list(self.preload), "gpu": self.gpu})
+
+    @classmethod
+    def taken_over(cls, description: str) -> Zygote:
+        """The zygote a parent handed over (`handover`), in the process that inherited its descriptors."""
+        told = json.loads(description)
+        zygote = cls(told["threads"], tuple(told["preload"]), told["gpu"], start=False)
+        control, stderr = told["fds"]
+        zygote._socket, zygote._stderr = socket.socket(fileno=control), os.fdopen(stderr, "rb")
+        zygote._pid = told["pid"]
+        zygote.mechanism, zygote._view = told["mechanism"], tuple(told["view"]) if told["view"] is not None else None
+        return zygote
 
     def ready(self) -> None:
         """Wait until the zygote has imported what probes need, and know whether it isolates."""
         if self._ready:
             return
-        assert self._socket is not None and self._process is not None
+        assert self._socket is not None
         self._socket.settimeout(_START_TIMEOUT_S)
         try:
             head = _read_exactly(self._socket, 8)
             hello = json.loads(_read_exactly(self._socket, struct.unpack("<Q", head)[0]))
         except (OSError, ValueError, EOFError) as failure:
-            error = self._process.stderr.read(4000).decode(errors="replace") if self._process.stderr else ""
+            error = self._stderr.read(4000).decode(errors="replace") if self._stderr else ""
             self.close()
             raise SandboxBroken(f"the sandbox did not start ({failure}): {error.strip()}") from None
         self._socket.settimeout(None)
@@ -144,13 +169,16 @@ class Zygote:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
-        if self._process is not None:
+        if self._pid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._process.pid, signal.SIGKILL)
+                os.killpg(self._pid, signal.SIGKILL)
+            self._pid = 0
+        if self._process is not None:
             self._process.wait()
-            if self._process.stderr:
-                self._process.stderr.close()
             self._process = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
 
     def restart(self) -> None:
         self.close()
