@@ -143,6 +143,18 @@ def fails_as_named(variant: dict, failed: dict[str, str], exactly: bool = True) 
     )
 
 
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_every_test_is_failed_by_a_known_wrong_variant(name):
+    """A test only the starter fails might fail for nothing but a blank: a known mistake must fail it."""
+    named = set()
+    for case in variants():
+        if case.values[0] == name:
+            named |= {*case.values[1]["fails"], *case.values[1].get("cascades", {})}
+    tests = [test.nodeid.split("::")[-1] for test in graded(name, "reference").tests]
+    never = [test for test in tests if test not in named]
+    assert tests and not never, f"no known-wrong variant of {name} fails " + ", ".join(never)
+
+
 @pytest.mark.parametrize(("name", "variant"), variants())
 def test_known_wrong_variant_fails_exactly_the_tests_it_names(name, variant, tmp_path_factory):
     """Issue 18: one mistake costs the tests that name it, and no other (but the cascades listed)."""
