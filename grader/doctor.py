@@ -18,7 +18,7 @@ from pathlib import Path
 
 from grader import data, doctor_probes, staging
 from grader.errors import UserError
-from grader.spec import Spec
+from grader.spec import Spec, preloads
 
 DISK_NEEDED_MB = 1024  # the full datasets (~300 MB) and a batch's scratch
 CONVOLUTION_TOLERANCE = 1e-3  # TF32 on an Ampere or later GPU: ~1e-3 relative
@@ -75,7 +75,7 @@ def _sandbox(specs: list[Spec]) -> Iterator[Line]:
             "missing or refused here: student code would run unisolated, and `grade batch` refuses → "
             "apt-get install bubblewrap (and allow unprivileged user namespaces)",
         )
-    preload = tuple(sorted({name for spec in specs for name in spec.sandbox_preload}))
+    preload = preloads(specs)
     started = time.monotonic()
     try:
         zygote = Zygote(preload=preload)

@@ -372,6 +372,12 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
+def preloads(specs: Iterable[Spec], which: str = "sandbox_preload") -> tuple[str, ...]:
+    """The modules several assignments' spec.toml ask to import once (`sandbox_preload`: in the
+    sandbox's zygote; `grader_preload`: in a warm grading process), each once, sorted."""
+    return tuple(sorted({name for spec in specs for name in getattr(spec, which)}))
+
+
 def spec_for(path: Path) -> Spec | None:
     """The spec of the assignment folder that holds `path`, if any (read once while it is unchanged:
     a grading asks for it of every test)."""

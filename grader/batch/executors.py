@@ -27,7 +27,7 @@ from grader.batch.warm import WarmWorker
 from grader.grading import grade
 from grader.options import GradingOptions
 from grader.report import Report
-from grader.spec import Spec
+from grader.spec import Spec, preloads
 
 T = TypeVar("T")
 GPU_MEMORY = 0.9  # of the GPU's memory, what the probes of the workers sharing it may take (the rest: CUDA's own)
@@ -106,10 +106,10 @@ def warm_for(specs: list[Spec], options: GradingOptions, gpu: bool = False) -> W
     from grader import data  # torch: for the batch, not for every importer of the executors
     from grader.plugin.session import resolve_profile
 
-    preload = tuple(sorted({m for spec in specs for m in spec.sandbox_preload}))
+    preload = preloads(specs)
     profiles = [resolve_profile(spec, options.profile, options.data_dir, options.device) for spec in specs]
     datasets = tuple(sorted({d for p in profiles if (d := p.dataset) and data.SOURCES[d].packaged}))
-    return Warm(preload, datasets, gpu, tuple(sorted({m for spec in specs for m in spec.grader_preload})))
+    return Warm(preload, datasets, gpu, preloads(specs, "grader_preload"))
 
 
 def uses_gpu(spec: Spec, options: GradingOptions) -> bool:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from grader import options as options_mod
 from grader.environment import ZYGOTE_ENV
 from grader.sandbox.api import Zygote
-from grader.spec import Spec, specs_in
+from grader.spec import Spec, preloads, specs_in
 
 if TYPE_CHECKING:
     import pytest
@@ -40,7 +40,7 @@ def zygote_for(specs: list[Spec], options: options_mod.GradingOptions) -> Zygote
     devices = {getattr(spec.profiles.get(name), "device", None) for spec in specs for name in profiles}
     if not specs or options.device or devices != {"cpu"}:
         return None
-    return Zygote(threads_of(options), tuple(sorted({m for spec in specs for m in spec.sandbox_preload})))
+    return Zygote(threads_of(options), preloads(specs))
 
 
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:

@@ -41,7 +41,7 @@ from grader.plugin.records import CollectedTest, Records, Selection
 from grader.plugin.session import Assignment, Grading, Submission, resolve_profile
 from grader.sandbox.api import SandboxBroken, SubmissionError, Zygote
 from grader.sandbox.supervise import backstop_s
-from grader.spec import Profile, Spec, did_you_mean, spec_for, specs_in
+from grader.spec import Profile, Spec, did_you_mean, preloads, spec_for, specs_in
 from grader.testing import use_seed
 
 _GRADING = pytest.StashKey[Grading]()
@@ -87,7 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
             profiles = [resolve_profile(spec, options.profile, options.data_dir, options.device) for spec in specs]
         except UserError as mistake:
             raise pytest.UsageError(str(mistake)) from None
-        preload = tuple(sorted({m for spec in specs for m in spec.sandbox_preload}))
+        preload = preloads(specs)
         gpu = any(p.device.startswith("cuda") for p in profiles)
         threads = early.threads_of(options)
         zygote = WARM_ZYGOTE or early.take(threads, preload, gpu) or Zygote(threads, preload, gpu)
